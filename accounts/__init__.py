@@ -1,0 +1,9 @@
+"""Accounts: users, roles and the profiles behind them.
+
+A user holds any of three roles, each backed by a profile row:
+renter (``RenterProfile``: billing details), owner (membership of an
+``OwnerCompany``: name, members, payout details) and lender
+(``LenderProfile``: an EIP-55 wallet address). Operator is Django's
+``is_staff``. Sign-up, e-mail verification, password reset and TOTP come from
+django-allauth. This is the lowest app: it imports none of the others.
+"""

@@ -1,0 +1,125 @@
+from django.contrib.auth.models import AbstractUser, BaseUserManager
+from django.db import models
+from django.db.models import Q
+
+from accounts.validators import validate_eip55_address
+
+
+class Role(models.TextChoices):
+    RENTER = "renter", "Renter"
+    OWNER = "owner", "Owner"
+    LENDER = "lender", "Lender"
+    OPERATOR = "operator", "Operator"
+
+
+class UserManager(BaseUserManager):
+    use_in_migrations = True
+
+    def _create_user(self, email, password, **extra_fields):
+        if not email:
+            raise ValueError("An e-mail address is required.")
+        user = self.model(email=self.normalize_email(email), **extra_fields)
+        user.set_password(password)
+        user.save(using=self._db)
+        return user
+
+    def create_user(self, email, password=None, **extra_fields):
+        extra_fields.setdefault("is_staff", False)
+        extra_fields.setdefault("is_superuser", False)
+        return self._create_user(email, password, **extra_fields)
+
+    def create_superuser(self, email, password=None, **extra_fields):
+        extra_fields.setdefault("is_staff", True)
+        extra_fields.setdefault("is_superuser", True)
+        return self._create_user(email, password, **extra_fields)
+
+
+class User(AbstractUser):
+    """A person who logs in with an e-mail address; roles come from profiles."""
+
+    username = None
+    email = models.EmailField("e-mail address", unique=True)
+
+    USERNAME_FIELD = "email"
+    REQUIRED_FIELDS: list[str] = []
+
+    objects = UserManager()
+
+    class Meta:
+        ordering = ["email"]
+
+    def __str__(self) -> str:
+        return self.email
+
+
+class OwnerCompany(models.Model):
+    """The legal owner of GPU servers; its members act for it."""
+
+    name = models.CharField(max_length=200, unique=True)
+    payout_account_holder = models.CharField(max_length=200, blank=True)
+    payout_iban = models.CharField("payout IBAN or account number", max_length=34, blank=True)
+    payout_bic = models.CharField("payout BIC/SWIFT", max_length=11, blank=True)
+    payout_wallet_address = models.CharField(
+        max_length=42, blank=True, validators=[validate_eip55_address]
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "owner companies"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class OwnerMembership(models.Model):
+    """A user acting for a company. A user belongs to at most one company."""
+
+    class Level(models.TextChoices):
+        ADMIN = "admin", "Administrator"
+        MEMBER = "member", "Member"
+
+    company = models.ForeignKey(OwnerCompany, on_delete=models.CASCADE, related_name="memberships")
+    user = models.OneToOneField(User, on_delete=models.CASCADE, related_name="owner_membership")
+    level = models.CharField(max_length=10, choices=Level.choices, default=Level.MEMBER)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["company", "user"]
+
+    def __str__(self) -> str:
+        return f"{self.user} @ {self.company}"
+
+
+class RenterProfile(models.Model):
+    """Billing details of a renter; its existence grants the renter role."""
+
+    user = models.OneToOneField(User, on_delete=models.CASCADE, related_name="renter_profile")
+    billing_name = models.CharField(max_length=200, blank=True)
+    billing_address = models.TextField(blank=True)
+    billing_country = models.CharField(max_length=2, blank=True, help_text="ISO 3166-1 alpha-2")
+    vat_id = models.CharField("VAT / tax id", max_length=32, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"renter {self.user}"
+
+
+class LenderProfile(models.Model):
+    """A lender's wallet; its existence grants the lender role."""
+
+    user = models.OneToOneField(User, on_delete=models.CASCADE, related_name="lender_profile")
+    wallet_address = models.CharField(max_length=42, blank=True, validators=[validate_eip55_address])
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["wallet_address"],
+                condition=~Q(wallet_address=""),
+                name="lender_wallet_unique_when_set",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"lender {self.user}"

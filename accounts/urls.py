@@ -1,0 +1,14 @@
+from django.urls import path
+
+from accounts import views
+
+app_name = "accounts"
+
+urlpatterns = [
+    path("roles/", views.roles, name="roles"),
+    path("billing/", views.billing, name="billing"),
+    path("company/", views.company, name="company"),
+    path("wallet/", views.wallet, name="wallet"),
+    path("api-token/", views.api_token, name="api_token"),
+    path("api-token/rotate/", views.api_token_rotate, name="api_token_rotate"),
+]

@@ -1,0 +1,42 @@
+from django.conf import settings
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from rest_framework.authtoken.views import obtain_auth_token
+from rest_framework.routers import DefaultRouter
+
+from accounts import views as account_views
+from accounts.api import MeApi
+from marketplace import api as marketplace_api
+from marketplace import views as marketplace_views
+
+router = DefaultRouter()
+router.register("inventory/gpu-models", marketplace_api.GpuModelViewSet, basename="gpu-model")
+router.register("inventory/regions", marketplace_api.RegionViewSet, basename="region")
+router.register("inventory/servers", marketplace_api.ServerViewSet, basename="server")
+router.register("inventory/gpus", marketplace_api.GpuViewSet, basename="gpu")
+
+api_v1 = [
+    path("me/", MeApi.as_view(), name="me"),
+    path("auth/token/", obtain_auth_token, name="token"),
+    path("inventory/servers/import/", marketplace_api.ServerImportApi.as_view(), name="server-import"),
+    *router.urls,
+]
+
+urlpatterns = [
+    path("", marketplace_views.home, name="home"),
+    path("dashboard/", account_views.dashboard, name="dashboard"),
+    path("accounts/", include("allauth.urls")),
+    path("account/", include("accounts.urls")),
+    path("", include("marketplace.urls")),
+    path("", include("financing.urls")),
+    path("", include("scheduler.urls")),
+    path("api/v1/", include((api_v1, "api"))),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+    path(settings.ADMIN_URL, admin.site.urls),
+]
+
+admin.site.site_header = "InfraFi operations"
+admin.site.site_title = "InfraFi operations"

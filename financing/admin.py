@@ -1,0 +1,1 @@
+"""Admin for financing models (registered as the models arrive)."""

@@ -1,0 +1,1 @@
+"""Financing API (loans, collateral, vault), registered in ``config.urls``."""

@@ -1,0 +1,1 @@
+"""Financing writes: collateral, loans, ledger postings, the waterfall (see the app docstring)."""

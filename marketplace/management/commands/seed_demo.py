@@ -1,0 +1,112 @@
+"""Build the demo from the real Alibaba node list; running it again adds nothing.
+
+A deterministic quarter of the trace's 1,213 nodes (every fourth row) becomes
+the servers of three owner companies spread over the catalogue's regions, and
+one demo user per role (plus an operator) is created with a verified e-mail.
+"""
+
+import csv
+import zlib
+
+from allauth.account.models import EmailAddress
+from django.conf import settings
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from accounts import services as account_services
+from accounts.models import OwnerCompany, OwnerMembership, User
+from marketplace.models import GpuModel, Region, Server
+from marketplace.services.inventory import server_create
+
+DEMO_PASSWORD = "infrafi-demo-2026"
+DEMO_USERS = [
+    # email, roles, company, staff
+    ("renter@infrafi.test", ["renter"], "", False),
+    ("owner@infrafi.test", ["owner"], "Northwind Compute", False),
+    ("helios@infrafi.test", ["owner"], "Helios GPU Cloud", False),
+    ("kestrel@infrafi.test", ["owner"], "Kestrel Labs", False),
+    ("lender@infrafi.test", ["lender"], "", False),
+    ("operator@infrafi.test", [], "", True),
+]
+DEMO_LENDER_WALLET = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
+COMPANIES = ["Northwind Compute", "Helios GPU Cloud", "Kestrel Labs"]
+DATA_CENTRES = {
+    "us-east": "Equinix DC11",
+    "us-west": "Flexential Hillsboro 3",
+    "eu-central": "Equinix FR5",
+    "eu-north": "Bahnhof Pionen",
+    "ap-southeast": "Equinix SG3",
+    "ap-east": "Alibaba Cloud Hangzhou H",
+}
+EVERY_NTH_NODE = 4
+
+
+class Command(BaseCommand):
+    help = "Load the demo users and inventory (idempotent)."
+
+    def handle(self, *args, **options):
+        with transaction.atomic():
+            self._users()
+            created = self._servers()
+        self.stdout.write(self.style.SUCCESS(f"Demo inventory: {created} server(s) added, "
+                                             f"{Server.objects.count()} in total."))
+        self.stdout.write("Demo logins (password for all: %s):" % DEMO_PASSWORD)
+        for email, roles, company, staff in DEMO_USERS:
+            label = "operator (staff, /admin/)" if staff else ", ".join(roles)
+            if company:
+                label += f" — {company}"
+            self.stdout.write(f"  {email:<24} {label}")
+
+    def _users(self) -> None:
+        for email, roles, company, staff in DEMO_USERS:
+            user = User.objects.filter(email=email).first()
+            if user is None:
+                if staff:
+                    user = User.objects.create_superuser(email=email, password=DEMO_PASSWORD)
+                else:
+                    user = User.objects.create_user(email=email, password=DEMO_PASSWORD)
+            EmailAddress.objects.get_or_create(
+                user=user, email=email, defaults={"verified": True, "primary": True}
+            )
+            if "renter" in roles:
+                account_services.renter_billing_update(
+                    user=user,
+                    billing_name="Demo Renter Ltd",
+                    billing_address="1 Demo Street, Springfield",
+                    billing_country="US",
+                )
+            if "owner" in roles and not OwnerMembership.objects.filter(user=user).exists():
+                account_services.owner_company_create(user=user, name=company)
+            if "lender" in roles:
+                account_services.lender_role_grant(user=user, wallet_address=DEMO_LENDER_WALLET)
+
+    def _servers(self) -> int:
+        companies = [OwnerCompany.objects.get(name=name) for name in COMPANIES]
+        regions = list(Region.objects.order_by("code"))
+        models = {m.trace_code: m for m in GpuModel.objects.exclude(trace_code="")}
+        existing = set(Server.objects.filter(owner__in=companies).values_list("owner_id", "hostname"))
+        created = 0
+        with open(settings.DEMO_NODE_LIST, newline="") as handle:
+            for index, row in enumerate(csv.DictReader(handle)):
+                if index % EVERY_NTH_NODE:
+                    continue
+                owner = companies[(index // EVERY_NTH_NODE) % len(companies)]
+                hostname = row["sn"]
+                if (owner.pk, hostname) in existing:
+                    continue
+                region = regions[zlib.crc32(hostname.encode()) % len(regions)]
+                count = int(row["gpu"])
+                server_create(
+                    owner=owner,
+                    hostname=hostname,
+                    serial_number=f"SRV-{hostname.upper()}",
+                    region=region,
+                    data_centre=DATA_CENTRES.get(region.code, ""),
+                    cpu_milli=int(row["cpu_milli"]),
+                    memory_mib=int(row["memory_mib"]),
+                    gpu_model=models[row["model"]],
+                    gpu_count=count,
+                    gpu_serials=[f"{1320000000000 + index * 16 + slot}" for slot in range(count)],
+                )
+                created += 1
+        return created

@@ -1,0 +1,1 @@
+"""Marketplace reads. Import the functions from their modules."""

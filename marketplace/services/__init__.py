@@ -1,0 +1,1 @@
+"""Marketplace writes. Import the functions from their modules."""

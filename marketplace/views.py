@@ -1,0 +1,189 @@
+"""Marketplace pages: home, renter and owner dashboards, server inventory."""
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_http_methods, require_POST
+
+from accounts.models import Role
+from accounts.permissions import role_required
+from accounts.selectors import owner_company_for_user, user_has_mfa
+from accounts.views import form_errors_from
+from marketplace.forms import GpuAddForm, GpuStatusForm, ServerCreateForm, ServerForm, ServerImportForm
+from marketplace.models import Gpu, Server
+from marketplace.selectors.inventory import (
+    gpu_model_list,
+    owner_inventory_summary,
+    server_list_for_owner,
+    supply_summary,
+)
+from marketplace.services import inventory
+
+
+def home(request):
+    return render(request, "marketplace/home.html", {"supply": supply_summary(), "models": gpu_model_list()})
+
+
+@role_required(Role.RENTER)
+def renter_dashboard(request):
+    return render(request, "marketplace/renter_dashboard.html", {"supply": supply_summary()})
+
+
+@role_required(Role.OWNER)
+def owner_dashboard(request):
+    company = owner_company_for_user(request.user)
+    context = {
+        "company": company,
+        "summary": owner_inventory_summary(owner=company),
+        "mfa_enabled": user_has_mfa(request.user),
+    }
+    return render(request, "marketplace/owner_dashboard.html", context)
+
+
+def _owned_server(request, pk: int) -> Server:
+    company = owner_company_for_user(request.user)
+    return get_object_or_404(Server.objects.select_related("region"), pk=pk, owner=company)
+
+
+@role_required(Role.OWNER)
+def server_list(request):
+    company = owner_company_for_user(request.user)
+    return render(request, "marketplace/server_list.html", {"servers": server_list_for_owner(owner=company)})
+
+
+@role_required(Role.OWNER)
+@require_http_methods(["GET", "POST"])
+def server_create(request):
+    company = owner_company_for_user(request.user)
+    form = ServerCreateForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            server = inventory.server_create(owner=company, **form.cleaned_data)
+        except ValidationError as exc:
+            form_errors_from(form, exc)
+        else:
+            messages.success(request, f"Server {server.hostname} registered with {server.gpus.count()} GPU(s).")
+            return redirect("marketplace:server_detail", pk=server.pk)
+    status = 400 if form.errors else 200
+    return render(request, "marketplace/server_form.html", {"form": form, "creating": True}, status=status)
+
+
+@role_required(Role.OWNER)
+def server_detail(request, pk: int):
+    server = _owned_server(request, pk)
+    context = {
+        "server": server,
+        "gpus": server.gpus.select_related("model"),
+        "gpu_form": GpuAddForm(),
+        "status_choices": Gpu.Status.choices,
+    }
+    return render(request, "marketplace/server_detail.html", context)
+
+
+@role_required(Role.OWNER)
+@require_http_methods(["GET", "POST"])
+def server_edit(request, pk: int):
+    server = _owned_server(request, pk)
+    if request.method == "POST":
+        form = ServerForm(request.POST)
+        if form.is_valid():
+            try:
+                inventory.server_update(server=server, **form.cleaned_data)
+            except ValidationError as exc:
+                form_errors_from(form, exc)
+            else:
+                messages.success(request, "Server updated.")
+                return redirect("marketplace:server_detail", pk=server.pk)
+    else:
+        form = ServerForm(
+            initial={
+                "hostname": server.hostname,
+                "serial_number": server.serial_number,
+                "region": server.region,
+                "data_centre": server.data_centre,
+                "cpu_milli": server.cpu_milli,
+                "memory_mib": server.memory_mib,
+            }
+        )
+    status = 400 if form.errors else 200
+    return render(request, "marketplace/server_form.html", {"form": form, "server": server}, status=status)
+
+
+@role_required(Role.OWNER)
+@require_POST
+def server_delete(request, pk: int):
+    server = _owned_server(request, pk)
+    hostname = server.hostname
+    inventory.server_delete(server=server)
+    messages.success(request, f"Server {hostname} deleted.")
+    return redirect("marketplace:server_list")
+
+
+@role_required(Role.OWNER)
+@require_POST
+def gpu_add(request, pk: int):
+    server = _owned_server(request, pk)
+    form = GpuAddForm(request.POST)
+    if form.is_valid():
+        try:
+            inventory.gpu_add(server=server, serial=form.cleaned_data["serial"], model=form.cleaned_data["model"])
+        except ValidationError as exc:
+            form_errors_from(form, exc)
+        else:
+            messages.success(request, "GPU added.")
+            return redirect("marketplace:server_detail", pk=server.pk)
+    context = {
+        "server": server,
+        "gpus": server.gpus.select_related("model"),
+        "gpu_form": form,
+        "status_choices": Gpu.Status.choices,
+    }
+    return render(request, "marketplace/server_detail.html", context, status=400)
+
+
+@role_required(Role.OWNER)
+@require_POST
+def gpu_status(request, pk: int, gpu_pk: int):
+    server = _owned_server(request, pk)
+    gpu = get_object_or_404(Gpu, pk=gpu_pk, server=server)
+    form = GpuStatusForm(request.POST)
+    if form.is_valid():
+        inventory.gpu_status_set(gpu=gpu, status=form.cleaned_data["status"])
+        messages.success(request, f"GPU {gpu.serial} is now {gpu.get_status_display().lower()}.")
+    else:
+        messages.error(request, "Choose a valid status.")
+    return redirect("marketplace:server_detail", pk=server.pk)
+
+
+@role_required(Role.OWNER)
+@require_POST
+def gpu_remove(request, pk: int, gpu_pk: int):
+    server = _owned_server(request, pk)
+    gpu = get_object_or_404(Gpu, pk=gpu_pk, server=server)
+    try:
+        inventory.gpu_remove(gpu=gpu)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(request, f"GPU {gpu.serial} removed.")
+    return redirect("marketplace:server_detail", pk=server.pk)
+
+
+@role_required(Role.OWNER)
+@require_http_methods(["GET", "POST"])
+def server_import(request):
+    company = owner_company_for_user(request.user)
+    form = ServerImportForm(request.POST or None, request.FILES or None)
+    row_errors = []
+    if request.method == "POST" and form.is_valid():
+        try:
+            servers = inventory.servers_import_csv(
+                owner=company, content=form.cleaned_data["file"], default_region=form.cleaned_data["default_region"]
+            )
+        except inventory.InventoryImportError as exc:
+            row_errors = exc.errors
+        else:
+            messages.success(request, f"Imported {len(servers)} server(s).")
+            return redirect("marketplace:server_list")
+    status = 400 if (form.errors or row_errors) else 200
+    return render(request, "marketplace/server_import.html", {"form": form, "row_errors": row_errors}, status=status)

@@ -1,0 +1,1 @@
+"""Scheduler admin (clusters, jobs, placement; see the app docstring)."""

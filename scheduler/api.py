@@ -1,0 +1,1 @@
+"""Scheduler api (clusters, jobs, placement; see the app docstring)."""

@@ -1,0 +1,1 @@
+"""Scheduler models (clusters, jobs, placement; see the app docstring)."""

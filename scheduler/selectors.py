@@ -1,0 +1,1 @@
+"""Scheduler selectors (clusters, jobs, placement; see the app docstring)."""

@@ -1,0 +1,1 @@
+"""Scheduler services (clusters, jobs, placement; see the app docstring)."""
