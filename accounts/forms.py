@@ -87,6 +87,4 @@ class MemberAddForm(forms.Form):
 
 
 class LenderWalletForm(forms.Form):
-    wallet_address = forms.CharField(
-        max_length=42, label="Wallet address", validators=[validate_eip55_address]
-    )
+    wallet_address = forms.CharField(max_length=42, label="Wallet address", validators=[validate_eip55_address])

@@ -59,9 +59,7 @@ class OwnerCompany(models.Model):
     payout_account_holder = models.CharField(max_length=200, blank=True)
     payout_iban = models.CharField("payout IBAN or account number", max_length=34, blank=True)
     payout_bic = models.CharField("payout BIC/SWIFT", max_length=11, blank=True)
-    payout_wallet_address = models.CharField(
-        max_length=42, blank=True, validators=[validate_eip55_address]
-    )
+    payout_wallet_address = models.CharField(max_length=42, blank=True, validators=[validate_eip55_address])
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

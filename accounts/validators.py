@@ -15,9 +15,7 @@ def validate_eip55_address(value: str) -> None:
     so a typo cannot be caught; we refuse it and show the checksummed form.
     """
     if not _HEX_ADDRESS.match(value or ""):
-        raise ValidationError(
-            "Enter an Ethereum address: 0x followed by 40 hexadecimal characters.", code="invalid"
-        )
+        raise ValidationError("Enter an Ethereum address: 0x followed by 40 hexadecimal characters.", code="invalid")
     if not is_checksum_address(value):
         body = value[2:]
         if body == body.lower() or body == body.upper():
@@ -26,6 +24,4 @@ def validate_eip55_address(value: str) -> None:
                 code="not_checksummed",
                 params={"suggestion": to_checksum_address(value)},
             )
-        raise ValidationError(
-            "The EIP-55 checksum of this address is wrong: check it for a typo.", code="bad_checksum"
-        )
+        raise ValidationError("The EIP-55 checksum of this address is wrong: check it for a typo.", code="bad_checksum")

@@ -167,9 +167,7 @@ class GpuViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     def create(self, request):
         data = GpuCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        server = get_object_or_404(
-            Server, pk=data.validated_data["server"], owner=owner_company_for_user(request.user)
-        )
+        server = get_object_or_404(Server, pk=data.validated_data["server"], owner=owner_company_for_user(request.user))
         gpu = inventory.gpu_add(server=server, serial=data.validated_data["serial"], model=data.validated_data["model"])
         return Response(GpuSerializer(gpu).data, status=status.HTTP_201_CREATED)
 
@@ -205,7 +203,11 @@ class ServerImportApi(APIView):
                 {
                     "errors": inline_serializer(
                         "ServerImportRowError",
-                        {"line": serializers.IntegerField(), "field": serializers.CharField(), "message": serializers.CharField()},
+                        {
+                            "line": serializers.IntegerField(),
+                            "field": serializers.CharField(),
+                            "message": serializers.CharField(),
+                        },
                         many=True,
                     )
                 },

@@ -37,7 +37,9 @@ class GpuModel(models.Model):
     class Meta:
         ordering = ["name"]
         constraints = [
-            models.UniqueConstraint(fields=["trace_code"], condition=~Q(trace_code=""), name="gpumodel_trace_code_unique"),
+            models.UniqueConstraint(
+                fields=["trace_code"], condition=~Q(trace_code=""), name="gpumodel_trace_code_unique"
+            ),
             models.CheckConstraint(
                 condition=Q(undisclosed=True) | (Q(vram_gb__isnull=False) & Q(vram_gb__gt=0)),
                 name="gpumodel_vram_known_unless_undisclosed",

@@ -31,7 +31,9 @@ def server_models(*, server: Server) -> list[str]:
 
 
 def gpu_list_for_owner(*, owner: OwnerCompany) -> QuerySet[Gpu]:
-    return Gpu.objects.filter(server__owner=owner).select_related("server", "model").order_by("server__hostname", "slot")
+    return (
+        Gpu.objects.filter(server__owner=owner).select_related("server", "model").order_by("server__hostname", "slot")
+    )
 
 
 def owner_inventory_summary(*, owner: OwnerCompany) -> dict:

@@ -134,8 +134,15 @@ def _validate_specs(owner: OwnerCompany, specs: list[ServerSpec]) -> list[dict[s
         elif host_counts[key] > 1:
             add(i, "hostname", f"The hostname {spec.hostname} appears more than once.")
 
-    # GPU serials: unique platform-wide, case-insensitive.
-    all_serials = [(i, s) for i, spec in enumerate(specs) for s, _ in _spec_serials(owner, spec)]
+    # GPU serials: unique platform-wide, case-insensitive. A platform-assigned
+    # serial derives from the hostname, so its clashes are hostname errors
+    # already reported above.
+    all_serials = [
+        (i, s)
+        for i, spec in enumerate(specs)
+        for s, assigned in _spec_serials(owner, spec)
+        if not (assigned and "hostname" in errors[i])
+    ]
     serial_counts = Counter(s.upper() for _, s in all_serials)
     taken = _existing_serials([s for _, s in all_serials])
     for i, serial in all_serials:
@@ -251,10 +258,7 @@ def server_update(
     serial_number = serial_number.strip()
     if Server.objects.filter(owner=server.owner, hostname__iexact=hostname).exclude(pk=server.pk).exists():
         raise ValidationError({"hostname": f"You already have a server named {hostname}."})
-    if (
-        serial_number
-        and Server.objects.filter(serial_number__iexact=serial_number).exclude(pk=server.pk).exists()
-    ):
+    if serial_number and Server.objects.filter(serial_number__iexact=serial_number).exclude(pk=server.pk).exists():
         raise ValidationError({"serial_number": f"Server serial {serial_number} is already registered."})
     server.hostname = hostname
     server.region = region

@@ -48,9 +48,10 @@ class Command(BaseCommand):
         with transaction.atomic():
             self._users()
             created = self._servers()
-        self.stdout.write(self.style.SUCCESS(f"Demo inventory: {created} server(s) added, "
-                                             f"{Server.objects.count()} in total."))
-        self.stdout.write("Demo logins (password for all: %s):" % DEMO_PASSWORD)
+        self.stdout.write(
+            self.style.SUCCESS(f"Demo inventory: {created} server(s) added, {Server.objects.count()} in total.")
+        )
+        self.stdout.write(f"Demo logins (password for all: {DEMO_PASSWORD}):")
         for email, roles, company, staff in DEMO_USERS:
             label = "operator (staff, /admin/)" if staff else ", ".join(roles)
             if company:
@@ -65,9 +66,7 @@ class Command(BaseCommand):
                     user = User.objects.create_superuser(email=email, password=DEMO_PASSWORD)
                 else:
                     user = User.objects.create_user(email=email, password=DEMO_PASSWORD)
-            EmailAddress.objects.get_or_create(
-                user=user, email=email, defaults={"verified": True, "primary": True}
-            )
+            EmailAddress.objects.get_or_create(user=user, email=email, defaults={"verified": True, "primary": True})
             if "renter" in roles:
                 account_services.renter_billing_update(
                     user=user,

@@ -1,0 +1,52 @@
+import pytest
+from django.test import Client
+from rest_framework.test import APIClient
+
+from tests import factories
+
+
+@pytest.fixture
+def renter(db):
+    return factories.make_renter()
+
+
+@pytest.fixture
+def owner(db):
+    return factories.make_owner()
+
+
+@pytest.fixture
+def other_owner(db):
+    return factories.make_owner()
+
+
+@pytest.fixture
+def lender(db):
+    return factories.make_lender()
+
+
+@pytest.fixture
+def operator(db):
+    return factories.make_operator()
+
+
+@pytest.fixture
+def client_as():
+    def _client(user) -> Client:
+        client = Client()
+        if user is not None:
+            client.force_login(user)
+        return client
+
+    return _client
+
+
+@pytest.fixture
+def api_as():
+    def _client(user) -> APIClient:
+        client = APIClient()
+        if user is not None:
+            client.force_authenticate(user)
+        return client
+
+    return _client
