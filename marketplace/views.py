@@ -2,6 +2,7 @@
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -45,10 +46,16 @@ def _owned_server(request, pk: int) -> Server:
     return get_object_or_404(Server.objects.select_related("region"), pk=pk, owner=company)
 
 
+SERVERS_PER_PAGE = 50
+
+
 @role_required(Role.OWNER)
 def server_list(request):
     company = owner_company_for_user(request.user)
-    return render(request, "marketplace/server_list.html", {"servers": server_list_for_owner(owner=company)})
+    query = request.GET.get("q", "").strip()
+    servers = server_list_for_owner(owner=company, hostname_contains=query)
+    page = Paginator(servers, SERVERS_PER_PAGE).get_page(request.GET.get("page"))
+    return render(request, "marketplace/server_list.html", {"page": page, "servers": page.object_list, "q": query})
 
 
 @role_required(Role.OWNER)

@@ -259,3 +259,19 @@ def test_csv_import_missing_columns(owner):
         inventory.servers_import_csv(owner=owner.owner_membership.company, content="sn,gpu\nx,1\n", default_region=None)
     assert exc.value.errors[0].message == "Missing column(s): cpu_milli, memory_mib, model."
     assert counts() == (0, 0)
+
+
+def test_server_list_is_paginated_and_filterable(owner, client_as):
+    csv_text = "sn,cpu_milli,memory_mib,gpu,model\n" + "".join(
+        f"rack-{i:03d},64000,262144,1,T4\n" for i in range(60)
+    )
+    inventory.servers_import_csv(
+        owner=owner.owner_membership.company, content=csv_text, default_region=Region.objects.get(code="us-east")
+    )
+    client = client_as(owner)
+    first = client.get(reverse("marketplace:server_list"))
+    assert len(first.context["servers"]) == 50 and first.context["page"].paginator.num_pages == 2
+    second = client.get(reverse("marketplace:server_list"), {"page": 2})
+    assert [s.hostname for s in second.context["servers"]] == [f"rack-{i:03d}" for i in range(50, 60)]
+    filtered = client.get(reverse("marketplace:server_list"), {"q": "RACK-01"})
+    assert [s.hostname for s in filtered.context["servers"]] == [f"rack-{i:03d}" for i in range(10, 20)]

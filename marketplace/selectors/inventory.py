@@ -14,9 +14,12 @@ def region_list() -> QuerySet[Region]:
     return Region.objects.all()
 
 
-def server_list_for_owner(*, owner: OwnerCompany) -> QuerySet[Server]:
+def server_list_for_owner(*, owner: OwnerCompany, hostname_contains: str = "") -> QuerySet[Server]:
+    servers = Server.objects.filter(owner=owner)
+    if hostname_contains:
+        servers = servers.filter(hostname__icontains=hostname_contains)
     return (
-        Server.objects.filter(owner=owner)
+        servers
         .select_related("region")
         .annotate(
             gpu_total=Count("gpus", distinct=True),
