@@ -262,9 +262,7 @@ def test_csv_import_missing_columns(owner):
 
 
 def test_server_list_is_paginated_and_filterable(owner, client_as):
-    csv_text = "sn,cpu_milli,memory_mib,gpu,model\n" + "".join(
-        f"rack-{i:03d},64000,262144,1,T4\n" for i in range(60)
-    )
+    csv_text = "sn,cpu_milli,memory_mib,gpu,model\n" + "".join(f"rack-{i:03d},64000,262144,1,T4\n" for i in range(60))
     inventory.servers_import_csv(
         owner=owner.owner_membership.company, content=csv_text, default_region=Region.objects.get(code="us-east")
     )

@@ -19,8 +19,7 @@ def server_list_for_owner(*, owner: OwnerCompany, hostname_contains: str = "") -
     if hostname_contains:
         servers = servers.filter(hostname__icontains=hostname_contains)
     return (
-        servers
-        .select_related("region")
+        servers.select_related("region")
         .annotate(
             gpu_total=Count("gpus", distinct=True),
             gpu_available=Count("gpus", filter=Q(gpus__status=Gpu.Status.AVAILABLE), distinct=True),
