@@ -50,3 +50,13 @@ def api_as():
         return client
 
     return _client
+
+
+@pytest.fixture
+def catalogue(transactional_db):
+    """Transactional tests start from a flushed database: reload the catalogue rows
+    that the data migration put there for every other test."""
+    from marketplace.catalogue import load_catalogue
+    from marketplace.models import GpuModel, Region
+
+    load_catalogue(GpuModel, Region)

@@ -32,6 +32,26 @@ pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
+def app_server(catalogue):
+    """A live server of our own, stopped at the end of the test so that its
+    database connections close before the test database is dropped."""
+    from pytest_django.live_server_helper import LiveServer
+
+    server = LiveServer("127.0.0.1:0")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def demo_data(catalogue):
+    # Seeded before Playwright starts: inside its sync API the ORM would run in
+    # a greenlet with a database connection of its own that nobody closes.
+    call_command("seed_demo", stdout=io.StringIO())
+
+
+@pytest.fixture
 def browser_page():
     if not Path(CHROMIUM).exists():
         if os.environ.get("CI"):
@@ -39,9 +59,6 @@ def browser_page():
         pytest.skip(f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
-    # Playwright's sync API runs an event loop in this thread; the ORM calls made
-    # by the test itself are plain synchronous code, which Django must allow.
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -50,16 +67,14 @@ def browser_page():
             yield page
         finally:
             browser.close()
-            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
 
 
 @pytest.mark.django_db(transaction=True)
-def test_demo_renter_logs_in_and_reaches_the_dashboard(live_server, browser_page):
-    call_command("seed_demo", stdout=io.StringIO())
+def test_demo_renter_logs_in_and_reaches_the_dashboard(app_server, demo_data, browser_page):
     page = browser_page
 
     # the home page shows the live supply of the seeded trace
-    page.goto(live_server.url + "/")
+    page.goto(app_server.url + "/")
     assert "InfraFi" in page.title()
     assert page.locator("#stat-gpus").inner_text().replace(",", "") != "0"
     page.screenshot(path=str(ARTIFACTS / "home.png"), full_page=True)
@@ -69,13 +84,13 @@ def test_demo_renter_logs_in_and_reaches_the_dashboard(live_server, browser_page
     page.fill("input[name=login]", "renter@infrafi.test")
     page.fill("input[name=password]", DEMO_PASSWORD)
     page.locator("form button[type=submit]").first.click()
-    page.wait_for_url(live_server.url + "/renter/")
+    page.wait_for_url(app_server.url + "/renter/")
     assert page.locator("h1").inner_text() == "Rent GPUs"
     assert "renter@infrafi.test" in page.locator("header").inner_text()
     page.screenshot(path=str(ARTIFACTS / "renter-dashboard.png"), full_page=True)
     assert (ARTIFACTS / "renter-dashboard.png").stat().st_size > 10_000
 
     # and an owner page is refused with an explanation, not a crash
-    response = page.goto(live_server.url + "/owner/")
+    response = page.goto(app_server.url + "/owner/")
     assert response.status == 403
     assert "This page is for GPU owners" in page.content()

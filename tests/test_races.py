@@ -20,7 +20,7 @@ def _needs_postgres():
         pytest.skip("needs PostgreSQL (set DATABASE_URL); CI runs it there")
 
 
-def test_racing_owners_registering_the_same_serial_exactly_one_wins():
+def test_racing_owners_registering_the_same_serial_exactly_one_wins(catalogue):
     owners = [make_owner() for _ in range(THREADS)]
     barrier = threading.Barrier(THREADS)
     outcomes: list[str] = []
