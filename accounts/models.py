@@ -116,6 +116,7 @@ class LenderProfile(models.Model):
                 fields=["wallet_address"],
                 condition=~Q(wallet_address=""),
                 name="lender_wallet_unique_when_set",
+                violation_error_message="This wallet is already registered to another lender.",
             )
         ]
 

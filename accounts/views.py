@@ -2,7 +2,6 @@
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import ValidationError
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
@@ -26,6 +25,7 @@ from accounts.selectors import (
     user_has_mfa,
     user_roles,
 )
+from config.forms import form_submit
 
 ROLE_DASHBOARDS = {
     Role.RENTER: "marketplace:renter_dashboard",
@@ -33,15 +33,6 @@ ROLE_DASHBOARDS = {
     Role.LENDER: "financing:lender_dashboard",
     Role.OPERATOR: "admin:index",
 }
-
-
-def form_errors_from(form, exc: ValidationError) -> None:
-    """Attach a service's ValidationError to the form that fed it."""
-    if hasattr(exc, "error_dict"):
-        for field, errors in exc.error_dict.items():
-            form.add_error(field if field in form.fields else None, errors)
-    else:
-        form.add_error(None, exc)
 
 
 @login_required
@@ -59,58 +50,35 @@ def dashboard(request):
 @require_http_methods(["GET", "POST"])
 def roles(request):
     """Add roles to one's account: renter, owner (a company), lender."""
-    company_form = CompanyCreateForm(prefix="company")
-    if request.method == "POST":
-        action = request.POST.get("action")
-        if action == "renter":
-            services.renter_role_grant(user=request.user)
-            messages.success(request, "You can now rent GPUs.")
-            return redirect("marketplace:renter_dashboard")
-        if action == "lender":
-            services.lender_role_grant(user=request.user)
-            messages.success(request, "You are now a lender. Add your wallet address.")
-            return redirect("accounts:wallet")
-        if action == "owner":
-            company_form = CompanyCreateForm(request.POST, prefix="company")
-            if company_form.is_valid():
-                try:
-                    services.owner_company_create(user=request.user, name=company_form.cleaned_data["company_name"])
-                except ValidationError as exc:
-                    form_errors_from(company_form, exc)
-                else:
-                    messages.success(request, "Your company is registered. Add your servers.")
-                    return redirect("marketplace:owner_dashboard")
-    return render(
-        request,
-        "accounts/roles.html",
-        {"company_form": company_form, "held": user_roles(request.user)},
-        status=400 if company_form.errors else 200,
-    )
+    user = request.user
+    action = request.POST.get("action") if request.method == "POST" else None
+    company_form = CompanyCreateForm(request.POST if action == "owner" else None, prefix="company")
+    if action == "renter":
+        services.renter_role_grant(user=user)
+        messages.success(request, "You can now rent GPUs.")
+        return redirect("marketplace:renter_dashboard")
+    if action == "lender":
+        services.lender_role_grant(user=user)
+        messages.success(request, "You are now a lender. Add your wallet address.")
+        return redirect("accounts:wallet")
+    if action == "owner" and form_submit(
+        company_form, lambda d: services.owner_company_create(user=user, name=d["company_name"])
+    ):
+        messages.success(request, "Your company is registered. Add your servers.")
+        return redirect("marketplace:owner_dashboard")
+    context = {"company_form": company_form, "held": user_roles(user)}
+    return render(request, "accounts/roles.html", context, status=400 if company_form.errors else 200)
 
 
 @role_required(Role.RENTER)
 @require_http_methods(["GET", "POST"])
 def billing(request):
     profile = renter_profile_for_user(request.user)
-    if request.method == "POST":
-        form = RenterBillingForm(request.POST)
-        if form.is_valid():
-            try:
-                services.renter_billing_update(user=request.user, **form.cleaned_data)
-            except ValidationError as exc:
-                form_errors_from(form, exc)
-            else:
-                messages.success(request, "Billing details saved.")
-                return redirect("accounts:billing")
-    else:
-        form = RenterBillingForm(
-            initial={
-                "billing_name": profile.billing_name,
-                "billing_address": profile.billing_address,
-                "billing_country": profile.billing_country,
-                "vat_id": profile.vat_id,
-            }
-        )
+    initial = {name: getattr(profile, name) for name in RenterBillingForm.base_fields}
+    form = RenterBillingForm(request.POST or None, initial=initial)
+    if request.method == "POST" and form_submit(form, lambda d: services.renter_billing_update(user=request.user, **d)):
+        messages.success(request, "Billing details saved.")
+        return redirect("accounts:billing")
     return render(request, "accounts/billing.html", {"form": form}, status=400 if form.errors else 200)
 
 
@@ -118,30 +86,18 @@ def billing(request):
 @require_http_methods(["GET", "POST"])
 def company(request):
     company = owner_company_for_user(request.user)
-    member_form = MemberAddForm(prefix="member")
-    if request.method == "POST" and request.POST.get("action") == "member":
-        form = OwnerCompanyForm(initial=_company_initial(company))
-        member_form = MemberAddForm(request.POST, prefix="member")
-        if member_form.is_valid():
-            try:
-                services.owner_company_member_add(company=company, email=member_form.cleaned_data["email"])
-            except ValidationError as exc:
-                form_errors_from(member_form, exc)
-            else:
-                messages.success(request, "Member added.")
-                return redirect("accounts:company")
-    elif request.method == "POST":
-        form = OwnerCompanyForm(request.POST)
-        if form.is_valid():
-            try:
-                services.owner_company_update(company=company, **form.cleaned_data)
-            except ValidationError as exc:
-                form_errors_from(form, exc)
-            else:
-                messages.success(request, "Company details saved.")
-                return redirect("accounts:company")
-    else:
-        form = OwnerCompanyForm(initial=_company_initial(company))
+    action = request.POST.get("action", "company") if request.method == "POST" else None
+    initial = {name: getattr(company, name) for name in OwnerCompanyForm.base_fields}
+    form = OwnerCompanyForm(request.POST if action == "company" else None, initial=initial)
+    member_form = MemberAddForm(request.POST if action == "member" else None, prefix="member")
+    if action == "member" and form_submit(
+        member_form, lambda d: services.owner_company_member_add(company=company, email=d["email"])
+    ):
+        messages.success(request, "Member added.")
+        return redirect("accounts:company")
+    if action == "company" and form_submit(form, lambda d: services.owner_company_update(company=company, **d)):
+        messages.success(request, "Company details saved.")
+        return redirect("accounts:company")
     context = {
         "company": company,
         "form": form,
@@ -153,32 +109,16 @@ def company(request):
     return render(request, "accounts/company.html", context, status=status)
 
 
-def _company_initial(company) -> dict:
-    return {
-        "name": company.name,
-        "payout_account_holder": company.payout_account_holder,
-        "payout_iban": company.payout_iban,
-        "payout_bic": company.payout_bic,
-        "payout_wallet_address": company.payout_wallet_address,
-    }
-
-
 @role_required(Role.LENDER)
 @require_http_methods(["GET", "POST"])
 def wallet(request):
     profile = lender_profile_for_user(request.user)
-    if request.method == "POST":
-        form = LenderWalletForm(request.POST)
-        if form.is_valid():
-            try:
-                services.lender_wallet_set(user=request.user, wallet_address=form.cleaned_data["wallet_address"])
-            except ValidationError as exc:
-                form_errors_from(form, exc)
-            else:
-                messages.success(request, "Wallet address saved.")
-                return redirect("accounts:wallet")
-    else:
-        form = LenderWalletForm(initial={"wallet_address": profile.wallet_address})
+    form = LenderWalletForm(request.POST or None, initial={"wallet_address": profile.wallet_address})
+    if request.method == "POST" and form_submit(
+        form, lambda d: services.lender_wallet_set(user=request.user, wallet_address=d["wallet_address"])
+    ):
+        messages.success(request, "Wallet address saved.")
+        return redirect("accounts:wallet")
     context = {"form": form, "profile": profile, "mfa_enabled": user_has_mfa(request.user)}
     return render(request, "accounts/wallet.html", context, status=400 if form.errors else 200)
 

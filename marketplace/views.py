@@ -9,7 +9,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from accounts.models import Role
 from accounts.permissions import role_required
 from accounts.selectors import owner_company_for_user, user_has_mfa
-from accounts.views import form_errors_from
+from config.forms import form_submit
 from marketplace.forms import GpuAddForm, GpuStatusForm, ServerCreateForm, ServerForm, ServerImportForm
 from marketplace.models import Gpu, Server
 from marketplace.selectors.inventory import (
@@ -63,55 +63,41 @@ def server_list(request):
 def server_create(request):
     company = owner_company_for_user(request.user)
     form = ServerCreateForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        try:
-            server = inventory.server_create(owner=company, **form.cleaned_data)
-        except ValidationError as exc:
-            form_errors_from(form, exc)
-        else:
-            messages.success(request, f"Server {server.hostname} registered with {server.gpus.count()} GPU(s).")
-            return redirect("marketplace:server_detail", pk=server.pk)
+    created = []
+    if request.method == "POST" and form_submit(
+        form, lambda d: created.append(inventory.server_create(owner=company, **d))
+    ):
+        (server,) = created
+        messages.success(request, f"Server {server.hostname} registered with {server.gpus.count()} GPU(s).")
+        return redirect("marketplace:server_detail", pk=server.pk)
     status = 400 if form.errors else 200
     return render(request, "marketplace/server_form.html", {"form": form, "creating": True}, status=status)
 
 
 @role_required(Role.OWNER)
 def server_detail(request, pk: int):
-    server = _owned_server(request, pk)
+    return _server_detail(request, _owned_server(request, pk), gpu_form=GpuAddForm())
+
+
+def _server_detail(request, server: Server, *, gpu_form: GpuAddForm, status: int = 200):
     context = {
         "server": server,
         "gpus": server.gpus.select_related("model"),
-        "gpu_form": GpuAddForm(),
+        "gpu_form": gpu_form,
         "status_choices": Gpu.Status.choices,
     }
-    return render(request, "marketplace/server_detail.html", context)
+    return render(request, "marketplace/server_detail.html", context, status=status)
 
 
 @role_required(Role.OWNER)
 @require_http_methods(["GET", "POST"])
 def server_edit(request, pk: int):
     server = _owned_server(request, pk)
-    if request.method == "POST":
-        form = ServerForm(request.POST)
-        if form.is_valid():
-            try:
-                inventory.server_update(server=server, **form.cleaned_data)
-            except ValidationError as exc:
-                form_errors_from(form, exc)
-            else:
-                messages.success(request, "Server updated.")
-                return redirect("marketplace:server_detail", pk=server.pk)
-    else:
-        form = ServerForm(
-            initial={
-                "hostname": server.hostname,
-                "serial_number": server.serial_number,
-                "region": server.region,
-                "data_centre": server.data_centre,
-                "cpu_milli": server.cpu_milli,
-                "memory_mib": server.memory_mib,
-            }
-        )
+    initial = {name: getattr(server, name) for name in ServerForm.base_fields}
+    form = ServerForm(request.POST or None, initial=initial)
+    if request.method == "POST" and form_submit(form, lambda d: inventory.server_update(server=server, **d)):
+        messages.success(request, "Server updated.")
+        return redirect("marketplace:server_detail", pk=server.pk)
     status = 400 if form.errors else 200
     return render(request, "marketplace/server_form.html", {"form": form, "server": server}, status=status)
 
@@ -131,21 +117,10 @@ def server_delete(request, pk: int):
 def gpu_add(request, pk: int):
     server = _owned_server(request, pk)
     form = GpuAddForm(request.POST)
-    if form.is_valid():
-        try:
-            inventory.gpu_add(server=server, serial=form.cleaned_data["serial"], model=form.cleaned_data["model"])
-        except ValidationError as exc:
-            form_errors_from(form, exc)
-        else:
-            messages.success(request, "GPU added.")
-            return redirect("marketplace:server_detail", pk=server.pk)
-    context = {
-        "server": server,
-        "gpus": server.gpus.select_related("model"),
-        "gpu_form": form,
-        "status_choices": Gpu.Status.choices,
-    }
-    return render(request, "marketplace/server_detail.html", context, status=400)
+    if form_submit(form, lambda d: inventory.gpu_add(server=server, serial=d["serial"], model=d["model"])):
+        messages.success(request, "GPU added.")
+        return redirect("marketplace:server_detail", pk=server.pk)
+    return _server_detail(request, server, gpu_form=form, status=400)
 
 
 @role_required(Role.OWNER)

@@ -92,3 +92,10 @@ def test_production_settings_start_with_their_secrets():
 def test_embedded_settings_need_no_environment():
     result = run_with_settings("config.settings.local", {})
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.django_db
+def test_models_and_migrations_agree():
+    out = io.StringIO()
+    call_command("makemigrations", "--check", "--dry-run", stdout=out)
+    assert "No changes detected" in out.getvalue()

@@ -90,7 +90,7 @@ class Migration(migrations.Migration):
                 ('user', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='lender_profile', to=settings.AUTH_USER_MODEL)),
             ],
             options={
-                'constraints': [models.UniqueConstraint(condition=models.Q(('wallet_address', ''), _negated=True), fields=('wallet_address',), name='lender_wallet_unique_when_set')],
+                'constraints': [models.UniqueConstraint(condition=models.Q(('wallet_address', ''), _negated=True), fields=('wallet_address',), name='lender_wallet_unique_when_set', violation_error_message='This wallet is already registered to another lender.')],
             },
         ),
     ]

@@ -1,0 +1,33 @@
+"""The one way an HTML form feeds a service.
+
+Pages validate input with a form, call one service with the cleaned data, and
+show the service's ``ValidationError`` on the same form, so a page and the API
+report the same messages.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+
+def form_errors_from(form: forms.Form, exc: ValidationError) -> None:
+    """Attach a service's ValidationError to the form that fed it."""
+    if hasattr(exc, "error_dict"):
+        for field, errors in exc.error_dict.items():
+            form.add_error(field if field in form.fields else None, errors)
+    else:
+        form.add_error(None, exc)
+
+
+def form_submit(form: forms.Form, action: Callable[[dict], Any]) -> bool:
+    """Validate ``form`` and run ``action(cleaned_data)``; True when both succeed."""
+    if not form.is_valid():
+        return False
+    try:
+        action(form.cleaned_data)
+    except ValidationError as exc:
+        form_errors_from(form, exc)
+        return False
+    return True
