@@ -6,8 +6,16 @@ with field messages, the same messages the HTML forms show.
 
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from rest_framework import exceptions
+from rest_framework import exceptions, status
 from rest_framework.views import exception_handler as drf_exception_handler
+
+from config.errors import ConflictError
+
+
+class Conflict(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The request conflicts with the current state."
+    default_code = "conflict"
 
 
 def exception_handler(exc, context):
@@ -16,7 +24,7 @@ def exception_handler(exc, context):
             detail = {field: [str(m) for m in msgs] for field, msgs in exc.message_dict.items()}
         else:
             detail = {"non_field_errors": exc.messages}
-        exc = exceptions.ValidationError(detail=detail)
+        exc = Conflict(detail=detail) if isinstance(exc, ConflictError) else exceptions.ValidationError(detail=detail)
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied(detail=str(exc) or None)
     return drf_exception_handler(exc, context)

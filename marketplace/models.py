@@ -1,4 +1,8 @@
-from django.core.validators import MinValueValidator, RegexValidator
+import uuid
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Upper
@@ -77,6 +81,13 @@ class Server(models.Model):
     serial_number = models.CharField(max_length=64, blank=True, validators=[serial_validator])
     region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="servers")
     data_centre = models.CharField(max_length=120, blank=True)
+    reliability = models.DecimalField(
+        max_digits=5,
+        decimal_places=4,
+        default=Decimal("0.9900"),
+        validators=[MinValueValidator(0), MaxValueValidator(1)],
+        help_text="Share of booked time delivered without interruption (0–1).",
+    )
     cpu_milli = models.PositiveIntegerField("CPU (millicores)", validators=[MinValueValidator(1000)])
     memory_mib = models.PositiveBigIntegerField("RAM (MiB)", validators=[MinValueValidator(1024)])
     created_at = models.DateTimeField(auto_now_add=True)
@@ -91,6 +102,9 @@ class Server(models.Model):
             ),
             models.CheckConstraint(condition=Q(cpu_milli__gte=1000), name="server_cpu_at_least_one_core"),
             models.CheckConstraint(condition=Q(memory_mib__gte=1024), name="server_memory_at_least_1gib"),
+            models.CheckConstraint(
+                condition=Q(reliability__gte=0) & Q(reliability__lte=1), name="server_reliability_0_1"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -138,3 +152,310 @@ class Gpu(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model} {self.serial}"
+
+
+MIN_BOOKING_MINUTES = 60
+
+
+class Listing(models.Model):
+    """A server's GPUs offered for rent at a price per GPU-hour."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        PAUSED = "paused", "Paused"
+
+    server = models.OneToOneField(Server, on_delete=models.CASCADE, related_name="listing")
+    # Denormalised from the server for search: its GPU model and how many of
+    # its GPUs are in service (status "available"); inventory services keep both.
+    gpu_model = models.ForeignKey(GpuModel, on_delete=models.PROTECT, related_name="listings")
+    gpus_in_service = models.PositiveSmallIntegerField(default=0)
+    price_per_gpu_hour = models.DecimalField("price per GPU-hour (USD)", max_digits=10, decimal_places=2)
+    min_duration_minutes = models.PositiveIntegerField(default=MIN_BOOKING_MINUTES)
+    max_duration_minutes = models.PositiveIntegerField(default=30 * 24 * 60)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.ACTIVE)
+    always_available = models.BooleanField(
+        default=True, help_text="True while the owner has set no availability windows or weekly pattern."
+    )
+    financed = models.BooleanField(default=False, help_text="Set by financing when the server is loan collateral.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["price_per_gpu_hour", "id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(price_per_gpu_hour__gt=0), name="listing_price_positive"),
+            models.CheckConstraint(
+                condition=Q(min_duration_minutes__gte=MIN_BOOKING_MINUTES), name="listing_min_at_least_an_hour"
+            ),
+            models.CheckConstraint(
+                condition=Q(max_duration_minutes__gte=models.F("min_duration_minutes")), name="listing_max_ge_min"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["status", "price_per_gpu_hour"], name="listing_status_price"),
+            models.Index(fields=["status", "gpu_model", "price_per_gpu_hour"], name="listing_status_model_price"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.server} @ ${self.price_per_gpu_hour}/GPU-h"
+
+
+class AvailabilityRule(models.Model):
+    """When a listing may be booked: explicit windows and/or a weekly pattern (UTC)."""
+
+    class Kind(models.TextChoices):
+        WINDOW = "window", "Window"
+        WEEKLY = "weekly", "Weekly"
+
+    listing = models.ForeignKey(Listing, on_delete=models.CASCADE, related_name="rules")
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    start = models.DateTimeField(null=True, blank=True)
+    end = models.DateTimeField(null=True, blank=True)
+    weekday = models.PositiveSmallIntegerField(null=True, blank=True, help_text="0 = Monday … 6 = Sunday")
+    start_minute = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Minutes after 00:00 UTC.")
+    end_minute = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Up to 1440 (midnight).")
+
+    class Meta:
+        ordering = ["kind", "weekday", "start_minute", "start"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(
+                    Q(kind="window", start__isnull=False, end__isnull=False, end__gt=models.F("start"))
+                    | Q(
+                        kind="weekly",
+                        weekday__gte=0,
+                        weekday__lte=6,
+                        start_minute__gte=0,
+                        end_minute__lte=1440,
+                        end_minute__gt=models.F("start_minute"),
+                    )
+                ),
+                name="availability_rule_well_formed",
+            )
+        ]
+
+
+class AvailabilitySlot(models.Model):
+    """The rules expanded and merged into concrete intervals, for search and booking checks."""
+
+    listing = models.ForeignKey(Listing, on_delete=models.CASCADE, related_name="slots")
+    start = models.DateTimeField()
+    end = models.DateTimeField()
+
+    class Meta:
+        ordering = ["listing", "start"]
+        indexes = [models.Index(fields=["listing", "start", "end"], name="slot_listing_start_end")]
+        constraints = [models.CheckConstraint(condition=Q(end__gt=models.F("start")), name="slot_end_after_start")]
+
+
+class Booking(models.Model):
+    """N GPUs of one server for a half-open window [start, end)."""
+
+    class Status(models.TextChoices):
+        PENDING_PAYMENT = "pending_payment", "Pending payment"
+        CONFIRMED = "confirmed", "Confirmed"
+        ACTIVE = "active", "Active"
+        COMPLETED = "completed", "Completed"
+        CANCELLED = "cancelled", "Cancelled"
+        EXPIRED = "expired", "Expired"
+        REFUNDED = "refunded", "Refunded"
+
+    HOLDING = (Status.PENDING_PAYMENT, Status.CONFIRMED, Status.ACTIVE)
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    renter = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="bookings")
+    listing = models.ForeignKey(Listing, on_delete=models.PROTECT, related_name="bookings")
+    server = models.ForeignKey(Server, on_delete=models.PROTECT, related_name="bookings")
+    gpu_count = models.PositiveSmallIntegerField()
+    start = models.DateTimeField()
+    end = models.DateTimeField()
+    price_per_gpu_hour = models.DecimalField(max_digits=10, decimal_places=2)
+    amount = models.DecimalField(max_digits=14, decimal_places=6, help_text="The quote, in whole cents.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING_PAYMENT)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    gateway = models.CharField(max_length=16, blank=True)
+    amount_paid = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal(0))
+    amount_earned = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal(0))
+    amount_refunded = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal(0))
+    delivered_gpu_seconds = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-start", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(end__gt=models.F("start")), name="booking_end_after_start"),
+            models.CheckConstraint(condition=Q(gpu_count__gte=1), name="booking_at_least_one_gpu"),
+            models.CheckConstraint(
+                condition=Q(amount__gte=0, amount_paid__gte=0, amount_earned__gte=0, amount_refunded__gte=0),
+                name="booking_amounts_not_negative",
+            ),
+            # Half a micro-dollar of slack: amounts have 6 places, so on PostgreSQL
+            # this is exactly "earned ≤ paid − refunded"; SQLite compares floats.
+            models.CheckConstraint(
+                condition=Q(
+                    amount_earned__lte=models.F("amount_paid") - models.F("amount_refunded") + Decimal("0.0000005")
+                ),
+                name="booking_earned_within_paid",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["status", "expires_at"], name="booking_status_expiry"),
+            models.Index(fields=["status", "start"], name="booking_status_start"),
+            models.Index(fields=["status", "end"], name="booking_status_end"),
+        ]
+
+    def __str__(self) -> str:
+        return f"booking {self.public_id} ({self.get_status_display()})"
+
+    @property
+    def gpu_seconds_booked(self) -> int:
+        return self.gpu_count * int((self.end - self.start).total_seconds())
+
+    @property
+    def escrow(self) -> Decimal:
+        """Paid and neither earned by the owner nor refunded yet."""
+        return self.amount_paid - self.amount_earned - self.amount_refunded
+
+
+class BookingGpu(models.Model):
+    """One GPU held by a booking for [start, end). On PostgreSQL an exclusion
+    constraint forbids two held rows of the same GPU with overlapping times."""
+
+    booking = models.ForeignKey(Booking, on_delete=models.CASCADE, related_name="allocations")
+    gpu = models.ForeignKey(Gpu, on_delete=models.PROTECT, related_name="allocations")
+    server = models.ForeignKey(Server, on_delete=models.PROTECT, related_name="+")
+    start = models.DateTimeField()
+    end = models.DateTimeField()
+    held = models.BooleanField(default=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(end__gt=models.F("start")), name="bookinggpu_end_after_start"),
+            models.UniqueConstraint(fields=["booking", "gpu"], name="bookinggpu_once_per_booking"),
+        ]
+        indexes = [
+            models.Index(fields=["server", "held", "start", "end"], name="bookinggpu_server_window"),
+            models.Index(fields=["gpu", "held", "start"], name="bookinggpu_gpu_window"),
+        ]
+
+
+class Payment(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    booking = models.ForeignKey(Booking, on_delete=models.PROTECT, related_name="payments")
+    gateway = models.CharField(max_length=16)
+    is_test = models.BooleanField(default=False)
+    idempotency_key = models.CharField(max_length=80, unique=True)
+    reference = models.CharField(max_length=120, blank=True)
+    amount = models.DecimalField(max_digits=14, decimal_places=6)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    failure_message = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["gateway", "reference"], condition=~Q(reference=""), name="payment_reference_unique"
+            ),
+            models.CheckConstraint(condition=Q(amount__gt=0), name="payment_amount_positive"),
+        ]
+
+
+class Refund(models.Model):
+    class Reason(models.TextChoices):
+        CANCELLATION = "cancellation", "Cancellation"
+        UNDELIVERED = "undelivered", "Undelivered time"
+        DOWNTIME = "downtime", "Downtime"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    booking = models.ForeignKey(Booking, on_delete=models.PROTECT, related_name="refunds")
+    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="refunds")
+    idempotency_key = models.CharField(max_length=80, unique=True)
+    reference = models.CharField(max_length=120, blank=True)
+    amount = models.DecimalField(max_digits=14, decimal_places=6)
+    reason = models.CharField(max_length=16, choices=Reason.choices)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        constraints = [models.CheckConstraint(condition=Q(amount__gt=0), name="refund_amount_positive")]
+
+
+class UsageRecord(models.Model):
+    """Delivered GPU-seconds reported by the scheduler, once per key."""
+
+    booking = models.ForeignKey(Booking, on_delete=models.PROTECT, related_name="usage")
+    key = models.CharField(max_length=200, unique=True)
+    interval_start = models.DateTimeField()
+    interval_end = models.DateTimeField()
+    gpu_seconds = models.BigIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["interval_start", "id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(gpu_seconds__gte=0), name="usage_seconds_not_negative"),
+            models.CheckConstraint(
+                condition=Q(interval_end__gte=models.F("interval_start")), name="usage_interval_ordered"
+            ),
+        ]
+
+
+class Settlement(models.Model):
+    """Revenue earned by delivery: escrow released to the owner's side.
+
+    Financing pulls rows with ``processed_at`` empty, posts them through its
+    waterfall and stamps ``processed_at``; the marketplace never pushes.
+    """
+
+    booking = models.ForeignKey(Booking, on_delete=models.PROTECT, related_name="settlements")
+    server = models.ForeignKey(Server, on_delete=models.PROTECT, related_name="settlements")
+    usage = models.OneToOneField(UsageRecord, on_delete=models.PROTECT, null=True, blank=True)
+    interval_start = models.DateTimeField()
+    interval_end = models.DateTimeField()
+    gpu_seconds = models.BigIntegerField()
+    gross_amount = models.DecimalField(max_digits=14, decimal_places=6)
+    rounding_adjustment = models.DecimalField(
+        max_digits=14,
+        decimal_places=6,
+        default=Decimal(0),
+        help_text="Sub-cent remainder of the final refund, earned by the owner so that paid = earned + refunded.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["interval_start", "id"]
+        constraints = [models.CheckConstraint(condition=Q(gross_amount__gte=0), name="settlement_not_negative")]
+        indexes = [models.Index(fields=["processed_at", "id"], name="settlement_unprocessed")]
+
+
+class WebhookEvent(models.Model):
+    """Every payment-gateway event, stored once by its id before it is handled."""
+
+    gateway = models.CharField(max_length=16)
+    event_id = models.CharField(max_length=120)
+    type = models.CharField(max_length=80)
+    payload = models.JSONField()
+    created = models.BigIntegerField(help_text="The gateway's creation time (Unix seconds).")
+    received_at = models.DateTimeField(auto_now_add=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["created", "id"]
+        constraints = [models.UniqueConstraint(fields=["gateway", "event_id"], name="webhook_event_once")]

@@ -107,7 +107,11 @@ def server_edit(request, pk: int):
 def server_delete(request, pk: int):
     server = _owned_server(request, pk)
     hostname = server.hostname
-    inventory.server_delete(server=server)
+    try:
+        inventory.server_delete(server=server)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return redirect("marketplace:server_detail", pk=server.pk)
     messages.success(request, f"Server {hostname} deleted.")
     return redirect("marketplace:server_list")
 

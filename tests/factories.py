@@ -70,3 +70,20 @@ def make_server(
         gpu_count=gpu_count,
         gpu_serials=serials,
     )
+
+
+def make_listing(owner_user: User, *, price: str = "2.00", gpu_count: int = 4, model: str = "H100 80GB", **kwargs):
+    from decimal import Decimal
+
+    from marketplace.services.listings import listing_create
+
+    server = make_server(owner_user, gpu_count=gpu_count, model=model, **kwargs)
+    return listing_create(server=server, price_per_gpu_hour=Decimal(price))
+
+
+def next_hour(hours_ahead: int = 1):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    return timezone.now().replace(minute=0, second=0, microsecond=0) + timedelta(hours=hours_ahead)

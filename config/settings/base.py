@@ -23,6 +23,11 @@ CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 # --- Database: SQLite file by default, PostgreSQL through DATABASE_URL.
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # IMMEDIATE transactions take SQLite's write lock at BEGIN, so the booking
+    # service's overlap check and its insert cannot interleave with another writer.
+    DATABASES["default"].setdefault("OPTIONS", {})["transaction_mode"] = "IMMEDIATE"
+    DATABASES["default"]["OPTIONS"].setdefault("timeout", 20)
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -172,3 +177,26 @@ LOGGING = {
 
 # The admin lives at a configurable path (operators only).
 ADMIN_URL = env("DJANGO_ADMIN_URL", default="admin/")
+
+# --- Payments. "offline" settles at once (embedded demo, labelled as test
+# payments); "stripe" needs STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET.
+PAYMENT_GATEWAY = env("PAYMENT_GATEWAY", default="offline")
+PAYMENT_GATEWAYS = {
+    "offline": "marketplace.payments.offline.OfflineGateway",
+    "stripe": "marketplace.payments.stripe_gateway.StripeGateway",
+}
+STRIPE_SECRET_KEY = env("STRIPE_SECRET_KEY", default="")
+STRIPE_WEBHOOK_SECRET = env("STRIPE_WEBHOOK_SECRET", default="")
+# A Stripe-compatible server (e.g. localstripe in tests); empty means Stripe itself.
+STRIPE_API_BASE = env("STRIPE_API_BASE", default="")
+STRIPE_TIMEOUT_SECONDS = env.int("STRIPE_TIMEOUT_SECONDS", default=20)
+
+# --- Bookings.
+BOOKING_PAYMENT_HOLD_MINUTES = env.int("BOOKING_PAYMENT_HOLD_MINUTES", default=15)
+# How far ahead a booking may end, and how far ahead weekly availability is expanded.
+BOOKING_HORIZON_DAYS = env.int("BOOKING_HORIZON_DAYS", default=90)
+CELERY_BEAT_SCHEDULE = {
+    "marketplace-expire-pending": {"task": "marketplace.tasks.bookings_tick", "schedule": 60.0},
+    "marketplace-extend-availability": {"task": "marketplace.tasks.availability_extend", "schedule": 24 * 3600.0},
+    "marketplace-retry-refunds": {"task": "marketplace.tasks.refunds_retry", "schedule": 300.0},
+}

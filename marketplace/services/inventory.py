@@ -20,6 +20,7 @@ from django.db.models.functions import Upper
 
 from accounts.models import OwnerCompany
 from marketplace.models import Gpu, GpuModel, Region, Server, hostname_validator, serial_validator
+from marketplace.services.listings import listing_refresh_inventory
 
 MAX_GPUS_PER_SERVER = 16
 CSV_REQUIRED_COLUMNS = ("sn", "cpu_milli", "memory_mib", "gpu", "model")
@@ -272,6 +273,8 @@ def server_update(
 
 
 def server_delete(*, server: Server) -> None:
+    if server.bookings.exists():
+        raise ValidationError({"server": "This server has bookings and cannot be deleted; pause its listing instead."})
     server.delete()
 
 
@@ -296,7 +299,9 @@ def gpu_add(*, server: Server, serial: str, model: GpuModel | None = None) -> Gp
                     raise ValidationError({"model": "Choose the GPU model."})
                 model = first.model
             next_slot = (locked.gpus.aggregate(m=Max("slot"))["m"] if current else -1) + 1
-            return Gpu.objects.create(server=locked, slot=next_slot, serial=serial, model=model)
+            gpu = Gpu.objects.create(server=locked, slot=next_slot, serial=serial, model=model)
+            listing_refresh_inventory(server=locked)
+            return gpu
     except IntegrityError as exc:
         raise ValidationError({"serial": f"GPU serial {serial} is already registered on the platform."}) from exc
 
@@ -304,15 +309,21 @@ def gpu_add(*, server: Server, serial: str, model: GpuModel | None = None) -> Gp
 def gpu_status_set(*, gpu: Gpu, status: str) -> Gpu:
     if status not in Gpu.Status.values:
         raise ValidationError({"status": f"Choose one of: {', '.join(Gpu.Status.values)}."})
-    gpu.status = status
-    gpu.save(update_fields=["status", "updated_at"])
+    with transaction.atomic():
+        gpu.status = status
+        gpu.save(update_fields=["status", "updated_at"])
+        listing_refresh_inventory(server=gpu.server)
     return gpu
 
 
 def gpu_remove(*, gpu: Gpu) -> None:
     if gpu.server.gpus.count() <= 1:
         raise ValidationError({"gpu": "A server keeps at least one GPU; delete the server instead."})
-    gpu.delete()
+    if gpu.allocations.exists():
+        raise ValidationError({"gpu": "This GPU has bookings; set it to retired instead of removing it."})
+    with transaction.atomic():
+        gpu.delete()
+        listing_refresh_inventory(server=gpu.server)
 
 
 def _parse_int(raw: str) -> int | None:

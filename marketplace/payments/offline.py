@@ -1,0 +1,31 @@
+"""The embedded demo's gateway: every payment settles at once.
+
+Payments made through it are test payments and the UI says so. It keeps no
+state of its own: references derive from the idempotency key, so a retried
+call returns the same reference.
+"""
+
+import hashlib
+from decimal import Decimal
+
+from marketplace.payments.base import GatewayEvent, PaymentResult, RefundResult, SignatureError
+
+
+def _ref(prefix: str, key: str) -> str:
+    return f"{prefix}_{hashlib.sha256(key.encode()).hexdigest()[:24]}"
+
+
+class OfflineGateway:
+    name = "offline"
+    is_test = True
+
+    def charge(
+        self, *, booking_id: str, amount: Decimal, idempotency_key: str, payment_method: str = "", description: str = ""
+    ) -> PaymentResult:
+        return PaymentResult(reference=_ref("offpi", idempotency_key), status="succeeded", amount=amount)
+
+    def refund(self, *, payment_reference: str, amount: Decimal, idempotency_key: str) -> RefundResult:
+        return RefundResult(reference=_ref("offre", idempotency_key), status="succeeded", amount=amount)
+
+    def parse_event(self, *, payload: bytes, signature_header: str) -> GatewayEvent:
+        raise SignatureError("The offline gateway sends no webhooks.")

@@ -1,0 +1,560 @@
+"""Bookings: quote, hold, pay, run, deliver, settle, refund.
+
+Lifecycle: ``pending_payment`` (specific GPUs held for 15 minutes) →
+``confirmed`` (paid; the money sits in escrow) → ``active`` (from the start)
+→ ``completed`` (at the end; undelivered time refunded), or ``cancelled``,
+``expired`` (unpaid in time) or ``refunded`` (nothing delivered).
+
+Escrow: a payment becomes the owner's revenue only as usage is delivered.
+The scheduler reports delivered GPU-seconds with ``booking_record_usage``
+(idempotent by key); each report becomes a ``Settlement`` worth the
+delivered share of the booking's amount. Shares are computed cumulatively
+(``money.pro_rata`` of the running total, rounded down to the micro-dollar)
+so they never drift and sum to the amount when everything is delivered. At
+the end the rest of the escrow is refunded, rounded down to the cent; the
+sub-cent remainder is earned by the owner on the final settlement's
+``rounding_adjustment`` so that paid = earned + refunded exactly.
+
+No GPU is held twice for overlapping time: every booking locks its server's
+row first (bookings of one server are serialised, so exactly the feasible
+ones succeed), and on PostgreSQL an exclusion constraint backs it up.
+Network calls to the payment gateway happen outside any transaction:
+reserve, commit, call, then confirm.
+"""
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from accounts.models import User
+from config.errors import ConflictError
+from marketplace import money
+from marketplace.models import (
+    AvailabilitySlot,
+    Booking,
+    BookingGpu,
+    Gpu,
+    Listing,
+    Payment,
+    Refund,
+    Server,
+    Settlement,
+    UsageRecord,
+)
+from marketplace.payments import get_gateway
+from marketplace.payments.base import GatewayError, PaymentDeclined
+
+logger = logging.getLogger(__name__)
+
+HOUR = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class Quote:
+    listing_id: int
+    gpu_count: int
+    start: datetime
+    end: datetime
+    price_per_gpu_hour: Decimal
+    minutes: int
+    exact_amount: Decimal  # N × hours × price, unrounded
+    amount: Decimal  # what is charged: the exact amount in whole cents (half-up)
+
+    @property
+    def hours(self) -> Decimal:
+        return Decimal(self.minutes) / 60
+
+    @property
+    def rounding(self) -> Decimal:
+        return self.amount - self.exact_amount
+
+
+def quote_amount(*, gpu_count: int, minutes: int, price_per_gpu_hour: Decimal) -> tuple[Decimal, Decimal]:
+    """(exact, charged): N × minutes/60 × price exactly, and that in whole cents.
+
+    With cent prices a whole number of hours is always exact; a window of odd
+    minutes may leave a fraction of a cent, rounded half-up and shown on the
+    invoice as rounding.
+    """
+    exact = Decimal(gpu_count) * Decimal(minutes) * price_per_gpu_hour / 60
+    return exact, money.cents(exact)
+
+
+def _is_covered(listing: Listing, start: datetime, end: datetime) -> bool:
+    if listing.always_available:
+        return True
+    return AvailabilitySlot.objects.filter(listing=listing, start__lte=start, end__gte=end).exists()
+
+
+def booking_quote(
+    *, listing: Listing, gpu_count: int, start: datetime, end: datetime, now: datetime | None = None
+) -> Quote:
+    """Validate a request against the listing's terms and price it.
+
+    Raises ``ValidationError`` with field messages; it does not check that
+    GPUs are free (``booking_create`` does, under a lock).
+    """
+    now = now or timezone.now()
+    errors: dict[str, str] = {}
+    if listing.status != Listing.Status.ACTIVE:
+        errors["listing"] = "This listing is paused by its owner and cannot be booked."
+    for name, value in (("start", start), ("end", end)):
+        if value.second or value.microsecond:
+            errors[name] = "Times have minute resolution: use whole minutes."
+    if "start" not in errors and start < now.replace(second=0, microsecond=0):
+        errors["start"] = "The window starts in the past."
+    if end <= start:
+        errors["end"] = "The end must be after the start."
+    minutes = int((end - start).total_seconds() // 60)
+    if "end" not in errors:
+        if minutes < listing.min_duration_minutes:
+            errors["end"] = f"The shortest booking on this listing is {listing.min_duration_minutes} minutes."
+        elif minutes > listing.max_duration_minutes:
+            errors["end"] = f"The longest booking on this listing is {listing.max_duration_minutes} minutes."
+        elif end > now + timedelta(days=settings.BOOKING_HORIZON_DAYS):
+            errors["end"] = f"Bookings can end at most {settings.BOOKING_HORIZON_DAYS} days ahead."
+    if gpu_count < 1:
+        errors["gpu_count"] = "Book at least one GPU."
+    elif gpu_count > listing.gpus_in_service:
+        errors["gpu_count"] = f"This server has {listing.gpus_in_service} GPU(s) in service."
+    if not errors and not _is_covered(listing, start, end):
+        errors["start"] = "The window is outside the listing's availability; see its calendar."
+    if errors:
+        raise ValidationError(errors)
+    exact, amount = quote_amount(gpu_count=gpu_count, minutes=minutes, price_per_gpu_hour=listing.price_per_gpu_hour)
+    return Quote(
+        listing_id=listing.pk,
+        gpu_count=gpu_count,
+        start=start,
+        end=end,
+        price_per_gpu_hour=listing.price_per_gpu_hour,
+        minutes=minutes,
+        exact_amount=exact,
+        amount=amount,
+    )
+
+
+def _release(booking: Booking) -> None:
+    BookingGpu.objects.filter(booking=booking, held=True).update(held=False)
+
+
+def _expire_stale_on_server(server_id: int, now: datetime) -> None:
+    stale = Booking.objects.filter(
+        server_id=server_id, status=Booking.Status.PENDING_PAYMENT, expires_at__lte=now
+    ).select_for_update()
+    for booking in stale:
+        booking.status = Booking.Status.EXPIRED
+        booking.finished_at = now
+        booking.save(update_fields=["status", "finished_at"])
+        _release(booking)
+
+
+def free_gpu_ids(*, server_id: int, start: datetime, end: datetime, exclude_booking: int | None = None) -> list[int]:
+    """GPUs of the server in service and not held by any booking during [start, end), by slot."""
+    busy = BookingGpu.objects.filter(server_id=server_id, held=True, start__lt=end, end__gt=start)
+    if exclude_booking:
+        busy = busy.exclude(booking_id=exclude_booking)
+    return list(
+        Gpu.objects.filter(server_id=server_id, status=Gpu.Status.AVAILABLE)
+        .exclude(pk__in=busy.values("gpu_id"))
+        .order_by("slot")
+        .values_list("pk", flat=True)
+    )
+
+
+def booking_create(
+    *,
+    renter: User,
+    listing: Listing,
+    gpu_count: int,
+    start: datetime,
+    end: datetime,
+    quoted_price: Decimal | None = None,
+    now: datetime | None = None,
+) -> Booking:
+    """Hold ``gpu_count`` specific GPUs of the listing's server for [start, end).
+
+    The booking waits for payment for ``BOOKING_PAYMENT_HOLD_MINUTES`` and
+    then expires by itself. ``quoted_price`` (the price the renter saw)
+    must still be the listing's price. Raises ``ValidationError`` for bad
+    input and ``ConflictError`` when the GPUs are no longer free.
+    """
+    now = now or timezone.now()
+    quote = booking_quote(listing=listing, gpu_count=gpu_count, start=start, end=end, now=now)
+    if quoted_price is not None and Decimal(quoted_price) != quote.price_per_gpu_hour:
+        raise ValidationError(
+            {
+                "quoted_price": f"The price changed from ${quoted_price} to ${quote.price_per_gpu_hour} per GPU-hour "
+                "since your quote; review the new total and book again."
+            }
+        )
+    try:
+        with transaction.atomic():
+            # One booking at a time per server: the check below and the insert
+            # cannot interleave with another booking of the same GPUs.
+            Server.objects.select_for_update().only("pk").get(pk=listing.server_id)
+            _expire_stale_on_server(listing.server_id, now)
+            free = free_gpu_ids(server_id=listing.server_id, start=start, end=end)
+            if len(free) < gpu_count:
+                raise ConflictError(
+                    {
+                        "gpu_count": f"Only {len(free)} GPU(s) of this server are free for that window; "
+                        "choose fewer GPUs or another time."
+                    },
+                    code="conflict",
+                )
+            booking = Booking.objects.create(
+                renter=renter,
+                listing=listing,
+                server_id=listing.server_id,
+                gpu_count=gpu_count,
+                start=start,
+                end=end,
+                price_per_gpu_hour=quote.price_per_gpu_hour,
+                amount=quote.amount,
+                expires_at=now + timedelta(minutes=settings.BOOKING_PAYMENT_HOLD_MINUTES),
+            )
+            BookingGpu.objects.bulk_create(
+                BookingGpu(booking=booking, gpu_id=gpu_id, server_id=listing.server_id, start=start, end=end)
+                for gpu_id in free[:gpu_count]
+            )
+    except IntegrityError as exc:
+        # The exclusion constraint: another writer held one of these GPUs.
+        raise ConflictError(
+            {"gpu_count": "These GPUs were just booked by someone else; try again."}, code="conflict"
+        ) from exc
+    return booking
+
+
+def _lock(booking: Booking) -> Booking:
+    return Booking.objects.select_for_update().get(pk=booking.pk)
+
+
+# --- Payment --------------------------------------------------------------------
+
+
+def booking_pay(
+    *, booking: Booking, renter: User, payment_method: str = "", gateway_name: str | None = None
+) -> Booking:
+    """Charge the booking's amount through the gateway and confirm it.
+
+    A retried or concurrent call reuses the pending payment's idempotency
+    key, so the gateway never charges twice.
+    """
+    if booking.renter_id != renter.pk:
+        raise ValidationError({"booking": "This booking is not yours."})
+    gateway = get_gateway(gateway_name)
+    now = timezone.now()
+    with transaction.atomic():
+        locked = _lock(booking)
+        if locked.status != Booking.Status.PENDING_PAYMENT:
+            raise ValidationError(
+                {"booking": f"This booking is {locked.get_status_display().lower()}; nothing to pay."}
+            )
+        if locked.expires_at and locked.expires_at <= now:
+            raise ValidationError({"booking": "The hold on these GPUs expired; book again."})
+        payment = locked.payments.filter(status=Payment.Status.PENDING).first()
+        if payment is None:
+            attempt = locked.payments.count() + 1
+            payment = Payment.objects.create(
+                booking=locked,
+                gateway=gateway.name,
+                is_test=gateway.is_test,
+                idempotency_key=f"booking-{locked.public_id}-pay-{attempt}",
+                amount=locked.amount,
+            )
+        Booking.objects.filter(pk=locked.pk).update(gateway=gateway.name)
+    try:
+        result = gateway.charge(
+            booking_id=str(booking.public_id),
+            amount=payment.amount,
+            idempotency_key=payment.idempotency_key,
+            payment_method=payment_method,
+            description=f"InfraFi booking {booking.public_id}",
+        )
+    except PaymentDeclined as exc:
+        Payment.objects.filter(pk=payment.pk).update(
+            status=Payment.Status.FAILED, reference=exc.reference or "", failure_message=str(exc)[:300]
+        )
+        raise ValidationError({"payment_method": f"Your card was declined: {exc}"}) from exc
+    except GatewayError as exc:
+        # Stays pending: a retry reuses the idempotency key; the webhook may still confirm it.
+        raise ValidationError({"payment_method": "The payment service did not answer; try again."}) from exc
+    Payment.objects.filter(pk=payment.pk).update(reference=result.reference)
+    if result.status == "succeeded":
+        payment_succeeded(gateway=gateway.name, reference=result.reference, amount=result.amount)
+    booking.refresh_from_db()
+    return booking
+
+
+def payment_succeeded(*, gateway: str, reference: str, amount: Decimal, booking_public_id: str = "") -> Booking | None:
+    """Record a successful payment (from the charge call or a webhook); idempotent.
+
+    A payment that arrives after its booking expired or was cancelled is
+    refunded at once: the GPUs may be gone.
+    """
+    late = False
+    with transaction.atomic():
+        payment = Payment.objects.select_for_update().filter(gateway=gateway, reference=reference).first()
+        if payment is None and booking_public_id:
+            # A webhook that overtook our own record of the reference.
+            payment = (
+                Payment.objects.select_for_update()
+                .filter(gateway=gateway, booking__public_id=booking_public_id, status=Payment.Status.PENDING)
+                .first()
+            )
+            if payment is not None:
+                payment.reference = reference
+        if payment is None:
+            logger.warning("payment %s/%s matches no booking", gateway, reference)
+            return None
+        booking = _lock(payment.booking)
+        if payment.status == Payment.Status.SUCCEEDED:
+            return booking
+        payment.status = Payment.Status.SUCCEEDED
+        payment.failure_message = ""
+        payment.save(update_fields=["status", "reference", "failure_message", "updated_at"])
+        booking.amount_paid = F("amount_paid") + payment.amount
+        if booking.status == Booking.Status.PENDING_PAYMENT:
+            booking.status = Booking.Status.CONFIRMED
+            booking.confirmed_at = timezone.now()
+            booking.expires_at = None
+        else:
+            late = True
+        booking.save(update_fields=["amount_paid", "status", "confirmed_at", "expires_at"])
+        booking.refresh_from_db()
+    if late:
+        _refund(booking=booking, amount=payment.amount, reason=Refund.Reason.CANCELLATION, key="late-payment")
+        booking.refresh_from_db()
+    return booking
+
+
+def payment_failed(*, gateway: str, reference: str, message: str = "") -> None:
+    """A payment failed (webhook). A success already recorded is never undone."""
+    Payment.objects.filter(gateway=gateway, reference=reference, status=Payment.Status.PENDING).update(
+        status=Payment.Status.FAILED, failure_message=message[:300]
+    )
+
+
+# --- Refunds --------------------------------------------------------------------
+
+
+def _refund(*, booking: Booking, amount: Decimal, reason: str, key: str) -> Refund | None:
+    """Reserve a refund (committed), then ask the gateway for it.
+
+    ``amount`` must already be counted in ``booking.amount_refunded`` by the
+    caller, except for late payments, which are counted here.
+    """
+    amount = money.cents_down(amount)
+    if amount <= 0:
+        return None
+    with transaction.atomic():
+        locked = _lock(booking)
+        payment = locked.payments.filter(status=Payment.Status.SUCCEEDED).order_by("created_at").first()
+        if payment is None:
+            return None
+        refund, created = Refund.objects.get_or_create(
+            idempotency_key=f"booking-{locked.public_id}-refund-{key}",
+            defaults={"booking": locked, "payment": payment, "amount": amount, "reason": reason},
+        )
+        if created and key == "late-payment":
+            Booking.objects.filter(pk=locked.pk).update(amount_refunded=F("amount_refunded") + amount)
+    if refund.status == Refund.Status.PENDING:
+        refund_send(refund=refund)
+    return refund
+
+
+def refund_send(*, refund: Refund) -> Refund:
+    """Send a reserved refund to the gateway; safe to retry (idempotent by key)."""
+    gateway = get_gateway(refund.payment.gateway)
+    try:
+        result = gateway.refund(
+            payment_reference=refund.payment.reference, amount=refund.amount, idempotency_key=refund.idempotency_key
+        )
+    except GatewayError as exc:
+        logger.warning("refund %s not sent yet: %s", refund.idempotency_key, exc)
+        return refund
+    status = Refund.Status.SUCCEEDED if result.status == "succeeded" else Refund.Status.PENDING
+    if result.status == "failed":
+        status = Refund.Status.FAILED
+    Refund.objects.filter(pk=refund.pk).update(reference=result.reference, status=status)
+    refund.refresh_from_db()
+    return refund
+
+
+def refunds_retry() -> int:
+    """Periodic: resend refunds that the gateway has not confirmed."""
+    pending = Refund.objects.filter(status=Refund.Status.PENDING).select_related("payment")
+    return sum(1 for r in pending if refund_send(refund=r).status == Refund.Status.SUCCEEDED)
+
+
+# --- Delivery and settlement ------------------------------------------------------
+
+
+def booking_record_usage(
+    *, booking: Booking, key: str, interval_start: datetime, interval_end: datetime, gpu_seconds: int
+) -> Settlement | None:
+    """Turn delivered GPU-seconds into earned revenue; replaying a key changes nothing.
+
+    Returns the settlement created for this report (None for a replay, or
+    when nothing is left to earn).
+    """
+    if gpu_seconds < 0 or interval_end < interval_start:
+        raise ValidationError({"gpu_seconds": "Usage must be a non-negative amount over an ordered interval."})
+    if UsageRecord.objects.filter(key=key).exists():
+        return None
+    try:
+        with transaction.atomic():
+            locked = _lock(booking)
+            if locked.status not in (Booking.Status.CONFIRMED, Booking.Status.ACTIVE):
+                UsageRecord.objects.create(
+                    booking=locked,
+                    key=key,
+                    interval_start=interval_start,
+                    interval_end=interval_end,
+                    gpu_seconds=gpu_seconds,
+                )
+                return None
+            usage = UsageRecord.objects.create(
+                booking=locked,
+                key=key,
+                interval_start=interval_start,
+                interval_end=interval_end,
+                gpu_seconds=gpu_seconds,
+            )
+            total = locked.gpu_seconds_booked
+            delivered = min(locked.delivered_gpu_seconds + gpu_seconds, total)
+            earned_total = money.pro_rata(locked.amount_paid - locked.amount_refunded, delivered, total)
+            gross = max(earned_total - locked.amount_earned, Decimal(0))
+            locked.delivered_gpu_seconds = delivered
+            locked.amount_earned = locked.amount_earned + gross
+            if locked.status == Booking.Status.CONFIRMED:
+                locked.status = Booking.Status.ACTIVE
+                locked.started_at = locked.started_at or interval_start
+            locked.save(update_fields=["delivered_gpu_seconds", "amount_earned", "status", "started_at"])
+            if gross == 0:
+                return None
+            return Settlement.objects.create(
+                booking=locked,
+                server_id=locked.server_id,
+                usage=usage,
+                interval_start=interval_start,
+                interval_end=interval_end,
+                gpu_seconds=gpu_seconds,
+                gross_amount=gross,
+            )
+    except IntegrityError:
+        # A concurrent report with the same key won; this one is its replay.
+        return None
+
+
+def _settle_remainder(locked: Booking, *, refund: Decimal, at: datetime) -> None:
+    """Earn what is left in escrow after ``refund``: the sub-cent remainder of
+    a final refund, or the unrefunded part of a cancelled hour."""
+    rest = locked.amount_paid - locked.amount_earned - locked.amount_refunded - refund
+    if rest > 0:
+        Settlement.objects.create(
+            booking=locked,
+            server_id=locked.server_id,
+            interval_start=at,
+            interval_end=at,
+            gpu_seconds=0,
+            gross_amount=rest,
+            rounding_adjustment=rest if rest < money.CENT else Decimal(0),
+        )
+        locked.amount_earned = locked.amount_earned + rest
+
+
+def booking_complete(*, booking: Booking, now: datetime | None = None) -> Booking:
+    """At the end: refund undelivered time (to the cent, rounded down) and close."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        locked = _lock(booking)
+        if locked.status not in (Booking.Status.CONFIRMED, Booking.Status.ACTIVE) or locked.end > now:
+            return locked
+        refund = money.cents_down(locked.escrow)
+        _settle_remainder(locked, refund=refund, at=locked.end)
+        locked.amount_refunded = locked.amount_refunded + refund
+        nothing_delivered = locked.delivered_gpu_seconds == 0 and locked.amount_paid > 0
+        locked.status = Booking.Status.REFUNDED if nothing_delivered else Booking.Status.COMPLETED
+        locked.finished_at = now
+        locked.save(update_fields=["amount_earned", "amount_refunded", "status", "finished_at"])
+    _refund(booking=locked, amount=refund, reason=Refund.Reason.UNDELIVERED, key="final")
+    locked.refresh_from_db()
+    return locked
+
+
+def booking_cancel(*, booking: Booking, renter: User, now: datetime | None = None) -> Booking:
+    """Cancel: free before the start (full refund); after it, unused whole hours are refunded.
+
+    After the start the GPUs are released from the end of the hour in which
+    the renter cancelled; that hour and the time before it stay paid.
+    """
+    now = now or timezone.now()
+    if booking.renter_id != renter.pk:
+        raise ValidationError({"booking": "This booking is not yours."})
+    with transaction.atomic():
+        locked = _lock(booking)
+        if locked.status == Booking.Status.PENDING_PAYMENT:
+            locked.status = Booking.Status.CANCELLED
+            locked.finished_at = now
+            locked.save(update_fields=["status", "finished_at"])
+            _release(locked)
+            return locked
+        if locked.status not in (Booking.Status.CONFIRMED, Booking.Status.ACTIVE):
+            raise ValidationError({"booking": f"A {locked.get_status_display().lower()} booking cannot be cancelled."})
+        if now < locked.start:
+            refund = locked.escrow
+            new_end = None
+        else:
+            unused_hours = int((locked.end - now) // HOUR)
+            if unused_hours < 1:
+                raise ValidationError({"booking": "Less than an hour remains; there is nothing to refund."})
+            refund = min(Decimal(locked.gpu_count) * unused_hours * locked.price_per_gpu_hour, locked.escrow)
+            new_end = locked.end - unused_hours * HOUR
+        _settle_remainder(locked, refund=refund, at=now)
+        locked.amount_refunded = locked.amount_refunded + refund
+        locked.status = Booking.Status.CANCELLED
+        locked.finished_at = now
+        if new_end is not None:
+            locked.end = new_end
+            BookingGpu.objects.filter(booking=locked).update(end=new_end)
+        else:
+            _release(locked)
+        locked.save(update_fields=["amount_earned", "amount_refunded", "status", "finished_at", "end"])
+    _refund(booking=locked, amount=refund, reason=Refund.Reason.CANCELLATION, key="cancel")
+    locked.refresh_from_db()
+    return locked
+
+
+# --- Time passing ------------------------------------------------------------------
+
+
+def bookings_tick(*, now: datetime | None = None) -> dict[str, int]:
+    """Periodic: expire unpaid holds, start confirmed bookings, complete ended ones."""
+    now = now or timezone.now()
+    expired = 0
+    for booking in Booking.objects.filter(status=Booking.Status.PENDING_PAYMENT, expires_at__lte=now):
+        with transaction.atomic():
+            locked = _lock(booking)
+            if locked.status == Booking.Status.PENDING_PAYMENT and locked.expires_at <= now:
+                locked.status = Booking.Status.EXPIRED
+                locked.finished_at = now
+                locked.save(update_fields=["status", "finished_at"])
+                _release(locked)
+                expired += 1
+    started = Booking.objects.filter(status=Booking.Status.CONFIRMED, start__lte=now, end__gt=now).update(
+        status=Booking.Status.ACTIVE, started_at=now
+    )
+    completed = 0
+    for booking in Booking.objects.filter(status__in=[Booking.Status.CONFIRMED, Booking.Status.ACTIVE], end__lte=now):
+        booking_complete(booking=booking, now=now)
+        completed += 1
+    return {"expired": expired, "started": started, "completed": completed}

@@ -1,0 +1,20 @@
+"""Periodic marketplace work (Celery beat; ``run_scheduler`` in the embedded mode)."""
+
+from celery import shared_task
+
+from marketplace.services import bookings, listings
+
+
+@shared_task
+def bookings_tick() -> dict[str, int]:
+    return bookings.bookings_tick()
+
+
+@shared_task
+def availability_extend() -> int:
+    return listings.availability_extend_all()
+
+
+@shared_task
+def refunds_retry() -> int:
+    return bookings.refunds_retry()
