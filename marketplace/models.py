@@ -235,6 +235,21 @@ class AvailabilityRule(models.Model):
         ]
 
 
+    WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+
+    @property
+    def weekday_name(self) -> str:
+        return self.WEEKDAYS[self.weekday] if self.weekday is not None else ""
+
+    @property
+    def start_label(self) -> str:
+        return f"{self.start_minute // 60:02d}:{self.start_minute % 60:02d}" if self.start_minute is not None else ""
+
+    @property
+    def end_label(self) -> str:
+        return f"{self.end_minute // 60:02d}:{self.end_minute % 60:02d}" if self.end_minute is not None else ""
+
+
 class AvailabilitySlot(models.Model):
     """The rules expanded and merged into concrete intervals, for search and booking checks."""
 

@@ -18,3 +18,10 @@ def availability_extend() -> int:
 @shared_task
 def refunds_retry() -> int:
     return bookings.refunds_retry()
+
+
+@shared_task
+def webhooks_retry() -> int:
+    from marketplace.services.webhooks import webhooks_retry as retry
+
+    return retry()

@@ -4,6 +4,8 @@ from rest_framework.test import APIClient
 
 from tests import factories
 
+pytest_plugins = ["tests.localstripe_server"]
+
 
 @pytest.fixture
 def renter(db):

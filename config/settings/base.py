@@ -173,6 +173,8 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("DJANGO_LOG_LEVEL", default="INFO")},
+    # The Stripe SDK logs every request at INFO.
+    "loggers": {"stripe": {"level": "WARNING"}},
 }
 
 # The admin lives at a configurable path (operators only).
@@ -199,4 +201,5 @@ CELERY_BEAT_SCHEDULE = {
     "marketplace-expire-pending": {"task": "marketplace.tasks.bookings_tick", "schedule": 60.0},
     "marketplace-extend-availability": {"task": "marketplace.tasks.availability_extend", "schedule": 24 * 3600.0},
     "marketplace-retry-refunds": {"task": "marketplace.tasks.refunds_retry", "schedule": 300.0},
+    "marketplace-retry-webhooks": {"task": "marketplace.tasks.webhooks_retry", "schedule": 300.0},
 }

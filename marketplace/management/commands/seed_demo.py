@@ -7,6 +7,7 @@ one demo user per role (plus an operator) is created with a verified e-mail.
 
 import csv
 import zlib
+from decimal import Decimal
 
 from allauth.account.models import EmailAddress
 from django.conf import settings
@@ -15,8 +16,9 @@ from django.db import transaction
 
 from accounts import services as account_services
 from accounts.models import OwnerCompany, OwnerMembership, User
-from marketplace.models import GpuModel, Region, Server
+from marketplace.models import GpuModel, Listing, Region, Server
 from marketplace.services.inventory import server_create
+from marketplace.services.listings import availability_weekly_add, listing_create
 
 DEMO_PASSWORD = "infrafi-demo-2026"
 DEMO_USERS = [
@@ -39,6 +41,16 @@ DATA_CENTRES = {
     "ap-east": "Alibaba Cloud Hangzhou H",
 }
 EVERY_NTH_NODE = 4
+# Typical hourly prices of a GPU of each trace model; each server varies by up to ±15 %.
+BASE_PRICE = {
+    "T4": Decimal("0.35"),
+    "P100": Decimal("0.45"),
+    "V100M16": Decimal("0.60"),
+    "V100M32": Decimal("0.85"),
+    "A10": Decimal("0.75"),
+    "G2": Decimal("0.50"),
+    "G3": Decimal("0.65"),
+}
 
 
 class Command(BaseCommand):
@@ -48,8 +60,12 @@ class Command(BaseCommand):
         with transaction.atomic():
             self._users()
             created = self._servers()
+            listed = self._listings()
         self.stdout.write(
-            self.style.SUCCESS(f"Demo inventory: {created} server(s) added, {Server.objects.count()} in total.")
+            self.style.SUCCESS(
+                f"Demo inventory: {created} server(s) added, {Server.objects.count()} in total; "
+                f"{listed} listing(s) added, {Listing.objects.count()} in total."
+            )
         )
         self.stdout.write(f"Demo logins (password for all: {DEMO_PASSWORD}):")
         for email, roles, company, staff in DEMO_USERS:
@@ -78,6 +94,22 @@ class Command(BaseCommand):
                 account_services.owner_company_create(user=user, name=company)
             if "lender" in roles:
                 account_services.lender_role_grant(user=user, wallet_address=DEMO_LENDER_WALLET)
+
+    def _listings(self) -> int:
+        """List every demo server; one in ten only on weekdays, 08:00–20:00 UTC."""
+        listed = 0
+        for server in Server.objects.filter(owner__name__in=COMPANIES, listing__isnull=True).order_by("hostname"):
+            gpu = server.gpus.select_related("model").first()
+            h = zlib.crc32(server.hostname.encode())
+            factor = Decimal(85 + h % 31) / 100
+            price = (BASE_PRICE.get(gpu.model.trace_code, Decimal("1.00")) * factor).quantize(Decimal("0.01"))
+            Server.objects.filter(pk=server.pk).update(reliability=Decimal(950 + h % 50) / 1000)
+            listing = listing_create(server=server, price_per_gpu_hour=price)
+            if h % 10 == 0:
+                for weekday in range(5):
+                    availability_weekly_add(listing=listing, weekday=weekday, start_minute=8 * 60, end_minute=20 * 60)
+            listed += 1
+        return listed
 
     def _servers(self) -> int:
         companies = [OwnerCompany.objects.get(name=name) for name in COMPANIES]

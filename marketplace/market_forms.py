@@ -1,0 +1,155 @@
+"""Forms of the renter and owner market pages. Times are UTC, minute resolution."""
+
+from datetime import UTC, datetime, time
+from decimal import Decimal
+
+from django import forms
+
+from marketplace.models import GpuModel, Region
+from marketplace.selectors.search import SORTS, SearchQuery
+
+DATETIME_INPUT = forms.DateTimeInput(attrs={"type": "datetime-local", "step": 60}, format="%Y-%m-%dT%H:%M")
+
+
+class UTCDateTimeField(forms.DateTimeField):
+    """A datetime-local input read as UTC (the pages say so)."""
+
+    widget = DATETIME_INPUT
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("input_formats", ["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S"])
+        super().__init__(**kwargs)
+
+    def to_python(self, value):
+        result = super().to_python(value)
+        if result is not None and result.tzinfo is None:
+            result = result.replace(tzinfo=UTC)
+        return result.astimezone(UTC) if result else result
+
+
+class SearchForm(forms.Form):
+    gpu_model = forms.ModelChoiceField(queryset=GpuModel.objects.all(), required=False, empty_label="Any model")
+    gpu_count = forms.IntegerField(min_value=1, max_value=16, required=False, initial=1, label="GPUs on one server")
+    min_vram_gb = forms.IntegerField(min_value=1, required=False, label="Min VRAM (GB)")
+    region = forms.ModelChoiceField(
+        queryset=Region.objects.all(), required=False, to_field_name="code", empty_label="Any region"
+    )
+    max_price = forms.DecimalField(min_value=Decimal("0.01"), decimal_places=2, required=False, label="Max $/GPU-h")
+    min_reliability = forms.DecimalField(
+        min_value=0, max_value=1, decimal_places=4, required=False, label="Min reliability (0–1)"
+    )
+    start = UTCDateTimeField(required=False, label="Free from (UTC)")
+    end = UTCDateTimeField(required=False, label="until (UTC)")
+    sort = forms.ChoiceField(
+        choices=[("price", "Price ↑"), ("-price", "Price ↓"), ("reliability", "Reliability"), ("vram", "VRAM")],
+        required=False,
+    )
+
+    def clean(self):
+        data = super().clean()
+        start, end = data.get("start"), data.get("end")
+        if bool(start) != bool(end):
+            self.add_error("end" if start else "start", "Give both ends of the window, or neither.")
+        elif start and end and end <= start:
+            self.add_error("end", "The end must be after the start.")
+        return data
+
+    def to_query(self) -> SearchQuery:
+        d = self.cleaned_data
+        return SearchQuery(
+            gpu_models=(d["gpu_model"].pk,) if d.get("gpu_model") else (),
+            gpu_count=d.get("gpu_count") or 1,
+            min_vram_gb=d.get("min_vram_gb"),
+            region=d["region"].code if d.get("region") else "",
+            max_price=d.get("max_price"),
+            min_reliability=d.get("min_reliability"),
+            start=d.get("start"),
+            end=d.get("end"),
+            sort=d.get("sort") if d.get("sort") in SORTS else "price",
+        )
+
+
+class BookingForm(forms.Form):
+    gpu_count = forms.IntegerField(min_value=1, max_value=16, initial=1, label="GPUs")
+    start = UTCDateTimeField(label="Start (UTC)")
+    end = UTCDateTimeField(label="End (UTC)")
+    quoted_price = forms.DecimalField(widget=forms.HiddenInput, decimal_places=2)
+
+
+class PayForm(forms.Form):
+    payment_method = forms.CharField(
+        max_length=100,
+        required=False,
+        help_text="A Stripe payment method id (test mode: pm_card_visa).",
+    )
+
+
+class ListingTermsForm(forms.Form):
+    price_per_gpu_hour = forms.DecimalField(
+        min_value=Decimal("0.01"), decimal_places=2, label="Price per GPU-hour (USD)"
+    )
+    min_hours = forms.IntegerField(min_value=1, initial=1, label="Shortest booking (hours)")
+    max_hours = forms.IntegerField(min_value=1, initial=720, label="Longest booking (hours)")
+
+    def clean(self):
+        data = super().clean()
+        if data.get("min_hours") and data.get("max_hours") and data["max_hours"] < data["min_hours"]:
+            self.add_error("max_hours", "The longest booking cannot be shorter than the shortest.")
+        return data
+
+    def terms(self) -> dict:
+        d = self.cleaned_data
+        return {
+            "price_per_gpu_hour": d["price_per_gpu_hour"],
+            "min_duration_minutes": d["min_hours"] * 60,
+            "max_duration_minutes": d["max_hours"] * 60,
+        }
+
+
+class ListingCreateForm(ListingTermsForm):
+    server = forms.ModelChoiceField(queryset=None, label="Server")
+
+    def __init__(self, *args, servers=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["server"].queryset = servers
+        self.order_fields(["server"])
+
+
+class WindowForm(forms.Form):
+    start = UTCDateTimeField(label="From (UTC)")
+    end = UTCDateTimeField(label="Until (UTC)")
+
+
+WEEKDAYS = [
+    (0, "Monday"),
+    (1, "Tuesday"),
+    (2, "Wednesday"),
+    (3, "Thursday"),
+    (4, "Friday"),
+    (5, "Saturday"),
+    (6, "Sunday"),
+]
+
+
+class WeeklyForm(forms.Form):
+    weekday = forms.TypedChoiceField(choices=WEEKDAYS, coerce=int)
+    start_time = forms.TimeField(widget=forms.TimeInput(attrs={"type": "time"}), label="From (UTC)")
+    end_time = forms.TimeField(
+        widget=forms.TimeInput(attrs={"type": "time"}),
+        label="Until (UTC)",
+        help_text="00:00 means midnight, end of day.",
+    )
+
+    def minutes(self) -> tuple[int, int]:
+        d = self.cleaned_data
+        start = d["start_time"].hour * 60 + d["start_time"].minute
+        end = d["end_time"].hour * 60 + d["end_time"].minute
+        return start, (1440 if d["end_time"] == time(0) else end)
+
+
+class EarningsPeriodForm(forms.Form):
+    days = forms.IntegerField(min_value=1, max_value=366, initial=30, required=False)
+
+
+def utc_now_minute() -> datetime:
+    return datetime.now(UTC).replace(second=0, microsecond=0)

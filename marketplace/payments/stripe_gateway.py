@@ -1,0 +1,236 @@
+"""The Stripe gateway: PaymentIntents, Refunds and signed webhooks.
+
+``StripeGateway`` implements ``base.PaymentGateway`` with the official
+``stripe`` SDK. It is the only module of the project that imports ``stripe``:
+everything else sees the frozen dataclasses and typed errors of ``base``.
+Amounts cross the interface as ``Decimal`` USD in whole cents and become
+Stripe's integer cents here, through ``money.to_cents`` / ``money.from_cents``.
+
+Each instance owns its ``stripe.StripeClient`` (API key, API base, timeout,
+network retries), so nothing is set on the ``stripe`` module and two gateways
+never share configuration. ``STRIPE_API_BASE`` points the client at a
+Stripe-compatible server (localstripe in tests); empty means Stripe itself.
+
+``charge`` creates and confirms a PaymentIntent in one request; without a
+payment method it creates an unconfirmed one and returns its
+``client_secret`` for Stripe.js to confirm in the browser. ``refund`` refunds
+part or all of a PaymentIntent. Both send the caller's idempotency key as the
+request's ``Idempotency-Key``, so a retried call never charges or refunds
+twice (Stripe keeps keys for at least 24 hours).
+
+Error mapping:
+
+* a card decline (``stripe.CardError``, or a PaymentIntent that comes back
+  ``requires_payment_method`` with a ``last_payment_error``) raises
+  ``PaymentDeclined`` with the PaymentIntent id when known and the decline
+  code (``decline_code``, else ``code``);
+* connection errors, timeouts, rate limits (429), conflicts (409) and 5xx
+  raise ``GatewayError(retryable=True)``: the same call with the same
+  idempotency key may succeed later;
+* invalid requests (400/404, including reusing an idempotency key with other
+  parameters), authentication (401) and permission (403) errors raise
+  ``GatewayError(retryable=False)``;
+* a webhook whose signature, timestamp or body does not verify raises
+  ``SignatureError``.
+
+The SDK's own exception is kept as ``__cause__``. An amount that is not a
+whole number of cents raises ``ValueError`` before any request is made. With
+the default two network retries, one call can take up to about three times
+``STRIPE_TIMEOUT_SECONDS`` before it gives up.
+"""
+
+import hashlib
+import hmac
+import time
+from decimal import Decimal
+from typing import Any
+
+import stripe
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+from marketplace.money import from_cents, to_cents
+from marketplace.payments.base import (
+    GatewayError,
+    GatewayEvent,
+    PaymentDeclined,
+    PaymentResult,
+    RefundResult,
+    SignatureError,
+)
+
+DEFAULT_MAX_NETWORK_RETRIES = 2
+
+
+def sign_webhook_payload(payload: bytes, secret: str, timestamp: int | None = None) -> str:
+    """A ``Stripe-Signature`` header value for ``payload``, as Stripe computes it.
+
+    ``t=<timestamp>,v1=<hex HMAC-SHA256 of "<timestamp>.<payload>" keyed by secret>``;
+    the timestamp defaults to now. Used to sign events in tests.
+    """
+    if timestamp is None:
+        timestamp = int(time.time())
+    signed = f"{timestamp}.".encode() + payload
+    digest = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+def _retryable(error: stripe.StripeError) -> bool:
+    if isinstance(error, stripe.APIConnectionError | stripe.RateLimitError):
+        return True
+    if isinstance(
+        error,
+        stripe.InvalidRequestError
+        | stripe.IdempotencyError
+        | stripe.AuthenticationError
+        | stripe.PermissionError
+        | stripe.CardError,
+    ):
+        return False
+    # APIError and anything unforeseen: a 409 or a 5xx is worth retrying.
+    status = error.http_status
+    return status is None or status == 409 or status >= 500
+
+
+def _gateway_error(error: stripe.StripeError) -> GatewayError:
+    message = error.user_message or str(error) or type(error).__name__
+    return GatewayError(f"Stripe: {message}", retryable=_retryable(error))
+
+
+def _id_of(value: Any) -> str:
+    """An object's id whether the API returned it expanded or as an id string."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        return value.get("id") or ""
+    return getattr(value, "id", None) or ""
+
+
+def _booking_id(obj: dict) -> str:
+    return str((obj.get("metadata") or {}).get("booking_id") or "")
+
+
+class StripeGateway:
+    name = "stripe"
+    is_test = False
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        api_base: str | None = None,
+        webhook_secret: str | None = None,
+        timeout: float | None = None,
+        max_network_retries: int | None = None,
+    ):
+        api_key = settings.STRIPE_SECRET_KEY if api_key is None else api_key
+        if not api_key:
+            raise ImproperlyConfigured("The Stripe gateway needs STRIPE_SECRET_KEY.")
+        api_base = settings.STRIPE_API_BASE if api_base is None else api_base
+        self._webhook_secret = settings.STRIPE_WEBHOOK_SECRET if webhook_secret is None else webhook_secret
+        timeout = settings.STRIPE_TIMEOUT_SECONDS if timeout is None else timeout
+        retries = DEFAULT_MAX_NETWORK_RETRIES if max_network_retries is None else max_network_retries
+        self._client = stripe.StripeClient(
+            api_key,
+            base_addresses={"api": api_base.rstrip("/")} if api_base else None,
+            max_network_retries=retries,
+            http_client=stripe.RequestsClient(timeout=timeout),
+        )
+
+    def charge(
+        self, *, booking_id: str, amount: Decimal, idempotency_key: str, payment_method: str = "", description: str = ""
+    ) -> PaymentResult:
+        params: dict[str, Any] = {
+            "amount": to_cents(amount),
+            "currency": "usd",
+            "payment_method_types": ["card"],
+            "metadata": {"booking_id": booking_id},
+        }
+        if description:
+            params["description"] = description
+        if payment_method:
+            # Without one, the PaymentIntent waits for Stripe.js to confirm it
+            # in the browser with the client secret returned below.
+            params["payment_method"] = payment_method
+            params["confirm"] = True
+        try:
+            intent = self._client.v1.payment_intents.create(
+                params=params,  # type: ignore[arg-type]
+                options={"idempotency_key": idempotency_key},
+            )
+        except stripe.CardError as error:
+            raise self._declined(error) from error
+        except stripe.StripeError as error:
+            raise _gateway_error(error) from error
+
+        failure = getattr(intent, "last_payment_error", None)
+        if intent.status == "requires_payment_method" and failure:
+            raise PaymentDeclined(
+                getattr(failure, "message", None) or "The card was declined.",
+                reference=intent.id,
+                code=getattr(failure, "decline_code", None) or getattr(failure, "code", None) or "",
+            )
+        return PaymentResult(
+            reference=intent.id,
+            status=intent.status,
+            amount=from_cents(intent.amount),
+            client_secret=getattr(intent, "client_secret", None) or "",
+        )
+
+    def _declined(self, error: stripe.CardError) -> PaymentDeclined:
+        details = error.error
+        reference = _id_of(getattr(details, "payment_intent", None))
+        charge_id = getattr(details, "charge", None)
+        if not reference and charge_id:
+            # Stripe puts the PaymentIntent in the error; servers that only
+            # name the failed charge (localstripe) need one more lookup.
+            try:
+                reference = _id_of(getattr(self._client.v1.charges.retrieve(charge_id), "payment_intent", None))
+            except stripe.StripeError:
+                reference = ""
+        code = getattr(details, "decline_code", None) or error.code or ""
+        return PaymentDeclined(error.user_message or "The card was declined.", reference=reference, code=code)
+
+    def refund(self, *, payment_reference: str, amount: Decimal, idempotency_key: str) -> RefundResult:
+        try:
+            refund = self._client.v1.refunds.create(
+                params={"payment_intent": payment_reference, "amount": to_cents(amount)},
+                options={"idempotency_key": idempotency_key},
+            )
+        except stripe.StripeError as error:
+            raise _gateway_error(error) from error
+        return RefundResult(reference=refund.id, status=refund.status or "", amount=from_cents(refund.amount))
+
+    def parse_event(self, *, payload: bytes, signature_header: str) -> GatewayEvent:
+        try:
+            event = self._client.construct_event(payload, signature_header, self._webhook_secret)
+        except (stripe.SignatureVerificationError, ValueError) as error:
+            # ValueError: a body that is not UTF-8 JSON, or not a snapshot event.
+            raise SignatureError(f"Stripe webhook rejected: {error}") from error
+
+        data = event.to_dict()
+        obj = (data.get("data") or {}).get("object") or {}
+        kind = obj.get("object")
+        if kind == "payment_intent":
+            reference = obj.get("id") or ""
+            cents = obj.get("amount_received") or obj.get("amount") or 0
+        elif kind == "charge":
+            reference = _id_of(obj.get("payment_intent"))
+            cents = obj.get("amount_refunded") or 0
+        elif kind == "refund":
+            reference = _id_of(obj.get("payment_intent"))
+            cents = obj.get("amount") or 0
+        else:
+            reference = _id_of(obj.get("payment_intent"))
+            cents = 0
+        return GatewayEvent(
+            id=data.get("id") or "",
+            type=data.get("type") or "",
+            payment_reference=reference,
+            booking_id=_booking_id(obj),
+            amount=from_cents(int(cents)),
+            created=int(data.get("created") or 0),
+            payload=data,
+        )

@@ -1,0 +1,105 @@
+"""Payment-gateway webhooks: store every event once, then handle it idempotently.
+
+Receiving is not one transaction with handling: a verified event is stored
+first (unique by gateway and event id), so an event whose handling fails is
+kept with its error and handled again by a retry. Handling tolerates any
+order of delivery: a success is never undone by a later failure event, a
+success that overtakes our own record of the payment finds it by the
+booking id in the metadata, and replays change nothing.
+"""
+
+import logging
+from decimal import Decimal
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from marketplace.models import Refund, WebhookEvent
+from marketplace.payments import get_gateway
+from marketplace.payments.base import GatewayEvent
+from marketplace.services.bookings import payment_failed, payment_succeeded
+
+logger = logging.getLogger(__name__)
+
+
+def webhook_receive(*, gateway_name: str, payload: bytes, signature_header: str) -> WebhookEvent:
+    """Verify, store once, handle. Raises ``SignatureError`` for a bad signature
+    (nothing stored); re-raises a handling error after storing it."""
+    event = get_gateway(gateway_name).parse_event(payload=payload, signature_header=signature_header)
+    normalized = {
+        "payment_reference": event.payment_reference,
+        "booking_id": event.booking_id,
+        "amount": str(event.amount),
+        "raw": event.payload,
+    }
+    try:
+        row, _ = WebhookEvent.objects.get_or_create(
+            gateway=gateway_name,
+            event_id=event.id,
+            defaults={"type": event.type, "payload": normalized, "created": event.created},
+        )
+    except IntegrityError:
+        row = WebhookEvent.objects.get(gateway=gateway_name, event_id=event.id)
+    if row.processed_at is None:
+        webhook_handle(row=row)
+    return row
+
+
+def _event_of(row: WebhookEvent) -> GatewayEvent:
+    data = row.payload
+    return GatewayEvent(
+        id=row.event_id,
+        type=row.type,
+        payment_reference=data.get("payment_reference", ""),
+        booking_id=data.get("booking_id", ""),
+        amount=Decimal(data.get("amount", "0")),
+        created=row.created,
+        payload=data.get("raw", {}),
+    )
+
+
+def webhook_handle(*, row: WebhookEvent) -> None:
+    """Apply one stored event; marks it processed, or records the error and re-raises."""
+    event = _event_of(row)
+    WebhookEvent.objects.filter(pk=row.pk).update(attempts=F("attempts") + 1)
+    try:
+        if event.type == "payment_intent.succeeded":
+            payment_succeeded(
+                gateway=row.gateway,
+                reference=event.payment_reference,
+                amount=event.amount,
+                booking_public_id=event.booking_id,
+            )
+        elif event.type == "payment_intent.payment_failed":
+            message = ((event.payload.get("data") or {}).get("object") or {}).get("last_payment_error") or {}
+            payment_failed(
+                gateway=row.gateway, reference=event.payment_reference, message=str(message.get("message", ""))
+            )
+        elif event.type in ("charge.refunded", "refund.updated", "refund.created", "charge.refund.updated"):
+            _refunds_confirmed(gateway=row.gateway, payment_reference=event.payment_reference)
+        else:
+            logger.info("webhook %s of type %s needs no action", row.event_id, row.type)
+    except Exception as exc:
+        WebhookEvent.objects.filter(pk=row.pk).update(error=f"{type(exc).__name__}: {exc}"[:2000])
+        raise
+    WebhookEvent.objects.filter(pk=row.pk).update(processed_at=timezone.now(), error="")
+
+
+def _refunds_confirmed(*, gateway: str, payment_reference: str) -> None:
+    with transaction.atomic():
+        Refund.objects.filter(
+            payment__gateway=gateway, payment__reference=payment_reference, status=Refund.Status.PENDING
+        ).exclude(reference="").update(status=Refund.Status.SUCCEEDED)
+
+
+def webhooks_retry() -> int:
+    """Periodic: handle stored events whose handling failed before."""
+    handled = 0
+    for row in WebhookEvent.objects.filter(processed_at__isnull=True).order_by("created", "id")[:500]:
+        try:
+            webhook_handle(row=row)
+            handled += 1
+        except Exception:
+            logger.exception("webhook %s still failing", row.event_id)
+    return handled

@@ -1,0 +1,303 @@
+"""pytest plugin: a localstripe server on 127.0.0.1 for tests of the Stripe gateway.
+
+localstripe (https://github.com/adrienverge/localstripe) is a fake of the
+Stripe API that the real ``stripe`` SDK can talk to over HTTP. Its own CLI
+listens on every interface and pickles its state to /tmp/localstripe.pickle,
+so this plugin runs its aiohttp app in a child process instead (this same
+file, run as a script): bound to 127.0.0.1 on a port the kernel picks, state
+in memory only. The child prints its port on stdout, and exits when its stdin
+closes, so it cannot outlive the test run even if pytest is killed.
+
+Fixtures:
+
+* ``localstripe`` (session): a ``LocalStripe`` with ``url``, ``api_key``,
+  ``webhook_secret``, ``reset()`` and ``add_webhook_endpoint(url, events)``;
+* ``stripe_gateway`` (function): a ``StripeGateway`` pointed at it, after
+  ``reset()`` so that each test starts from an empty server;
+* ``stripe_client`` (function): a bare ``stripe.StripeClient`` on the same
+  server, for tests to look at what the gateway created.
+
+Three gaps between localstripe 1.15 and Stripe are closed in the child, where
+they would otherwise hide gateway behaviour (all three are Stripe's documented
+behaviour):
+
+* idempotency keys: localstripe ignores ``Idempotency-Key``. A middleware
+  replays the first response to a (API key, Idempotency-Key) pair, answers
+  ``idempotency_error`` (400) when the key comes back with other parameters,
+  and 409 while the first request is still running;
+* ``description`` on a PaymentIntent: localstripe answers 400 "Unexpected
+  description"; it is accepted and stored;
+* refunds larger than what is left on the charge: localstripe accepts them;
+  they are refused with Stripe's 400 ``amount_too_large`` (or
+  ``charge_already_refunded``).
+
+``reset()`` (``DELETE /_config/data``) empties localstripe's store, the
+idempotency cache and the registered webhook endpoints. It does not cancel
+deliveries already scheduled: localstripe posts each event about a second
+after the change that caused it, to the endpoints registered at that moment,
+so a test that registers an endpoint may receive events of earlier tests.
+"""
+
+import json
+import os
+import select
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+
+import pytest
+
+API_KEY = "sk_test_localstripe"
+WEBHOOK_SECRET = "whsec_localstripe_test"
+START_TIMEOUT_SECONDS = 20
+
+
+@dataclass(frozen=True)
+class LocalStripe:
+    url: str  # e.g. "http://127.0.0.1:41234"
+    api_key: str
+    webhook_secret: str
+
+    def reset(self) -> None:
+        """Forget every object, idempotency key and webhook endpoint."""
+        _request("DELETE", f"{self.url}/_config/data", self.api_key)
+
+    def add_webhook_endpoint(self, url: str, events: list[str] | None = None) -> None:
+        """Have localstripe POST its events to ``url``, signed with ``webhook_secret``.
+
+        localstripe sends an event about a second after the change that causes
+        it, once, and does not retry; ``events`` limits which types are sent.
+        """
+        body = {"url": url, "secret": self.webhook_secret}
+        if events is not None:
+            body["events"] = events
+        _request("POST", f"{self.url}/_config/webhooks/{uuid.uuid4().hex}", self.api_key, body=body)
+
+
+def _request(method: str, url: str, api_key: str, timeout: float = 5, body: dict | None = None) -> int:
+    # No proxy: a proxy from the environment must not see 127.0.0.1 traffic.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    headers = {"Authorization": f"Bearer {api_key}"}
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    with opener.open(request, timeout=timeout) as response:
+        return response.status
+
+
+def _read_port(process: subprocess.Popen, deadline: float) -> int:
+    assert process.stdout is not None
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([process.stdout], [], [], 0.2)
+        if ready:
+            line = process.stdout.readline()
+            if not line:
+                break  # the child exited before binding
+            return int(line)
+        if process.poll() is not None:
+            break
+    raise RuntimeError("localstripe did not report its port")
+
+
+def _wait_until_answering(server: LocalStripe, process: subprocess.Popen, deadline: float) -> None:
+    while True:
+        try:
+            if _request("GET", f"{server.url}/v1/payment_intents?limit=1", server.api_key, timeout=2) == 200:
+                return
+        except (urllib.error.URLError, OSError):
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("localstripe did not start answering")
+        time.sleep(0.05)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.stdin is not None:
+        process.stdin.close()  # the child's signal to shut down
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+    if process.stdout is not None:
+        process.stdout.close()
+
+
+@pytest.fixture(scope="session")
+def localstripe() -> Iterator[LocalStripe]:
+    with tempfile.TemporaryFile() as stderr:
+        process = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+        )
+        try:
+            deadline = time.monotonic() + START_TIMEOUT_SECONDS
+            try:
+                port = _read_port(process, deadline)
+                server = LocalStripe(url=f"http://127.0.0.1:{port}", api_key=API_KEY, webhook_secret=WEBHOOK_SECRET)
+                _wait_until_answering(server, process, deadline)
+            except RuntimeError as error:
+                stderr.seek(0)
+                raise RuntimeError(f"{error}:\n{stderr.read().decode(errors='replace')[-4000:]}") from None
+            yield server
+        finally:
+            _stop(process)
+
+
+@pytest.fixture
+def stripe_gateway(localstripe):
+    from marketplace.payments.stripe_gateway import StripeGateway
+
+    localstripe.reset()
+    return StripeGateway(
+        api_key=localstripe.api_key, api_base=localstripe.url, webhook_secret=localstripe.webhook_secret
+    )
+
+
+@pytest.fixture
+def stripe_client(localstripe):
+    import stripe
+
+    return stripe.StripeClient(localstripe.api_key, base_addresses={"api": localstripe.url}, max_network_retries=0)
+
+
+# --- The child process: localstripe's aiohttp app on 127.0.0.1.
+
+
+def _patch_localstripe() -> None:
+    """Close the gaps described in the module docstring."""
+    from localstripe import resources
+    from localstripe.errors import UserError
+
+    # State in memory only: no /tmp/localstripe.pickle shared between runs.
+    resources.Store.dump_to_disk = lambda self: None
+
+    payment_intent_init = resources.PaymentIntent.__init__
+
+    def payment_intent_with_description(self, *args, description=None, **kwargs):
+        payment_intent_init(self, *args, **kwargs)
+        self.description = description
+
+    resources.PaymentIntent.__init__ = payment_intent_with_description
+
+    refund_init = resources.Refund.__init__
+
+    def refund_within_charge(self, charge=None, payment_intent=None, amount=None, **kwargs):
+        charge_obj = None
+        try:
+            if payment_intent is not None:
+                charge_obj = resources.PaymentIntent._api_retrieve(payment_intent).latest_charge
+            elif charge is not None:
+                charge_obj = resources.Charge._api_retrieve(charge)
+        except UserError:
+            charge_obj = None  # localstripe reports the unknown id itself
+        if charge_obj is not None and charge_obj.status == "succeeded":
+            left = charge_obj.amount - charge_obj.amount_refunded
+            wanted = resources.try_convert_to_int(amount) if amount is not None else left
+            if left <= 0:
+                raise UserError(
+                    400,
+                    f"Charge {charge_obj.id} has already been refunded.",
+                    {"code": "charge_already_refunded"},
+                )
+            if isinstance(wanted, int) and wanted > left:
+                raise UserError(
+                    400,
+                    f"Refund amount (${Decimal(wanted) / 100:.2f}) is greater than unrefunded amount "
+                    f"on charge (${Decimal(left) / 100:.2f})",
+                    {"code": "amount_too_large", "param": "amount"},
+                )
+        refund_init(self, charge=charge, payment_intent=payment_intent, amount=amount, **kwargs)
+
+    resources.Refund.__init__ = refund_within_charge
+
+
+def _idempotency_middleware():
+    from aiohttp import web
+    from localstripe import webhooks
+
+    replies: dict[tuple[str, str], tuple[tuple[str, bytes], int, bytes]] = {}
+    running: set[tuple[str, str]] = set()
+
+    def error(status: int, kind: str, message: str) -> web.Response:
+        body = {"error": {"type": kind, "message": message}}
+        return web.json_response(body, status=status)
+
+    @web.middleware
+    async def idempotency(request, handler):
+        if request.method == "DELETE" and request.path == "/_config/data":
+            replies.clear()
+            webhooks._webhooks.clear()
+            return await handler(request)
+        key = request.headers.get("Idempotency-Key")
+        if request.method != "POST" or not key or request.path.startswith("/_config/"):
+            return await handler(request)
+        slot = (request.headers.get("Authorization", ""), key)
+        fingerprint = (request.path, await request.read())
+        if slot in running:
+            return error(409, "idempotency_error", "A request with this idempotency key is still running.")
+        if slot in replies:
+            first, status, body = replies[slot]
+            if first != fingerprint:
+                return error(
+                    400,
+                    "idempotency_error",
+                    "Keys for idempotent requests can only be used with the same parameters they were first used "
+                    f"with. Try using a key other than '{key}' if you meant to execute a different request.",
+                )
+            return web.Response(
+                status=status,
+                body=body,
+                content_type="application/json",
+                headers={"Idempotent-Replayed": "true"},
+            )
+        running.add(slot)
+        try:
+            response = await handler(request)
+        finally:
+            running.discard(slot)
+        if response.status < 500 and isinstance(response.body, bytes):
+            replies[slot] = (fingerprint, response.status, response.body)
+        return response
+
+    return idempotency
+
+
+def _exit_when_stdin_closes() -> None:
+    import signal
+
+    sys.stdin.buffer.read()
+    os.kill(os.getpid(), signal.SIGTERM)  # run_app turns it into a clean shutdown
+
+
+def _serve() -> None:
+    import socket
+    import threading
+
+    from aiohttp import web
+
+    _patch_localstripe()
+    from localstripe import server
+
+    server.app.middlewares.insert(0, _idempotency_middleware())
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    print(sock.getsockname()[1], flush=True)
+    threading.Thread(target=_exit_when_stdin_closes, daemon=True).start()
+    web.run_app(server.app, sock=sock, print=None, access_log=None, shutdown_timeout=1)
+
+
+if __name__ == "__main__":
+    _serve()
