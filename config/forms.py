@@ -13,7 +13,9 @@ from django.core.exceptions import ValidationError
 
 
 def form_errors_from(form: forms.Form, exc: ValidationError) -> None:
-    """Attach a service's ValidationError to the form that fed it."""
+    """Attach a service's ValidationError to the form that fed it (kept as
+    ``form.service_error`` so a view can tell a conflict from bad input)."""
+    form.service_error = exc
     if hasattr(exc, "error_dict"):
         for field, errors in exc.error_dict.items():
             form.add_error(field if field in form.fields else None, errors)

@@ -8,6 +8,7 @@ from rest_framework.routers import DefaultRouter
 from accounts import views as account_views
 from accounts.api import MeApi
 from marketplace import api as marketplace_api
+from marketplace import market_api
 from marketplace import views as marketplace_views
 
 router = DefaultRouter()
@@ -15,11 +16,17 @@ router.register("inventory/gpu-models", marketplace_api.GpuModelViewSet, basenam
 router.register("inventory/regions", marketplace_api.RegionViewSet, basename="region")
 router.register("inventory/servers", marketplace_api.ServerViewSet, basename="server")
 router.register("inventory/gpus", marketplace_api.GpuViewSet, basename="gpu")
+router.register("listings", market_api.ListingViewSet, basename="listing")
+router.register("owner/listings", market_api.OwnerListingViewSet, basename="owner-listing")
+router.register("bookings", market_api.BookingViewSet, basename="booking")
 
 api_v1 = [
     path("me/", MeApi.as_view(), name="me"),
     path("auth/token/", obtain_auth_token, name="token"),
     path("inventory/servers/import/", marketplace_api.ServerImportApi.as_view(), name="server-import"),
+    path("search/", market_api.SearchApi.as_view(), name="search"),
+    path("owner/earnings/", market_api.OwnerEarningsApi.as_view(), name="owner-earnings"),
+    path("bookings/<uuid:public_id>/usage/", market_api.UsageApi.as_view(), name="booking-usage"),
     *router.urls,
 ]
 

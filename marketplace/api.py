@@ -159,6 +159,7 @@ class GpuViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
 
     permission_classes = [IsOwner]
     serializer_class = GpuSerializer
+    queryset = Gpu.objects.none()  # for the schema; requests use the owner's GPUs
 
     def get_queryset(self):
         return gpu_list_for_owner(owner=owner_company_for_user(self.request.user))

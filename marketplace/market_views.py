@@ -15,6 +15,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from accounts.models import Role
 from accounts.permissions import role_required
 from accounts.selectors import owner_company_for_user
+from config.errors import ConflictError
 from config.forms import form_submit
 from marketplace.market_forms import (
     BookingForm,
@@ -103,7 +104,7 @@ def booking_create(request, pk: int):
 
 
 def _is_conflict(form) -> bool:
-    return any(e.code == "conflict" for errors in form.errors.as_data().values() for e in errors)
+    return isinstance(getattr(form, "service_error", None), ConflictError)
 
 
 def _my_booking(request, public_id) -> Booking:
@@ -118,7 +119,7 @@ def _my_booking(request, public_id) -> Booking:
 def checkout(request, public_id):
     booking = _my_booking(request, public_id)
     gateway = get_gateway()
-    form = PayForm(request.POST or None)
+    form = PayForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form_submit(
         form,
         lambda d: bookings.booking_pay(booking=booking, renter=request.user, payment_method=d["payment_method"]),

@@ -234,7 +234,6 @@ class AvailabilityRule(models.Model):
             )
         ]
 
-
     WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 
     @property

@@ -148,6 +148,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "GpuStatusEnum": "marketplace.models.Gpu.Status",
+        "ListingStatusEnum": "marketplace.models.Listing.Status",
+        "BookingStatusEnum": "marketplace.models.Booking.Status",
+    },
 }
 
 # --- Background work (Celery). Embedded default: eager, in-process.
