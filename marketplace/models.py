@@ -199,6 +199,14 @@ class Listing(models.Model):
     def __str__(self) -> str:
         return f"{self.server} @ ${self.price_per_gpu_hour}/GPU-h"
 
+    @property
+    def min_hours(self) -> Decimal:
+        return Decimal(self.min_duration_minutes) / 60
+
+    @property
+    def max_hours(self) -> Decimal:
+        return Decimal(self.max_duration_minutes) / 60
+
 
 class AvailabilityRule(models.Model):
     """When a listing may be booked: explicit windows and/or a weekly pattern (UTC)."""

@@ -94,3 +94,79 @@ def test_demo_renter_logs_in_and_reaches_the_dashboard(app_server, demo_data, br
     response = page.goto(app_server.url + "/owner/")
     assert response.status == 403
     assert "This page is for GPU owners" in page.content()
+
+
+def _log_in(page, base_url: str, email: str) -> None:
+    page.goto(base_url + "/accounts/login/")
+    page.fill("input[name=login]", email)
+    page.fill("input[name=password]", DEMO_PASSWORD)
+    page.locator("form button[type=submit]").first.click()
+    page.wait_for_url("**/owner/" if email.startswith(("owner", "helios", "kestrel")) else "**/renter/")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_renter_searches_books_pays_and_sees_the_booking(app_server, demo_data, browser_page):
+    from datetime import UTC, datetime, timedelta
+
+    page = browser_page
+    _log_in(page, app_server.url, "renter@infrafi.test")
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=2)
+    end = start + timedelta(hours=3)
+
+    # search: 2 GPUs on one server, free for the window, cheapest first
+    page.goto(app_server.url + "/search/")
+    page.fill("#id_gpu_count", "2")
+    page.fill("#id_start", start.strftime("%Y-%m-%dT%H:%M"))
+    page.fill("#id_end", end.strftime("%Y-%m-%dT%H:%M"))
+    page.locator("#search-form button[type=submit]").click()
+    page.wait_for_selector("#result-count")
+    assert "listings match" in page.locator("#result-count").inner_text()
+    page.screenshot(path=str(ARTIFACTS / "search.png"), full_page=True)
+
+    # open the cheapest listing and book 2 GPUs for the window
+    page.locator("#results a.button").first.click()
+    page.wait_for_selector("#booking-form")
+    assert page.locator("table.calendar tbody tr").count() == 14
+    page.fill("#booking-form #id_gpu_count", "2")
+    page.fill("#booking-form #id_start", start.strftime("%Y-%m-%dT%H:%M"))
+    page.fill("#booking-form #id_end", end.strftime("%Y-%m-%dT%H:%M"))
+    page.screenshot(path=str(ARTIFACTS / "listing.png"), full_page=True)
+    page.locator("#booking-form button[type=submit]").click()
+
+    # checkout says it is a test payment; pay
+    page.wait_for_selector("#test-payment")
+    total = page.locator("#total").inner_text()
+    page.screenshot(path=str(ARTIFACTS / "checkout.png"), full_page=True)
+    page.locator("#pay").click()
+
+    # my bookings shows it confirmed, with what was paid
+    page.wait_for_url("**/bookings/")
+    table = page.locator("#bookings").inner_text()
+    assert "Confirmed" in table and total in table
+    page.screenshot(path=str(ARTIFACTS / "my-bookings.png"), full_page=True)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_owner_registers_a_server_and_lists_it(app_server, demo_data, browser_page):
+    page = browser_page
+    _log_in(page, app_server.url, "owner@infrafi.test")
+
+    page.goto(app_server.url + "/owner/servers/new/")
+    page.fill("#id_hostname", "browser-h100-01")
+    page.select_option("#id_region", label="EU Central (Frankfurt) (eu-central)")
+    page.fill("#id_cpu_milli", "128000")
+    page.fill("#id_memory_mib", "1048576")
+    page.select_option("#id_gpu_model", label="H100 80GB")
+    page.fill("#id_gpu_count", "8")
+    page.locator("form.panel button[type=submit]").click()
+    page.wait_for_url("**/owner/servers/*/")
+    assert page.locator("h1").inner_text() == "browser-h100-01"
+
+    page.goto(app_server.url + "/owner/listings/")
+    page.select_option("#listing-form #id_server", label="browser-h100-01")
+    page.fill("#listing-form #id_price_per_gpu_hour", "2.79")
+    page.locator("#listing-form button[type=submit]").click()
+    page.wait_for_selector(".message.success")
+    row = page.locator("tr", has_text="browser-h100-01").inner_text()
+    assert "2.79" in row and "H100 80GB" in row
+    page.screenshot(path=str(ARTIFACTS / "owner-listings.png"), full_page=True)
