@@ -29,9 +29,7 @@ from marketplace.services import bookings, listings
 
 class ListingSerializer(serializers.ModelSerializer):
     gpu_model = serializers.CharField(source="gpu_model.name")
-    vram_gb = serializers.IntegerField(source="gpu_model.vram_gb", allow_null=True)
-    region = serializers.CharField(source="server.region.code")
-    reliability = serializers.DecimalField(source="server.reliability", max_digits=5, decimal_places=4)
+    region = serializers.CharField(source="region.code")
     cpu_milli = serializers.IntegerField(source="server.cpu_milli")
     memory_mib = serializers.IntegerField(source="server.memory_mib")
 
@@ -102,7 +100,7 @@ class ListingViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = ListingSerializer
 
     def get_queryset(self):
-        return Listing.objects.select_related("server__region", "gpu_model").order_by("price_per_gpu_hour", "id")
+        return Listing.objects.select_related("server", "region", "gpu_model").order_by("price_per_gpu_hour", "id")
 
     @extend_schema(responses=CalendarDaySerializer(many=True))
     @action(detail=True, methods=["get"])
@@ -144,7 +142,7 @@ class OwnerListingViewSet(viewsets.GenericViewSet):
 
     def get_queryset(self):
         return Listing.objects.filter(server__owner=owner_company_for_user(self.request.user)).select_related(
-            "server__region", "gpu_model"
+            "server", "region", "gpu_model"
         )
 
     def list(self, request):

@@ -60,7 +60,7 @@ class SearchForm(forms.Form):
             gpu_models=(d["gpu_model"].pk,) if d.get("gpu_model") else (),
             gpu_count=d.get("gpu_count") or 1,
             min_vram_gb=d.get("min_vram_gb"),
-            region=d["region"].code if d.get("region") else "",
+            region_id=d["region"].pk if d.get("region") else None,
             max_price=d.get("max_price"),
             min_reliability=d.get("min_reliability"),
             start=d.get("start"),

@@ -81,13 +81,6 @@ class Server(models.Model):
     serial_number = models.CharField(max_length=64, blank=True, validators=[serial_validator])
     region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="servers")
     data_centre = models.CharField(max_length=120, blank=True)
-    reliability = models.DecimalField(
-        max_digits=5,
-        decimal_places=4,
-        default=Decimal("0.9900"),
-        validators=[MinValueValidator(0), MaxValueValidator(1)],
-        help_text="Share of booked time delivered without interruption (0–1).",
-    )
     cpu_milli = models.PositiveIntegerField("CPU (millicores)", validators=[MinValueValidator(1000)])
     memory_mib = models.PositiveBigIntegerField("RAM (MiB)", validators=[MinValueValidator(1024)])
     created_at = models.DateTimeField(auto_now_add=True)
@@ -102,9 +95,6 @@ class Server(models.Model):
             ),
             models.CheckConstraint(condition=Q(cpu_milli__gte=1000), name="server_cpu_at_least_one_core"),
             models.CheckConstraint(condition=Q(memory_mib__gte=1024), name="server_memory_at_least_1gib"),
-            models.CheckConstraint(
-                condition=Q(reliability__gte=0) & Q(reliability__lte=1), name="server_reliability_0_1"
-            ),
         ]
 
     def __str__(self) -> str:
@@ -165,10 +155,20 @@ class Listing(models.Model):
         PAUSED = "paused", "Paused"
 
     server = models.OneToOneField(Server, on_delete=models.CASCADE, related_name="listing")
-    # Denormalised from the server for search: its GPU model and how many of
-    # its GPUs are in service (status "available"); inventory services keep both.
+    # Denormalised from the server for search, so that every filter is a
+    # column of this table: its GPU model and VRAM, its region, and how many of
+    # its GPUs are in service (status "available"). Inventory services keep them.
     gpu_model = models.ForeignKey(GpuModel, on_delete=models.PROTECT, related_name="listings")
+    vram_gb = models.PositiveIntegerField(null=True, blank=True)
+    region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="listings")
     gpus_in_service = models.PositiveSmallIntegerField(default=0)
+    reliability = models.DecimalField(
+        max_digits=5,
+        decimal_places=4,
+        default=Decimal("0.9900"),
+        validators=[MinValueValidator(0), MaxValueValidator(1)],
+        help_text="Share of booked time delivered without interruption (0–1); the scheduler lowers it on failures.",
+    )
     price_per_gpu_hour = models.DecimalField("price per GPU-hour (USD)", max_digits=10, decimal_places=2)
     min_duration_minutes = models.PositiveIntegerField(default=MIN_BOOKING_MINUTES)
     max_duration_minutes = models.PositiveIntegerField(default=30 * 24 * 60)
@@ -190,10 +190,15 @@ class Listing(models.Model):
             models.CheckConstraint(
                 condition=Q(max_duration_minutes__gte=models.F("min_duration_minutes")), name="listing_max_ge_min"
             ),
+            models.CheckConstraint(
+                condition=Q(reliability__gte=0) & Q(reliability__lte=1), name="listing_reliability_0_1"
+            ),
         ]
         indexes = [
             models.Index(fields=["status", "price_per_gpu_hour"], name="listing_status_price"),
+            models.Index(fields=["status", "reliability"], name="listing_status_reliability"),
             models.Index(fields=["status", "gpu_model", "price_per_gpu_hour"], name="listing_status_model_price"),
+            models.Index(fields=["status", "region", "price_per_gpu_hour"], name="listing_status_region_price"),
         ]
 
     def __str__(self) -> str:

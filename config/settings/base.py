@@ -179,7 +179,10 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("DJANGO_LOG_LEVEL", default="INFO")},
     # The Stripe SDK logs every request at INFO.
-    "loggers": {"stripe": {"level": "WARNING"}},
+    "loggers": {
+        "stripe": {"level": "WARNING"},
+        "django.request": {"level": env("DJANGO_LOG_LEVEL", default="INFO")},
+    },
 }
 
 # The admin lives at a configurable path (operators only).

@@ -268,7 +268,9 @@ def server_update(
     server.data_centre = data_centre.strip()
     server.serial_number = serial_number
     server.full_clean(exclude=["owner"])
-    server.save()
+    with transaction.atomic():
+        server.save()
+        listing_refresh_inventory(server=server)
     return server
 
 

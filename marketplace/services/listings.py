@@ -63,6 +63,8 @@ def listing_create(
     return Listing.objects.create(
         server=server,
         gpu_model=model,
+        vram_gb=model.vram_gb,
+        region_id=server.region_id,
         gpus_in_service=in_service,
         price_per_gpu_hour=price_per_gpu_hour,
         min_duration_minutes=min_duration_minutes,
@@ -91,12 +93,12 @@ def listing_set_status(*, listing: Listing, status: str) -> Listing:
 
 
 def listing_refresh_inventory(*, server: Server) -> None:
-    """Recount a listed server's in-service GPUs after an inventory change."""
+    """Copy a listed server's in-service GPU count and region after an inventory change."""
     listing = Listing.objects.filter(server=server).first()
     if listing is None:
         return
     count = server.gpus.filter(status=Gpu.Status.AVAILABLE).count()
-    Listing.objects.filter(pk=listing.pk).update(gpus_in_service=count)
+    Listing.objects.filter(pk=listing.pk).update(gpus_in_service=count, region_id=server.region_id)
 
 
 # --- Availability ---------------------------------------------------------------

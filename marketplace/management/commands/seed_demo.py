@@ -103,8 +103,8 @@ class Command(BaseCommand):
             h = zlib.crc32(server.hostname.encode())
             factor = Decimal(85 + h % 31) / 100
             price = (BASE_PRICE.get(gpu.model.trace_code, Decimal("1.00")) * factor).quantize(Decimal("0.01"))
-            Server.objects.filter(pk=server.pk).update(reliability=Decimal(950 + h % 50) / 1000)
             listing = listing_create(server=server, price_per_gpu_hour=price)
+            Listing.objects.filter(pk=listing.pk).update(reliability=Decimal(950 + h % 50) / 1000)
             if h % 10 == 0:
                 for weekday in range(5):
                     availability_weekly_add(listing=listing, weekday=weekday, start_minute=8 * 60, end_minute=20 * 60)
