@@ -18,6 +18,9 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py seed_demo
+	@# The periodic tasks (expire unpaid holds, start and finish bookings) run
+	@# beside the web server; both stop together.
+	trap 'kill 0' EXIT INT TERM; $(PY) manage.py run_scheduler > run_scheduler.log 2>&1 & \
 	$(PY) manage.py runserver 127.0.0.1:8000
 
 ## Run the whole test suite (PostgreSQL when DATABASE_URL is set, SQLite otherwise).

@@ -295,3 +295,17 @@ def test_whole_hour_quotes_are_exact(n, minutes, cents):
     price = money.from_cents(cents)
     exact, charged = quote_amount(gpu_count=n, minutes=(minutes // 60) * 60, price_per_gpu_hour=price)
     assert exact == charged == n * (minutes // 60) * price
+
+
+def test_run_scheduler_once_runs_the_periodic_tasks(renter, listing):
+    import io
+
+    from django.core.management import call_command
+
+    booking = book(renter, listing)
+    Booking.objects.filter(pk=booking.pk).update(expires_at=booking.created_at - timedelta(minutes=1))
+    out = io.StringIO()
+    call_command("run_scheduler", "--once", stdout=out)
+    booking.refresh_from_db()
+    assert booking.status == Booking.Status.EXPIRED
+    assert "marketplace-expire-pending: {'expired': 1" in out.getvalue()
