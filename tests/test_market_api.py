@@ -241,6 +241,16 @@ def test_earnings_show_delivered_revenue_and_escrow(owner, renter, client_as):
         ),
         renter=renter,
     )
+    # a booking cancelled before its start released its GPUs: not booked time
+    dropped = bookings.booking_create(
+        renter=renter,
+        listing=listing,
+        gpu_count=2,
+        start=start + timedelta(hours=2),
+        end=start + timedelta(hours=3),
+        now=start,
+    )
+    bookings.booking_cancel(booking=dropped, renter=renter, now=start)
     response = client_as(owner).get(reverse("marketplace:owner_earnings_csv"), {"days": 7})
     rows = list(csv.DictReader(io.StringIO(response.content.decode())))
     assert len(rows) == 1

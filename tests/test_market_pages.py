@@ -143,3 +143,18 @@ def test_owner_creates_pauses_and_schedules_a_listing(owner, client_as):
 def test_a_renter_cannot_open_owner_market_pages(renter, client_as):
     assert client_as(renter).get(reverse("marketplace:owner_listings")).status_code == 403
     assert client_as(renter).get(reverse("marketplace:owner_earnings")).status_code == 403
+
+
+def test_invoice_of_a_booking_cancelled_after_its_start_adds_up(owner, renter, client_as):
+    listing = make_listing(owner, price="2.49", gpu_count=2)
+    booking = bookings.booking_pay(
+        booking=bookings.booking_create(
+            renter=renter, listing=listing, gpu_count=2, start=next_hour(1), end=next_hour(4)
+        ),
+        renter=renter,
+    )
+    bookings.booking_cancel(booking=booking, renter=renter, now=booking.start + timedelta(minutes=30))
+    invoice = client_as(renter).get(reverse("marketplace:invoice", args=[booking.public_id])).context["invoice"]
+    assert [line.amount for line in invoice.lines] == [booking.amount, -invoice.refunded]
+    assert invoice.paid + sum(line.amount for line in invoice.lines[1:]) == invoice.net
+    assert invoice.net == sum(s.gross_amount for s in booking.settlements.all())  # what the owner earned

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from django.db.models import Q, QuerySet, Sum
+from django.db.models import QuerySet, Sum
 from django.utils import timezone
 
 from accounts.models import OwnerCompany, User
@@ -66,7 +66,7 @@ def booking_invoice(booking: Booking) -> Invoice:
             exact.quantize(Decimal("0.000001")),
         )
     ]
-    if booking.amount != exact and booking.status != Booking.Status.CANCELLED:
+    if booking.amount != exact:
         lines.append(InvoiceLine("Rounding to the cent", (booking.amount - exact).quantize(Decimal("0.000001"))))
     refunds = list(booking.refunds.all())
     for refund in refunds:
@@ -156,11 +156,12 @@ def owner_earnings(*, owner: OwnerCompany, since: datetime, until: datetime) -> 
     listings = Listing.objects.filter(server__owner=owner).select_related("server__region")
     server_ids = [listing.server_id for listing in listings]
     allocations: dict[int, list] = {}
-    for server_id, s, e in (
-        BookingGpu.objects.filter(server_id__in=server_ids, start__lt=until, end__gt=since)
-        .filter(Q(held=True) | Q(booking__status__in=[Booking.Status.COMPLETED, Booking.Status.CANCELLED]))
-        .values_list("server_id", "start", "end")
-    ):
+    # Held rows are the GPU time renters kept: live and finished bookings, and
+    # the paid part of one cancelled after its start. Released rows (expired,
+    # cancelled before the start) were never used.
+    for server_id, s, e in BookingGpu.objects.filter(
+        server_id__in=server_ids, held=True, start__lt=until, end__gt=since
+    ).values_list("server_id", "start", "end"):
         allocations.setdefault(server_id, []).append((s, e))
     slots: dict[int, list] = {}
     for listing_id, s, e in AvailabilitySlot.objects.filter(

@@ -495,7 +495,9 @@ def booking_cancel(*, booking: Booking, renter: User, now: datetime | None = Non
     """Cancel: free before the start (full refund); after it, unused whole hours are refunded.
 
     After the start the GPUs are released from the end of the hour in which
-    the renter cancelled; that hour and the time before it stay paid.
+    the renter cancelled; that hour and the time before it stay paid. The
+    booking keeps its booked window (the invoice bills it, then lists the
+    refund); its GPU holds end early.
     """
     now = now or timezone.now()
     if booking.renter_id != renter.pk:
@@ -524,11 +526,10 @@ def booking_cancel(*, booking: Booking, renter: User, now: datetime | None = Non
         locked.status = Booking.Status.CANCELLED
         locked.finished_at = now
         if new_end is not None:
-            locked.end = new_end
             BookingGpu.objects.filter(booking=locked).update(end=new_end)
         else:
             _release(locked)
-        locked.save(update_fields=["amount_earned", "amount_refunded", "status", "finished_at", "end"])
+        locked.save(update_fields=["amount_earned", "amount_refunded", "status", "finished_at"])
     _refund(booking=locked, amount=refund, reason=Refund.Reason.CANCELLATION, key="cancel")
     locked.refresh_from_db()
     return locked
