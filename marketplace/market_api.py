@@ -10,10 +10,9 @@ from datetime import timedelta
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.pagination import PageNumberPagination
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -23,7 +22,7 @@ from accounts.selectors import owner_company_for_user
 from marketplace.market_forms import SearchForm
 from marketplace.models import AvailabilityRule, Booking, Listing, Server
 from marketplace.selectors import bookings as booking_selectors
-from marketplace.selectors.search import listing_search
+from marketplace.selectors.search import listing_search_page
 from marketplace.services import bookings, listings
 
 
@@ -53,10 +52,7 @@ class ListingSerializer(serializers.ModelSerializer):
         ]
 
 
-class SearchPagination(PageNumberPagination):
-    page_size = 20
-    max_page_size = 100
-    page_size_query_param = "page_size"
+SEARCH_PAGE_SIZE = 20
 
 
 class SearchApi(APIView):
@@ -77,15 +73,51 @@ class SearchApi(APIView):
             OpenApiParameter("sort", str, enum=["price", "-price", "reliability", "vram"]),
             OpenApiParameter("page", int),
         ],
-        responses=ListingSerializer(many=True),
+        responses=inline_serializer(
+            "SearchPage",
+            {
+                "count": serializers.IntegerField(help_text="Matches, counted up to 1,000."),
+                "count_is_lower_bound": serializers.BooleanField(help_text="True when more than 1,000 match."),
+                "next": serializers.URLField(allow_null=True),
+                "previous": serializers.URLField(allow_null=True),
+                "results": ListingSerializer(many=True),
+            },
+        ),
     )
     def get(self, request):
         form = SearchForm(request.query_params)
         if not form.is_valid():
             return Response(form.errors, status=status.HTTP_400_BAD_REQUEST)
-        paginator = SearchPagination()
-        page = paginator.paginate_queryset(listing_search(form.to_query()), request, view=self)
-        return paginator.get_paginated_response(ListingSerializer(page, many=True).data)
+        size = SEARCH_PAGE_SIZE
+        try:
+            number = max(1, int(request.query_params.get("page", 1)))
+        except ValueError:
+            return Response({"page": ["A page number, from 1."]}, status=status.HTTP_400_BAD_REQUEST)
+        page = listing_search_page(form.to_query(), offset=(number - 1) * size, limit=size)
+        if number > 1 and not page.rows:
+            raise Http404("Invalid page.")
+        for row in page.rows:  # decimals as DRF renders them: strings with the field's places
+            row["price_per_gpu_hour"] = f"{row['price_per_gpu_hour']:.2f}"
+            row["reliability"] = f"{row['reliability']:.4f}"
+
+        def link(n: int) -> str:
+            return request.build_absolute_uri(f"{request.path}?{_with_page(request.query_params, n)}")
+
+        return Response(
+            {
+                "count": page.total,
+                "count_is_lower_bound": page.total_is_lower_bound,
+                "next": link(number + 1) if number * size < page.total or page.total_is_lower_bound else None,
+                "previous": link(number - 1) if number > 1 else None,
+                "results": page.rows,
+            }
+        )
+
+
+def _with_page(params, number: int) -> str:
+    query = params.copy()
+    query["page"] = str(number)
+    return query.urlencode()
 
 
 class CalendarDaySerializer(serializers.Serializer):

@@ -4,6 +4,7 @@ from datetime import UTC, datetime, time
 from decimal import Decimal
 
 from django import forms
+from django.core.cache import cache
 
 from marketplace.models import GpuModel, Region
 from marketplace.selectors.search import SORTS, SearchQuery
@@ -27,13 +28,24 @@ class UTCDateTimeField(forms.DateTimeField):
         return result.astimezone(UTC) if result else result
 
 
+def _catalogue() -> dict:
+    """GPU models and regions for the search form, cached per process for a
+    minute: they change rarely (operators edit them), searches are many."""
+
+    def build():
+        return {
+            "models": [(m.pk, m.name) for m in GpuModel.objects.order_by("undisclosed", "-vram_gb", "name")],
+            "regions": {r.code: (r.pk, str(r)) for r in Region.objects.order_by("code")},
+        }
+
+    return cache.get_or_set("marketplace:search-catalogue", build, timeout=60)
+
+
 class SearchForm(forms.Form):
-    gpu_model = forms.ModelChoiceField(queryset=GpuModel.objects.all(), required=False, empty_label="Any model")
+    gpu_model = forms.TypedChoiceField(coerce=int, required=False, empty_value=None, label="GPU model")
     gpu_count = forms.IntegerField(min_value=1, max_value=16, required=False, initial=1, label="GPUs on one server")
     min_vram_gb = forms.IntegerField(min_value=1, required=False, label="Min VRAM (GB)")
-    region = forms.ModelChoiceField(
-        queryset=Region.objects.all(), required=False, to_field_name="code", empty_label="Any region"
-    )
+    region = forms.ChoiceField(required=False)
     max_price = forms.DecimalField(min_value=Decimal("0.01"), decimal_places=2, required=False, label="Max $/GPU-h")
     min_reliability = forms.DecimalField(
         min_value=0, max_value=1, decimal_places=4, required=False, label="Min reliability (0–1)"
@@ -44,6 +56,15 @@ class SearchForm(forms.Form):
         choices=[("price", "Price ↑"), ("-price", "Price ↓"), ("reliability", "Reliability"), ("vram", "VRAM")],
         required=False,
     )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        catalogue = _catalogue()
+        self._regions = catalogue["regions"]
+        self.fields["gpu_model"].choices = [("", "Any model"), *catalogue["models"]]
+        self.fields["region"].choices = [("", "Any region")] + [
+            (code, name) for code, (_, name) in self._regions.items()
+        ]
 
     def clean(self):
         data = super().clean()
@@ -57,10 +78,10 @@ class SearchForm(forms.Form):
     def to_query(self) -> SearchQuery:
         d = self.cleaned_data
         return SearchQuery(
-            gpu_models=(d["gpu_model"].pk,) if d.get("gpu_model") else (),
+            gpu_models=(d["gpu_model"],) if d.get("gpu_model") else (),
             gpu_count=d.get("gpu_count") or 1,
             min_vram_gb=d.get("min_vram_gb"),
-            region_id=d["region"].pk if d.get("region") else None,
+            region_id=self._regions[d["region"]][0] if d.get("region") else None,
             max_price=d.get("max_price"),
             min_reliability=d.get("min_reliability"),
             start=d.get("start"),

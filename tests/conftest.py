@@ -7,6 +7,16 @@ from tests import factories
 pytest_plugins = ["tests.localstripe_server"]
 
 
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Per-process caches (the search form's catalogue) must not outlive a test's database."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
 @pytest.fixture
 def renter(db):
     return factories.make_renter()

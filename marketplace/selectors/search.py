@@ -15,7 +15,7 @@ from decimal import Decimal
 from django.contrib.postgres.fields import DateTimeRangeField
 from django.db import connection
 from django.db.backends.postgresql.psycopg_any import DateTimeTZRange
-from django.db.models import Count, F, Func, Max, Q, QuerySet
+from django.db.models import Count, F, Func, OuterRef, Q, QuerySet, Subquery
 
 from marketplace.models import AvailabilitySlot, BookingGpu, Listing
 
@@ -61,10 +61,11 @@ def listing_search(query: SearchQuery) -> QuerySet[Listing]:
 def _free_in_window(listings: QuerySet[Listing], query: SearchQuery) -> QuerySet[Listing]:
     # Servers left with fewer than N free GPUs by the holds in the window
     # (GROUP BY … HAVING, usually a handful of rows) are excluded in the same query.
+    capacity = Listing.objects.filter(server_id=OuterRef("server_id")).order_by().values("gpus_in_service")[:1]
     too_busy = (
         BookingGpu.objects.filter(held=True, start__lt=query.end, end__gt=query.start)
         .values("server_id")
-        .annotate(n=Count("gpu_id", distinct=True), capacity=Max("server__listing__gpus_in_service"))
+        .annotate(n=Count("gpu_id", distinct=True), capacity=Subquery(capacity))
         .filter(capacity__lt=F("n") + query.gpu_count)
         .values("server_id")
     )
@@ -90,3 +91,48 @@ def _covering_listing_ids(start: datetime, end: datetime):
     else:
         slots = AvailabilitySlot.objects.filter(start__lte=start, end__gte=end)
     return slots.values("listing_id")
+
+
+# What the search API returns per listing, read as plain values (no model
+# instances, no serializer) in the same query as the total count.
+RESULT_FIELDS = {
+    "id": "id",
+    "gpu_model": "gpu_model__name",
+    "vram_gb": "vram_gb",
+    "gpus_in_service": "gpus_in_service",
+    "price_per_gpu_hour": "price_per_gpu_hour",
+    "min_duration_minutes": "min_duration_minutes",
+    "max_duration_minutes": "max_duration_minutes",
+    "status": "status",
+    "always_available": "always_available",
+    "financed": "financed",
+    "region": "region__code",
+    "reliability": "reliability",
+    "cpu_milli": "server__cpu_milli",
+    "memory_mib": "server__memory_mib",
+}
+
+
+# A count stops here: beyond it the page says "1,000+" instead of making
+# PostgreSQL visit every match of a broad search just to count them.
+COUNT_CAP = 1000
+
+
+@dataclass(frozen=True)
+class SearchPage:
+    total: int  # exact up to COUNT_CAP
+    total_is_lower_bound: bool
+    rows: list[dict]
+
+
+def listing_search_page(query: SearchQuery, *, offset: int, limit: int) -> SearchPage:
+    """One page of ``listing_search`` as plain values, in index order, and the
+    number of matches counted up to ``COUNT_CAP`` (then it is a lower bound)."""
+    matches = listing_search(query)
+    rows = list(matches.values(*RESULT_FIELDS.values())[offset : offset + limit])
+    total = len(rows) if offset == 0 and len(rows) < limit else matches.order_by()[: COUNT_CAP + 1].count()
+    return SearchPage(
+        total=min(total, COUNT_CAP),
+        total_is_lower_bound=total > COUNT_CAP,
+        rows=[{name: row[column] for name, column in RESULT_FIELDS.items()} for row in rows],
+    )
