@@ -1,14 +1,28 @@
 """GPU search: which listings can give N GPUs on one server, at what price.
 
-Built to stay fast at 10k servers / 60k GPUs: every filter is a column of
-``Listing`` (denormalised model and in-service count) or of its server and
-model, served by indexes; the window check asks two questions that touch
-only the rows that matter: which servers already have GPUs held in the
-window (usually few, one grouped query), and whether a merged availability
-slot contains the window (a GiST range index on PostgreSQL).
+Built to stay fast at 10k servers / 60k GPUs. Every filter is a column of
+``Listing`` (its GPU model, VRAM, region, in-service GPU count and
+reliability are denormalised onto it), served by indexes. A window
+[start, end) adds two questions that touch only the rows that matter:
+which servers are left with fewer than N free GPUs by the holds in the
+window (usually a handful, GROUP BY … HAVING), and which listings with
+rules have a merged availability slot containing the window (a GiST index
+on ``tstzrange(start, end)`` on PostgreSQL).
+
+Two implementations of the same question:
+
+- ``listing_search`` builds a Django queryset (pages, SQLite, anything that
+  wants model instances);
+- ``listing_search_page`` answers the API with one page of plain values and
+  the number of matches (counted up to ``COUNT_CAP``). On PostgreSQL it is a
+  single parameterised statement, because building and compiling the ORM
+  queries cost more than running them; elsewhere it uses the queryset.
+
+``tests/test_search.py`` checks that both give the same listings in the same
+order on the database the suite runs on.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
@@ -19,12 +33,23 @@ from django.db.models import Count, F, Func, OuterRef, Q, QuerySet, Subquery
 
 from marketplace.models import AvailabilitySlot, BookingGpu, Listing
 
+# Sort orders: the same on both paths (NULL VRAM, undisclosed models, last).
 SORTS = {
-    "price": ("price_per_gpu_hour", "-reliability", "id"),
-    "-price": ("-price_per_gpu_hour", "-reliability", "id"),
-    "reliability": ("-reliability", "price_per_gpu_hour", "id"),
-    "vram": ("-vram_gb", "price_per_gpu_hour", "id"),
+    "price": (F("price_per_gpu_hour").asc(), F("reliability").desc(), F("id").asc()),
+    "-price": (F("price_per_gpu_hour").desc(), F("reliability").desc(), F("id").asc()),
+    "reliability": (F("reliability").desc(), F("price_per_gpu_hour").asc(), F("id").asc()),
+    "vram": (F("vram_gb").desc(nulls_last=True), F("price_per_gpu_hour").asc(), F("id").asc()),
 }
+SQL_SORTS = {
+    "price": "l.price_per_gpu_hour ASC, l.reliability DESC, l.id ASC",
+    "-price": "l.price_per_gpu_hour DESC, l.reliability DESC, l.id ASC",
+    "reliability": "l.reliability DESC, l.price_per_gpu_hour ASC, l.id ASC",
+    "vram": "l.vram_gb DESC NULLS LAST, l.price_per_gpu_hour ASC, l.id ASC",
+}
+
+# A count stops here: beyond it the API says "1,000 or more" rather than make
+# the database visit every match of a broad search just to count them.
+COUNT_CAP = 1000
 
 
 @dataclass(frozen=True)
@@ -38,7 +63,6 @@ class SearchQuery:
     start: datetime | None = None
     end: datetime | None = None
     sort: str = "price"
-    extra: dict = field(default_factory=dict, compare=False)
 
 
 def listing_search(query: SearchQuery) -> QuerySet[Listing]:
@@ -59,8 +83,6 @@ def listing_search(query: SearchQuery) -> QuerySet[Listing]:
 
 
 def _free_in_window(listings: QuerySet[Listing], query: SearchQuery) -> QuerySet[Listing]:
-    # Servers left with fewer than N free GPUs by the holds in the window
-    # (GROUP BY … HAVING, usually a handful of rows) are excluded in the same query.
     capacity = Listing.objects.filter(server_id=OuterRef("server_id")).order_by().values("gpus_in_service")[:1]
     too_busy = (
         BookingGpu.objects.filter(held=True, start__lt=query.end, end__gt=query.start)
@@ -79,11 +101,7 @@ class TsTzRange(Func):
 
 
 def _covering_listing_ids(start: datetime, end: datetime):
-    """Listings with an availability slot containing [start, end).
-
-    On PostgreSQL through the GiST index on ``tstzrange(start, end)`` (migration
-    0004); elsewhere a plain comparison.
-    """
+    """Listings with an availability slot containing [start, end)."""
     if connection.vendor == "postgresql":
         slots = AvailabilitySlot.objects.annotate(span=TsTzRange("start", "end")).filter(
             span__contains=DateTimeTZRange(start, end)
@@ -93,8 +111,9 @@ def _covering_listing_ids(start: datetime, end: datetime):
     return slots.values("listing_id")
 
 
-# What the search API returns per listing, read as plain values (no model
-# instances, no serializer) in the same query as the total count.
+# --- One page for the API ------------------------------------------------------------
+
+# What the API returns per listing, and the column each value comes from.
 RESULT_FIELDS = {
     "id": "id",
     "gpu_model": "gpu_model__name",
@@ -111,11 +130,22 @@ RESULT_FIELDS = {
     "cpu_milli": "server__cpu_milli",
     "memory_mib": "server__memory_mib",
 }
-
-
-# A count stops here: beyond it the page says "1,000+" instead of making
-# PostgreSQL visit every match of a broad search just to count them.
-COUNT_CAP = 1000
+SQL_COLUMNS = {
+    "id": "l.id",
+    "gpu_model": "m.name",
+    "vram_gb": "l.vram_gb",
+    "gpus_in_service": "l.gpus_in_service",
+    "price_per_gpu_hour": "l.price_per_gpu_hour",
+    "min_duration_minutes": "l.min_duration_minutes",
+    "max_duration_minutes": "l.max_duration_minutes",
+    "status": "l.status",
+    "always_available": "l.always_available",
+    "financed": "l.financed",
+    "region": "r.code",
+    "reliability": "l.reliability",
+    "cpu_milli": "s.cpu_milli",
+    "memory_mib": "s.memory_mib",
+}
 
 
 @dataclass(frozen=True)
@@ -126,13 +156,79 @@ class SearchPage:
 
 
 def listing_search_page(query: SearchQuery, *, offset: int, limit: int) -> SearchPage:
-    """One page of ``listing_search`` as plain values, in index order, and the
-    number of matches counted up to ``COUNT_CAP`` (then it is a lower bound)."""
-    matches = listing_search(query)
-    rows = list(matches.values(*RESULT_FIELDS.values())[offset : offset + limit])
-    total = len(rows) if offset == 0 and len(rows) < limit else matches.order_by()[: COUNT_CAP + 1].count()
-    return SearchPage(
-        total=min(total, COUNT_CAP),
-        total_is_lower_bound=total > COUNT_CAP,
-        rows=[{name: row[column] for name, column in RESULT_FIELDS.items()} for row in rows],
-    )
+    """One page of matches as plain values, and their number up to ``COUNT_CAP``."""
+    if connection.vendor == "postgresql":
+        rows, total = _page_postgres(query, offset=offset, limit=limit)
+    else:
+        matches = listing_search(query)
+        values = list(matches.values(*RESULT_FIELDS.values())[offset : offset + limit])
+        rows = [{name: row[column] for name, column in RESULT_FIELDS.items()} for row in values]
+        total = len(rows) if offset == 0 and len(rows) < limit else matches.order_by()[: COUNT_CAP + 1].count()
+    return SearchPage(total=min(total, COUNT_CAP), total_is_lower_bound=total > COUNT_CAP, rows=rows)
+
+
+def _page_postgres(query: SearchQuery, *, offset: int, limit: int) -> tuple[list[dict], int]:
+    where = ["l.status = 'active'", "l.gpus_in_service >= %(n)s"]
+    params: dict = {"n": max(query.gpu_count, 1), "cap": COUNT_CAP + 1, "limit": limit, "offset": offset}
+    if query.gpu_models:
+        where.append("l.gpu_model_id = ANY(%(models)s)")
+        params["models"] = list(query.gpu_models)
+    if query.min_vram_gb:
+        where.append("l.vram_gb >= %(vram)s")
+        params["vram"] = query.min_vram_gb
+    if query.region_id:
+        where.append("l.region_id = %(region)s")
+        params["region"] = query.region_id
+    if query.max_price is not None:
+        where.append("l.price_per_gpu_hour <= %(max_price)s")
+        params["max_price"] = query.max_price
+    if query.min_reliability is not None:
+        where.append("l.reliability >= %(min_reliability)s")
+        params["min_reliability"] = query.min_reliability
+    ctes = ""
+    if query.start and query.end:
+        params.update(start=query.start, end=query.end)
+        # Computed once per statement (each is referenced once, inside the
+        # matches CTE, which the count and the page both inline).
+        ctes = """
+        too_busy AS MATERIALIZED (
+            SELECT b.server_id FROM marketplace_bookinggpu b
+            WHERE b.held AND b.start < %(end)s AND b."end" > %(start)s
+            GROUP BY b.server_id
+            HAVING (SELECT c.gpus_in_service FROM marketplace_listing c WHERE c.server_id = b.server_id)
+                   < count(DISTINCT b.gpu_id) + %(n)s
+        ),
+        covering AS MATERIALIZED (
+            SELECT a.listing_id FROM marketplace_availabilityslot a
+            WHERE tstzrange(a.start, a."end") @> tstzrange(%(start)s, %(end)s)
+        ),"""
+        where.append("l.server_id NOT IN (SELECT server_id FROM too_busy)")
+        where.append("(l.always_available OR l.id IN (SELECT listing_id FROM covering))")
+    columns = ", ".join(f"{column} AS {name}" for name, column in SQL_COLUMNS.items())
+    sql = f"""
+        WITH {ctes}
+        matches AS NOT MATERIALIZED (
+            SELECT l.* FROM marketplace_listing l WHERE {" AND ".join(where)}
+        )
+        SELECT (SELECT count(*) FROM (SELECT 1 FROM matches LIMIT %(cap)s) counted) AS total, {columns}
+        FROM (SELECT * FROM matches l ORDER BY {SQL_SORTS.get(query.sort, SQL_SORTS["price"])}
+              LIMIT %(limit)s OFFSET %(offset)s) l
+        JOIN marketplace_gpumodel m ON m.id = l.gpu_model_id
+        JOIN marketplace_region r ON r.id = l.region_id
+        JOIN marketplace_server s ON s.id = l.server_id
+        ORDER BY {SQL_SORTS.get(query.sort, SQL_SORTS["price"])}
+    """  # noqa: S608 - every fragment is a constant of this module; values are parameters
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        names = [c.name for c in cursor.description]
+        fetched = cursor.fetchall()
+        if not fetched:
+            cursor.execute(
+                f"WITH {ctes} matches AS NOT MATERIALIZED (SELECT l.* FROM marketplace_listing l "  # noqa: S608
+                f"WHERE {' AND '.join(where)}) SELECT count(*) FROM (SELECT 1 FROM matches LIMIT %(cap)s) counted",
+                params,
+            )
+            return [], cursor.fetchone()[0]
+    total = fetched[0][0]
+    rows = [dict(zip(names[1:], row[1:], strict=True)) for row in fetched]
+    return rows, total
