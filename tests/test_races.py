@@ -20,16 +20,18 @@ def _needs_postgres():
         pytest.skip("needs PostgreSQL (set DATABASE_URL); CI runs it there")
 
 
-def test_racing_owners_registering_the_same_serial_exactly_one_wins(catalogue):
-    owners = [make_owner() for _ in range(THREADS)]
-    barrier = threading.Barrier(THREADS)
+def race(threads: int, attempt) -> list[str]:
+    """Start ``threads`` threads at once (a barrier), each calling ``attempt(i)``;
+    "ok" when it returns, the error's messages when it raises ValidationError
+    (ConflictError included). Each thread has its own database connection."""
+    barrier = threading.Barrier(threads)
     outcomes: list[str] = []
     lock = threading.Lock()
 
-    def register(i: int) -> None:
+    def run(i: int) -> None:
         try:
             barrier.wait()
-            make_server(owners[i], hostname=f"race-{i}", gpu_count=2, serials=[f"UNIQ-{i}", "CONTESTED-SERIAL"])
+            attempt(i)
             result = "ok"
         except ValidationError as exc:
             result = "refused: " + " ".join(exc.messages)
@@ -38,11 +40,20 @@ def test_racing_owners_registering_the_same_serial_exactly_one_wins(catalogue):
         with lock:
             outcomes.append(result)
 
-    threads = [threading.Thread(target=register, args=(i,)) for i in range(THREADS)]
-    for t in threads:
+    workers = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+    for t in workers:
         t.start()
-    for t in threads:
+    for t in workers:
         t.join()
+    return outcomes
+
+
+def test_racing_owners_registering_the_same_serial_exactly_one_wins(catalogue):
+    owners = [make_owner() for _ in range(THREADS)]
+    outcomes = race(
+        THREADS,
+        lambda i: make_server(owners[i], hostname=f"race-{i}", gpu_count=2, serials=[f"UNIQ-{i}", "CONTESTED-SERIAL"]),
+    )
 
     assert outcomes.count("ok") == 1
     assert all("CONTESTED-SERIAL" in o or "registered by someone else" in o for o in outcomes if o != "ok")
@@ -58,7 +69,6 @@ BOOKING_THREADS = 32
 def test_32_renters_racing_for_the_same_gpus_exactly_the_feasible_number_win(catalogue):
     from datetime import timedelta
 
-    from config.errors import ConflictError
     from marketplace.models import Booking, BookingGpu
     from marketplace.services.bookings import booking_create
     from tests.factories import make_listing, make_renter, next_hour
@@ -67,40 +77,20 @@ def test_32_renters_racing_for_the_same_gpus_exactly_the_feasible_number_win(cat
     listing = make_listing(make_owner(), gpu_count=8, price="3.10")
     renters = [make_renter() for _ in range(BOOKING_THREADS)]
     start = next_hour(3)
-    barrier = threading.Barrier(BOOKING_THREADS)
-    outcomes: list[str] = []
-    lock = threading.Lock()
 
     def attempt(i: int) -> None:
         # Windows shifted by 0–3 half-hours: every pair overlaps (each lasts 2 h).
         window_start = start + timedelta(minutes=30 * (i % 4))
-        try:
-            barrier.wait()
-            booking_create(
-                renter=renters[i],
-                listing=listing,
-                gpu_count=2,
-                start=window_start,
-                end=window_start + timedelta(hours=2),
-            )
-            result = "ok"
-        except ConflictError as exc:
-            result = "conflict: " + " ".join(exc.messages)
-        finally:
-            connections.close_all()
-        with lock:
-            outcomes.append(result)
+        booking_create(
+            renter=renters[i], listing=listing, gpu_count=2, start=window_start, end=window_start + timedelta(hours=2)
+        )
 
-    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(BOOKING_THREADS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    outcomes = race(BOOKING_THREADS, attempt)
 
     # then exactly 8 / 2 = 4 bookings hold GPUs and the other 28 got a clear conflict
     assert len(outcomes) == BOOKING_THREADS
     assert outcomes.count("ok") == 4
-    assert all("GPU(s) of this server are free" in o or "just booked" in o for o in outcomes if o != "ok")
+    assert all("GPU(s) of this server are free" in o or "just booked" in o for o in outcomes if o != "ok"), outcomes
     assert Booking.objects.count() == 4
     held = list(BookingGpu.objects.filter(held=True).values_list("gpu_id", "start", "end"))
     assert len(held) == 8
