@@ -145,15 +145,20 @@ def _release(booking: Booking) -> None:
     BookingGpu.objects.filter(booking=booking, held=True).update(held=False)
 
 
+def _expire(locked: Booking, now: datetime) -> None:
+    """End an unpaid hold (the caller holds the booking's row lock)."""
+    locked.status = Booking.Status.EXPIRED
+    locked.finished_at = now
+    locked.save(update_fields=["status", "finished_at"])
+    _release(locked)
+
+
 def _expire_stale_on_server(server_id: int, now: datetime) -> None:
     stale = Booking.objects.filter(
         server_id=server_id, status=Booking.Status.PENDING_PAYMENT, expires_at__lte=now
     ).select_for_update()
     for booking in stale:
-        booking.status = Booking.Status.EXPIRED
-        booking.finished_at = now
-        booking.save(update_fields=["status", "finished_at"])
-        _release(booking)
+        _expire(booking, now)
 
 
 def free_gpu_ids(*, server_id: int, start: datetime, end: datetime, exclude_booking: int | None = None) -> list[int]:
@@ -546,10 +551,7 @@ def bookings_tick(*, now: datetime | None = None) -> dict[str, int]:
         with transaction.atomic():
             locked = _lock(booking)
             if locked.status == Booking.Status.PENDING_PAYMENT and locked.expires_at <= now:
-                locked.status = Booking.Status.EXPIRED
-                locked.finished_at = now
-                locked.save(update_fields=["status", "finished_at"])
-                _release(locked)
+                _expire(locked, now)
                 expired += 1
     started = Booking.objects.filter(status=Booking.Status.CONFIRMED, start__lte=now, end__gt=now).update(
         status=Booking.Status.ACTIVE, started_at=now

@@ -22,9 +22,8 @@ class Command(BaseCommand):
         parser.add_argument("--tick", type=float, default=5.0, help="Seconds between checks.")
 
     def handle(self, *args, once=False, tick=5.0, **options):
-        schedule = {
-            name: (entry["task"], float(entry["schedule"])) for name, entry in settings.CELERY_BEAT_SCHEDULE.items()
-        }
+        # name -> (task path, period in seconds)
+        schedule = {name: (entry["task"], entry["schedule"]) for name, entry in settings.CELERY_BEAT_SCHEDULE.items()}
         due = dict.fromkeys(schedule, 0.0)
         while True:
             now = time.monotonic()
