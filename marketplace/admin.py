@@ -1,6 +1,19 @@
 from django.contrib import admin
 
-from marketplace.models import Gpu, GpuModel, Region, Server
+from marketplace.models import (
+    AvailabilityRule,
+    Booking,
+    BookingGpu,
+    Gpu,
+    GpuModel,
+    Listing,
+    Payment,
+    Refund,
+    Region,
+    Server,
+    Settlement,
+    WebhookEvent,
+)
 
 
 @admin.register(GpuModel)
@@ -34,3 +47,109 @@ class GpuAdmin(admin.ModelAdmin):
     list_filter = ["status", "model"]
     search_fields = ["serial", "server__hostname"]
     raw_id_fields = ["server"]
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Money and external events change only through services: operators look, they do not edit."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class AvailabilityRuleInline(admin.TabularInline):
+    model = AvailabilityRule
+    extra = 0
+
+
+@admin.register(Listing)
+class ListingAdmin(admin.ModelAdmin):
+    list_display = [
+        "server",
+        "gpu_model",
+        "gpus_in_service",
+        "price_per_gpu_hour",
+        "region",
+        "reliability",
+        "status",
+        "financed",
+    ]
+    list_filter = ["status", "financed", "region", "gpu_model"]
+    search_fields = ["server__hostname"]
+    readonly_fields = ["gpu_model", "vram_gb", "region", "gpus_in_service", "always_available"]
+    raw_id_fields = ["server"]
+    inlines = [AvailabilityRuleInline]
+
+
+class BookingGpuInline(admin.TabularInline):
+    model = BookingGpu
+    extra = 0
+    can_delete = False
+    readonly_fields = ["gpu", "start", "end", "held"]
+    fields = readonly_fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Booking)
+class BookingAdmin(ReadOnlyAdmin):
+    list_display = [
+        "public_id",
+        "renter",
+        "server",
+        "gpu_count",
+        "start",
+        "end",
+        "status",
+        "amount",
+        "amount_paid",
+        "amount_earned",
+        "amount_refunded",
+    ]
+    list_filter = ["status", "gateway"]
+    search_fields = ["public_id", "renter__email", "server__hostname"]
+    date_hierarchy = "start"
+    inlines = [BookingGpuInline]
+
+
+@admin.register(Payment)
+class PaymentAdmin(ReadOnlyAdmin):
+    list_display = ["booking", "gateway", "reference", "amount", "status", "is_test", "created_at"]
+    list_filter = ["gateway", "status", "is_test"]
+    search_fields = ["reference", "booking__public_id"]
+
+
+@admin.register(Refund)
+class RefundAdmin(ReadOnlyAdmin):
+    list_display = ["booking", "amount", "reason", "status", "reference", "created_at"]
+    list_filter = ["reason", "status"]
+    search_fields = ["reference", "booking__public_id"]
+
+
+@admin.register(Settlement)
+class SettlementAdmin(ReadOnlyAdmin):
+    list_display = [
+        "booking",
+        "server",
+        "interval_start",
+        "interval_end",
+        "gpu_seconds",
+        "gross_amount",
+        "rounding_adjustment",
+        "processed_at",
+    ]
+    list_filter = ["processed_at"]
+    search_fields = ["booking__public_id", "server__hostname"]
+
+
+@admin.register(WebhookEvent)
+class WebhookEventAdmin(ReadOnlyAdmin):
+    list_display = ["event_id", "gateway", "type", "received_at", "processed_at", "attempts", "error"]
+    list_filter = ["gateway", "type"]
+    search_fields = ["event_id"]

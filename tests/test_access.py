@@ -95,3 +95,25 @@ def test_rotating_the_token_revokes_the_old_one(owner, client_as):
     anon = client_as(None)
     assert anon.get(reverse("api:me"), HTTP_AUTHORIZATION=f"Token {first}").status_code == 401
     assert anon.get(reverse("api:me"), HTTP_AUTHORIZATION=f"Token {second}").status_code == 200
+
+
+@pytest.mark.parametrize("model", ["booking", "payment", "refund", "settlement", "webhookevent", "listing", "server"])
+def test_operator_admin_lists_marketplace_records(model, operator, client_as):
+    response = client_as(operator).get(reverse(f"admin:marketplace_{model}_changelist"))
+    assert response.status_code == 200
+
+
+def test_operator_cannot_edit_money_records_in_admin(operator, owner, renter, client_as):
+    from datetime import timedelta
+
+    from marketplace.services.bookings import booking_create
+    from tests.factories import make_listing, next_hour
+
+    listing = make_listing(owner, gpu_count=1)
+    booking = booking_create(
+        renter=renter, listing=listing, gpu_count=1, start=next_hour(2), end=next_hour(2) + timedelta(hours=1)
+    )
+    client = client_as(operator)
+    assert client.get(reverse("admin:marketplace_booking_add")).status_code == 403
+    page = client.get(reverse("admin:marketplace_booking_change", args=[booking.pk]))
+    assert page.status_code == 200 and 'name="_save"' not in page.content.decode()
