@@ -4,6 +4,7 @@ Each setting has a safe default for the embedded mode (``make demo``) except
 production secrets, which ``production.py`` requires without a default.
 """
 
+from decimal import Decimal
 from pathlib import Path
 
 import environ
@@ -206,8 +207,15 @@ BOOKING_PAYMENT_HOLD_MINUTES = env.int("BOOKING_PAYMENT_HOLD_MINUTES", default=1
 # How far ahead a booking may end, and how far ahead weekly availability is expanded.
 BOOKING_HORIZON_DAYS = env.int("BOOKING_HORIZON_DAYS", default=90)
 CELERY_BEAT_SCHEDULE = {
+    "financing-ledger-pull": {"task": "financing.tasks.ledger_pull", "schedule": 60.0},
     "marketplace-expire-pending": {"task": "marketplace.tasks.bookings_tick", "schedule": 60.0},
     "marketplace-extend-availability": {"task": "marketplace.tasks.availability_extend", "schedule": 24 * 3600.0},
     "marketplace-retry-refunds": {"task": "marketplace.tasks.refunds_retry", "schedule": 300.0},
     "marketplace-retry-webhooks": {"task": "marketplace.tasks.webhooks_retry", "schedule": 300.0},
 }
+
+# --- Financing: the waterfall's rates (fractions of each settlement's gross).
+WATERFALL_PLATFORM_FEE = Decimal(env("WATERFALL_PLATFORM_FEE", default="0.05"))
+WATERFALL_INSURANCE = Decimal(env("WATERFALL_INSURANCE", default="0.01"))
+WATERFALL_SWEEP_SHARE = Decimal(env("WATERFALL_SWEEP_SHARE", default="0.50"))
+WATERFALL_DSCR_TARGET = Decimal(env("WATERFALL_DSCR_TARGET", default="1.25"))

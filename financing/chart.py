@@ -1,0 +1,18 @@
+"""The chart of accounts every installation starts with (per-owner and per-loan
+accounts are created on first use)."""
+
+# code, name, kind
+SYSTEM_ACCOUNTS = [
+    ("gateway_clearing", "Cash held by payment gateways", "asset"),
+    ("renter_escrow", "Renter escrow: paid, not yet delivered or refunded", "liability"),
+    ("platform_revenue", "Platform fees", "income"),
+    ("insurance_payable", "Insurance premiums collected", "liability"),
+    ("protocol_fee", "Protocol fee on interest", "income"),
+    ("vault_cash", "sUSDai vault cash", "asset"),
+    ("tbill_holdings", "Treasury-bill holdings", "asset"),
+    ("interest_income", "Interest income", "income"),
+]
+
+
+def owner_payable_code(owner_id: int) -> str:
+    return f"owner_payable:{owner_id}"

@@ -1,0 +1,60 @@
+"""Loan amortisation schedules. Pure.
+
+Scheduled instalments use a monthly rate of APR / 12 (the convention of the
+quoted schedules: $100,000 at 15 % over 12 months → $9,025.83 a month).
+Interest actually charged accrues per second on outstanding principal (the
+loan services do that); the schedule is the contract's plan. Amounts are
+whole cents; the last instalment takes the rounding so principal sums exactly.
+"""
+
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+
+from marketplace.money import CENT
+
+FIXED_PAYMENT = "fixed_payment"
+FIXED_PRINCIPAL = "fixed_principal"
+
+
+@dataclass(frozen=True)
+class Instalment:
+    number: int
+    payment: Decimal
+    interest: Decimal
+    principal: Decimal
+    balance_after: Decimal
+
+
+def _cents(value: Decimal) -> Decimal:
+    return value.quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def monthly_payment(principal: Decimal, apr: Decimal, months: int) -> Decimal:
+    """The level payment of a fixed-payment loan: P·r / (1 − (1 + r)^−n)."""
+    r = apr / 12
+    if r == 0:
+        return _cents(principal / months)
+    return _cents(principal * r / (1 - (1 + r) ** -months))
+
+
+def schedule(principal: Decimal, apr: Decimal, months: int, kind: str = FIXED_PAYMENT) -> list[Instalment]:
+    if principal <= 0 or months <= 0 or apr < 0:
+        raise ValueError("principal and months must be positive, APR not negative")
+    r = apr / 12
+    level = monthly_payment(principal, apr, months)
+    fixed_principal = _cents(principal / months)
+    balance = principal
+    rows = []
+    for n in range(1, months + 1):
+        interest = _cents(balance * r)
+        if n == months:
+            part = balance
+        elif kind == FIXED_PAYMENT:
+            part = level - interest
+        elif kind == FIXED_PRINCIPAL:
+            part = fixed_principal
+        else:
+            raise ValueError(f"unknown schedule kind {kind!r}")
+        balance -= part
+        rows.append(Instalment(n, interest + part, interest, part, balance))
+    return rows

@@ -1,1 +1,0 @@
-"""Financing writes: collateral, loans, ledger postings, the waterfall (see the app docstring)."""

@@ -1,0 +1,1 @@
+"""Financing writes. Import the functions from their modules."""

@@ -1,0 +1,10 @@
+"""Periodic financing work (Celery beat; ``run_scheduler`` in the embedded mode)."""
+
+from celery import shared_task
+
+from financing.services.revenue import ledger_pull as pull
+
+
+@shared_task
+def ledger_pull() -> dict[str, int]:
+    return pull()
