@@ -79,3 +79,62 @@ class Posting(models.Model):
         ordering = ["entry_id", "id"]
         indexes = [models.Index(fields=["account", "entry"], name="posting_account_entry")]
         constraints = [models.CheckConstraint(condition=~Q(amount=0), name="posting_not_zero")]
+
+
+class Collateral(models.Model):
+    """A CALIBER-style record binding a server's identity, custody, insurance,
+    purchase and lien; an operator approves it before it can secure a loan."""
+
+    class Lien(models.TextChoices):
+        FREE = "free", "Free"
+        PLEDGED = "pledged", "Pledged"
+        FORECLOSED = "foreclosed", "Foreclosed"
+
+    server = models.OneToOneField("marketplace.Server", on_delete=models.PROTECT, related_name="collateral")
+    purchase_price = models.DecimalField(max_digits=14, decimal_places=2)
+    purchase_date = models.DateField()
+    custodian = models.CharField(max_length=200, help_text="Who holds the hardware (bailee).")
+    custody_receipt = models.CharField(max_length=120, help_text="Warehouse or bailment receipt reference.")
+    insurer = models.CharField(max_length=200)
+    policy_number = models.CharField(max_length=80)
+    coverage = models.DecimalField(max_digits=14, decimal_places=2)
+    insurance_expires = models.DateField()
+    lien = models.CharField(max_length=10, choices=Lien.choices, default=Lien.FREE)
+    approved_at = models.DateTimeField(null=True, blank=True)
+    approved_by = models.ForeignKey("accounts.User", on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "collateral"
+        constraints = [
+            models.CheckConstraint(condition=Q(purchase_price__gt=0), name="collateral_price_positive"),
+            models.CheckConstraint(condition=Q(coverage__gt=0), name="collateral_coverage_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"collateral {self.server} ({self.get_lien_display().lower()})"
+
+
+class Appraisal(models.Model):
+    """A valuation, stored with every input it used: the lower of a depreciation
+    value and an income value."""
+
+    collateral = models.ForeignKey(Collateral, on_delete=models.PROTECT, related_name="appraisals")
+    as_of = models.DateTimeField()
+    age_years = models.DecimalField(max_digits=8, decimal_places=4)
+    depreciation_rate = models.DecimalField(max_digits=6, decimal_places=4)
+    residual_floor = models.DecimalField(max_digits=6, decimal_places=4)
+    depreciated_value = models.DecimalField(max_digits=14, decimal_places=2)
+    trailing_net_revenue = models.DecimalField(max_digits=14, decimal_places=6, help_text="Last 90 days, after fees.")
+    trailing_days = models.PositiveIntegerField()
+    remaining_life_years = models.DecimalField(max_digits=8, decimal_places=4)
+    discount_rate = models.DecimalField(max_digits=6, decimal_places=4)
+    income_value = models.DecimalField(max_digits=14, decimal_places=2)
+    value = models.DecimalField(max_digits=14, decimal_places=2)
+    trigger = models.CharField(max_length=12, default="on_demand")
+
+    class Meta:
+        ordering = ["-as_of", "-id"]
+        get_latest_by = "as_of"
+        constraints = [models.CheckConstraint(condition=Q(value__gte=0), name="appraisal_not_negative")]

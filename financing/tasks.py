@@ -8,3 +8,10 @@ from financing.services.revenue import ledger_pull as pull
 @shared_task
 def ledger_pull() -> dict[str, int]:
     return pull()
+
+
+@shared_task
+def appraisals_daily() -> int:
+    from financing.services.collateral import appraisals_daily as run
+
+    return run()

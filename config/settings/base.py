@@ -208,6 +208,7 @@ BOOKING_PAYMENT_HOLD_MINUTES = env.int("BOOKING_PAYMENT_HOLD_MINUTES", default=1
 BOOKING_HORIZON_DAYS = env.int("BOOKING_HORIZON_DAYS", default=90)
 CELERY_BEAT_SCHEDULE = {
     "financing-ledger-pull": {"task": "financing.tasks.ledger_pull", "schedule": 60.0},
+    "financing-appraisals": {"task": "financing.tasks.appraisals_daily", "schedule": 24 * 3600.0},
     "marketplace-expire-pending": {"task": "marketplace.tasks.bookings_tick", "schedule": 60.0},
     "marketplace-extend-availability": {"task": "marketplace.tasks.availability_extend", "schedule": 24 * 3600.0},
     "marketplace-retry-refunds": {"task": "marketplace.tasks.refunds_retry", "schedule": 300.0},
@@ -219,3 +220,11 @@ WATERFALL_PLATFORM_FEE = Decimal(env("WATERFALL_PLATFORM_FEE", default="0.05"))
 WATERFALL_INSURANCE = Decimal(env("WATERFALL_INSURANCE", default="0.01"))
 WATERFALL_SWEEP_SHARE = Decimal(env("WATERFALL_SWEEP_SHARE", default="0.50"))
 WATERFALL_DSCR_TARGET = Decimal(env("WATERFALL_DSCR_TARGET", default="1.25"))
+
+# --- Financing: appraisal and loan limits.
+APPRAISAL_DEPRECIATION_RATE = Decimal(env("APPRAISAL_DEPRECIATION_RATE", default="0.20"))  # a year, declining balance
+APPRAISAL_RESIDUAL_FLOOR = Decimal(env("APPRAISAL_RESIDUAL_FLOOR", default="0.10"))  # of the purchase price
+APPRAISAL_USEFUL_LIFE_YEARS = Decimal(env("APPRAISAL_USEFUL_LIFE_YEARS", default="5"))
+APPRAISAL_DISCOUNT_RATE = Decimal(env("APPRAISAL_DISCOUNT_RATE", default="0.12"))  # a year
+LOAN_MAX_LTV = Decimal(env("LOAN_MAX_LTV", default="0.75"))  # at origination
+LOAN_MAINTENANCE_LTV = Decimal(env("LOAN_MAINTENANCE_LTV", default="0.85"))  # margin call above this

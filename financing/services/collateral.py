@@ -1,0 +1,133 @@
+"""Collateral records and their appraisals."""
+
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+from django.db.models import Sum
+from django.utils import timezone
+
+from accounts.models import OwnerCompany, User
+from financing import appraisal
+from financing.models import Appraisal, Collateral
+from marketplace.models import Server, Settlement
+
+TRAILING_DAYS = 90
+
+
+def collateral_register(
+    *,
+    owner: OwnerCompany,
+    server: Server,
+    purchase_price: Decimal,
+    purchase_date: date,
+    custodian: str,
+    custody_receipt: str,
+    insurer: str,
+    policy_number: str,
+    coverage: Decimal,
+    insurance_expires: date,
+    today: date | None = None,
+) -> Collateral:
+    """Record a server as collateral (pending an operator's approval)."""
+    today = today or timezone.now().date()
+    if server.owner_id != owner.pk:
+        raise PermissionDenied("This server is not yours.")
+    errors = {}
+    if purchase_price is None or purchase_price <= 0:
+        errors["purchase_price"] = "The purchase price must be more than zero."
+    if purchase_date > today:
+        errors["purchase_date"] = "The purchase date cannot be in the future."
+    if coverage is None or coverage <= 0:
+        errors["coverage"] = "The insurance coverage must be more than zero."
+    if insurance_expires <= today:
+        errors["insurance_expires"] = "This insurance has lapsed; collateral needs a policy in force."
+    for name, value in (
+        ("custodian", custodian),
+        ("custody_receipt", custody_receipt),
+        ("insurer", insurer),
+        ("policy_number", policy_number),
+    ):
+        if not (value or "").strip():
+            errors[name] = "Required for a collateral record."
+    if Collateral.objects.filter(server=server).exists():
+        errors["server"] = "This server already has a collateral record."
+    if errors:
+        raise ValidationError(errors)
+    return Collateral.objects.create(
+        server=server,
+        purchase_price=purchase_price,
+        purchase_date=purchase_date,
+        custodian=custodian.strip(),
+        custody_receipt=custody_receipt.strip(),
+        insurer=insurer.strip(),
+        policy_number=policy_number.strip(),
+        coverage=coverage,
+        insurance_expires=insurance_expires,
+    )
+
+
+def collateral_approve(*, collateral: Collateral, operator: User, now: datetime | None = None) -> Collateral:
+    """An operator's approval, followed by a first appraisal."""
+    if not operator.is_staff:
+        raise PermissionDenied("Only an operator approves collateral.")
+    now = now or timezone.now()
+    with transaction.atomic():
+        locked = Collateral.objects.select_for_update().get(pk=collateral.pk)
+        if locked.approved_at is None:
+            locked.approved_at = now
+            locked.approved_by = operator
+            locked.save(update_fields=["approved_at", "approved_by"])
+        appraisal_run(collateral=locked, now=now, trigger="approval")
+    return locked
+
+
+def trailing_net_revenue(*, server: Server, until: datetime, days: int = TRAILING_DAYS) -> Decimal:
+    """Revenue the server delivered in the window, after the platform fee."""
+    gross = Settlement.objects.filter(
+        server=server, interval_end__gt=until - timedelta(days=days), interval_end__lte=until
+    ).aggregate(total=Sum("gross_amount"))["total"] or Decimal(0)
+    return Decimal(gross) * (1 - settings.WATERFALL_PLATFORM_FEE)
+
+
+def appraisal_run(*, collateral: Collateral, now: datetime | None = None, trigger: str = "on_demand") -> Appraisal:
+    now = now or timezone.now()
+    inputs = appraisal.Inputs(
+        purchase_price=collateral.purchase_price,
+        age_years=(Decimal((now.date() - collateral.purchase_date).days) / Decimal("365.25")).quantize(
+            Decimal("0.0001")
+        ),
+        depreciation_rate=settings.APPRAISAL_DEPRECIATION_RATE,
+        residual_floor=settings.APPRAISAL_RESIDUAL_FLOOR,
+        trailing_net_revenue=trailing_net_revenue(server=collateral.server, until=now),
+        trailing_days=TRAILING_DAYS,
+        useful_life_years=settings.APPRAISAL_USEFUL_LIFE_YEARS,
+        discount_rate=settings.APPRAISAL_DISCOUNT_RATE,
+    )
+    result = appraisal.appraise(inputs)
+    return Appraisal.objects.create(
+        collateral=collateral,
+        as_of=now,
+        age_years=inputs.age_years,
+        depreciation_rate=inputs.depreciation_rate,
+        residual_floor=inputs.residual_floor,
+        depreciated_value=result.depreciated_value,
+        trailing_net_revenue=inputs.trailing_net_revenue.quantize(Decimal("0.000001")),
+        trailing_days=inputs.trailing_days,
+        remaining_life_years=result.remaining_life_years.quantize(Decimal("0.0001")),
+        discount_rate=inputs.discount_rate,
+        income_value=result.income_value,
+        value=result.value,
+        trigger=trigger,
+    )
+
+
+def appraisals_daily(*, now: datetime | None = None) -> int:
+    """Periodic: appraise every approved collateral record."""
+    count = 0
+    for collateral in Collateral.objects.filter(approved_at__isnull=False).select_related("server"):
+        appraisal_run(collateral=collateral, now=now, trigger="daily")
+        count += 1
+    return count
