@@ -9,6 +9,8 @@ constraint trigger refuses, at commit, any entry whose postings do not sum to
 zero (migration 0002).
 """
 
+import uuid
+
 from django.db import models
 from django.db.models import Q
 
@@ -138,3 +140,65 @@ class Appraisal(models.Model):
         ordering = ["-as_of", "-id"]
         get_latest_by = "as_of"
         constraints = [models.CheckConstraint(condition=Q(value__gte=0), name="appraisal_not_negative")]
+
+
+class Loan(models.Model):
+    """A loan against one collateral record; its balances live in the ledger
+    (``principal:<id>``, ``interest:<id>``, ``reserve:<id>`` accounts)."""
+
+    class Status(models.TextChoices):
+        APPLIED = "applied", "Applied"
+        ACTIVE = "active", "Active"
+        REJECTED = "rejected", "Rejected"
+        DEFAULTED = "defaulted", "Defaulted"
+        FORECLOSED = "foreclosed", "Foreclosed"
+        REPAID = "repaid", "Repaid"
+
+    class Kind(models.TextChoices):
+        FIXED_PAYMENT = "fixed_payment", "Fixed payment"
+        FIXED_PRINCIPAL = "fixed_principal", "Fixed principal"
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    owner = models.ForeignKey(OwnerCompany, on_delete=models.PROTECT, related_name="loans")
+    collateral = models.ForeignKey(Collateral, on_delete=models.PROTECT, related_name="loans")
+    appraisal = models.ForeignKey(Appraisal, on_delete=models.PROTECT, related_name="+")
+    principal = models.DecimalField(max_digits=14, decimal_places=2)
+    apr = models.DecimalField(max_digits=6, decimal_places=4)
+    tenor_months = models.PositiveSmallIntegerField()
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.FIXED_PAYMENT)
+    ltv_at_origination = models.DecimalField(max_digits=6, decimal_places=4)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.APPLIED)
+    applied_at = models.DateTimeField(auto_now_add=True)
+    approved_at = models.DateTimeField(null=True, blank=True)
+    approved_by = models.ForeignKey("accounts.User", on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    interest_accrued_to = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-applied_at"]
+        constraints = [
+            models.CheckConstraint(condition=Q(principal__gt=0), name="loan_principal_positive"),
+            models.CheckConstraint(condition=Q(tenor_months__gte=12, tenor_months__lte=36), name="loan_tenor_12_36"),
+            # One live loan per collateral record.
+            models.UniqueConstraint(
+                fields=["collateral"],
+                condition=Q(status__in=["applied", "active", "defaulted", "foreclosed"]),
+                name="loan_one_live_per_collateral",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"loan {self.public_id} ({self.get_status_display().lower()})"
+
+
+class Instalment(models.Model):
+    loan = models.ForeignKey(Loan, on_delete=models.PROTECT, related_name="instalments")
+    number = models.PositiveSmallIntegerField()
+    due = models.DateTimeField()
+    payment = models.DecimalField(max_digits=14, decimal_places=2)
+    interest = models.DecimalField(max_digits=14, decimal_places=2)
+    principal = models.DecimalField(max_digits=14, decimal_places=2)
+    balance_after = models.DecimalField(max_digits=14, decimal_places=2)
+
+    class Meta:
+        ordering = ["loan", "number"]
+        constraints = [models.UniqueConstraint(fields=["loan", "number"], name="instalment_once")]

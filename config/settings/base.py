@@ -228,3 +228,4 @@ APPRAISAL_USEFUL_LIFE_YEARS = Decimal(env("APPRAISAL_USEFUL_LIFE_YEARS", default
 APPRAISAL_DISCOUNT_RATE = Decimal(env("APPRAISAL_DISCOUNT_RATE", default="0.12"))  # a year
 LOAN_MAX_LTV = Decimal(env("LOAN_MAX_LTV", default="0.75"))  # at origination
 LOAN_MAINTENANCE_LTV = Decimal(env("LOAN_MAINTENANCE_LTV", default="0.85"))  # margin call above this
+LOAN_APR = Decimal(env("LOAN_APR", default="0.15"))

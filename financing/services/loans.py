@@ -1,0 +1,172 @@
+"""Loans: application, approval and disbursement.
+
+An owner applies against approved collateral whose lien is free and whose
+insurance is in force, for at most ``LOAN_MAX_LTV`` of its latest appraisal.
+An operator approves: the schedule is fixed (``financing.schedules``), the
+lien is set, the server's listing is marked financed, and the principal
+leaves the vault in one journal entry (Dr the loan's principal receivable,
+Cr vault cash).
+"""
+
+import calendar
+from datetime import datetime
+from decimal import ROUND_DOWN, Decimal
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from accounts.models import OwnerCompany, User
+from financing import schedules
+from financing.models import Appraisal, Collateral, Instalment, LedgerAccount, Loan
+from financing.services.ledger import Line, journal_post, system_account
+from marketplace.models import Listing
+from marketplace.money import CENT
+
+
+def loan_account(loan: Loan, purpose: str) -> LedgerAccount:
+    """The loan's own accounts: principal and interest receivable (assets), its reserve (a liability)."""
+    kinds = {"principal": "asset", "interest": "asset", "reserve": "liability"}
+    account, _ = LedgerAccount.objects.get_or_create(
+        code=f"{purpose}:{loan.pk}",
+        defaults={"name": f"{purpose.title()} of loan {loan.public_id}", "kind": kinds[purpose], "owner": loan.owner},
+    )
+    return account
+
+
+def latest_appraisal(collateral: Collateral) -> Appraisal | None:
+    return collateral.appraisals.order_by("-as_of", "-id").first()
+
+
+def loan_max_amount(collateral: Collateral) -> Decimal:
+    """What can be borrowed against the collateral now (0 without an appraisal)."""
+    appraisal = latest_appraisal(collateral)
+    if appraisal is None:
+        return Decimal("0.00")
+    return (appraisal.value * settings.LOAN_MAX_LTV).quantize(CENT, rounding=ROUND_DOWN)
+
+
+def _collateral_errors(collateral: Collateral, today) -> list[str]:
+    problems = []
+    if collateral.approved_at is None:
+        problems.append("This collateral is waiting for an operator's approval.")
+    if collateral.lien != Collateral.Lien.FREE:
+        problems.append(f"This collateral is {collateral.get_lien_display().lower()}; it cannot secure another loan.")
+    if collateral.insurance_expires <= today:
+        problems.append(f"Its insurance lapsed on {collateral.insurance_expires:%Y-%m-%d}; renew it before borrowing.")
+    return problems
+
+
+def loan_apply(
+    *,
+    owner: OwnerCompany,
+    collateral: Collateral,
+    amount: Decimal,
+    tenor_months: int,
+    kind: str = Loan.Kind.FIXED_PAYMENT,
+    now: datetime | None = None,
+) -> Loan:
+    now = now or timezone.now()
+    if collateral.server.owner_id != owner.pk:
+        raise PermissionDenied("This collateral is not yours.")
+    errors: dict[str, list[str]] = {}
+    problems = _collateral_errors(collateral, now.date())
+    if problems:
+        errors["collateral"] = problems
+    maximum = loan_max_amount(collateral)
+    appraisal = latest_appraisal(collateral)
+    if amount is None or amount <= 0:
+        errors["amount"] = ["Borrow more than zero."]
+    elif amount != amount.quantize(CENT):
+        errors["amount"] = ["Amounts are in whole cents."]
+    elif amount > maximum:
+        value = appraisal.value if appraisal else Decimal(0)
+        errors["amount"] = [
+            f"At most ${maximum:,} can be borrowed: {settings.LOAN_MAX_LTV:.0%} of the latest appraisal (${value:,})."
+        ]
+    if not 12 <= tenor_months <= 36:
+        errors["tenor_months"] = ["Choose a tenor of 12 to 36 months."]
+    if kind not in Loan.Kind.values:
+        errors["kind"] = [f"Choose one of: {', '.join(Loan.Kind.values)}."]
+    if errors:
+        raise ValidationError(errors)
+    try:
+        return Loan.objects.create(
+            owner=owner,
+            collateral=collateral,
+            appraisal=appraisal,
+            principal=amount,
+            apr=settings.LOAN_APR,
+            tenor_months=tenor_months,
+            kind=kind,
+            ltv_at_origination=(amount / appraisal.value).quantize(Decimal("0.0001")),
+        )
+    except IntegrityError as exc:
+        raise ValidationError({"collateral": ["This collateral already secures a loan or an application."]}) from exc
+
+
+def add_months(moment: datetime, months: int) -> datetime:
+    """The same day ``months`` later (the month's last day when it is shorter)."""
+    month = moment.month - 1 + months
+    year, month = moment.year + month // 12, month % 12 + 1
+    return moment.replace(year=year, month=month, day=min(moment.day, calendar.monthrange(year, month)[1]))
+
+
+def loan_approve(*, loan: Loan, operator: User, now: datetime | None = None) -> Loan:
+    """Approve, fix the schedule, pledge the collateral, disburse from the vault."""
+    if not operator.is_staff:
+        raise PermissionDenied("Only an operator approves loans.")
+    now = now or timezone.now()
+    with transaction.atomic():
+        locked = Loan.objects.select_for_update().select_related("collateral").get(pk=loan.pk)
+        if locked.status != Loan.Status.APPLIED:
+            raise ValidationError(
+                {"loan": f"This loan is {locked.get_status_display().lower()}, not awaiting approval."}
+            )
+        collateral = Collateral.objects.select_for_update().get(pk=locked.collateral_id)
+        problems = _collateral_errors(collateral, now.date())
+        if locked.principal > loan_max_amount(collateral):
+            problems.append("The collateral's latest appraisal no longer supports this amount.")
+        if problems:
+            raise ValidationError({"collateral": problems})
+        rows = schedules.schedule(locked.principal, locked.apr, locked.tenor_months, locked.kind)
+        Instalment.objects.bulk_create(
+            Instalment(
+                loan=locked,
+                number=row.number,
+                due=add_months(now, row.number),
+                payment=row.payment,
+                interest=row.interest,
+                principal=row.principal,
+                balance_after=row.balance_after,
+            )
+            for row in rows
+        )
+        locked.status = Loan.Status.ACTIVE
+        locked.approved_at = now
+        locked.approved_by = operator
+        locked.interest_accrued_to = now
+        locked.save(update_fields=["status", "approved_at", "approved_by", "interest_accrued_to"])
+        collateral.lien = Collateral.Lien.PLEDGED
+        collateral.save(update_fields=["lien"])
+        Listing.objects.filter(server_id=collateral.server_id).update(financed=True)
+        journal_post(
+            key=f"loan:{locked.pk}:disbursement",
+            description=f"Disbursement of loan {locked.public_id} to {locked.owner.name}",
+            lines=[
+                Line(loan_account(locked, "principal"), locked.principal, "disbursement"),
+                Line(system_account("vault_cash"), -locked.principal, "disbursement"),
+            ],
+        )
+    return locked
+
+
+def loan_reject(*, loan: Loan, operator: User) -> Loan:
+    if not operator.is_staff:
+        raise PermissionDenied("Only an operator rejects loans.")
+    updated = Loan.objects.filter(pk=loan.pk, status=Loan.Status.APPLIED).update(status=Loan.Status.REJECTED)
+    if not updated:
+        raise ValidationError({"loan": "Only an application can be rejected."})
+    loan.refresh_from_db()
+    return loan
