@@ -229,3 +229,5 @@ APPRAISAL_DISCOUNT_RATE = Decimal(env("APPRAISAL_DISCOUNT_RATE", default="0.12")
 LOAN_MAX_LTV = Decimal(env("LOAN_MAX_LTV", default="0.75"))  # at origination
 LOAN_MAINTENANCE_LTV = Decimal(env("LOAN_MAINTENANCE_LTV", default="0.85"))  # margin call above this
 LOAN_APR = Decimal(env("LOAN_APR", default="0.15"))
+LOAN_PROTOCOL_FEE = Decimal(env("LOAN_PROTOCOL_FEE", default="0.10"))  # of interest collected
+LOAN_RESERVE_MONTHS = env.int("LOAN_RESERVE_MONTHS", default=3)
