@@ -14,9 +14,8 @@ from decimal import Decimal
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
-from accounts.models import OwnerCompany
-from financing.chart import SYSTEM_ACCOUNTS, owner_payable_code
-from financing.models import JournalEntry, LedgerAccount, Posting
+from financing.chart import SYSTEM_ACCOUNTS
+from financing.models import JournalEntry, LedgerAccount, Loan, Posting
 from marketplace import money
 
 _SYSTEM = {code: (name, kind) for code, name, kind in SYSTEM_ACCOUNTS}
@@ -36,20 +35,38 @@ def system_account(code: str) -> LedgerAccount:
     return account
 
 
-def owner_payable_account(owner: OwnerCompany) -> LedgerAccount:
-    account, _ = LedgerAccount.objects.get_or_create(
-        code=owner_payable_code(owner.pk),
-        defaults={"name": f"Payable to {owner.name}", "kind": LedgerAccount.Kind.LIABILITY, "owner": owner},
-    )
-    return account
+LOAN_ACCOUNT_KINDS = {"principal": "asset", "interest": "asset", "reserve": "liability"}
 
 
-def journal_post(*, key: str, description: str, lines: Sequence[Line], **source) -> JournalEntry:
-    """Post one balanced entry; a key already posted returns its entry unchanged.
+class Accounts:
+    """Ledger accounts by code, created on first use and cached for the batch."""
 
-    ``source`` may name what caused it (``payment=``, ``refund=`` or
-    ``settlement=``), which is then journaled once only.
-    """
+    def __init__(self) -> None:
+        self._cache: dict[str, LedgerAccount] = {}
+
+    def get(self, code: str, **defaults) -> LedgerAccount:
+        account = self._cache.get(code)
+        if account is None:
+            account, _ = LedgerAccount.objects.get_or_create(code=code, defaults=defaults)
+            self._cache[code] = account
+        return account
+
+    def system(self, code: str) -> LedgerAccount:
+        if code not in self._cache:
+            self._cache[code] = system_account(code)
+        return self._cache[code]
+
+    def loan(self, loan: Loan, purpose: str) -> LedgerAccount:
+        return self.get(
+            f"{purpose}:{loan.pk}",
+            name=f"{purpose.title()} of loan {loan.public_id}",
+            kind=LOAN_ACCOUNT_KINDS[purpose],
+            owner=loan.owner,
+        )
+
+
+def validate_lines(lines: Sequence[Line]) -> list[Line]:
+    """The non-zero lines of an entry; refuses sub-micro amounts and any imbalance."""
     lines = [line for line in lines if line.amount != 0]
     totals: dict[str, Decimal] = defaultdict(Decimal)
     for line in lines:
@@ -59,6 +76,16 @@ def journal_post(*, key: str, description: str, lines: Sequence[Line], **source)
     unbalanced = {currency: total for currency, total in totals.items() if total != 0}
     if unbalanced or not lines:
         raise ValidationError(f"A journal entry must balance to zero per currency: {unbalanced or 'no lines'}.")
+    return lines
+
+
+def journal_post(*, key: str, description: str, lines: Sequence[Line], **source) -> JournalEntry:
+    """Post one balanced entry; a key already posted returns its entry unchanged.
+
+    ``source`` may name what caused it (``payment=``, ``refund=`` or
+    ``settlement=``), which is then journaled once only.
+    """
+    lines = validate_lines(lines)
     existing = JournalEntry.objects.filter(key=key).first()
     if existing is not None:
         return existing
@@ -76,3 +103,32 @@ def journal_post(*, key: str, description: str, lines: Sequence[Line], **source)
             raise
         return existing
     return entry
+
+
+class EntryBatch:
+    """Many entries validated like ``journal_post`` and written in two bulk
+    inserts. For batch jobs whose sources are locked and not yet journaled
+    (so their keys are new); call inside the job's transaction."""
+
+    def __init__(self) -> None:
+        self._entries: list[tuple[JournalEntry, list[Line]]] = []
+
+    def add(self, *, key: str, description: str, lines: Sequence[Line], **source) -> None:
+        self._entries.append((JournalEntry(key=key, description=description[:300], **source), validate_lines(lines)))
+
+    @property
+    def postings(self) -> int:
+        return sum(len(lines) for _, lines in self._entries)
+
+    def flush(self) -> int:
+        if not self._entries:
+            return 0
+        entries = JournalEntry.objects.bulk_create([entry for entry, _ in self._entries], batch_size=2000)
+        postings = [
+            Posting(entry=entry, account=line.account, amount=line.amount, currency=line.currency, line=line.line)
+            for entry, (_, lines) in zip(entries, self._entries, strict=True)
+            for line in lines
+        ]
+        Posting.objects.bulk_create(postings, batch_size=5000)
+        self._entries.clear()
+        return len(postings)

@@ -19,20 +19,10 @@ from django.utils import timezone
 
 from accounts.models import OwnerCompany, User
 from financing import schedules
-from financing.models import Appraisal, Collateral, Instalment, LedgerAccount, Loan
-from financing.services.ledger import Line, journal_post, system_account
+from financing.models import Appraisal, Collateral, Instalment, Loan
+from financing.services.ledger import Accounts, Line, journal_post, system_account
 from marketplace.models import Listing
 from marketplace.money import CENT
-
-
-def loan_account(loan: Loan, purpose: str) -> LedgerAccount:
-    """The loan's own accounts: principal and interest receivable (assets), its reserve (a liability)."""
-    kinds = {"principal": "asset", "interest": "asset", "reserve": "liability"}
-    account, _ = LedgerAccount.objects.get_or_create(
-        code=f"{purpose}:{loan.pk}",
-        defaults={"name": f"{purpose.title()} of loan {loan.public_id}", "kind": kinds[purpose], "owner": loan.owner},
-    )
-    return account
 
 
 def latest_appraisal(collateral: Collateral) -> Appraisal | None:
@@ -155,7 +145,7 @@ def loan_approve(*, loan: Loan, operator: User, now: datetime | None = None) -> 
             key=f"loan:{locked.pk}:disbursement",
             description=f"Disbursement of loan {locked.public_id} to {locked.owner.name}",
             lines=[
-                Line(loan_account(locked, "principal"), locked.principal, "disbursement"),
+                Line(Accounts().loan(locked, "principal"), locked.principal, "disbursement"),
                 Line(system_account("vault_cash"), -locked.principal, "disbursement"),
             ],
         )

@@ -17,9 +17,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from financing import waterfall
-from financing.models import Loan
-from financing.services.ledger import Line, journal_post, owner_payable_account, system_account
-from financing.services.servicing import interest_accrue, loan_for_server, loan_needs, repayment_lines
+from financing.chart import owner_payable_code
+from financing.services.ledger import Accounts, EntryBatch, Line, journal_post, system_account
+from financing.services.servicing import LoanBook, live_loans_for_servers
 from marketplace.models import Payment, Refund, Settlement
 
 
@@ -76,41 +76,62 @@ def settlements_journal(*, batch: int = 500) -> int:
     """Run unprocessed settlements through the waterfall and stamp them processed.
 
     A settlement on a server whose collateral secures a live loan takes the
-    financed path: the loan's row is locked (its revenue is applied one
-    settlement at a time), interest is accrued to the settlement's end, and
-    the loan's needs decide the split.
+    financed path: the loan's row is locked for the batch (its revenue is
+    applied in settlement order), interest is accrued to each settlement's
+    end, and the loan's needs at that moment decide the split. The batch's
+    entries are written in bulk at the end of its transaction.
     """
     rates = _rates()
     now = timezone.now()
-    done = 0
     with transaction.atomic():
         rows = _locked_batch(
             Settlement.objects.filter(processed_at__isnull=True).select_related("server__owner", "booking"), batch
         )
+        if not rows:
+            return 0
+        loans = live_loans_for_servers(s.server_id for s in rows)
+        accounts = Accounts()
+        book = LoanBook(
+            list(loans.values()),
+            window_start=min(s.interval_end for s in rows),
+            window_end=max(s.interval_end for s in rows),
+            accounts=accounts,
+        )
+        entries = EntryBatch()
         for settlement in rows:
-            _journal_settlement(settlement, rates)
-            done += 1
+            _journal_settlement(settlement, loans.get(settlement.server_id), book, accounts, entries, rates)
+        entries.flush()
+        book.save()
         Settlement.objects.filter(pk__in=[s.pk for s in rows]).update(processed_at=now)
-    return done
+    return len(rows)
 
 
-def _journal_settlement(settlement: Settlement, rates: waterfall.Rates) -> None:
-    loan = loan_for_server(settlement.server_id)
-    lines = [Line(system_account("renter_escrow"), settlement.gross_amount, "gross")]
+def _journal_settlement(settlement, loan, book, accounts, entries, rates) -> None:
+    lines = [Line(accounts.system("renter_escrow"), settlement.gross_amount, "gross")]
     if loan is None:
         parts = waterfall.split(settlement.gross_amount, rates=rates)
     else:
-        loan = Loan.objects.select_for_update().select_related("collateral__server", "owner").get(pk=loan.pk)
         at = max(settlement.interval_end, loan.interest_accrued_to or settlement.interval_end)
-        interest_accrue(loan=loan, until=at)
-        parts = waterfall.split(settlement.gross_amount, rates=rates, loan=loan_needs(loan=loan, at=at))
-        lines += [Line(system_account("insurance_payable"), -parts["insurance"], "insurance")]
-        lines += repayment_lines(loan=loan, parts=parts)
+        accrual = book.accrue(loan, at)
+        if accrual:
+            entries.add(
+                key=f"loan:{loan.pk}:accrual:{at.isoformat()}",
+                description=f"Interest on loan {loan.public_id} to {at:%Y-%m-%d %H:%M:%S}",
+                lines=accrual,
+            )
+        parts = waterfall.split(settlement.gross_amount, rates=rates, loan=book.needs(loan, at))
+        lines += [Line(accounts.system("insurance_payable"), -parts["insurance"], "insurance")]
+        lines += book.apply(loan, parts)
+    owner = settlement.server.owner
     lines += [
-        Line(system_account("platform_revenue"), -parts["platform_fee"], "platform_fee"),
-        Line(owner_payable_account(settlement.server.owner), -parts["owner"], "owner"),
+        Line(accounts.system("platform_revenue"), -parts["platform_fee"], "platform_fee"),
+        Line(
+            accounts.get(owner_payable_code(owner.pk), name=f"Payable to {owner.name}", kind="liability", owner=owner),
+            -parts["owner"],
+            "owner",
+        ),
     ]
-    journal_post(
+    entries.add(
         key=f"settlement:{settlement.pk}",
         description=f"Revenue of booking {settlement.booking.public_id}, {settlement.gpu_seconds} GPU-seconds"
         + (f", loan {loan.public_id}" if loan else ""),

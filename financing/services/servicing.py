@@ -12,92 +12,155 @@ income) up to the moment revenue is applied. What the loan needs then:
   including the next one, less principal already repaid (revenue during the
   month pays the coming instalment down as it arrives);
 - DSCR: trailing 90-day net revenue over the next 3 scheduled payments.
+
+``LoanBook`` loads the state of the loans a batch of settlements touches in a
+few queries and keeps it current in memory while the batch is applied, so a
+batch of any size costs the same handful of queries; one settlement is a
+batch of one.
 """
 
-from datetime import datetime
+import bisect
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
 from django.conf import settings
 from django.db.models import Sum
 
 from financing import waterfall
-from financing.models import Loan
-from financing.selectors import account_balance
-from financing.services.collateral import trailing_net_revenue
-from financing.services.ledger import Line, journal_post, system_account
-from financing.services.loans import loan_account
+from financing.models import Instalment, Loan, Posting
+from financing.services.collateral import TRAILING_DAYS
+from financing.services.ledger import LOAN_ACCOUNT_KINDS, Accounts, Line
+from marketplace.models import Settlement
 from marketplace.money import MICRO
 
 SECONDS_PER_YEAR = Decimal(365 * 24 * 3600)
 LIVE = (Loan.Status.ACTIVE, Loan.Status.DEFAULTED, Loan.Status.FORECLOSED)
 
 
-def loan_for_server(server_id: int) -> Loan | None:
-    return (
-        Loan.objects.filter(collateral__server_id=server_id, status__in=LIVE)
-        .select_related("collateral__server", "owner")
-        .first()
+@dataclass
+class _State:
+    loan: Loan
+    principal: Decimal  # outstanding (debit balance of principal:<id>)
+    interest: Decimal  # accrued, unpaid
+    reserve: Decimal  # held (the credit balance of reserve:<id>, as a positive amount)
+    instalments: list[Instalment] = field(default_factory=list)
+
+
+def live_loans_for_servers(server_ids) -> dict[int, Loan]:
+    loans = (
+        Loan.objects.select_for_update(of=("self",))
+        .filter(collateral__server_id__in=set(server_ids), status__in=LIVE)
+        .select_related("collateral", "owner")
+        .order_by("pk")
     )
+    return {loan.collateral.server_id: loan for loan in loans}
 
 
-def interest_accrue(*, loan: Loan, until: datetime) -> Decimal:
-    """Post interest from ``loan.interest_accrued_to`` to ``until`` (the caller holds the loan's row lock)."""
-    start = loan.interest_accrued_to
-    if start is None or until <= start:
-        return Decimal(0)
-    outstanding = account_balance(loan_account(loan, "principal"))
-    seconds = Decimal((until - start).total_seconds())
-    amount = (outstanding * loan.apr * seconds / SECONDS_PER_YEAR).quantize(MICRO, rounding=ROUND_HALF_UP)
-    if amount > 0:
-        journal_post(
-            key=f"loan:{loan.pk}:accrual:{until.isoformat()}",
-            description=f"Interest on loan {loan.public_id}, {start:%Y-%m-%d %H:%M:%S} to {until:%Y-%m-%d %H:%M:%S}",
-            lines=[
-                Line(loan_account(loan, "interest"), amount, "accrual"),
-                Line(system_account("interest_income"), -amount, "accrual"),
-            ],
+class LoanBook:
+    def __init__(self, loans: list[Loan], *, window_end: datetime, window_start: datetime, accounts: Accounts):
+        self.accounts = accounts
+        self.states: dict[int, _State] = {}
+        codes = {f"{p}:{loan.pk}": (loan.pk, p) for loan in loans for p in LOAN_ACCOUNT_KINDS}
+        sums = dict(
+            Posting.objects.filter(account__code__in=codes)
+            .values("account__code")
+            .annotate(total=Sum("amount"))
+            .values_list("account__code", "total")
         )
-    Loan.objects.filter(pk=loan.pk).update(interest_accrued_to=until)
-    loan.interest_accrued_to = until
-    return amount
 
+        def bal(loan, purpose):
+            return Decimal(sums.get(f"{purpose}:{loan.pk}") or 0).quantize(MICRO)
 
-def loan_needs(*, loan: Loan, at: datetime) -> waterfall.LoanNeeds:
-    outstanding = account_balance(loan_account(loan, "principal"))
-    repaid = loan.principal - outstanding
-    upcoming = list(loan.instalments.filter(due__gt=at).order_by("number").values_list("payment", flat=True)[:3])
-    if not upcoming:  # past the last instalment: the last ones are the ones to reserve for
-        upcoming = list(loan.instalments.order_by("-number").values_list("payment", flat=True)[:1])
-    next_due = loan.instalments.filter(due__gt=at).order_by("number").first()
-    scheduled = loan.instalments.filter(number__lte=next_due.number if next_due else loan.tenor_months).aggregate(
-        total=Sum("principal")
-    )["total"] or Decimal(0)
-    reserve_target = sum(upcoming[: settings.LOAN_RESERVE_MONTHS], Decimal(0))
-    reserve_balance = -account_balance(loan_account(loan, "reserve"))  # a liability: credit balance
-    debt_service = sum(upcoming[:3], Decimal(0))
-    net = trailing_net_revenue(server=loan.collateral.server, until=at)
-    return waterfall.LoanNeeds(
-        reserve_shortfall=max(reserve_target - reserve_balance, Decimal(0)),
-        interest_due=max(account_balance(loan_account(loan, "interest")), Decimal(0)),
-        principal_due=max(scheduled - repaid, Decimal(0)),
-        outstanding_principal=outstanding,
-        dscr=(net / debt_service).quantize(Decimal("0.0001")) if debt_service else None,
-        foreclosed=loan.status == Loan.Status.FORECLOSED,
-    )
+        for loan in loans:
+            self.states[loan.pk] = _State(loan, bal(loan, "principal"), bal(loan, "interest"), -bal(loan, "reserve"))
+        for inst in Instalment.objects.filter(loan_id__in=self.states).order_by("loan_id", "number"):
+            self.states[inst.loan_id].instalments.append(inst)
+        # Delivered revenue per server over the window, for trailing 90-day sums.
+        self._revenue: dict[int, tuple[list[datetime], list[Decimal]]] = {}
+        rows = defaultdict(list)
+        for server_id, end, gross in (
+            Settlement.objects.filter(
+                server_id__in=[loan.collateral.server_id for loan in loans],
+                interval_end__gt=window_start - timedelta(days=TRAILING_DAYS),
+                interval_end__lte=window_end,
+            )
+            .order_by("interval_end")
+            .values_list("server_id", "interval_end", "gross_amount")
+        ):
+            rows[server_id].append((end, gross))
+        for server_id, items in rows.items():
+            ends, prefix, total = [], [Decimal(0)], Decimal(0)
+            for end, gross in items:
+                total += gross
+                ends.append(end)
+                prefix.append(total)
+            self._revenue[server_id] = (ends, prefix)
 
+    def _trailing_net(self, server_id: int, at: datetime) -> Decimal:
+        ends, prefix = self._revenue.get(server_id, ([], [Decimal(0)]))
+        hi = bisect.bisect_right(ends, at)
+        lo = bisect.bisect_right(ends, at - timedelta(days=TRAILING_DAYS))
+        return (prefix[hi] - prefix[lo]) * (1 - settings.WATERFALL_PLATFORM_FEE)
 
-def repayment_lines(*, loan: Loan, parts: dict[str, Decimal]) -> list[Line]:
-    """The loan's side of a settlement entry: reserve, interest and principal
-    collected, the cash moved to the vault, the protocol's share of interest."""
-    interest, principal = parts["interest"], parts["principal"] + parts["sweep"]
-    to_vault = interest + principal
-    protocol = (interest * settings.LOAN_PROTOCOL_FEE).quantize(MICRO, rounding=ROUND_HALF_UP)
-    return [
-        Line(loan_account(loan, "reserve"), -parts["reserve"], "reserve"),
-        Line(loan_account(loan, "interest"), -interest, "interest"),
-        Line(loan_account(loan, "principal"), -principal, "principal"),
-        Line(system_account("vault_cash"), to_vault, "to_vault"),
-        Line(system_account("gateway_clearing"), -to_vault, "to_vault"),
-        Line(system_account("interest_income"), protocol, "protocol_fee"),
-        Line(system_account("protocol_fee"), -protocol, "protocol_fee"),
-    ]
+    def accrue(self, loan: Loan, until: datetime) -> list[Line]:
+        """Interest from the loan's last accrual to ``until``: the accrual entry's lines (maybe none)."""
+        state = self.states[loan.pk]
+        start = loan.interest_accrued_to
+        if start is None or until <= start:
+            return []
+        seconds = Decimal((until - start).total_seconds())
+        amount = (state.principal * loan.apr * seconds / SECONDS_PER_YEAR).quantize(MICRO, rounding=ROUND_HALF_UP)
+        loan.interest_accrued_to = until
+        if amount <= 0:
+            return []
+        state.interest += amount
+        return [
+            Line(self.accounts.loan(loan, "interest"), amount, "accrual"),
+            Line(self.accounts.system("interest_income"), -amount, "accrual"),
+        ]
+
+    def needs(self, loan: Loan, at: datetime) -> waterfall.LoanNeeds:
+        state = self.states[loan.pk]
+        upcoming = [i for i in state.instalments if i.due > at]
+        payments = [i.payment for i in upcoming[:3]] or [i.payment for i in state.instalments[-1:]]
+        last_number = upcoming[0].number if upcoming else loan.tenor_months
+        scheduled = sum((i.principal for i in state.instalments if i.number <= last_number), Decimal(0))
+        repaid = loan.principal - state.principal
+        reserve_target = sum(payments[: settings.LOAN_RESERVE_MONTHS], Decimal(0))
+        debt_service = sum(payments[:3], Decimal(0))
+        net = self._trailing_net(loan.collateral.server_id, at)
+        return waterfall.LoanNeeds(
+            reserve_shortfall=max(reserve_target - state.reserve, Decimal(0)),
+            interest_due=max(state.interest, Decimal(0)),
+            principal_due=max(scheduled - repaid, Decimal(0)),
+            outstanding_principal=state.principal,
+            dscr=(net / debt_service).quantize(Decimal("0.0001")) if debt_service else None,
+            foreclosed=loan.status == Loan.Status.FORECLOSED,
+        )
+
+    def apply(self, loan: Loan, parts: dict[str, Decimal]) -> list[Line]:
+        """The loan's side of a settlement entry: reserve, interest and principal
+        collected, the cash moved to the vault, the protocol's share of interest."""
+        state = self.states[loan.pk]
+        interest, principal = parts["interest"], parts["principal"] + parts["sweep"]
+        state.reserve += parts["reserve"]
+        state.interest -= interest
+        state.principal -= principal
+        to_vault = interest + principal
+        protocol = (interest * settings.LOAN_PROTOCOL_FEE).quantize(MICRO, rounding=ROUND_HALF_UP)
+        system = self.accounts.system
+        return [
+            Line(self.accounts.loan(loan, "reserve"), -parts["reserve"], "reserve"),
+            Line(self.accounts.loan(loan, "interest"), -interest, "interest"),
+            Line(self.accounts.loan(loan, "principal"), -principal, "principal"),
+            Line(system("vault_cash"), to_vault, "to_vault"),
+            Line(system("gateway_clearing"), -to_vault, "to_vault"),
+            Line(system("interest_income"), protocol, "protocol_fee"),
+            Line(system("protocol_fee"), -protocol, "protocol_fee"),
+        ]
+
+    def save(self) -> None:
+        loans = [state.loan for state in self.states.values()]
+        Loan.objects.bulk_update(loans, ["interest_accrued_to"])
