@@ -14,7 +14,7 @@ from decimal import Decimal
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
-from financing.chart import SYSTEM_ACCOUNTS
+from financing.chart import SYSTEM_ACCOUNTS, owner_payable_code
 from financing.models import JournalEntry, LedgerAccount, Loan, Posting
 from marketplace import money
 
@@ -57,11 +57,15 @@ class Accounts:
         return self._cache[code]
 
     def loan(self, loan: Loan, purpose: str) -> LedgerAccount:
-        return self.get(
-            f"{purpose}:{loan.pk}",
-            name=f"{purpose.title()} of loan {loan.public_id}",
-            kind=LOAN_ACCOUNT_KINDS[purpose],
-            owner=loan.owner,
+        code = f"{purpose}:{loan.pk}"
+        return self._cache.get(code) or self.get(
+            code, name=f"{purpose.title()} of loan {loan.public_id}", kind=LOAN_ACCOUNT_KINDS[purpose], owner=loan.owner
+        )
+
+    def owner_payable(self, owner_id: int, owner_name: str) -> LedgerAccount:
+        code = owner_payable_code(owner_id)
+        return self._cache.get(code) or self.get(
+            code, name=f"Payable to {owner_name}", kind=LedgerAccount.Kind.LIABILITY, owner_id=owner_id
         )
 
 

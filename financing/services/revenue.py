@@ -12,12 +12,15 @@ A settlement on a financed server runs the full waterfall against its loan
 (``financing.services.servicing``).
 """
 
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from financing import waterfall
-from financing.chart import owner_payable_code
 from financing.services.ledger import Accounts, EntryBatch, Line, journal_post, system_account
 from financing.services.servicing import LoanBook, live_loans_for_servers
 from marketplace.models import Payment, Refund, Settlement
@@ -72,6 +75,20 @@ def refunds_journal(*, batch: int = 500) -> int:
     return done
 
 
+@dataclass(frozen=True)
+class _Row:
+    """What the waterfall reads of a settlement (plain values: batches are large)."""
+
+    pk: int
+    server_id: int
+    owner_id: int
+    owner_name: str
+    booking: str
+    interval_end: datetime
+    gpu_seconds: int
+    gross: Decimal
+
+
 def settlements_journal(*, batch: int = 500) -> int:
     """Run unprocessed settlements through the waterfall and stamp them processed.
 
@@ -84,34 +101,47 @@ def settlements_journal(*, batch: int = 500) -> int:
     rates = _rates()
     now = timezone.now()
     with transaction.atomic():
-        rows = _locked_batch(
-            Settlement.objects.filter(processed_at__isnull=True).select_related("server__owner", "booking"), batch
-        )
+        rows = [
+            _Row(*values)
+            for values in Settlement.objects.filter(processed_at__isnull=True)
+            .select_for_update(skip_locked=True, of=("self",))
+            .order_by("pk")
+            .values_list(
+                "pk",
+                "server_id",
+                "server__owner_id",
+                "server__owner__name",
+                "booking__public_id",
+                "interval_end",
+                "gpu_seconds",
+                "gross_amount",
+            )[:batch]
+        ]
         if not rows:
             return 0
-        loans = live_loans_for_servers(s.server_id for s in rows)
+        loans = live_loans_for_servers(row.server_id for row in rows)
         accounts = Accounts()
         book = LoanBook(
             list(loans.values()),
-            window_start=min(s.interval_end for s in rows),
-            window_end=max(s.interval_end for s in rows),
+            window_start=min(row.interval_end for row in rows),
+            window_end=max(row.interval_end for row in rows),
             accounts=accounts,
         )
         entries = EntryBatch()
-        for settlement in rows:
-            _journal_settlement(settlement, loans.get(settlement.server_id), book, accounts, entries, rates)
+        for row in rows:
+            _journal_settlement(row, loans.get(row.server_id), book, accounts, entries, rates)
         entries.flush()
         book.save()
-        Settlement.objects.filter(pk__in=[s.pk for s in rows]).update(processed_at=now)
+        Settlement.objects.filter(pk__in=[row.pk for row in rows]).update(processed_at=now)
     return len(rows)
 
 
-def _journal_settlement(settlement, loan, book, accounts, entries, rates) -> None:
-    lines = [Line(accounts.system("renter_escrow"), settlement.gross_amount, "gross")]
+def _journal_settlement(row: _Row, loan, book, accounts, entries, rates) -> None:
+    lines = [Line(accounts.system("renter_escrow"), row.gross, "gross")]
     if loan is None:
-        parts = waterfall.split(settlement.gross_amount, rates=rates)
+        parts = waterfall.split(row.gross, rates=rates)
     else:
-        at = max(settlement.interval_end, loan.interest_accrued_to or settlement.interval_end)
+        at = max(row.interval_end, loan.interest_accrued_to or row.interval_end)
         accrual = book.accrue(loan, at)
         if accrual:
             entries.add(
@@ -119,24 +149,19 @@ def _journal_settlement(settlement, loan, book, accounts, entries, rates) -> Non
                 description=f"Interest on loan {loan.public_id} to {at:%Y-%m-%d %H:%M:%S}",
                 lines=accrual,
             )
-        parts = waterfall.split(settlement.gross_amount, rates=rates, loan=book.needs(loan, at))
+        parts = waterfall.split(row.gross, rates=rates, loan=book.needs(loan, at))
         lines += [Line(accounts.system("insurance_payable"), -parts["insurance"], "insurance")]
         lines += book.apply(loan, parts)
-    owner = settlement.server.owner
     lines += [
         Line(accounts.system("platform_revenue"), -parts["platform_fee"], "platform_fee"),
-        Line(
-            accounts.get(owner_payable_code(owner.pk), name=f"Payable to {owner.name}", kind="liability", owner=owner),
-            -parts["owner"],
-            "owner",
-        ),
+        Line(accounts.owner_payable(row.owner_id, row.owner_name), -parts["owner"], "owner"),
     ]
     entries.add(
-        key=f"settlement:{settlement.pk}",
-        description=f"Revenue of booking {settlement.booking.public_id}, {settlement.gpu_seconds} GPU-seconds"
+        key=f"settlement:{row.pk}",
+        description=f"Revenue of booking {row.booking}, {row.gpu_seconds} GPU-seconds"
         + (f", loan {loan.public_id}" if loan else ""),
         lines=lines,
-        settlement=settlement,
+        settlement_id=row.pk,
     )
 
 
