@@ -18,7 +18,7 @@ from decimal import Decimal
 
 SETTLEMENTS = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
 LOANS = int(sys.argv[2]) if len(sys.argv) > 2 else 1_000
-BATCH = 2000
+BATCH = 10_000
 
 
 def seed(now: datetime) -> None:

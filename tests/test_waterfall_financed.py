@@ -117,3 +117,20 @@ def test_worked_example_revenue_repays_the_loan(loan, renter):
     assert books[f"reserve:{lid}"] == Decimal("-3249.300000")
     assert sum(books.values()) == 0
     assert JournalEntry.objects.filter(settlement__isnull=False).count() == 2
+
+
+@pytest.mark.parametrize("span_days", [1, 120])
+def test_the_loan_books_trailing_revenue_equals_the_direct_sum(loan, renter, span_days):
+    from financing.services.collateral import trailing_net_revenue
+    from financing.services.ledger import Accounts
+    from financing.services.servicing import LoanBook
+
+    server = loan.collateral.server
+    moments = [T0 + timedelta(days=d) for d in (1, 30, 60, 89, 91, 95, 130)]
+    for k, at in enumerate(moments):
+        settle(loan, renter, f"{100 + k}.00", at)
+    window_start = T0 + timedelta(days=95)
+    window_end = window_start + timedelta(days=span_days)
+    book = LoanBook([loan], window_start=window_start, window_end=window_end, accounts=Accounts())
+    for at in (window_start, window_start + timedelta(hours=12), window_end):
+        assert book._trailing_net(server.pk, at) == trailing_net_revenue(server=server, until=at), at

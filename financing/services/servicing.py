@@ -19,14 +19,13 @@ batch of any size costs the same handful of queries; one settlement is a
 batch of one.
 """
 
-import bisect
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
 from django.conf import settings
-from django.db.models import Sum
+from django.db.models import Q, Sum
 
 from financing import waterfall
 from financing.models import Instalment, Loan, Posting
@@ -77,32 +76,38 @@ class LoanBook:
             self.states[loan.pk] = _State(loan, bal(loan, "principal"), bal(loan, "interest"), -bal(loan, "reserve"))
         for inst in Instalment.objects.filter(loan_id__in=self.states).order_by("loan_id", "number"):
             self.states[inst.loan_id].instalments.append(inst)
-        # Delivered revenue per server over the window, for trailing 90-day sums.
-        self._revenue: dict[int, tuple[list[datetime], list[Decimal]]] = {}
-        rows = defaultdict(list)
-        for server_id, end, gross in (
+        # Trailing 90-day revenue at any moment `at` of the batch [window_start, window_end]:
+        # one summed number per server for the part of the window every `at` shares,
+        # (window_end − 90 d, window_start], plus the individual rows at its two moving
+        # edges: (window_start − 90 d, window_end − 90 d] and (window_start, window_end].
+        trailing = timedelta(days=TRAILING_DAYS)
+        server_ids = [loan.collateral.server_id for loan in loans]
+        self._base = dict(
             Settlement.objects.filter(
-                server_id__in=[loan.collateral.server_id for loan in loans],
-                interval_end__gt=window_start - timedelta(days=TRAILING_DAYS),
-                interval_end__lte=window_end,
+                server_id__in=server_ids, interval_end__gt=window_end - trailing, interval_end__lte=window_start
             )
-            .order_by("interval_end")
+            .values("server_id")
+            .annotate(total=Sum("gross_amount"))
+            .values_list("server_id", "total")
+        )
+        self._edges: dict[int, list[tuple[datetime, Decimal]]] = defaultdict(list)
+        for server_id, end, gross in (
+            Settlement.objects.filter(server_id__in=server_ids)
+            .filter(
+                Q(interval_end__gt=window_start - trailing, interval_end__lte=window_end - trailing)
+                | Q(interval_end__gt=window_start, interval_end__lte=window_end)
+            )
             .values_list("server_id", "interval_end", "gross_amount")
         ):
-            rows[server_id].append((end, gross))
-        for server_id, items in rows.items():
-            ends, prefix, total = [], [Decimal(0)], Decimal(0)
-            for end, gross in items:
-                total += gross
-                ends.append(end)
-                prefix.append(total)
-            self._revenue[server_id] = (ends, prefix)
+            if not (window_end - trailing < end <= window_start):  # the two edges may overlap the middle
+                self._edges[server_id].append((end, gross))
 
     def _trailing_net(self, server_id: int, at: datetime) -> Decimal:
-        ends, prefix = self._revenue.get(server_id, ([], [Decimal(0)]))
-        hi = bisect.bisect_right(ends, at)
-        lo = bisect.bisect_right(ends, at - timedelta(days=TRAILING_DAYS))
-        return (prefix[hi] - prefix[lo]) * (1 - settings.WATERFALL_PLATFORM_FEE)
+        since = at - timedelta(days=TRAILING_DAYS)
+        gross = Decimal(self._base.get(server_id) or 0) + sum(
+            (g for end, g in self._edges.get(server_id, ()) if since < end <= at), Decimal(0)
+        )
+        return gross * (1 - settings.WATERFALL_PLATFORM_FEE)
 
     def accrue(self, loan: Loan, until: datetime) -> list[Line]:
         """Interest from the loan's last accrual to ``until``: the accrual entry's lines (maybe none)."""
