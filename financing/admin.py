@@ -1,1 +1,134 @@
-"""Admin for financing models (registered as the models arrive)."""
+"""Operator admin for financing: approvals as actions calling the services; the ledger read-only."""
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+
+from financing.models import Appraisal, Collateral, Instalment, JournalEntry, LedgerAccount, Loan, Posting
+from financing.selectors import account_balance
+from financing.services.collateral import appraisal_run, collateral_approve
+from financing.services.loans import loan_approve, loan_reject
+
+
+class ReadOnly(admin.ModelAdmin):
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+def _run(modeladmin, request, queryset, action, done: str) -> None:
+    ok = 0
+    for obj in queryset:
+        try:
+            action(obj)
+            ok += 1
+        except (ValidationError, PermissionDenied) as exc:
+            modeladmin.message_user(request, f"{obj}: {' '.join(getattr(exc, 'messages', [str(exc)]))}", messages.ERROR)
+    if ok:
+        modeladmin.message_user(request, f"{ok} {done}.", messages.SUCCESS)
+
+
+class AppraisalInline(admin.TabularInline):
+    model = Appraisal
+    extra = 0
+    can_delete = False
+    fields = ["as_of", "trigger", "depreciated_value", "income_value", "value"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Collateral)
+class CollateralAdmin(admin.ModelAdmin):
+    list_display = ["server", "purchase_price", "insurer", "insurance_expires", "lien", "approved_at"]
+    list_filter = ["lien"]
+    search_fields = ["server__hostname", "policy_number", "custody_receipt"]
+    readonly_fields = ["lien", "approved_at", "approved_by"]
+    raw_id_fields = ["server"]
+    inlines = [AppraisalInline]
+    actions = ["approve", "appraise"]
+
+    @admin.action(description="Approve the selected collateral (and appraise it)")
+    def approve(self, request, queryset):
+        _run(self, request, queryset, lambda c: collateral_approve(collateral=c, operator=request.user), "approved")
+
+    @admin.action(description="Appraise now")
+    def appraise(self, request, queryset):
+        _run(self, request, queryset, lambda c: appraisal_run(collateral=c), "appraised")
+
+
+class InstalmentInline(admin.TabularInline):
+    model = Instalment
+    extra = 0
+    can_delete = False
+    readonly_fields = ["number", "due", "payment", "interest", "principal", "balance_after"]
+    fields = readonly_fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Loan)
+class LoanAdmin(ReadOnly):
+    list_display = [
+        "public_id",
+        "owner",
+        "collateral",
+        "principal",
+        "apr",
+        "tenor_months",
+        "kind",
+        "status",
+        "ltv_at_origination",
+        "outstanding",
+    ]
+    list_filter = ["status", "kind"]
+    search_fields = ["public_id", "owner__name", "collateral__server__hostname"]
+    inlines = [InstalmentInline]
+    actions = ["approve", "reject"]
+
+    @admin.display(description="Outstanding principal")
+    def outstanding(self, loan):
+        return account_balance(f"principal:{loan.pk}")
+
+    @admin.action(description="Approve and disburse the selected applications")
+    def approve(self, request, queryset):
+        _run(self, request, queryset, lambda loan: loan_approve(loan=loan, operator=request.user), "approved")
+
+    @admin.action(description="Reject the selected applications")
+    def reject(self, request, queryset):
+        _run(self, request, queryset, lambda loan: loan_reject(loan=loan, operator=request.user), "rejected")
+
+
+@admin.register(LedgerAccount)
+class LedgerAccountAdmin(ReadOnly):
+    list_display = ["code", "name", "kind", "currency", "balance"]
+    list_filter = ["kind"]
+    search_fields = ["code", "name"]
+
+    @admin.display(description="Balance (debit +)")
+    def balance(self, account):
+        return account_balance(account)
+
+
+class PostingInline(admin.TabularInline):
+    model = Posting
+    extra = 0
+    can_delete = False
+    fields = ["account", "amount", "currency", "line"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(JournalEntry)
+class JournalEntryAdmin(ReadOnly):
+    list_display = ["key", "description", "created_at"]
+    search_fields = ["key", "description"]
+    inlines = [PostingInline]

@@ -152,3 +152,25 @@ def test_add_months_keeps_the_day_or_the_months_end():
     assert add_months(jan31, 13) == datetime(2028, 2, 29, 9, tzinfo=UTC)
     assert add_months(jan31, 11) == datetime(2027, 12, 31, 9, tzinfo=UTC)
     assert add_months(datetime(2026, 11, 24, tzinfo=UTC), 2) - timedelta(days=0) == datetime(2027, 1, 24, tzinfo=UTC)
+
+
+def test_operator_approves_collateral_and_loans_from_the_admin(owner, operator, client_as, collateral):
+    from django.urls import reverse
+
+    loan = loan_apply(
+        owner=owner.owner_membership.company, collateral=collateral, amount=Decimal("50000"), tenor_months=24, now=NOW
+    )
+    client = client_as(operator)
+    response = client.post(
+        reverse("admin:financing_loan_changelist"), {"action": "approve", "_selected_action": [loan.pk]}, follow=True
+    )
+    assert response.status_code == 200 and "1 approved." in response.content.decode()
+    loan.refresh_from_db()
+    assert loan.status == Loan.Status.ACTIVE and loan.instalments.count() == 24
+    again = client.post(
+        reverse("admin:financing_loan_changelist"), {"action": "approve", "_selected_action": [loan.pk]}, follow=True
+    )
+    assert "not awaiting approval" in again.content.decode()
+    for name in ("collateral", "loan", "ledgeraccount", "journalentry"):
+        assert client.get(reverse(f"admin:financing_{name}_changelist")).status_code == 200
+    assert client_as(owner).get(reverse("admin:financing_loan_changelist")).status_code == 302
