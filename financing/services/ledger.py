@@ -8,8 +8,8 @@ entry already there and writes nothing.
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from decimal import Decimal
+from typing import NamedTuple
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
@@ -21,8 +21,7 @@ from marketplace import money
 _SYSTEM = {code: (name, kind) for code, name, kind in SYSTEM_ACCOUNTS}
 
 
-@dataclass(frozen=True)
-class Line:
+class Line(NamedTuple):
     account: LedgerAccount
     amount: Decimal  # debit positive, credit negative
     line: str = ""
@@ -129,7 +128,13 @@ class EntryBatch:
             return 0
         entries = JournalEntry.objects.bulk_create([entry for entry, _ in self._entries], batch_size=2000)
         postings = [
-            Posting(entry=entry, account=line.account, amount=line.amount, currency=line.currency, line=line.line)
+            Posting(
+                entry_id=entry.pk,
+                account_id=line.account.pk,
+                amount=line.amount,
+                currency=line.currency,
+                line=line.line,
+            )
             for entry, (_, lines) in zip(entries, self._entries, strict=True)
             for line in lines
         ]
