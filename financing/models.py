@@ -79,7 +79,11 @@ class Posting(models.Model):
 
     class Meta:
         ordering = ["entry_id", "id"]
-        indexes = [models.Index(fields=["account", "entry"], name="posting_account_entry")]
+        indexes = [
+            models.Index(fields=["account", "entry"], name="posting_account_entry"),
+            # Balances are sums per account: on PostgreSQL an index-only scan.
+            models.Index(fields=["account"], include=["amount"], name="posting_account_amount"),
+        ]
         constraints = [models.CheckConstraint(condition=~Q(amount=0), name="posting_not_zero")]
 
 

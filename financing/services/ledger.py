@@ -50,6 +50,11 @@ class Accounts:
             self._cache[code] = account
         return account
 
+    def preload(self, codes) -> None:
+        """Fetch many existing accounts in one query (those missing are created on first use)."""
+        for account in LedgerAccount.objects.filter(code__in=list(codes)):
+            self._cache[account.code] = account
+
     def system(self, code: str) -> LedgerAccount:
         if code not in self._cache:
             self._cache[code] = system_account(code)

@@ -62,6 +62,7 @@ class LoanBook:
         self.accounts = accounts
         self.states: dict[int, _State] = {}
         codes = {f"{p}:{loan.pk}": (loan.pk, p) for loan in loans for p in LOAN_ACCOUNT_KINDS}
+        accounts.preload(codes)
         sums = dict(
             Posting.objects.filter(account__code__in=codes)
             .values("account__code")
