@@ -176,6 +176,10 @@ class Loan(models.Model):
     approved_at = models.DateTimeField(null=True, blank=True)
     approved_by = models.ForeignKey("accounts.User", on_delete=models.PROTECT, null=True, blank=True, related_name="+")
     interest_accrued_to = models.DateTimeField(null=True, blank=True)
+    days_past_due = models.PositiveIntegerField(default=0, help_text="As of the last servicing run.")
+    defaulted_at = models.DateTimeField(null=True, blank=True)
+    foreclosed_at = models.DateTimeField(null=True, blank=True)
+    repaid_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-applied_at"]

@@ -15,3 +15,10 @@ def appraisals_daily() -> int:
     from financing.services.collateral import appraisals_daily as run
 
     return run()
+
+
+@shared_task
+def loans_service() -> dict[str, int]:
+    from financing.services.delinquency import loans_service as run
+
+    return run()

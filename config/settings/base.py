@@ -209,6 +209,7 @@ BOOKING_HORIZON_DAYS = env.int("BOOKING_HORIZON_DAYS", default=90)
 CELERY_BEAT_SCHEDULE = {
     "financing-ledger-pull": {"task": "financing.tasks.ledger_pull", "schedule": 60.0},
     "financing-appraisals": {"task": "financing.tasks.appraisals_daily", "schedule": 24 * 3600.0},
+    "financing-loans-service": {"task": "financing.tasks.loans_service", "schedule": 3600.0},
     "marketplace-expire-pending": {"task": "marketplace.tasks.bookings_tick", "schedule": 60.0},
     "marketplace-extend-availability": {"task": "marketplace.tasks.availability_extend", "schedule": 24 * 3600.0},
     "marketplace-retry-refunds": {"task": "marketplace.tasks.refunds_retry", "schedule": 300.0},
@@ -231,3 +232,7 @@ LOAN_MAINTENANCE_LTV = Decimal(env("LOAN_MAINTENANCE_LTV", default="0.85"))  # m
 LOAN_APR = Decimal(env("LOAN_APR", default="0.15"))
 LOAN_PROTOCOL_FEE = Decimal(env("LOAN_PROTOCOL_FEE", default="0.10"))  # of interest collected
 LOAN_RESERVE_MONTHS = env.int("LOAN_RESERVE_MONTHS", default=3)
+LOAN_GRACE_DAYS = env.int("LOAN_GRACE_DAYS", default=5)
+LOAN_GRACE_APR = Decimal(env("LOAN_GRACE_APR", default="0.05"))  # extra, on principal overdue past the grace period
+LOAN_DEFAULT_DPD = env.int("LOAN_DEFAULT_DPD", default=60)
+PROTOCOL_OWNER_NAME = env("PROTOCOL_OWNER_NAME", default="InfraFi Protocol")

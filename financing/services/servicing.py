@@ -118,6 +118,16 @@ class LoanBook:
             return []
         seconds = Decimal((until - start).total_seconds())
         amount = (state.principal * loan.apr * seconds / SECONDS_PER_YEAR).quantize(MICRO, rounding=ROUND_HALF_UP)
+        # Grace-rate interest on principal overdue beyond the grace period, for the
+        # part of the interval after the grace period ended (at the overdue amount
+        # as of ``until``: servicing runs at least daily, so that amount is current).
+        overdue, since = self.overdue(loan, until)
+        if overdue > 0:
+            grace_end = since + timedelta(days=settings.LOAN_GRACE_DAYS)
+            late_seconds = Decimal(max((until - max(start, grace_end)).total_seconds(), 0))
+            amount += (overdue * settings.LOAN_GRACE_APR * late_seconds / SECONDS_PER_YEAR).quantize(
+                MICRO, rounding=ROUND_HALF_UP
+            )
         loan.interest_accrued_to = until
         if amount <= 0:
             return []
@@ -126,6 +136,39 @@ class LoanBook:
             Line(self.accounts.loan(loan, "interest"), amount, "accrual"),
             Line(self.accounts.system("interest_income"), -amount, "accrual"),
         ]
+
+    def overdue(self, loan: Loan, at: datetime) -> tuple[Decimal, datetime | None]:
+        """Principal scheduled by instalments due at ``at`` and not yet repaid, and
+        the due date of the earliest instalment it belongs to."""
+        state = self.states[loan.pk]
+        repaid = loan.principal - state.principal
+        cumulative, since = Decimal(0), None
+        for inst in state.instalments:
+            if inst.due > at:
+                break
+            cumulative += inst.principal
+            if since is None and cumulative > repaid:
+                since = inst.due
+        return max(cumulative - repaid, Decimal(0)), since
+
+    def days_past_due(self, loan: Loan, at: datetime) -> int:
+        _, since = self.overdue(loan, at)
+        return (at - since).days if since else 0
+
+    def draw_reserve(self, loan: Loan, at: datetime) -> list[Line]:
+        """After the grace period, the reserve pays overdue interest, then overdue principal."""
+        state = self.states[loan.pk]
+        overdue, since = self.overdue(loan, at)
+        if since is None or at < since + timedelta(days=settings.LOAN_GRACE_DAYS) or state.reserve <= 0:
+            return []
+        interest = min(state.reserve, max(state.interest, Decimal(0)))
+        principal = min(state.reserve - interest, overdue)
+        if interest + principal <= 0:
+            return []
+        parts = dict.fromkeys(waterfall.LINES, Decimal(0)) | {"interest": interest, "principal": principal}
+        lines = [Line(self.accounts.loan(loan, "reserve"), interest + principal, "reserve_draw")]
+        state.reserve -= interest + principal
+        return lines + self.apply(loan, parts)[1:]  # apply()'s first line is the reserve top-up (zero here)
 
     def needs(self, loan: Loan, at: datetime) -> waterfall.LoanNeeds:
         state = self.states[loan.pk]

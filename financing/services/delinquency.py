@@ -1,0 +1,104 @@
+"""Servicing runs, default and foreclosure.
+
+``loans_service`` (daily, and on demand) brings every live loan up to date:
+interest (and grace-rate interest) accrued to now; after the grace period the
+debt-service reserve pays overdue interest, then overdue principal; days past
+due are recorded; a loan ``LOAN_DEFAULT_DPD`` days past due defaults; a loan
+with nothing outstanding is repaid and its collateral's lien is cleared.
+
+``loan_foreclose`` (an operator, on a defaulted loan): the lien becomes
+foreclosed and the server passes to the protocol's own owner company. Its
+listing stays live and its bookings run on, so renters are not disturbed;
+the waterfall then sends everything after costs to the loan until it is
+recovered, and what is left after that is the protocol's.
+"""
+
+from datetime import datetime
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from accounts.models import OwnerCompany, User
+from financing.models import Collateral, Loan
+from financing.services.ledger import Accounts, EntryBatch
+from financing.services.servicing import LoanBook
+from marketplace.models import Listing, Server
+
+
+def loans_service(*, now: datetime | None = None) -> dict[str, int]:
+    now = now or timezone.now()
+    summary = {"serviced": 0, "reserve_draws": 0, "defaulted": 0, "repaid": 0}
+    with transaction.atomic():
+        loans = list(
+            Loan.objects.select_for_update(of=("self",))
+            .filter(status__in=[Loan.Status.ACTIVE, Loan.Status.DEFAULTED, Loan.Status.FORECLOSED])
+            .select_related("collateral", "owner")
+            .order_by("pk")
+        )
+        if not loans:
+            return summary
+        accounts = Accounts()
+        book = LoanBook(loans, window_start=now, window_end=now, accounts=accounts)
+        entries = EntryBatch()
+        stamp = now.isoformat()
+        for loan in loans:
+            accrual = book.accrue(loan, now)
+            if accrual:
+                entries.add(
+                    key=f"loan:{loan.pk}:accrual:{stamp}",
+                    description=f"Interest on loan {loan.public_id}",
+                    lines=accrual,
+                )
+            draw = book.draw_reserve(loan, now)
+            if draw:
+                entries.add(
+                    key=f"loan:{loan.pk}:reserve-draw:{stamp}",
+                    description=f"Reserve pays overdue debt service of loan {loan.public_id}",
+                    lines=draw,
+                )
+                summary["reserve_draws"] += 1
+            loan.days_past_due = book.days_past_due(loan, now)
+            state = book.states[loan.pk]
+            if state.principal <= 0 and state.interest <= 0:
+                if loan.status != Loan.Status.FORECLOSED:  # a foreclosed server stays the protocol's
+                    Collateral.objects.filter(pk=loan.collateral_id).update(lien=Collateral.Lien.FREE)
+                loan.status, loan.repaid_at = Loan.Status.REPAID, now
+                Listing.objects.filter(server_id=loan.collateral.server_id).update(financed=False)
+                summary["repaid"] += 1
+            elif loan.status == Loan.Status.ACTIVE and loan.days_past_due >= settings.LOAN_DEFAULT_DPD:
+                loan.status, loan.defaulted_at = Loan.Status.DEFAULTED, now
+                summary["defaulted"] += 1
+            summary["serviced"] += 1
+        entries.flush()
+        book.save()
+        Loan.objects.bulk_update(loans, ["status", "days_past_due", "defaulted_at", "repaid_at"])
+    return summary
+
+
+def protocol_owner() -> OwnerCompany:
+    company, _ = OwnerCompany.objects.get_or_create(name=settings.PROTOCOL_OWNER_NAME)
+    return company
+
+
+def loan_foreclose(*, loan: Loan, operator: User, now: datetime | None = None) -> Loan:
+    if not operator.is_staff:
+        raise PermissionDenied("Only an operator forecloses.")
+    now = now or timezone.now()
+    try:
+        with transaction.atomic():
+            locked = Loan.objects.select_for_update().get(pk=loan.pk)
+            if locked.status != Loan.Status.DEFAULTED:
+                raise ValidationError({"loan": "Only a defaulted loan can be foreclosed."})
+            collateral = Collateral.objects.select_for_update().get(pk=locked.collateral_id)
+            locked.status, locked.foreclosed_at = Loan.Status.FORECLOSED, now
+            locked.save(update_fields=["status", "foreclosed_at"])
+            collateral.lien = Collateral.Lien.FORECLOSED
+            collateral.save(update_fields=["lien"])
+            Server.objects.filter(pk=collateral.server_id).update(owner=protocol_owner())
+    except IntegrityError as exc:
+        raise ValidationError(
+            {"loan": "The protocol already owns a server with this hostname; rename it first."}
+        ) from exc
+    return locked
