@@ -1,10 +1,33 @@
-"""Lender pages."""
+"""Owner and lender financing pages (operators work in the admin)."""
 
-from django.shortcuts import render
+import csv
+
+from django.contrib import messages
+from django.http import HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_http_methods
 
 from accounts.models import Role
 from accounts.permissions import role_required
-from financing.selectors import lender_overview
+from accounts.selectors import owner_company_for_user
+from config.forms import form_submit
+from financing import charts
+from financing.forms import CollateralForm, LoanApplicationForm
+from financing.models import Collateral, Loan
+from financing.selectors import (
+    appraisal_history,
+    lender_overview,
+    loan_book,
+    loan_flow_totals,
+    loan_repayments,
+    loan_revenue_by_month,
+    loan_summary,
+    margin_call,
+    owner_collateral,
+)
+from financing.services.collateral import collateral_register
+from financing.services.loans import loan_apply, loan_max_amount
+from marketplace.models import Server
 from marketplace.selectors.inventory import supply_summary
 
 
@@ -12,3 +35,134 @@ from marketplace.selectors.inventory import supply_summary
 def lender_dashboard(request):
     context = {"overview": lender_overview(user=request.user), "supply": supply_summary()}
     return render(request, "financing/lender_dashboard.html", context)
+
+
+# --- Owner ---------------------------------------------------------------------------
+
+
+@role_required(Role.OWNER)
+@require_http_methods(["GET", "POST"])
+def owner_financing(request):
+    """Collateral records and loans of the owner's company; register collateral, apply for a loan."""
+    company = owner_company_for_user(request.user)
+    action = request.POST.get("action") if request.method == "POST" else None
+    free_servers = Server.objects.filter(owner=company, collateral__isnull=True).order_by("hostname")
+    eligible = Collateral.objects.filter(server__owner=company, approved_at__isnull=False, lien=Collateral.Lien.FREE)
+    collateral_form = CollateralForm(request.POST if action == "collateral" else None, servers=free_servers, prefix="c")
+    loan_form = LoanApplicationForm(request.POST if action == "loan" else None, collateral=eligible, prefix="l")
+    if action == "collateral" and form_submit(collateral_form, lambda d: collateral_register(owner=company, **d)):
+        messages.success(request, "Collateral recorded; an operator will review it.")
+        return redirect("financing:owner_financing")
+    if action == "loan" and form_submit(loan_form, lambda d: loan_apply(owner=company, **d)):
+        messages.success(request, "Application sent; an operator will review it.")
+        return redirect("financing:owner_financing")
+    records = owner_collateral(company)
+    context = {
+        "records": [(c, c.appraisals.order_by("-as_of", "-id").first(), loan_max_amount(c)) for c in records],
+        "loans": [
+            loan_summary(loan) for loan in Loan.objects.filter(owner=company).select_related("collateral__server")
+        ],
+        "collateral_form": collateral_form,
+        "loan_form": loan_form,
+    }
+    status = 400 if (collateral_form.errors or loan_form.errors) else 200
+    return render(request, "financing/owner_financing.html", context, status=status)
+
+
+@role_required(Role.OWNER)
+def owner_loan(request, public_id):
+    loan = get_object_or_404(Loan, public_id=public_id, owner=owner_company_for_user(request.user))
+    return _loan_page(request, loan, "financing/owner_loan.html")
+
+
+# --- Lender --------------------------------------------------------------------------
+
+
+@role_required(Role.LENDER)
+def loan_book_page(request):
+    rows = [(s, margin_call(s)) for s in loan_book()]
+    return render(request, "financing/loan_book.html", {"rows": rows})
+
+
+@role_required(Role.LENDER)
+def loan_tape_csv(request):
+    response = HttpResponse(content_type="text/csv")
+    response["Content-Disposition"] = 'attachment; filename="infrafi-loan-tape.csv"'
+    writer = csv.writer(response)
+    writer.writerow(
+        [
+            "loan",
+            "owner",
+            "server",
+            "status",
+            "principal",
+            "apr",
+            "tenor_months",
+            "schedule",
+            "approved_at",
+            "outstanding",
+            "interest_accrued",
+            "reserve",
+            "appraisal",
+            "ltv",
+            "dscr",
+            "days_past_due",
+            "lien",
+            "insurance_expires",
+        ]
+    )
+    for s in loan_book():
+        loan = s.loan
+        writer.writerow(
+            [
+                loan.public_id,
+                loan.owner.name,
+                loan.collateral.server.hostname,
+                loan.status,
+                loan.principal,
+                loan.apr,
+                loan.tenor_months,
+                loan.kind,
+                f"{loan.approved_at:%Y-%m-%d}" if loan.approved_at else "",
+                f"{s.outstanding:.6f}",
+                f"{s.interest_accrued:.6f}",
+                f"{s.reserve:.6f}",
+                s.appraisal.value if s.appraisal else "",
+                s.ltv if s.ltv is not None else "",
+                s.dscr if s.dscr is not None else "",
+                loan.days_past_due,
+                loan.collateral.lien,
+                loan.collateral.insurance_expires,
+            ]
+        )
+    return response
+
+
+@role_required(Role.LENDER)
+def lender_loan(request, public_id):
+    return _loan_page(request, get_object_or_404(Loan, public_id=public_id), "financing/lender_loan.html")
+
+
+@role_required(Role.LENDER)
+def collateral_page(request, pk: int):
+    collateral = get_object_or_404(Collateral.objects.select_related("server__region"), pk=pk)
+    history = appraisal_history(collateral)
+    context = {
+        "collateral": collateral,
+        "appraisals": list(reversed(history))[:30],
+        "chart": charts.line_chart([(f"{a.as_of:%Y-%m-%d}", a.value) for a in history], "Appraisal history"),
+    }
+    return render(request, "financing/collateral.html", context)
+
+
+def _loan_page(request, loan: Loan, template: str):
+    months = loan_revenue_by_month(loan)
+    context = {
+        "summary": loan_summary(loan),
+        "instalments": loan.instalments.all(),
+        "repayments": loan_repayments(loan),
+        "months": months,
+        "bars": charts.stacked_bars(months),
+        "flow": charts.flow(loan_flow_totals(loan)),
+    }
+    return render(request, template, context)
