@@ -71,11 +71,11 @@ def flow(totals: dict[str, Decimal], keys=tuple(COLORS)) -> SafeString:
     gross = totals.get("gross") or Decimal(0)
     if gross <= 0:
         return mark_safe('<p class="muted">No revenue settled yet.</p>')
-    width, height = 720, 260
-    left_x, right_x, node_w = 20, 500, 16
+    width, height = 720, 276
+    left_x, right_x, node_w = 20, 400, 16
     parts = [
         f'<rect x="{left_x}" y="10" width="{node_w}" height="{height - 20}" fill="#111827"/>',
-        f'<text x="{left_x + node_w + 6}" y="24" font-size="12">Renters paid ${gross:,.2f}</text>',
+        f'<text x="{left_x}" y="{height}" font-size="12">Renters paid ${gross:,.2f}</text>',
     ]
     y_left, y_right, usable = 10.0, 10.0, height - 20 - 4 * len(keys)
     for key in keys:
