@@ -3,9 +3,19 @@
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 
-from financing.models import Appraisal, Collateral, Instalment, JournalEntry, LedgerAccount, Loan, Posting
+from financing.models import (
+    Appraisal,
+    Collateral,
+    Instalment,
+    InsuranceClaim,
+    JournalEntry,
+    LedgerAccount,
+    Loan,
+    Posting,
+)
 from financing.selectors import account_balance
-from financing.services.collateral import appraisal_run, collateral_approve
+from financing.services.collateral import appraisal_run, collateral_approve, hardware_loss_declare
+from financing.services.delinquency import loan_foreclose
 from financing.services.loans import loan_approve, loan_reject
 
 
@@ -51,7 +61,19 @@ class CollateralAdmin(admin.ModelAdmin):
     readonly_fields = ["lien", "approved_at", "approved_by"]
     raw_id_fields = ["server"]
     inlines = [AppraisalInline]
-    actions = ["approve", "appraise"]
+    actions = ["approve", "appraise", "declare_loss"]
+
+    @admin.action(description="Declare the hardware lost (opens an insurance claim)")
+    def declare_loss(self, request, queryset):
+        _run(
+            self,
+            request,
+            queryset,
+            lambda c: hardware_loss_declare(
+                collateral=c, operator=request.user, description="Declared lost by an operator."
+            ),
+            "claim(s) opened",
+        )
 
     @admin.action(description="Approve the selected collateral (and appraise it)")
     def approve(self, request, queryset):
@@ -90,7 +112,7 @@ class LoanAdmin(ReadOnly):
     list_filter = ["status", "kind"]
     search_fields = ["public_id", "owner__name", "collateral__server__hostname"]
     inlines = [InstalmentInline]
-    actions = ["approve", "reject"]
+    actions = ["approve", "reject", "foreclose"]
 
     @admin.display(description="Outstanding principal")
     def outstanding(self, loan):
@@ -99,6 +121,10 @@ class LoanAdmin(ReadOnly):
     @admin.action(description="Approve and disburse the selected applications")
     def approve(self, request, queryset):
         _run(self, request, queryset, lambda loan: loan_approve(loan=loan, operator=request.user), "approved")
+
+    @admin.action(description="Foreclose the selected defaulted loans")
+    def foreclose(self, request, queryset):
+        _run(self, request, queryset, lambda loan: loan_foreclose(loan=loan, operator=request.user), "foreclosed")
 
     @admin.action(description="Reject the selected applications")
     def reject(self, request, queryset):
@@ -132,3 +158,13 @@ class JournalEntryAdmin(ReadOnly):
     list_display = ["key", "description", "created_at"]
     search_fields = ["key", "description"]
     inlines = [PostingInline]
+
+
+@admin.register(InsuranceClaim)
+class InsuranceClaimAdmin(admin.ModelAdmin):
+    list_display = ["collateral", "declared_at", "amount_claimed", "insurer", "policy_number", "status"]
+    list_filter = ["status"]
+    readonly_fields = ["collateral", "declared_at", "declared_by", "amount_claimed", "insurer", "policy_number"]
+
+    def has_add_permission(self, request):
+        return False  # declared through the collateral's action

@@ -210,3 +210,25 @@ class Instalment(models.Model):
     class Meta:
         ordering = ["loan", "number"]
         constraints = [models.UniqueConstraint(fields=["loan", "number"], name="instalment_once")]
+
+
+class InsuranceClaim(models.Model):
+    """Hardware declared lost or destroyed: a claim against the collateral's policy."""
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        PAID = "paid", "Paid"
+        DENIED = "denied", "Denied"
+
+    collateral = models.ForeignKey(Collateral, on_delete=models.PROTECT, related_name="claims")
+    declared_at = models.DateTimeField()
+    declared_by = models.ForeignKey("accounts.User", on_delete=models.PROTECT, related_name="+")
+    description = models.TextField()
+    amount_claimed = models.DecimalField(max_digits=14, decimal_places=2)
+    policy_number = models.CharField(max_length=80)
+    insurer = models.CharField(max_length=200)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.OPEN)
+
+    class Meta:
+        ordering = ["-declared_at"]
+        constraints = [models.CheckConstraint(condition=Q(amount_claimed__gt=0), name="claim_amount_positive")]

@@ -129,5 +129,10 @@ def appraisal_history(collateral: Collateral, days: int = 365) -> list[Appraisal
     return list(collateral.appraisals.filter(as_of__gte=since).order_by("as_of"))
 
 
+def insurance_lapsed(summary: LoanSummary, today=None) -> bool:
+    """Expired insurance flags a live loan (new loans are refused outright)."""
+    return summary.loan.collateral.insurance_expires <= (today or timezone.now().date())
+
+
 def margin_call(summary: LoanSummary) -> bool:
     return summary.ltv is not None and summary.ltv > settings.LOAN_MAINTENANCE_LTV

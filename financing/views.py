@@ -16,6 +16,7 @@ from financing.forms import CollateralForm, LoanApplicationForm
 from financing.models import Collateral, Loan
 from financing.selectors import (
     appraisal_history,
+    insurance_lapsed,
     lender_overview,
     loan_book,
     loan_flow_totals,
@@ -80,7 +81,7 @@ def owner_loan(request, public_id):
 
 @role_required(Role.LENDER)
 def loan_book_page(request):
-    rows = [(s, margin_call(s)) for s in loan_book()]
+    rows = [(s, margin_call(s), insurance_lapsed(s)) for s in loan_book()]
     return render(request, "financing/loan_book.html", {"rows": rows})
 
 

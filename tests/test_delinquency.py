@@ -11,7 +11,7 @@ from financing.selectors import balances
 from financing.services.delinquency import loan_foreclose, loans_service, protocol_owner
 from financing.services.revenue import settlements_journal
 from marketplace.models import Listing, Server
-from tests.test_waterfall_financed import T0, loan, settle  # noqa: F401 - the financed-loan fixture
+from tests.financing_fixtures import T0, settle
 
 pytestmark = pytest.mark.django_db
 MICRO = Decimal("0.000001")
@@ -22,7 +22,7 @@ def interest(principal: Decimal, apr: str, seconds: float) -> Decimal:
     return (principal * Decimal(apr) * Decimal(seconds) / Decimal(365 * 86400)).quantize(MICRO, rounding=ROUND_HALF_UP)
 
 
-def test_within_grace_nothing_happens_after_it_the_reserve_pays(loan, renter):  # noqa: F811
+def test_within_grace_nothing_happens_after_it_the_reserve_pays(loan, renter):
     # given $4,000 of revenue 10 days in: reserve $3,249.30 full, $461.384932 of principal repaid
     settle(loan, renter, "4000.00", T0 + timedelta(days=10))
     settlements_journal()
@@ -44,7 +44,7 @@ def test_within_grace_nothing_happens_after_it_the_reserve_pays(loan, renter):  
     assert sum(books.values()) == 0
 
 
-def test_no_revenue_grace_interest_then_default_at_60_days_past_due(loan):  # noqa: F811
+def test_no_revenue_grace_interest_then_default_at_60_days_past_due(loan):
     lid = loan.pk
     loans_service(now=DUE1 + timedelta(days=10))
     loan.refresh_from_db()
@@ -59,7 +59,7 @@ def test_no_revenue_grace_interest_then_default_at_60_days_past_due(loan):  # no
     assert result["defaulted"] == 1 and loan.status == Loan.Status.DEFAULTED and loan.days_past_due == 60
 
 
-def test_foreclosure_keeps_renters_served_and_sends_revenue_to_the_loan(loan, renter, operator, owner):  # noqa: F811
+def test_foreclosure_keeps_renters_served_and_sends_revenue_to_the_loan(loan, renter, operator, owner):
     loans_service(now=DUE1 + timedelta(days=61))
     loan.refresh_from_db()
     assert loan.status == Loan.Status.DEFAULTED
@@ -87,7 +87,7 @@ def test_foreclosure_keeps_renters_served_and_sends_revenue_to_the_loan(loan, re
     assert sum(books.values()) == 0
 
 
-def test_a_repaid_loan_frees_its_collateral(loan, renter):  # noqa: F811
+def test_a_repaid_loan_frees_its_collateral(loan, renter):
     settle(loan, renter, "20000.00", T0 + timedelta(days=1))
     settlements_journal()
     # the waterfall takes only what is due; repay the rest as revenue arrives over the year
@@ -100,3 +100,41 @@ def test_a_repaid_loan_frees_its_collateral(loan, renter):  # noqa: F811
     assert loan.status == Loan.Status.REPAID and collateral.lien == Collateral.Lien.FREE
     assert balances()[f"principal:{loan.pk}"] == 0
     assert Listing.objects.get(server=collateral.server).financed is False
+
+
+def test_hardware_loss_opens_a_claim_and_takes_the_server_off_the_market(loan, operator, owner):
+    from financing.models import InsuranceClaim
+    from financing.services.collateral import hardware_loss_declare
+    from marketplace.models import Gpu
+
+    with pytest.raises(PermissionDenied):
+        hardware_loss_declare(collateral=loan.collateral, operator=owner, description="fire")
+    with pytest.raises(ValidationError):
+        hardware_loss_declare(collateral=loan.collateral, operator=operator, description=" ")
+    claim = hardware_loss_declare(collateral=loan.collateral, operator=operator, description="Rack fire in FR5")
+    assert claim.amount_claimed == Decimal("20000.00")  # the appraisal, below the $30,000 coverage
+    assert (claim.insurer, claim.policy_number, claim.status) == ("Lloyd's", "P-9", InsuranceClaim.Status.OPEN)
+    server = loan.collateral.server
+    assert set(Gpu.objects.filter(server=server).values_list("status", flat=True)) == {"failed"}
+    listing = Listing.objects.get(server=server)
+    assert listing.status == Listing.Status.PAUSED and listing.gpus_in_service == 0
+
+
+def test_lapsed_insurance_is_flagged_in_the_loan_book_and_operators_foreclose_from_the_admin(
+    loan,
+    lender,
+    operator,
+    client_as,
+):
+    from django.urls import reverse
+
+    Collateral.objects.filter(pk=loan.collateral_id).update(insurance_expires=T0.date())
+    book = client_as(lender).get(reverse("financing:loan_book")).content.decode()
+    assert "insurance lapsed" in book
+    loans_service(now=DUE1 + timedelta(days=61))
+    response = client_as(operator).post(
+        reverse("admin:financing_loan_changelist"), {"action": "foreclose", "_selected_action": [loan.pk]}, follow=True
+    )
+    assert "1 foreclosed." in response.content.decode()
+    loan.refresh_from_db()
+    assert loan.status == Loan.Status.FORECLOSED

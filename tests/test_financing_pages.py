@@ -11,7 +11,7 @@ from django.urls import reverse
 from financing.models import Collateral, Loan
 from financing.services.revenue import settlements_journal
 from tests.factories import make_listing
-from tests.test_waterfall_financed import T0, loan, settle  # noqa: F401 - the financed-loan fixture
+from tests.financing_fixtures import T0, settle
 
 pytestmark = pytest.mark.django_db
 
@@ -56,7 +56,7 @@ def test_owner_records_collateral_and_sees_bad_input_on_the_form(owner, client_a
     assert "awaiting review" in client.get(url).content.decode()
 
 
-def test_owner_sees_the_schedule_and_lender_the_book_tape_and_charts(loan, renter, owner, lender, client_as):  # noqa: F811
+def test_owner_sees_the_schedule_and_lender_the_book_tape_and_charts(loan, renter, owner, lender, client_as):
     settle(loan, renter, "4000.00", T0 + timedelta(days=10))
     settlements_journal()
     # owner: the loan page with its schedule, next instalment and repayments
@@ -81,7 +81,7 @@ def test_owner_sees_the_schedule_and_lender_the_book_tape_and_charts(loan, rente
     assert collateral.status_code == 200 and "Equinix FR5" in collateral.content.decode()
 
 
-def test_owner_applies_from_the_page_within_the_live_maximum(loan, owner, operator, client_as):  # noqa: F811
+def test_owner_applies_from_the_page_within_the_live_maximum(loan, owner, operator, client_as):
     # the fixture's collateral already secures a loan: it is not offered again
     page = client_as(owner).get(reverse("financing:owner_financing"))
     assert page.status_code == 200

@@ -11,8 +11,8 @@ from django.utils import timezone
 
 from accounts.models import OwnerCompany, User
 from financing import appraisal
-from financing.models import Appraisal, Collateral
-from marketplace.models import Server, Settlement
+from financing.models import Appraisal, Collateral, InsuranceClaim
+from marketplace.models import Gpu, Listing, Server, Settlement
 
 TRAILING_DAYS = 90
 
@@ -131,3 +131,30 @@ def appraisals_daily(*, now: datetime | None = None) -> int:
         appraisal_run(collateral=collateral, now=now, trigger="daily")
         count += 1
     return count
+
+
+def hardware_loss_declare(
+    *, collateral: Collateral, operator: User, description: str, now: datetime | None = None
+) -> InsuranceClaim:
+    """Record lost hardware: a claim on the policy for the lower of the coverage and
+    the latest appraisal; the server's GPUs are marked failed and its listing paused."""
+    if not operator.is_staff:
+        raise PermissionDenied("Only an operator declares hardware lost.")
+    if not (description or "").strip():
+        raise ValidationError({"description": "Say what happened."})
+    now = now or timezone.now()
+    latest = collateral.appraisals.order_by("-as_of", "-id").first()
+    amount = min(collateral.coverage, latest.value) if latest and latest.value > 0 else collateral.coverage
+    with transaction.atomic():
+        claim = InsuranceClaim.objects.create(
+            collateral=collateral,
+            declared_at=now,
+            declared_by=operator,
+            description=description.strip(),
+            amount_claimed=amount,
+            policy_number=collateral.policy_number,
+            insurer=collateral.insurer,
+        )
+        Gpu.objects.filter(server=collateral.server).update(status=Gpu.Status.FAILED)
+        Listing.objects.filter(server=collateral.server).update(status=Listing.Status.PAUSED, gpus_in_service=0)
+    return claim

@@ -1,0 +1,69 @@
+"""A financed server for financing tests: approved collateral worth $20,000 and a
+$12,000, 12-month, 15 % loan on it (approved at T0), and a helper to settle revenue."""
+
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from financing.models import Appraisal, Collateral
+from financing.services.collateral import collateral_register
+from financing.services.loans import loan_apply, loan_approve
+from marketplace.models import Settlement
+from marketplace.services import bookings
+from tests.factories import make_listing
+
+T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def loan(owner, operator, renter):
+    listing = make_listing(owner, gpu_count=8, price="2.00")
+    record = collateral_register(
+        owner=owner.owner_membership.company,
+        server=listing.server,
+        purchase_price=Decimal("30000"),
+        purchase_date=date(2026, 1, 1),
+        custodian="Equinix FR5",
+        custody_receipt="EQX-9",
+        insurer="Lloyd's",
+        policy_number="P-9",
+        coverage=Decimal("30000"),
+        insurance_expires=date(2028, 1, 1),
+        today=T0.date(),
+    )
+    Collateral.objects.filter(pk=record.pk).update(approved_at=T0, approved_by=operator)
+    Appraisal.objects.create(
+        collateral=record,
+        as_of=T0,
+        age_years=Decimal("0.9"),
+        depreciation_rate=Decimal("0.2"),
+        residual_floor=Decimal("0.1"),
+        depreciated_value=Decimal("24000"),
+        trailing_net_revenue=Decimal("3000"),
+        trailing_days=90,
+        remaining_life_years=Decimal("4.1"),
+        discount_rate=Decimal("0.12"),
+        income_value=Decimal("20000"),
+        value=Decimal("20000"),
+    )
+    record.refresh_from_db()
+    loan = loan_apply(
+        owner=owner.owner_membership.company, collateral=record, amount=Decimal("12000"), tenor_months=12, now=T0
+    )
+    return loan_approve(loan=loan, operator=operator, now=T0)
+
+
+def settle(loan, renter, gross: str, at: datetime) -> Settlement:
+    listing = loan.collateral.server.listing
+    booking = bookings.booking_create(
+        renter=renter, listing=listing, gpu_count=1, start=at - timedelta(hours=1), end=at, now=at - timedelta(hours=1)
+    )
+    return Settlement.objects.create(
+        booking=booking,
+        server=listing.server,
+        interval_start=at - timedelta(hours=1),
+        interval_end=at,
+        gpu_seconds=3600,
+        gross_amount=Decimal(gross),
+    )
