@@ -246,7 +246,12 @@ def _lock(booking: Booking) -> Booking:
 
 
 def booking_pay(
-    *, booking: Booking, renter: User, payment_method: str = "", gateway_name: str | None = None
+    *,
+    booking: Booking,
+    renter: User,
+    payment_method: str = "",
+    gateway_name: str | None = None,
+    now: datetime | None = None,
 ) -> Booking:
     """Charge the booking's amount through the gateway and confirm it.
 
@@ -256,7 +261,7 @@ def booking_pay(
     if booking.renter_id != renter.pk:
         raise ValidationError({"booking": "This booking is not yours."})
     gateway = get_gateway(gateway_name)
-    now = timezone.now()
+    now = now or timezone.now()
     with transaction.atomic():
         locked = _lock(booking)
         if locked.status != Booking.Status.PENDING_PAYMENT:

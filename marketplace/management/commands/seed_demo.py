@@ -61,10 +61,11 @@ class Command(BaseCommand):
             self._users()
             created = self._servers()
             listed = self._listings()
+            loans = self._financing()
         self.stdout.write(
             self.style.SUCCESS(
                 f"Demo inventory: {created} server(s) added, {Server.objects.count()} in total; "
-                f"{listed} listing(s) added, {Listing.objects.count()} in total."
+                f"{listed} listing(s) added, {Listing.objects.count()} in total; {loans} financed server(s) added."
             )
         )
         self.stdout.write(f"Demo logins (password for all: {DEMO_PASSWORD}):")
@@ -94,6 +95,73 @@ class Command(BaseCommand):
                 account_services.owner_company_create(user=user, name=company)
             if "lender" in roles:
                 account_services.lender_role_grant(user=user, wallet_address=DEMO_LENDER_WALLET)
+
+    def _financing(self) -> int:
+        """Three Northwind servers with 60 days of delivered revenue, approved
+        collateral and an approved loan at 60 % of what they could borrow."""
+        from datetime import date, timedelta
+
+        from django.utils import timezone
+
+        from financing.models import Collateral
+        from financing.services.collateral import collateral_approve, collateral_register
+        from financing.services.delinquency import loans_service
+        from financing.services.loans import loan_apply, loan_approve, loan_max_amount
+        from financing.services.revenue import ledger_pull
+        from marketplace.services import bookings
+
+        company = OwnerCompany.objects.get(name=COMPANIES[0])
+        servers = list(
+            Server.objects.filter(
+                owner=company, listing__gpus_in_service__gte=4, listing__always_available=True
+            ).order_by("hostname")[:3]
+        )
+        if not servers or Collateral.objects.filter(server__in=servers).exists():
+            return 0
+        renter = User.objects.get(email="renter@infrafi.test")
+        operator = User.objects.get(email="operator@infrafi.test")
+        now = timezone.now().replace(minute=0, second=0, microsecond=0)
+        for server in servers:
+            listing = server.listing
+            for day in range(60, 0, -3):  # a 48-hour booking of every GPU every 3 days
+                start = now - timedelta(days=day)
+                booking = bookings.booking_create(
+                    renter=renter,
+                    listing=listing,
+                    gpu_count=listing.gpus_in_service,
+                    start=start,
+                    end=start + timedelta(hours=48),
+                    now=start,
+                )
+                booking = bookings.booking_pay(booking=booking, renter=renter, now=start)
+                bookings.booking_record_usage(
+                    booking=booking,
+                    key=f"demo:{booking.public_id}",
+                    interval_start=booking.start,
+                    interval_end=booking.end,
+                    gpu_seconds=booking.gpu_seconds_booked,
+                )
+                bookings.booking_complete(booking=booking, now=booking.end)
+        ledger_pull(batch=5000)
+        for server in servers:
+            collateral = collateral_register(
+                owner=company,
+                server=server,
+                purchase_price=Decimal("60000"),
+                purchase_date=date(now.year - 1, now.month, 1),
+                custodian=server.data_centre or "Data centre",
+                custody_receipt=f"BAIL-{server.hostname.upper()}",
+                insurer="Demo Mutual Insurance",
+                policy_number=f"GPU-{server.pk:05d}",
+                coverage=Decimal("60000"),
+                insurance_expires=date(now.year + 1, 12, 31),
+            )
+            collateral = collateral_approve(collateral=collateral, operator=operator, now=now)
+            amount = (loan_max_amount(collateral) * Decimal("0.6")).quantize(Decimal("1"))
+            loan = loan_apply(owner=company, collateral=collateral, amount=amount, tenor_months=36, now=now)
+            loan_approve(loan=loan, operator=operator, now=now)
+        loans_service(now=now)
+        return len(servers)
 
     def _listings(self) -> int:
         """List every demo server; one in ten only on weekdays, 08:00–20:00 UTC."""
