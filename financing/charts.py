@@ -74,10 +74,10 @@ def flow(totals: dict[str, Decimal], keys=tuple(COLORS)) -> SafeString:
     width, height = 720, 276
     left_x, right_x, node_w = 20, 400, 16
     parts = [
-        f'<rect x="{left_x}" y="10" width="{node_w}" height="{height - 20}" fill="#111827"/>',
-        f'<text x="{left_x}" y="{height}" font-size="12">Renters paid ${gross:,.2f}</text>',
+        f'<rect x="{left_x}" y="10" width="{node_w}" height="{height - 36}" fill="#111827"/>',
+        f'<text x="{left_x}" y="{height - 2}" font-size="12">Renters paid ${gross:,.2f}</text>',
     ]
-    y_left, y_right, usable = 10.0, 10.0, height - 20 - 4 * len(keys)
+    y_left, y_right, usable = 10.0, 10.0, height - 36 - 4 * len(keys)
     for key in keys:
         share = float(totals.get(key, 0) / gross)
         h = share * usable

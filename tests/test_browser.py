@@ -170,3 +170,24 @@ def test_owner_registers_a_server_and_lists_it(app_server, demo_data, browser_pa
     row = page.locator("tr", has_text="browser-h100-01").inner_text()
     assert "2.79" in row and "H100 80GB" in row
     page.screenshot(path=str(ARTIFACTS / "owner-listings.png"), full_page=True)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_lender_reads_the_loan_book_and_a_loans_flow(app_server, demo_data, browser_page):
+    page = browser_page
+    page.goto(app_server.url + "/accounts/login/")
+    page.fill("input[name=login]", "lender@infrafi.test")
+    page.fill("input[name=password]", DEMO_PASSWORD)
+    page.locator("form button[type=submit]").first.click()
+    page.wait_for_url("**/lender/")
+
+    page.goto(app_server.url + "/lender/loans/")
+    rows = page.locator("#loan-book tbody tr")
+    assert rows.count() == 3 and "Active" in rows.first.inner_text()
+    page.screenshot(path=str(ARTIFACTS / "loan-book.png"), full_page=True)
+
+    rows.first.get_by_role("link", name="Open", exact=True).click()
+    page.wait_for_selector("svg[aria-label='Where the revenue went']")
+    assert page.locator("svg[aria-label='Monthly waterfall'] rect").count() > 0
+    assert "Renters paid $" in page.content()
+    page.screenshot(path=str(ARTIFACTS / "loan.png"), full_page=True)

@@ -121,28 +121,33 @@ class Command(BaseCommand):
         renter = User.objects.get(email="renter@infrafi.test")
         operator = User.objects.get(email="operator@infrafi.test")
         now = timezone.now().replace(minute=0, second=0, microsecond=0)
-        for server in servers:
-            listing = server.listing
-            for day in range(60, 0, -3):  # a 48-hour booking of every GPU every 3 days
-                start = now - timedelta(days=day)
-                booking = bookings.booking_create(
-                    renter=renter,
-                    listing=listing,
-                    gpu_count=listing.gpus_in_service,
-                    start=start,
-                    end=start + timedelta(hours=48),
-                    now=start,
-                )
-                booking = bookings.booking_pay(booking=booking, renter=renter, now=start)
-                bookings.booking_record_usage(
-                    booking=booking,
-                    key=f"demo:{booking.public_id}",
-                    interval_start=booking.start,
-                    interval_end=booking.end,
-                    gpu_seconds=booking.gpu_seconds_booked,
-                )
-                bookings.booking_complete(booking=booking, now=booking.end)
-        ledger_pull(batch=5000)
+        approved = now - timedelta(days=20)
+
+        def deliver(days):  # a 48-hour booking of every GPU every 3 days, delivered in full
+            for server in servers:
+                listing = server.listing
+                for day in days:
+                    start = now - timedelta(days=day)
+                    booking = bookings.booking_create(
+                        renter=renter,
+                        listing=listing,
+                        gpu_count=listing.gpus_in_service,
+                        start=start,
+                        end=start + timedelta(hours=48),
+                        now=start,
+                    )
+                    booking = bookings.booking_pay(booking=booking, renter=renter, now=start)
+                    bookings.booking_record_usage(
+                        booking=booking,
+                        key=f"demo:{booking.public_id}",
+                        interval_start=booking.start,
+                        interval_end=booking.end,
+                        gpu_seconds=booking.gpu_seconds_booked,
+                    )
+                    bookings.booking_complete(booking=booking, now=booking.end)
+            ledger_pull(batch=5000)
+
+        deliver(range(62, 21, -3))  # before the loans: the history they are appraised on
         for server in servers:
             collateral = collateral_register(
                 owner=company,
@@ -155,11 +160,13 @@ class Command(BaseCommand):
                 policy_number=f"GPU-{server.pk:05d}",
                 coverage=Decimal("60000"),
                 insurance_expires=date(now.year + 1, 12, 31),
+                today=approved.date(),
             )
-            collateral = collateral_approve(collateral=collateral, operator=operator, now=now)
+            collateral = collateral_approve(collateral=collateral, operator=operator, now=approved)
             amount = (loan_max_amount(collateral) * Decimal("0.6")).quantize(Decimal("1"))
-            loan = loan_apply(owner=company, collateral=collateral, amount=amount, tenor_months=36, now=now)
-            loan_approve(loan=loan, operator=operator, now=now)
+            loan = loan_apply(owner=company, collateral=collateral, amount=amount, tenor_months=36, now=approved)
+            loan_approve(loan=loan, operator=operator, now=approved)
+        deliver(range(19, 2, -3))  # after: revenue through the financed waterfall
         loans_service(now=now)
         return len(servers)
 
