@@ -17,17 +17,7 @@ from financing.selectors import account_balance
 from financing.services.collateral import appraisal_run, collateral_approve, hardware_loss_declare
 from financing.services.delinquency import loan_foreclose
 from financing.services.loans import loan_approve, loan_reject
-
-
-class ReadOnly(admin.ModelAdmin):
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
+from marketplace.admin import ReadOnlyAdmin
 
 
 def _run(modeladmin, request, queryset, action, done: str) -> None:
@@ -96,7 +86,7 @@ class InstalmentInline(admin.TabularInline):
 
 
 @admin.register(Loan)
-class LoanAdmin(ReadOnly):
+class LoanAdmin(ReadOnlyAdmin):
     list_display = [
         "public_id",
         "owner",
@@ -132,7 +122,7 @@ class LoanAdmin(ReadOnly):
 
 
 @admin.register(LedgerAccount)
-class LedgerAccountAdmin(ReadOnly):
+class LedgerAccountAdmin(ReadOnlyAdmin):
     list_display = ["code", "name", "kind", "currency", "balance"]
     list_filter = ["kind"]
     search_fields = ["code", "name"]
@@ -154,7 +144,7 @@ class PostingInline(admin.TabularInline):
 
 
 @admin.register(JournalEntry)
-class JournalEntryAdmin(ReadOnly):
+class JournalEntryAdmin(ReadOnlyAdmin):
     list_display = ["key", "description", "created_at"]
     search_fields = ["key", "description"]
     inlines = [PostingInline]

@@ -1,4 +1,5 @@
 """Charts as inline SVG, drawn on the server: pages stay offline, no chart library.
+Geometry is computed in Decimal like the amounts it draws.
 
 Every label goes through ``escape``; numbers are formatted by us.
 """
@@ -42,13 +43,13 @@ def stacked_bars(months: list[tuple[str, dict[str, Decimal]]], keys=tuple(COLORS
         return mark_safe('<p class="muted">No revenue settled yet.</p>')
     width, height, pad, gap = 720, 220, 40, 8
     top = max(sum(m[k] for k in keys) for _, m in months) or Decimal(1)
-    bar = (width - pad - gap * len(months)) / len(months)
+    bar = Decimal(width - pad - gap * len(months)) / len(months)
     parts = []
     for i, (label, month) in enumerate(months):
         x = pad + i * (bar + gap)
-        y = height - 20
+        y = Decimal(height - 20)
         for key in keys:
-            h = float(month[key] / top) * (height - 40)
+            h = month[key] / top * (height - 40)
             if h > 0:
                 y -= h
                 parts.append(
@@ -77,9 +78,9 @@ def flow(totals: dict[str, Decimal], keys=tuple(COLORS)) -> SafeString:
         f'<rect x="{left_x}" y="10" width="{node_w}" height="{height - 36}" fill="#111827"/>',
         f'<text x="{left_x}" y="{height - 2}" font-size="12">Renters paid ${gross:,.2f}</text>',
     ]
-    y_left, y_right, usable = 10.0, 10.0, height - 36 - 4 * len(keys)
+    y_left, y_right, usable = Decimal(10), Decimal(10), height - 36 - 4 * len(keys)
     for key in keys:
-        share = float(totals.get(key, 0) / gross)
+        share = totals.get(key, Decimal(0)) / gross
         h = share * usable
         if h <= 0:
             continue
@@ -108,8 +109,8 @@ def line_chart(points: list[tuple[str, Decimal]], label: str) -> SafeString:
     values = [v for _, v in points]
     lo, hi = min(values), max(values)
     span = (hi - lo) or Decimal(1)
-    step = (width - 2 * pad) / (len(points) - 1)
-    coords = [(pad + i * step, height - 30 - float((v - lo) / span) * (height - 60)) for i, v in enumerate(values)]
+    step = Decimal(width - 2 * pad) / (len(points) - 1)
+    coords = [(pad + i * step, height - 30 - (v - lo) / span * (height - 60)) for i, v in enumerate(values)]
     path = " ".join(f"{'M' if i == 0 else 'L'}{x:.1f},{y:.1f}" for i, (x, y) in enumerate(coords))
     dots = "".join(
         f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="#0f766e"><title>{escape(d)}: ${v:,.2f}</title></circle>'

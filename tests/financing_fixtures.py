@@ -16,38 +16,57 @@ from tests.factories import make_listing
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-def loan(owner, operator, renter):
-    listing = make_listing(owner, gpu_count=8, price="2.00")
+def approved_collateral(
+    owner_user,
+    operator,
+    *,
+    value: str,
+    purchase_price: str,
+    at: datetime,
+    gpus: int = 8,
+    price: str = "2.00",
+    custodian: str = "Equinix FR5",
+    insurer: str = "Lloyd's",
+    policy: str = "P-9",
+) -> Collateral:
+    """A listed server recorded as collateral, approved by ``operator`` and appraised at ``value``
+    (the appraisal engine has its own tests; here the value is what the test needs)."""
+    listing = make_listing(owner_user, gpu_count=gpus, price=price)
     record = collateral_register(
-        owner=owner.owner_membership.company,
+        owner=owner_user.owner_membership.company,
         server=listing.server,
-        purchase_price=Decimal("30000"),
+        purchase_price=Decimal(purchase_price),
         purchase_date=date(2026, 1, 1),
-        custodian="Equinix FR5",
+        custodian=custodian,
         custody_receipt="EQX-9",
-        insurer="Lloyd's",
-        policy_number="P-9",
-        coverage=Decimal("30000"),
+        insurer=insurer,
+        policy_number=policy,
+        coverage=Decimal(purchase_price),
         insurance_expires=date(2028, 1, 1),
-        today=T0.date(),
+        today=at.date(),
     )
-    Collateral.objects.filter(pk=record.pk).update(approved_at=T0, approved_by=operator)
+    Collateral.objects.filter(pk=record.pk).update(approved_at=at, approved_by=operator)
     Appraisal.objects.create(
         collateral=record,
-        as_of=T0,
+        as_of=at,
         age_years=Decimal("0.9"),
         depreciation_rate=Decimal("0.2"),
         residual_floor=Decimal("0.1"),
-        depreciated_value=Decimal("24000"),
+        depreciated_value=Decimal(purchase_price) * Decimal("0.8"),
         trailing_net_revenue=Decimal("3000"),
         trailing_days=90,
         remaining_life_years=Decimal("4.1"),
         discount_rate=Decimal("0.12"),
-        income_value=Decimal("20000"),
-        value=Decimal("20000"),
+        income_value=Decimal(value),
+        value=Decimal(value),
     )
     record.refresh_from_db()
+    return record
+
+
+@pytest.fixture
+def loan(owner, operator, renter):
+    record = approved_collateral(owner, operator, value="20000", purchase_price="30000", at=T0)
     loan = loan_apply(
         owner=owner.owner_membership.company, collateral=record, amount=Decimal("12000"), tenor_months=12, now=T0
     )

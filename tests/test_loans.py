@@ -6,12 +6,12 @@ from decimal import Decimal
 import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
 
-from financing.models import Appraisal, Collateral, Instalment, JournalEntry, Loan
+from financing.models import Collateral, Instalment, JournalEntry, Loan
 from financing.selectors import balances
-from financing.services.collateral import collateral_register
 from financing.services.loans import add_months, loan_apply, loan_approve, loan_max_amount, loan_reject
 from marketplace.models import Listing
-from tests.factories import make_listing, make_owner
+from tests.factories import make_owner
+from tests.financing_fixtures import approved_collateral
 
 pytestmark = pytest.mark.django_db
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -19,38 +19,7 @@ NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
 @pytest.fixture
 def collateral(owner, operator):
-    listing = make_listing(owner, gpu_count=8)
-    record = collateral_register(
-        owner=owner.owner_membership.company,
-        server=listing.server,
-        purchase_price=Decimal("240000"),
-        purchase_date=date(2025, 11, 1),
-        custodian="Equinix FR5",
-        custody_receipt="EQX-1",
-        insurer="Lloyd's",
-        policy_number="P-1",
-        coverage=Decimal("250000"),
-        insurance_expires=date(2027, 11, 1),
-        today=NOW.date(),
-    )
-    Collateral.objects.filter(pk=record.pk).update(approved_at=NOW, approved_by=operator)
-    # an appraisal worth $140,000 (the appraisal engine is tested on its own)
-    Appraisal.objects.create(
-        collateral=record,
-        as_of=NOW,
-        age_years=Decimal("1.06"),
-        depreciation_rate=Decimal("0.20"),
-        residual_floor=Decimal("0.10"),
-        depreciated_value=Decimal("189000"),
-        trailing_net_revenue=Decimal("11400"),
-        trailing_days=90,
-        remaining_life_years=Decimal("3.94"),
-        discount_rate=Decimal("0.12"),
-        income_value=Decimal("140000"),
-        value=Decimal("140000"),
-    )
-    record.refresh_from_db()
-    return record
+    return approved_collateral(owner, operator, value="140000", purchase_price="240000", at=NOW, policy="P-1")
 
 
 def test_the_maximum_is_75_percent_of_the_latest_appraisal(collateral):
