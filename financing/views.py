@@ -59,7 +59,14 @@ def owner_financing(request):
         return redirect("financing:owner_financing")
     records = owner_collateral(company)
     context = {
-        "records": [(c, c.appraisals.order_by("-as_of", "-id").first(), loan_max_amount(c)) for c in records],
+        "records": [
+            (
+                c,
+                c.appraisals.order_by("-as_of", "-id").first(),
+                loan_max_amount(c) if c.approved_at and c.lien == Collateral.Lien.FREE else None,
+            )
+            for c in records
+        ],
         "loans": [
             loan_summary(loan) for loan in Loan.objects.filter(owner=company).select_related("collateral__server")
         ],

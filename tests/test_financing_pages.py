@@ -87,3 +87,15 @@ def test_owner_applies_from_the_page_within_the_live_maximum(loan, owner, operat
     assert page.status_code == 200
     assert list(page.context["loan_form"].fields["collateral"].queryset) == []
     assert Loan.objects.count() == 1
+
+
+def test_the_live_maximum_is_shown_only_where_a_loan_is_possible(owner, operator, client_as):
+    from tests.financing_fixtures import approved_collateral
+
+    free = approved_collateral(owner, operator, value="40000", purchase_price="50000", at=T0, policy="P-free")
+    page = client_as(owner).get(reverse("financing:owner_financing"))
+    rows = {c.pk: maximum for c, _, maximum in page.context["records"]}
+    assert rows[free.pk] == Decimal("30000.00")  # 75 % of $40,000
+    Collateral.objects.filter(pk=free.pk).update(lien=Collateral.Lien.PLEDGED)
+    page = client_as(owner).get(reverse("financing:owner_financing"))
+    assert {c.pk: maximum for c, _, maximum in page.context["records"]}[free.pk] is None
