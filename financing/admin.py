@@ -17,7 +17,7 @@ from financing.selectors import account_balance
 from financing.services.collateral import appraisal_run, collateral_approve, hardware_loss_declare
 from financing.services.delinquency import loan_foreclose
 from financing.services.loans import loan_approve, loan_reject
-from marketplace.admin import ReadOnlyAdmin
+from marketplace.admin import ReadOnlyAdmin, ReadOnlyInline
 
 
 def _run(modeladmin, request, queryset, action, done: str) -> None:
@@ -32,15 +32,9 @@ def _run(modeladmin, request, queryset, action, done: str) -> None:
         modeladmin.message_user(request, f"{ok} {done}.", messages.SUCCESS)
 
 
-class AppraisalInline(admin.TabularInline):
+class AppraisalInline(ReadOnlyInline):
     model = Appraisal
-    extra = 0
-    can_delete = False
     fields = ["as_of", "trigger", "depreciated_value", "income_value", "value"]
-    readonly_fields = fields
-
-    def has_add_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Collateral)
@@ -74,15 +68,9 @@ class CollateralAdmin(admin.ModelAdmin):
         _run(self, request, queryset, lambda c: appraisal_run(collateral=c), "appraised")
 
 
-class InstalmentInline(admin.TabularInline):
+class InstalmentInline(ReadOnlyInline):
     model = Instalment
-    extra = 0
-    can_delete = False
-    readonly_fields = ["number", "due", "payment", "interest", "principal", "balance_after"]
-    fields = readonly_fields
-
-    def has_add_permission(self, request, obj=None):
-        return False
+    fields = ["number", "due", "payment", "interest", "principal", "balance_after"]
 
 
 @admin.register(Loan)
@@ -132,15 +120,9 @@ class LedgerAccountAdmin(ReadOnlyAdmin):
         return account_balance(account)
 
 
-class PostingInline(admin.TabularInline):
+class PostingInline(ReadOnlyInline):
     model = Posting
-    extra = 0
-    can_delete = False
     fields = ["account", "amount", "currency", "line"]
-    readonly_fields = fields
-
-    def has_add_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(JournalEntry)

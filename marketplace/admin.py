@@ -86,15 +86,22 @@ class ListingAdmin(admin.ModelAdmin):
     inlines = [AvailabilityRuleInline]
 
 
-class BookingGpuInline(admin.TabularInline):
-    model = BookingGpu
+class ReadOnlyInline(admin.TabularInline):
+    """Rows shown inside their parent's page, never added, changed or deleted there."""
+
     extra = 0
     can_delete = False
-    readonly_fields = ["gpu", "start", "end", "held"]
-    fields = readonly_fields
 
     def has_add_permission(self, request, obj=None):
         return False
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.fields or ()
+
+
+class BookingGpuInline(ReadOnlyInline):
+    model = BookingGpu
+    fields = ["gpu", "start", "end", "held"]
 
 
 @admin.register(Booking)

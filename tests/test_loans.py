@@ -142,4 +142,11 @@ def test_operator_approves_collateral_and_loans_from_the_admin(owner, operator, 
     assert "not awaiting approval" in again.content.decode()
     for name in ("collateral", "loan", "ledgeraccount", "journalentry"):
         assert client.get(reverse(f"admin:financing_{name}_changelist")).status_code == 200
+    # the inlines show the schedule and the postings, with nothing to edit
+    loan_page = client.get(reverse("admin:financing_loan_change", args=[loan.pk])).content.decode()
+    entry = JournalEntry.objects.get()
+    entry_page = client.get(reverse("admin:financing_journalentry_change", args=[entry.pk])).content.decode()
+    assert "disbursement" in entry_page and 'name="postings-0-amount"' not in entry_page
+    first_payment = str(loan.instalments.first().payment)
+    assert 'name="instalments-0-payment"' not in loan_page and first_payment in loan_page
     assert client_as(owner).get(reverse("admin:financing_loan_changelist")).status_code == 302
