@@ -10,6 +10,7 @@ from accounts.api import MeApi
 from marketplace import api as marketplace_api
 from marketplace import market_api
 from marketplace import views as marketplace_views
+from scheduler import api as scheduler_api
 
 router = DefaultRouter()
 router.register("inventory/gpu-models", marketplace_api.GpuModelViewSet, basename="gpu-model")
@@ -19,6 +20,8 @@ router.register("inventory/gpus", marketplace_api.GpuViewSet, basename="gpu")
 router.register("listings", market_api.ListingViewSet, basename="listing")
 router.register("owner/listings", market_api.OwnerListingViewSet, basename="owner-listing")
 router.register("bookings", market_api.BookingViewSet, basename="booking")
+router.register("owner/clusters", scheduler_api.ClusterViewSet, basename="cluster")
+router.register("jobs", scheduler_api.JobViewSet, basename="job")
 
 api_v1 = [
     path("me/", MeApi.as_view(), name="me"),
@@ -27,6 +30,8 @@ api_v1 = [
     path("search/", market_api.SearchApi.as_view(), name="search"),
     path("owner/earnings/", market_api.OwnerEarningsApi.as_view(), name="owner-earnings"),
     path("bookings/<uuid:public_id>/usage/", market_api.UsageApi.as_view(), name="booking-usage"),
+    path("bookings/<uuid:public_id>/jobs/", scheduler_api.BookingJobsApi.as_view(), name="booking-jobs"),
+    path("quick-book/", scheduler_api.QuickBookApi.as_view(), name="quick-book"),
     *router.urls,
 ]
 

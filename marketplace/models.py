@@ -305,6 +305,9 @@ class Booking(models.Model):
     amount_earned = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal(0))
     amount_refunded = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal(0))
     delivered_gpu_seconds = models.BigIntegerField(default=0)
+    lost_gpu_seconds = models.BigIntegerField(
+        default=0, help_text="Booked time lost to a failure and refunded pro rata at once (failover)."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     confirmed_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -340,6 +343,11 @@ class Booking(models.Model):
     @property
     def gpu_seconds_booked(self) -> int:
         return self.gpu_count * int((self.end - self.start).total_seconds())
+
+    @property
+    def gpu_seconds_payable(self) -> int:
+        """Booked time that can still be delivered and earned: booked minus lost."""
+        return self.gpu_seconds_booked - self.lost_gpu_seconds
 
     @property
     def escrow(self) -> Decimal:

@@ -1,1 +1,203 @@
-"""Scheduler api (clusters, jobs, placement; see the app docstring)."""
+"""Scheduler API: clusters for owners; jobs and quick book for renters.
+
+The same services as the pages. Bad input → 400 with field messages; a
+booking or job of someone else → 404; wrong role → 403. Kubeconfigs and
+environment values are write-only: no response ever contains them.
+"""
+
+from django.http import Http404
+from django.shortcuts import get_object_or_404
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.permissions import IsOwner, IsRenter
+from accounts.selectors import owner_company_for_user
+from marketplace.market_api import BookingSerializer
+from marketplace.models import GpuModel, Region
+from marketplace.selectors import bookings as booking_selectors
+from scheduler import selectors
+from scheduler.models import Cluster, Job, Node
+from scheduler.services import clusters, jobs, quickbook
+
+
+class NodeSerializer(serializers.ModelSerializer):
+    server = serializers.CharField(source="server.hostname", default=None)
+
+    class Meta:
+        model = Node
+        fields = ["name", "hostname", "gpu_allocatable", "gpu_product", "ready", "server", "mismatch", "seen_at"]
+
+
+class ClusterSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Cluster
+        fields = ["id", "name", "kind", "api_server", "health", "health_message", "checked_at", "synced_at"]
+
+
+class ClusterConnectSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=63)
+    kind = serializers.ChoiceField(choices=Cluster.Kind.choices, default=Cluster.Kind.KUBERNETES)
+    kubeconfig = serializers.CharField(required=False, allow_blank=True, write_only=True, trim_whitespace=False)
+
+
+class ClusterViewSet(viewsets.GenericViewSet):
+    """The owner's clusters. Connecting checks the kubeconfig against the cluster first."""
+
+    permission_classes = [IsOwner]
+    serializer_class = ClusterSerializer
+    queryset = Cluster.objects.none()  # for the schema
+
+    def _owner(self):
+        owner = owner_company_for_user(self.request.user)
+        if owner is None:
+            raise Http404("You are not a member of an owner company.")
+        return owner
+
+    def get_queryset(self):
+        return Cluster.objects.filter(owner=self._owner())
+
+    def list(self, request):
+        return Response(ClusterSerializer(self.get_queryset(), many=True).data)
+
+    def retrieve(self, request, pk=None):
+        return Response(ClusterSerializer(self.get_object()).data)
+
+    @extend_schema(request=ClusterConnectSerializer, responses={201: ClusterSerializer})
+    def create(self, request):
+        data = ClusterConnectSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        d = data.validated_data
+        if d["kind"] == Cluster.Kind.SIMULATED:
+            cluster = clusters.cluster_create_simulated(owner=self._owner(), name=d["name"])
+        else:
+            cluster = clusters.cluster_connect(owner=self._owner(), name=d["name"], kubeconfig=d.get("kubeconfig", ""))
+        return Response(ClusterSerializer(cluster).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses=NodeSerializer(many=True))
+    @action(detail=True, methods=["post"])
+    def sync(self, request, pk=None):
+        cluster = self.get_object()
+        nodes = clusters.cluster_sync(cluster=cluster)
+        return Response(NodeSerializer(nodes, many=True).data)
+
+    @extend_schema(responses=NodeSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def nodes(self, request, pk=None):
+        return Response(NodeSerializer(self.get_object().nodes.select_related("server"), many=True).data)
+
+
+class JobSerializer(serializers.ModelSerializer):
+    id = serializers.UUIDField(source="public_id", read_only=True)
+    booking = serializers.UUIDField(source="booking.public_id", read_only=True)
+    env = serializers.ListField(source="env_names", child=serializers.CharField(), read_only=True)
+
+    class Meta:
+        model = Job
+        fields = [
+            "id",
+            "booking",
+            "name",
+            "image",
+            "command",
+            "args",
+            "env",
+            "gpu_count",
+            "status",
+            "message",
+            "node_name",
+            "attempt",
+            "running_since",
+            "finished_at",
+            "gpu_seconds",
+            "created_at",
+        ]
+
+
+class JobRequestSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=63)
+    image = serializers.CharField(max_length=400)
+    command = serializers.ListField(child=serializers.CharField(allow_blank=True), required=False, default=list)
+    args = serializers.ListField(child=serializers.CharField(allow_blank=True), required=False, default=list)
+    env = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False, default=dict)
+    gpu_count = serializers.IntegerField(min_value=1)
+
+
+class BookingJobsApi(APIView):
+    """Submit a job to one of your paid bookings."""
+
+    permission_classes = [IsRenter]
+
+    @extend_schema(request=JobRequestSerializer, responses={201: JobSerializer})
+    def post(self, request, public_id):
+        booking = booking_selectors.booking_get_for_renter(renter=request.user, public_id=public_id)
+        if booking is None:
+            raise Http404("No such booking.")
+        data = JobRequestSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        job = jobs.job_submit(booking=booking, renter=request.user, **data.validated_data)
+        return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
+
+
+class JobViewSet(viewsets.GenericViewSet):
+    """The requesting renter's jobs; ``id`` is the job's public UUID."""
+
+    permission_classes = [IsRenter]
+    serializer_class = JobSerializer
+    lookup_field = "public_id"
+    queryset = Job.objects.none()  # for the schema
+
+    def get_queryset(self):
+        return selectors.renter_jobs(self.request.user)
+
+    def get_object(self):
+        return get_object_or_404(self.get_queryset(), public_id=self.kwargs["public_id"])
+
+    def list(self, request):
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(JobSerializer(page, many=True).data)
+
+    def retrieve(self, request, public_id=None):
+        return Response(JobSerializer(self.get_object()).data)
+
+    @extend_schema(request=None, responses=JobSerializer)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, public_id=None):
+        return Response(JobSerializer(jobs.job_cancel(job=self.get_object(), renter=request.user)).data)
+
+    @extend_schema(responses={200: serializers.DictField()})
+    @action(detail=True, methods=["get"])
+    def logs(self, request, public_id=None):
+        return Response({"logs": jobs.job_logs(job=self.get_object(), now=timezone.now())})
+
+
+class QuickBookSerializer(serializers.Serializer):
+    gpu_model = serializers.SlugRelatedField(slug_field="name", queryset=GpuModel.objects.all())
+    gpu_count = serializers.IntegerField(min_value=1, max_value=64)
+    hours = serializers.IntegerField(min_value=1, max_value=720)
+    price_cap = serializers.DecimalField(max_digits=10, decimal_places=2, min_value=0, required=False)
+    region = serializers.SlugRelatedField(slug_field="code", queryset=Region.objects.all(), required=False)
+
+
+class QuickBookApi(APIView):
+    """N GPUs of a model, now: the placement engine picks the server; the booking awaits payment."""
+
+    permission_classes = [IsRenter]
+
+    @extend_schema(request=QuickBookSerializer, responses={201: BookingSerializer})
+    def post(self, request):
+        data = QuickBookSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        d = data.validated_data
+        booking = quickbook.quick_book(
+            renter=request.user,
+            gpu_count=d["gpu_count"],
+            gpu_models=[d["gpu_model"]],
+            hours=d["hours"],
+            price_cap=d.get("price_cap"),
+            region=d.get("region"),
+        )
+        return Response(BookingSerializer(booking).data, status=status.HTTP_201_CREATED)

@@ -1,1 +1,109 @@
-"""Scheduler selectors (clusters, jobs, placement; see the app docstring)."""
+"""Scheduler reads: placement candidates, the nodes behind servers, job and
+cluster pages. The only door to ``financing`` (collateral weights)."""
+
+from datetime import datetime
+from decimal import Decimal
+
+from django.db.models import Count, Q, QuerySet
+
+from accounts.models import OwnerCompany, User
+from marketplace.models import BookingGpu, Gpu, Listing
+from marketplace.selectors.search import SearchQuery, listing_search
+from scheduler import placement
+from scheduler.models import Cluster, Job, Node
+
+
+def collateral_weights(server_ids) -> dict[int, float]:
+    """Server → how much its loan needs revenue (financing's view; 0–1)."""
+    from financing.selectors import placement_weights
+
+    return placement_weights(server_ids)
+
+
+def ready_node_for_server(server_id: int) -> Node | None:
+    """The cluster node that runs the server's GPUs, when it can take work."""
+    return (
+        Node.objects.select_related("cluster")
+        .filter(server_id=server_id, ready=True)
+        .exclude(cluster__health=Cluster.Health.UNHEALTHY)
+        .first()
+    )
+
+
+def placement_candidates(
+    *,
+    gpu_count: int,
+    gpu_model_ids: tuple[int, ...] = (),
+    min_vram_gb: int | None = None,
+    price_cap: Decimal | None = None,
+    start: datetime,
+    end: datetime,
+    exclude_server_id: int | None = None,
+    ready_nodes_only: bool = True,
+) -> tuple[list[placement.Node], dict[int, int], dict[int, Listing]]:
+    """Listings that could take ``gpu_count`` GPUs for [start, end), as the
+    placement engine's input: nodes, free GPUs per server, and the listing of
+    each server."""
+    listings = listing_search(
+        SearchQuery(
+            gpu_models=tuple(gpu_model_ids),
+            gpu_count=gpu_count,
+            min_vram_gb=min_vram_gb,
+            max_price=price_cap,
+            start=start,
+            end=end,
+        )
+    )
+    if exclude_server_id:
+        listings = listings.exclude(server_id=exclude_server_id)
+    if ready_nodes_only:
+        listings = listings.filter(server__cluster_node__ready=True).exclude(
+            server__cluster_node__cluster__health=Cluster.Health.UNHEALTHY
+        )
+    by_server = {listing.server_id: listing for listing in listings}
+    if not by_server:
+        return [], {}, {}
+    in_service = dict(
+        Gpu.objects.filter(server_id__in=by_server, status=Gpu.Status.AVAILABLE)
+        .values("server_id")
+        .annotate(n=Count("id"))
+        .values_list("server_id", "n")
+    )
+    held = dict(
+        BookingGpu.objects.filter(server_id__in=by_server, held=True, start__lt=end, end__gt=start)
+        .values("server_id")
+        .annotate(n=Count("gpu_id", distinct=True))
+        .values_list("server_id", "n")
+    )
+    nodes = [
+        placement.Node(
+            server_id=server_id,
+            model=listing.gpu_model.name,
+            gpus=listing.gpus_in_service,
+            vram_gb=listing.vram_gb or 0,
+            price=listing.price_per_gpu_hour,
+            region=listing.region.code,
+        )
+        for server_id, listing in by_server.items()
+    ]
+    free = {server_id: in_service.get(server_id, 0) - held.get(server_id, 0) for server_id in by_server}
+    return nodes, free, by_server
+
+
+def owner_clusters(owner: OwnerCompany) -> QuerySet[Cluster]:
+    return Cluster.objects.filter(owner=owner).annotate(
+        node_count=Count("nodes"),
+        ready_count=Count("nodes", filter=Q(nodes__ready=True)),
+        mismatch_count=Count("nodes", filter=~Q(nodes__mismatch="")),
+    )
+
+
+def renter_jobs(user: User) -> QuerySet[Job]:
+    return Job.objects.filter(renter=user).select_related("booking__listing__gpu_model", "cluster")
+
+
+def booking_live_gpus(booking_id: int, *, exclude_job: int | None = None) -> int:
+    jobs = Job.objects.filter(booking_id=booking_id, status__in=Job.LIVE)
+    if exclude_job:
+        jobs = jobs.exclude(pk=exclude_job)
+    return sum(jobs.values_list("gpu_count", flat=True))

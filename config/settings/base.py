@@ -206,6 +206,9 @@ STRIPE_TIMEOUT_SECONDS = env.int("STRIPE_TIMEOUT_SECONDS", default=20)
 BOOKING_PAYMENT_HOLD_MINUTES = env.int("BOOKING_PAYMENT_HOLD_MINUTES", default=15)
 # How far ahead a booking may end, and how far ahead weekly availability is expanded.
 BOOKING_HORIZON_DAYS = env.int("BOOKING_HORIZON_DAYS", default=90)
+# A booking is closed (undelivered time refunded) this long after its end, so
+# that the scheduler's last usage report for it arrives first.
+BOOKING_USAGE_GRACE_SECONDS = env.int("BOOKING_USAGE_GRACE_SECONDS", default=120)
 CELERY_BEAT_SCHEDULE = {
     "financing-ledger-pull": {"task": "financing.tasks.ledger_pull", "schedule": 60.0},
     "financing-appraisals": {"task": "financing.tasks.appraisals_daily", "schedule": 24 * 3600.0},
@@ -214,6 +217,8 @@ CELERY_BEAT_SCHEDULE = {
     "marketplace-extend-availability": {"task": "marketplace.tasks.availability_extend", "schedule": 24 * 3600.0},
     "marketplace-retry-refunds": {"task": "marketplace.tasks.refunds_retry", "schedule": 300.0},
     "marketplace-retry-webhooks": {"task": "marketplace.tasks.webhooks_retry", "schedule": 300.0},
+    "scheduler-tick": {"task": "scheduler.tasks.jobs_tick", "schedule": 15.0},
+    "scheduler-node-sync": {"task": "scheduler.tasks.clusters_sync", "schedule": 300.0},
 }
 
 # --- Financing: the waterfall's rates (fractions of each settlement's gross).
@@ -236,6 +241,23 @@ LOAN_GRACE_DAYS = env.int("LOAN_GRACE_DAYS", default=5)
 LOAN_GRACE_APR = Decimal(env("LOAN_GRACE_APR", default="0.05"))  # extra, on principal overdue past the grace period
 LOAN_DEFAULT_DPD = env.int("LOAN_DEFAULT_DPD", default=60)
 PROTOCOL_OWNER_NAME = env("PROTOCOL_OWNER_NAME", default="InfraFi Protocol")
+
+# --- Scheduler.
+# Fernet keys (comma-separated, newest first) encrypting kubeconfigs and job
+# environments at rest. Empty: a key derived from SECRET_KEY (embedded mode
+# only; production requires SCHEDULER_ENCRYPTION_KEYS).
+SCHEDULER_ENCRYPTION_KEYS = env.list("SCHEDULER_ENCRYPTION_KEYS", default=[])
+SCHEDULER_KUBE_TIMEOUT_SECONDS = env.float("SCHEDULER_KUBE_TIMEOUT_SECONDS", default=10.0)
+SCHEDULER_KUBE_RETRIES = env.int("SCHEDULER_KUBE_RETRIES", default=3)
+SCHEDULER_JOB_TTL_SECONDS = env.int("SCHEDULER_JOB_TTL_SECONDS", default=3600)
+# The simulated cluster: seconds from creation until a pod runs.
+SCHEDULER_SIM_START_SECONDS = env.int("SCHEDULER_SIM_START_SECONDS", default=5)
+# Usage of a running job is reported at most this often (and at its end).
+SCHEDULER_METER_SECONDS = env.int("SCHEDULER_METER_SECONDS", default=300)
+# Each interruption moves a listing's reliability this share of the way to 0;
+# each job that runs to its end moves it this share of the way to 1.
+SCHEDULER_RELIABILITY_PENALTY = Decimal(env("SCHEDULER_RELIABILITY_PENALTY", default="0.05"))
+SCHEDULER_RELIABILITY_RECOVERY = Decimal(env("SCHEDULER_RELIABILITY_RECOVERY", default="0.01"))
 
 # The ledger's covering index (INCLUDE amount) serves balances on PostgreSQL;
 # SQLite builds it without the included column, which is fine for the demo.

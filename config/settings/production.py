@@ -14,6 +14,7 @@ DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS")
 
 CELERY_BROKER_URL = env("CELERY_BROKER_URL")
+SCHEDULER_ENCRYPTION_KEYS = env.list("SCHEDULER_ENCRYPTION_KEYS")
 CELERY_TASK_ALWAYS_EAGER = False
 
 EMAIL_BACKEND = env("DJANGO_EMAIL_BACKEND", default="django.core.mail.backends.smtp.EmailBackend")

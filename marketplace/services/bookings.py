@@ -439,8 +439,10 @@ def booking_record_usage(
                 interval_end=interval_end,
                 gpu_seconds=gpu_seconds,
             )
-            total = locked.gpu_seconds_booked
+            total = locked.gpu_seconds_payable
             delivered = min(locked.delivered_gpu_seconds + gpu_seconds, total)
+            if total <= 0:  # everything booked was lost and refunded: nothing left to earn
+                return None
             earned_total = money.pro_rata(locked.amount_paid - locked.amount_refunded, delivered, total)
             gross = max(earned_total - locked.amount_earned, Decimal(0))
             locked.delivered_gpu_seconds = delivered
@@ -545,11 +547,90 @@ def booking_cancel(*, booking: Booking, renter: User, now: datetime | None = Non
     return locked
 
 
+# --- Failures and failover (called by the scheduler) -------------------------------
+
+
+def booking_interrupt(*, booking: Booking, failed_at: datetime, resumed_at: datetime | None, key: str) -> Refund | None:
+    """A failure took the booking's GPUs away at ``failed_at``; refund the lost time now.
+
+    ``resumed_at`` is when replacement GPUs were booked (failover), or None
+    when there are none: then everything from the failure to the end is
+    lost and the holds on the failed server end at ``failed_at``. The lost
+    GPU-seconds leave the payable total, so the delivered time before and
+    after still earns the owner exactly its share (see
+    ``booking_record_usage``). Replaying ``key`` changes nothing.
+    """
+    with transaction.atomic():
+        locked = _lock(booking)
+        if locked.status not in (Booking.Status.CONFIRMED, Booking.Status.ACTIVE):
+            return None
+        key = f"downtime-{key}"
+        if Refund.objects.filter(booking=locked, idempotency_key=f"booking-{locked.public_id}-refund-{key}").exists():
+            return None
+        failed_at = max(failed_at, locked.start)
+        until = min(resumed_at or locked.end, locked.end)
+        lost = locked.gpu_count * max(0, int((until - failed_at).total_seconds()))
+        lost = min(lost, locked.gpu_seconds_payable - locked.delivered_gpu_seconds)
+        if resumed_at is None:
+            BookingGpu.objects.filter(booking=locked, held=True, end__gt=failed_at).update(end=failed_at)
+        if lost <= 0:
+            return None
+        # The lost share of what is still payable, to the cent, rounded down.
+        refund = money.cents_down(
+            money.pro_rata(
+                locked.amount_paid - locked.amount_refunded - locked.amount_earned,
+                lost,
+                locked.gpu_seconds_payable - locked.delivered_gpu_seconds,
+            )
+        )
+        locked.lost_gpu_seconds = locked.lost_gpu_seconds + lost
+        locked.amount_refunded = locked.amount_refunded + refund
+        locked.save(update_fields=["lost_gpu_seconds", "amount_refunded"])
+    return _refund(booking=locked, amount=refund, reason=Refund.Reason.DOWNTIME, key=key)
+
+
+def booking_move(*, booking: Booking, listing: Listing, at: datetime) -> Booking:
+    """Re-book the rest of the window, [at, end), on another listing's server (failover).
+
+    The renter keeps the booked price (the scheduler only moves to GPUs
+    priced at or below it), the new owner earns the delivered time from
+    ``at`` on, and the holds on the old server end at ``at``. Raises
+    ``ConflictError`` when the target's GPUs are no longer free.
+    """
+    with transaction.atomic():
+        locked = _lock(booking)
+        if locked.status not in (Booking.Status.CONFIRMED, Booking.Status.ACTIVE) or at >= locked.end:
+            raise ValidationError({"booking": "Only a confirmed or active booking with time left can be moved."})
+        if listing.server_id == locked.server_id:
+            raise ValidationError({"listing": "The booking already runs on this server."})
+        if listing.status != Listing.Status.ACTIVE or listing.price_per_gpu_hour > locked.price_per_gpu_hour:
+            raise ValidationError({"listing": "The replacement must be active and cost no more than the booked price."})
+        start = max(at, locked.start)
+        Server.objects.select_for_update().only("pk").get(pk=listing.server_id)
+        free = free_gpu_ids(server_id=listing.server_id, start=start, end=locked.end)
+        if len(free) < locked.gpu_count:
+            raise ConflictError({"listing": "The replacement's GPUs are no longer free."}, code="conflict")
+        BookingGpu.objects.filter(booking=locked, held=True, end__gt=start).update(end=start)
+        try:
+            with transaction.atomic():
+                BookingGpu.objects.bulk_create(
+                    BookingGpu(booking=locked, gpu_id=gpu_id, server_id=listing.server_id, start=start, end=locked.end)
+                    for gpu_id in free[: locked.gpu_count]
+                )
+        except IntegrityError as exc:
+            raise ConflictError({"listing": "The replacement's GPUs were just booked."}, code="conflict") from exc
+        locked.listing = listing
+        locked.server_id = listing.server_id
+        locked.save(update_fields=["listing", "server"])
+    return locked
+
+
 # --- Time passing ------------------------------------------------------------------
 
 
 def bookings_tick(*, now: datetime | None = None) -> dict[str, int]:
-    """Periodic: expire unpaid holds, start confirmed bookings, complete ended ones."""
+    """Periodic: expire unpaid holds, start confirmed bookings, complete ended ones
+    (``BOOKING_USAGE_GRACE_SECONDS`` after their end, once the last usage is in)."""
     now = now or timezone.now()
     expired = 0
     for booking in Booking.objects.filter(status=Booking.Status.PENDING_PAYMENT, expires_at__lte=now):
@@ -562,7 +643,10 @@ def bookings_tick(*, now: datetime | None = None) -> dict[str, int]:
         status=Booking.Status.ACTIVE, started_at=now
     )
     completed = 0
-    for booking in Booking.objects.filter(status__in=[Booking.Status.CONFIRMED, Booking.Status.ACTIVE], end__lte=now):
+    closing = now - timedelta(seconds=settings.BOOKING_USAGE_GRACE_SECONDS)
+    for booking in Booking.objects.filter(
+        status__in=[Booking.Status.CONFIRMED, Booking.Status.ACTIVE], end__lte=closing
+    ):
         booking_complete(booking=booking, now=now)
         completed += 1
     return {"expired": expired, "started": started, "completed": completed}

@@ -7,7 +7,7 @@ slot that covers [start, end)? A listing without rules is always available.
 """
 
 from datetime import UTC, datetime, time, timedelta
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -200,3 +200,19 @@ def availability_extend_all(*, now: datetime | None = None) -> int:
             availability_rebuild(listing=listing, now=now)
         count += 1
     return count
+
+
+def listing_record_reliability(*, server_id: int, interrupted: bool) -> None:
+    """Move the listing's reliability towards 0 after an interruption, towards 1
+    after a job served to its end (exponential smoothing, 4 places)."""
+    with transaction.atomic():
+        listing = Listing.objects.select_for_update().filter(server_id=server_id).first()
+        if listing is None:
+            return
+        old = listing.reliability
+        if interrupted:
+            new = old * (1 - settings.SCHEDULER_RELIABILITY_PENALTY)
+        else:
+            new = old + (1 - old) * settings.SCHEDULER_RELIABILITY_RECOVERY
+        listing.reliability = new.quantize(Decimal("0.0001"), rounding=ROUND_DOWN)
+        listing.save(update_fields=["reliability"])

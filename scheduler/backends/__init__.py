@@ -1,0 +1,27 @@
+"""Cluster backends: one interface (``base.ClusterBackend``), two implementations."""
+
+from collections.abc import Callable
+from datetime import datetime
+
+from django.utils import timezone
+
+from scheduler import crypto
+from scheduler.backends.base import ClusterBackend
+from scheduler.models import Cluster
+
+
+def backend_for(cluster: Cluster, *, clock: Callable[[], datetime] = timezone.now) -> ClusterBackend:
+    """The backend that speaks to ``cluster``."""
+    if cluster.simulated:
+        from scheduler.backends.simulated import SimulatedBackend
+
+        return SimulatedBackend(cluster, clock=clock)
+    from django.conf import settings
+
+    from scheduler.backends.kubernetes import KubernetesBackend
+
+    return KubernetesBackend(
+        crypto.unseal(cluster.kubeconfig_sealed),
+        timeout=settings.SCHEDULER_KUBE_TIMEOUT_SECONDS,
+        retries=settings.SCHEDULER_KUBE_RETRIES,
+    )

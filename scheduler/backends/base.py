@@ -1,0 +1,108 @@
+"""The one interface every cluster backend implements.
+
+The scheduler's services talk to clusters only through ``ClusterBackend``:
+``KubernetesBackend`` (the official client against a real API server) and
+``SimulatedBackend`` (the embedded default, state in the database). Values
+crossing the interface are plain dataclasses, so services never see a
+Kubernetes object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol
+
+# Labels every Job of ours carries; the garbage collector selects on MANAGED_BY.
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "infrafi"
+LABEL_BOOKING = "infrafi.io/booking"
+LABEL_JOB = "infrafi.io/job"
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+HOSTNAME_LABEL = "kubernetes.io/hostname"
+
+
+class BackendError(Exception):
+    """The cluster could not be reached or answered with an error (after retries)."""
+
+
+class BackendForbidden(BackendError):
+    """The credentials work but lack a permission we need (e.g. create Jobs)."""
+
+
+class Phase(StrEnum):
+    PENDING = "pending"  # created, no pod running yet
+    RUNNING = "running"  # a pod is running
+    SUCCEEDED = "succeeded"  # the pod exited 0
+    FAILED = "failed"  # the pod exited non-zero, or the deadline passed
+    INTERRUPTED = "interrupted"  # pod evicted, or its node NotReady
+    GONE = "gone"  # no such Job (deleted, or never created)
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    name: str  # the node's name (= its kubernetes.io/hostname label when present)
+    hostname: str
+    gpu_allocatable: int
+    gpu_product: str  # the nvidia.com/gpu.product label, "" when absent
+    ready: bool
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    name: str  # a DNS-1123 name, unique in its namespace
+    namespace: str
+    node: str  # hostname the pod is pinned to
+    image: str
+    command: list[str]
+    args: list[str]
+    env: dict[str, str]
+    gpu_count: int
+    active_deadline_seconds: int
+    labels: dict[str, str] = field(default_factory=dict)
+    ttl_seconds_after_finished: int = 3600
+
+
+@dataclass(frozen=True)
+class JobState:
+    uid: str  # the Job's metadata.uid ("" when GONE)
+    phase: Phase
+    running_since: datetime | None = None  # when its pod's container started running
+    finished_at: datetime | None = None  # when it stopped running (any terminal phase)
+    node: str = ""
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class JobRef:
+    namespace: str
+    name: str
+    labels: dict[str, str]
+
+
+class ClusterBackend(Protocol):
+    simulated: bool
+
+    def check(self) -> None:
+        """Reachable, and allowed to create Jobs; raises BackendError / BackendForbidden."""
+
+    def list_nodes(self) -> list[NodeInfo]: ...
+
+    def ensure_namespace(self, name: str) -> None:
+        """Create the namespace if absent (409 = already there)."""
+
+    def create_job(self, spec: JobSpec) -> JobState:
+        """Create the Job; 409 means it already exists, and its state is returned."""
+
+    def job_state(self, namespace: str, name: str) -> JobState: ...
+
+    def list_jobs(self) -> list[JobRef]:
+        """Every Job we manage (label app.kubernetes.io/managed-by=infrafi), in all namespaces."""
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        """Delete the Job and its pods (background propagation); 404 is fine."""
+
+    def logs_tail(self, namespace: str, name: str, lines: int = 100) -> str:
+        """The last ``lines`` lines of the Job's pod log ("" when no pod yet)."""

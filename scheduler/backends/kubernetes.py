@@ -1,0 +1,472 @@
+"""``KubernetesBackend``: the one module that talks to a Kubernetes API server.
+
+It uses the official synchronous client (``kubernetes``) with a private
+``ApiClient`` built from the cluster's kubeconfig: the process-wide default
+configuration and ``~/.kube`` are never read or written, so many clusters can
+be driven from one process.
+
+Every call has an explicit timeout, is retried with exponential backoff on
+5xx, 429 and connection errors, and ends in ``BackendError`` when the retries
+run out; 401/403 raise ``BackendForbidden`` at once (retrying cannot help).
+
+The kubeconfig comes from a GPU owner, so it is untrusted input: only inline
+credentials are accepted (``token``, ``client-certificate-data``...). Exec
+plugins, auth providers and file paths would run commands or read files on
+our servers, and are refused with ``KubeconfigInvalid``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import urllib3
+import yaml
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+from kubernetes.config.kube_config import load_kube_config_from_dict
+
+from scheduler.backends.base import (
+    GPU_PRODUCT_LABEL,
+    GPU_RESOURCE,
+    HOSTNAME_LABEL,
+    LABEL_MANAGED_BY,
+    MANAGED_BY,
+    BackendError,
+    BackendForbidden,
+    JobRef,
+    JobSpec,
+    JobState,
+    NodeInfo,
+    Phase,
+)
+
+T = TypeVar("T")
+
+CONTAINER_NAME = "main"
+# The Job controller labels its pods with both (the unprefixed one before Kubernetes 1.27 only).
+POD_JOB_LABELS = ("batch.kubernetes.io/job-name", "job-name")
+MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+MAX_BACKOFF_SECONDS = 10.0
+# Kubeconfig keys that make the client run a program or read a local file.
+UNSAFE_USER_KEYS = ("exec", "auth-provider", "tokenFile", "client-certificate", "client-key", "username", "password")
+UNSAFE_CLUSTER_KEYS = ("certificate-authority",)
+
+
+class KubeconfigInvalid(BackendError):
+    """The kubeconfig cannot be used: malformed, incomplete, or it asks for files or programs."""
+
+
+class _NotFound(BackendError):
+    """404 from the API server (callers decide whether that is fine)."""
+
+
+class _Conflict(BackendError):
+    """409 from the API server (the object already exists)."""
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def _condition(conditions: Iterable[Any] | None, type_: str) -> Any | None:
+    """The condition of that type whose status is "True", if any."""
+    for condition in conditions or ():
+        if condition.type == type_ and condition.status == "True":
+            return condition
+    return None
+
+
+def _api_message(exc: ApiException) -> str:
+    """The ``message`` of the Status the server answered with, else the HTTP reason."""
+    try:
+        body = json.loads(exc.body or "")
+    except (TypeError, ValueError):
+        body = None
+    if isinstance(body, dict) and body.get("message"):
+        return str(body["message"])
+    return str(exc.reason or "")
+
+
+def _parse_kubeconfig(kubeconfig: str | dict, context: str | None) -> dict:
+    if isinstance(kubeconfig, str):
+        try:
+            config = yaml.safe_load(kubeconfig)
+        except yaml.YAMLError as exc:
+            raise KubeconfigInvalid(f"The kubeconfig is not valid YAML: {exc}") from exc
+    else:
+        config = kubeconfig
+    if not isinstance(config, dict):
+        raise KubeconfigInvalid("The kubeconfig must be a YAML mapping with clusters, users and contexts.")
+
+    def named(section: str, name: Any) -> dict:
+        for entry in config.get(section) or ():
+            if isinstance(entry, dict) and entry.get("name") == name:
+                return entry
+        raise KubeconfigInvalid(f"The kubeconfig has no entry named {name!r} in {section!r}.")
+
+    context_name = context or config.get("current-context")
+    if not context_name:
+        raise KubeconfigInvalid("The kubeconfig has no current-context (and none was given).")
+    ctx = named("contexts", context_name).get("context")
+    if not isinstance(ctx, dict) or not ctx.get("cluster"):
+        raise KubeconfigInvalid(f"The kubeconfig context {context_name!r} names no cluster.")
+    cluster = named("clusters", ctx["cluster"]).get("cluster")
+    if not isinstance(cluster, dict) or not cluster.get("server"):
+        raise KubeconfigInvalid(f"The kubeconfig cluster {ctx['cluster']!r} has no server URL.")
+    if not str(cluster["server"]).startswith(("https://", "http://")):
+        raise KubeconfigInvalid(f"The kubeconfig server must be an http(s) URL, not {cluster['server']!r}.")
+    unsafe = [key for key in UNSAFE_CLUSTER_KEYS if key in cluster]
+    if ctx.get("user"):
+        user = named("users", ctx["user"]).get("user") or {}
+        if not isinstance(user, dict):
+            raise KubeconfigInvalid(f"The kubeconfig user {ctx['user']!r} is not a mapping.")
+        unsafe += [key for key in UNSAFE_USER_KEYS if key in user]
+    if unsafe:
+        raise KubeconfigInvalid(
+            f"The kubeconfig uses {', '.join(unsafe)}: only inline credentials are accepted "
+            "(token, client-certificate-data, client-key-data, certificate-authority-data)."
+        )
+    return config
+
+
+class KubernetesBackend:
+    """A cluster behind a Kubernetes API server (see the module docstring)."""
+
+    simulated = False
+
+    def __init__(
+        self,
+        kubeconfig: str | dict,
+        *,
+        context: str | None = None,
+        timeout: float = 10,
+        retries: int = 3,
+        backoff: float = 0.2,
+    ) -> None:
+        config = _parse_kubeconfig(kubeconfig, context)
+        configuration = client.Configuration()
+        try:
+            load_kube_config_from_dict(
+                config, context=context, client_configuration=configuration, persist_config=False
+            )
+        except (ConfigException, KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise KubeconfigInvalid(f"The kubeconfig cannot be loaded: {exc}") from exc
+        # Our own loop retries (with backoff, on the statuses we choose); urllib3's would multiply it.
+        configuration.retries = False
+        self._api = client.ApiClient(configuration=configuration)
+        self._timeout = (timeout, timeout)  # (connect, read); the client ignores a float
+        self._retries = retries
+        self._backoff = backoff
+        self._core = client.CoreV1Api(self._api)
+        self._batch = client.BatchV1Api(self._api)
+
+    def close(self) -> None:
+        self._api.close()
+
+    # -- the interface --
+
+    def check(self) -> None:
+        self._call("read the server version", client.VersionApi(self._api).get_code)
+        review = client.V1SelfSubjectAccessReview(
+            spec=client.V1SelfSubjectAccessReviewSpec(
+                resource_attributes=client.V1ResourceAttributes(verb="create", group="batch", resource="jobs")
+            )
+        )
+        answer = self._call(
+            "review our permissions", client.AuthorizationV1Api(self._api).create_self_subject_access_review, review
+        )
+        status = answer.status
+        if status is None or not status.allowed:
+            reason = (status.reason if status else "") or "no reason given"
+            raise BackendForbidden(f"These credentials may not create batch/v1 Jobs ({reason}).")
+
+    def list_nodes(self) -> list[NodeInfo]:
+        nodes = self._call("list nodes", self._core.list_node).items
+        return [self._node_info(node) for node in nodes]
+
+    def ensure_namespace(self, name: str) -> None:
+        body = {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": name,
+                "labels": {
+                    LABEL_MANAGED_BY: MANAGED_BY,
+                    # Our pods meet the restricted profile; nobody else's should run here.
+                    "pod-security.kubernetes.io/enforce": "restricted",
+                },
+            },
+        }
+        try:
+            self._call(f"create namespace {name}", self._core.create_namespace, body)
+        except _Conflict:
+            pass
+
+    def create_job(self, spec: JobSpec) -> JobState:
+        try:
+            job = self._call(
+                f"create job {spec.namespace}/{spec.name}",
+                self._batch.create_namespaced_job,
+                spec.namespace,
+                job_manifest(spec),
+            )
+        except _Conflict:
+            state = self.job_state(spec.namespace, spec.name)
+            if state.phase is Phase.GONE:  # deleted between our create and read: a retry will create it
+                raise BackendError(f"Job {spec.namespace}/{spec.name} was being deleted; try again.") from None
+            return state
+        return JobState(uid=job.metadata.uid or "", phase=Phase.PENDING, node=spec.node)
+
+    def job_state(self, namespace: str, name: str) -> JobState:
+        try:
+            job = self._call(f"read job {namespace}/{name}", self._batch.read_namespaced_job, name, namespace)
+        except _NotFound:
+            return JobState(uid="", phase=Phase.GONE)
+        if (job.metadata.labels or {}).get(LABEL_MANAGED_BY) != MANAGED_BY:
+            raise BackendError(f"Job {namespace}/{name} exists but is not managed by {MANAGED_BY}.")
+        pod = self._newest_pod(namespace, name, job.metadata.uid)
+        return self._state(job, pod)
+
+    def list_jobs(self) -> list[JobRef]:
+        jobs = self._call("list jobs", self._batch.list_job_for_all_namespaces, label_selector=MANAGED_SELECTOR).items
+        # The selector is re-checked here: the garbage collector deletes whatever this returns.
+        return [
+            JobRef(namespace=job.metadata.namespace, name=job.metadata.name, labels=dict(job.metadata.labels or {}))
+            for job in jobs
+            if (job.metadata.labels or {}).get(LABEL_MANAGED_BY) == MANAGED_BY
+        ]
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        try:
+            self._call(
+                f"delete job {namespace}/{name}",
+                self._batch.delete_namespaced_job,
+                name,
+                namespace,
+                propagation_policy="Background",
+                _preload_content=False,  # the answer (a Status or the Job) is not needed
+            )
+        except _NotFound:
+            pass
+
+    def logs_tail(self, namespace: str, name: str, lines: int = 100) -> str:
+        pod = self._newest_pod(namespace, name, None)
+        if pod is None:
+            return ""
+        try:
+            response = self._call(
+                f"read the log of pod {namespace}/{pod.metadata.name}",
+                self._core.read_namespaced_pod_log,
+                pod.metadata.name,
+                namespace,
+                container=CONTAINER_NAME,
+                tail_lines=lines,
+                # Raw bytes: the client would json-parse a log that happens to look like JSON.
+                _preload_content=False,
+            )
+        except _NotFound:  # the pod went away since we listed it
+            return ""
+        except BackendError as exc:
+            # 400 "container ... is waiting to start": no log yet.
+            if isinstance(exc.__cause__, ApiException) and exc.__cause__.status == 400:
+                return ""
+            raise
+        return response.data.decode("utf-8", errors="replace")
+
+    # -- helpers --
+
+    def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)`` with our timeout, retried on transient errors; errors mapped to ours."""
+        attempt = 0
+        while True:
+            retry_after = 0.0
+            try:
+                return fn(*args, _request_timeout=self._timeout, **kwargs)
+            except ApiException as exc:
+                status = exc.status or 0
+                message = f"Could not {what}: HTTP {status} {_api_message(exc)}".rstrip()
+                if status in (401, 403):
+                    raise BackendForbidden(message) from exc
+                if status == 404:
+                    raise _NotFound(message) from exc
+                if status == 409:
+                    raise _Conflict(message) from exc
+                if status not in RETRYABLE_STATUSES or attempt >= self._retries:
+                    suffix = f" (after {attempt + 1} attempts)" if status in RETRYABLE_STATUSES else ""
+                    raise BackendError(message + suffix) from exc
+                header = (exc.headers or {}).get("Retry-After", "")
+                retry_after = float(header) if header.isdigit() else 0.0
+            except urllib3.exceptions.HTTPError as exc:  # refused, reset, timed out...
+                if attempt >= self._retries:
+                    raise BackendError(f"Could not {what}: {exc} (after {attempt + 1} attempts)") from exc
+            delay = max(self._backoff * 2**attempt, retry_after)
+            time.sleep(min(delay, MAX_BACKOFF_SECONDS))
+            attempt += 1
+
+    @staticmethod
+    def _node_info(node: Any) -> NodeInfo:
+        labels = node.metadata.labels or {}
+        allocatable = (node.status.allocatable if node.status else None) or {}
+        try:
+            gpus = int(allocatable.get(GPU_RESOURCE, 0))
+        except ValueError:
+            gpus = 0
+        ready = _condition(node.status.conditions if node.status else None, "Ready") is not None
+        return NodeInfo(
+            name=node.metadata.name,
+            hostname=labels.get(HOSTNAME_LABEL, node.metadata.name),
+            gpu_allocatable=gpus,
+            gpu_product=labels.get(GPU_PRODUCT_LABEL, ""),
+            ready=ready,
+        )
+
+    def _newest_pod(self, namespace: str, job_name: str, job_uid: str | None) -> Any | None:
+        """The Job's most recently created pod (pods of an older Job of that name are skipped)."""
+        for label in POD_JOB_LABELS:
+            pods = self._call(
+                f"list the pods of job {namespace}/{job_name}",
+                self._core.list_namespaced_pod,
+                namespace,
+                label_selector=f"{label}={job_name}",
+            ).items
+            pods = [
+                pod
+                for pod in pods
+                if (pod.metadata.labels or {}).get(label) == job_name
+                and (job_uid is None or all(ref.uid == job_uid for ref in pod.metadata.owner_references or () if ref.kind == "Job"))
+            ]
+            if pods:
+                epoch = datetime.min.replace(tzinfo=UTC)
+                return max(pods, key=lambda pod: (_utc(pod.metadata.creation_timestamp) or epoch, pod.metadata.name))
+        return None
+
+    def _node_not_ready_since(self, node_name: str) -> tuple[bool, datetime | None]:
+        """(is the node NotReady or gone, since when)."""
+        try:
+            node = self._call(f"read node {node_name}", self._core.read_node, node_name)
+        except _NotFound:
+            return True, None
+        for condition in (node.status.conditions if node.status else None) or ():
+            if condition.type == "Ready":
+                return condition.status != "True", _utc(condition.last_transition_time)
+        return True, None
+
+    def _state(self, job: Any, pod: Any | None) -> JobState:
+        uid = job.metadata.uid or ""
+        job_conditions = job.status.conditions if job.status else None
+        selector = (job.spec.template.spec.node_selector if job.spec and job.spec.template.spec else None) or {}
+        node = (pod.spec.node_name if pod is not None and pod.spec else None) or selector.get(HOSTNAME_LABEL, "")
+
+        pod_status = pod.status if pod is not None and pod.status else None
+        container = None
+        if pod_status is not None:
+            statuses = pod_status.container_statuses or []
+            container = next((c for c in statuses if c.name == CONTAINER_NAME), statuses[0] if statuses else None)
+        running = container.state.running if container is not None and container.state else None
+        terminated = container.state.terminated if container is not None and container.state else None
+        running_since = _utc(
+            (running.started_at if running else None) or (terminated.started_at if terminated else None)
+        )
+        if running_since is None and pod_status is not None and pod_status.phase == "Running":
+            running_since = _utc(pod_status.start_time)
+        terminated_at = _utc(terminated.finished_at) if terminated else None
+
+        disruption = _condition(pod_status.conditions if pod_status else None, "DisruptionTarget")
+        evicted = pod_status is not None and pod_status.reason == "Evicted"
+
+        def interrupted(message: str, noticed: datetime | None) -> JobState:
+            at = terminated_at or (_utc(disruption.last_transition_time) if disruption else None) or noticed
+            at = at or datetime.now(UTC)  # no timestamp anywhere: now is when we noticed
+            return JobState(uid, Phase.INTERRUPTED, running_since, at, node, message)
+
+        def eviction_message() -> str:
+            if evicted:
+                return f"Evicted: {pod_status.message}" if pod_status.message else "Evicted"
+            return f"Disrupted: {disruption.reason or ''} {disruption.message or ''}".strip()
+
+        complete = _condition(job_conditions, "Complete")
+        if complete is not None:
+            at = terminated_at or _utc(job.status.completion_time) or _utc(complete.last_transition_time)
+            return JobState(uid, Phase.SUCCEEDED, running_since, at, node)
+        failed = _condition(job_conditions, "Failed")
+        if failed is not None:
+            if evicted or disruption is not None:
+                return interrupted(eviction_message(), _utc(failed.last_transition_time))
+            at = terminated_at or _utc(failed.last_transition_time)
+            return JobState(uid, Phase.FAILED, running_since, at, node, failed.reason or failed.message or "Failed")
+
+        if pod_status is None:
+            return JobState(uid, Phase.PENDING, node=node)
+        if evicted or disruption is not None:
+            return interrupted(eviction_message(), None)
+        if pod_status.phase == "Running":
+            not_ready, since = self._node_not_ready_since(node) if node else (False, None)
+            if not_ready:
+                return interrupted(f"Node {node} is NotReady", since)
+            return JobState(uid, Phase.RUNNING, running_since, node=node)
+        if pod_status.phase == "Succeeded":
+            return JobState(uid, Phase.SUCCEEDED, running_since, terminated_at, node)
+        if pod_status.phase == "Failed":
+            message = "Failed"
+            if terminated is not None:
+                message = f"{terminated.reason or 'Error'} (exit code {terminated.exit_code})"
+            return JobState(uid, Phase.FAILED, running_since, terminated_at, node, message)
+        return JobState(uid, Phase.PENDING, node=node)
+
+
+def job_manifest(spec: JobSpec) -> dict:
+    """The batch/v1 Job we create for ``spec``: pinned to its node, GPUs reserved, no privileges."""
+    labels = {**spec.labels, LABEL_MANAGED_BY: MANAGED_BY}
+    gpus = {GPU_RESOURCE: str(spec.gpu_count)}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": spec.name, "namespace": spec.namespace, "labels": labels},
+        "spec": {
+            "backoffLimit": 0,
+            "completions": 1,
+            "parallelism": 1,
+            "activeDeadlineSeconds": spec.active_deadline_seconds,
+            "ttlSecondsAfterFinished": spec.ttl_seconds_after_finished,
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "nodeSelector": {HOSTNAME_LABEL: spec.node},
+                    "tolerations": [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}],
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "hostNetwork": False,
+                    "hostPID": False,
+                    "hostIPC": False,
+                    "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [
+                        {
+                            "name": CONTAINER_NAME,
+                            "image": spec.image,
+                            "command": list(spec.command),
+                            "args": list(spec.args),
+                            "env": [{"name": key, "value": value} for key, value in sorted(spec.env.items())],
+                            "resources": {"limits": gpus, "requests": dict(gpus)},
+                            "securityContext": {
+                                "allowPrivilegeEscalation": False,
+                                "privileged": False,
+                                "runAsNonRoot": True,
+                                "capabilities": {"drop": ["ALL"]},
+                            },
+                        }
+                    ],
+                },
+            },
+        },
+    }

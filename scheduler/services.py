@@ -1,1 +1,0 @@
-"""Scheduler services (clusters, jobs, placement; see the app docstring)."""

@@ -1,0 +1,1 @@
+"""Scheduler services: clusters and node sync, jobs (lifecycle, metering, failover), quick book."""

@@ -1,0 +1,470 @@
+"""Jobs: a renter's work on a booking, from submission to its end.
+
+Lifecycle: ``pending`` (submitted; waiting for the booking's start, or for
+its pod) → ``running`` → ``succeeded`` / ``failed`` / ``stopped`` (by the
+renter, or at the booking's end) / ``interrupted`` (node lost or pod
+evicted, and no equivalent GPU free). ``jobs_tick`` drives it: at the
+booking's start it creates one Kubernetes Job per attempt, polls its state,
+meters GPU-seconds into the marketplace (idempotent by the Job's UID and the
+interval), stops it at the booking's end, and collects any Job of ours that
+should not exist.
+
+Failover: when a job is interrupted and an equivalent GPU is free (same
+model, same or more VRAM, price ≤ the booked price, same region first, the
+placement engine choosing, with financing's collateral weights), the
+booking moves there, the lost time is refunded pro rata, and the job is
+resubmitted as its next attempt. The owner's reliability score drops.
+
+Cluster calls happen outside database transactions; an unreachable cluster
+marks the cluster unhealthy and leaves every job record as it was, to be
+retried on the next tick.
+"""
+
+import logging
+import re
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import User
+from config.errors import ConflictError
+from marketplace.models import Booking, Listing
+from marketplace.services import bookings as booking_services
+from marketplace.services.listings import listing_record_reliability
+from scheduler import crypto, placement, selectors
+from scheduler.backends import backend_for
+from scheduler.backends.base import (
+    LABEL_BOOKING,
+    LABEL_JOB,
+    BackendError,
+    JobSpec,
+    JobState,
+    Phase,
+)
+from scheduler.models import Cluster, Job, JobEvent
+from scheduler.services.clusters import cluster_mark_unhealthy
+
+logger = logging.getLogger(__name__)
+
+# An image reference: [registry[:port]/]path[:tag][@digest], as the OCI
+# distribution spec allows (lower-case path components).
+IMAGE_REF = re.compile(
+    r"^(?:(?P<registry>[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
+    r"(?::[0-9]+)?)/)?"
+    r"(?P<path>[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)"
+    r"(?::(?P<tag>[\w][\w.-]{0,127}))?"
+    r"(?:@(?P<digest>[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}))?$"
+)
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+JOB_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?$")
+MAX_ARGS = 64
+MAX_ARG_LENGTH = 4096
+MAX_ENV = 64
+RUNNABLE = (Booking.Status.CONFIRMED, Booking.Status.ACTIVE)
+TERMINAL_PHASES = {Phase.SUCCEEDED: Job.Status.SUCCEEDED, Phase.FAILED: Job.Status.FAILED}
+
+
+def _event(job: Job, at: datetime, kind: str, message: str) -> None:
+    JobEvent.objects.create(job=job, at=at, kind=kind, message=message[:500])
+
+
+def _validate_strings(field: str, values, limit: int) -> list[str]:
+    if not isinstance(values, list | tuple) or not all(isinstance(v, str) for v in values):
+        raise ValidationError({field: "Give a list of strings."})
+    if len(values) > limit or any(len(v) > MAX_ARG_LENGTH for v in values):
+        raise ValidationError({field: f"At most {limit} items of {MAX_ARG_LENGTH} characters each."})
+    return list(values)
+
+
+def job_validate(*, image: str, command, args, env, name: str) -> dict[str, str]:
+    """Check a job's fields; returns the environment. Values are never echoed back."""
+    errors = {}
+    if not JOB_NAME.match(name or ""):
+        errors["name"] = "Use lower-case letters, digits and hyphens (at most 42), like train-llama."
+    if not IMAGE_REF.match(image or "") or len(image) > 400:
+        errors["image"] = (
+            f"{image!r} is not a valid image reference; use e.g. nvcr.io/nvidia/pytorch:24.05-py3 "
+            "or ghcr.io/org/trainer@sha256:<digest>."
+        )
+    for field, values in (("command", command), ("args", args)):
+        try:
+            _validate_strings(field, values, MAX_ARGS)
+        except ValidationError as exc:
+            errors.update(exc.message_dict)
+    if not isinstance(env, dict):
+        errors["env"] = "Give the environment as NAME=value pairs."
+    else:
+        bad = sorted(k for k in env if not isinstance(k, str) or not ENV_NAME.match(k))
+        if bad:
+            errors["env"] = (
+                f"Invalid variable name(s): {', '.join(map(str, bad))}. "
+                "Names are letters, digits and underscores, not starting with a digit."
+            )
+        elif len(env) > MAX_ENV or any(not isinstance(v, str) or len(v) > MAX_ARG_LENGTH for v in env.values()):
+            errors["env"] = f"At most {MAX_ENV} variables, each value a string of at most {MAX_ARG_LENGTH} characters."
+    if errors:
+        raise ValidationError(errors)
+    return dict(env)
+
+
+def job_submit(
+    *,
+    booking: Booking,
+    renter: User,
+    name: str,
+    image: str,
+    command=(),
+    args=(),
+    env=None,
+    gpu_count: int,
+    now: datetime | None = None,
+) -> Job:
+    """Accept a job for a paid booking; it is launched at the booking's start."""
+    now = now or timezone.now()
+    if booking.renter_id != renter.pk:
+        raise PermissionDenied("This booking is not yours.")
+    env = job_validate(image=image, command=command, args=args, env=env or {}, name=name)
+    with transaction.atomic():
+        locked = Booking.objects.select_for_update().get(pk=booking.pk)
+        if locked.status not in RUNNABLE or locked.end <= now:
+            raise ValidationError(
+                {"booking": f"Jobs run on paid bookings with time left; this one is {locked.get_status_display()}."}
+            )
+        free = locked.gpu_count - selectors.booking_live_gpus(locked.pk)
+        if not isinstance(gpu_count, int) or gpu_count < 1 or gpu_count > free:
+            raise ValidationError(
+                {"gpu_count": f"Choose 1 to {free} GPU(s): the booking has {locked.gpu_count}, {free} free of jobs."}
+                if free
+                else {"gpu_count": "Every GPU of this booking is already used by a running or pending job."}
+            )
+        job = Job.objects.create(
+            booking=locked,
+            renter=renter,
+            name=name,
+            image=image,
+            command=list(command),
+            args=list(args),
+            env_sealed=crypto.seal_json(env) if env else "",
+            env_names=sorted(env),
+            gpu_count=gpu_count,
+            message="Waiting for the booking's start." if locked.start > now else "Starting.",
+        )
+        _event(job, now, "submitted", f"{gpu_count} GPU(s), image {image}")
+    if booking.start <= now:
+        job_advance(job=job, now=now)
+        job.refresh_from_db()
+    return job
+
+
+def job_cancel(*, job: Job, renter: User, now: datetime | None = None) -> Job:
+    """The renter stops a job; the time it ran is paid, the rest stays in the booking."""
+    now = now or timezone.now()
+    if job.renter_id != renter.pk:
+        raise PermissionDenied("This job is not yours.")
+    if not job.live:
+        raise ValidationError({"job": f"A {job.get_status_display().lower()} job cannot be cancelled."})
+    Job.objects.filter(pk=job.pk).update(stop_requested=True)
+    job.refresh_from_db()
+    job_advance(job=job, now=now)
+    job.refresh_from_db()
+    return job
+
+
+# --- The tick ---------------------------------------------------------------------------
+
+
+def jobs_tick(*, now: datetime | None = None) -> dict[str, int]:
+    """Periodic: advance every live job, then collect stray Jobs on every cluster."""
+    now = now or timezone.now()
+    counts: dict[str, int] = {}
+    for job in Job.objects.filter(status__in=Job.LIVE).select_related("booking", "cluster").order_by("pk"):
+        try:
+            outcome = job_advance(job=job, now=now)
+        except Exception:  # one job's failure must not stop the others
+            logger.exception("advancing job %s failed", job.public_id)
+            outcome = "error"
+        counts[outcome] = counts.get(outcome, 0) + 1
+    counts["collected"] = jobs_collect(now=now)
+    return counts
+
+
+def job_advance(*, job: Job, now: datetime) -> str:
+    """One step of a live job's life; returns what happened."""
+    booking = Booking.objects.get(pk=job.booking_id)
+    over = job.stop_requested or booking.status not in RUNNABLE or now >= booking.end
+    if not job.k8s_name:
+        if over:
+            return _finish(job, Job.Status.STOPPED, now, _stop_reason(job, booking), at=now)
+        if booking.start > now:
+            return "waiting"
+        return _launch(job, booking, now)
+    cluster = job.cluster
+    if cluster is None:
+        return _relaunch_elsewhere(job, booking, now, failed_at=now, reason="its cluster was removed")
+    backend = backend_for(cluster, clock=lambda: now)
+    try:
+        state = backend.job_state(job.namespace, job.k8s_name)
+    except BackendError as exc:
+        cluster_mark_unhealthy(cluster=cluster, error=exc, now=now)
+        Job.objects.filter(pk=job.pk).update(message=f"The cluster is unreachable; retrying. ({exc})"[:500])
+        return "unreachable"
+    _observe(job, state, now)
+    if over and state.phase in (Phase.PENDING, Phase.RUNNING):
+        _meter(job, min(now, booking.end), final=True)
+        try:
+            backend.delete_job(job.namespace, job.k8s_name)
+        except BackendError as exc:  # the collector deletes it later
+            logger.warning("could not delete job %s yet: %s", job.k8s_name, exc)
+        listing_record_reliability(server_id=job.server_id, interrupted=False)
+        return _finish(job, Job.Status.STOPPED, now, _stop_reason(job, booking), at=min(now, booking.end))
+    if state.phase == Phase.RUNNING:
+        if job.status != Job.Status.RUNNING:
+            Job.objects.filter(pk=job.pk).update(status=Job.Status.RUNNING, message=f"Running on {state.node}.")
+            _event(job, state.running_since or now, "running", f"Running on {state.node}")
+        _meter(job, now, final=False)
+        return "running"
+    if state.phase in TERMINAL_PHASES:
+        _meter(job, state.finished_at or now, final=True)
+        status = TERMINAL_PHASES[state.phase]
+        if state.phase == Phase.FAILED and state.message == "DeadlineExceeded":
+            status = Job.Status.STOPPED  # the booking's end, enforced by the cluster
+        listing_record_reliability(server_id=job.server_id, interrupted=False)
+        return _finish(job, status, now, state.message or status.label, at=state.finished_at or now)
+    if state.phase in (Phase.INTERRUPTED, Phase.GONE):
+        _meter(job, state.finished_at or now, final=True)
+        try:
+            backend.delete_job(job.namespace, job.k8s_name)
+        except BackendError as exc:
+            logger.warning("could not delete interrupted job %s yet: %s", job.k8s_name, exc)
+        reason = state.message or ("the Job disappeared from the cluster" if state.phase == Phase.GONE else "")
+        if over:
+            return _finish(job, Job.Status.INTERRUPTED, now, f"Interrupted: {reason}", at=state.finished_at or now)
+        return _relaunch_elsewhere(job, booking, now, failed_at=state.finished_at or now, reason=reason)
+    return "pending"
+
+
+def _stop_reason(job: Job, booking: Booking) -> str:
+    if job.stop_requested:
+        return "Cancelled by the renter."
+    if booking.status not in RUNNABLE:
+        return f"The booking is {booking.get_status_display().lower()}."
+    return "The booking ended."
+
+
+def _finish(job: Job, status: str, now: datetime, message: str, *, at: datetime) -> str:
+    Job.objects.filter(pk=job.pk).update(status=status, message=message[:500], finished_at=at)
+    _event(job, now, status, message)
+    return status
+
+
+def _observe(job: Job, state: JobState, now: datetime) -> None:
+    if state.running_since and job.running_since != state.running_since:
+        Job.objects.filter(pk=job.pk).update(running_since=state.running_since)
+        job.running_since = state.running_since
+
+
+def _meter(job: Job, until: datetime, *, final: bool) -> int:
+    """Report GPU-seconds run since the last report, up to ``until``.
+
+    The interval starts at the pod's running start (or the last report) and
+    ends at ``until``, both inside the booking's window, in whole seconds.
+    Reports come at most every ``SCHEDULER_METER_SECONDS`` while running, and
+    at the end. The usage key is the Job's UID and the interval, so a replay
+    of the same report is recorded once.
+    """
+    with transaction.atomic():
+        locked = Job.objects.select_for_update().select_related("booking").get(pk=job.pk)
+        if not locked.running_since or not locked.k8s_uid:
+            return 0
+        booking = locked.booking
+        start = max(locked.metered_until or locked.running_since, locked.running_since, booking.start)
+        end = min(until, booking.end)
+        seconds = int((end - start).total_seconds())
+        if seconds <= 0 or (not final and seconds < settings.SCHEDULER_METER_SECONDS):
+            return 0
+        end = start + timedelta(seconds=seconds)
+        gpu_seconds = seconds * locked.gpu_count
+        booking_services.booking_record_usage(
+            booking=booking,
+            key=f"job:{locked.k8s_uid}:{int(start.timestamp())}-{int(end.timestamp())}",
+            interval_start=start,
+            interval_end=end,
+            gpu_seconds=gpu_seconds,
+        )
+        locked.metered_until = end
+        locked.gpu_seconds = locked.gpu_seconds + gpu_seconds
+        locked.save(update_fields=["metered_until", "gpu_seconds"])
+    job.metered_until, job.gpu_seconds = locked.metered_until, locked.gpu_seconds
+    return gpu_seconds
+
+
+def _namespace(job: Job) -> str:
+    return f"infrafi-renter-{job.renter_id}"
+
+
+def _launch(job: Job, booking: Booking, now: datetime) -> str:
+    """Create the next attempt's Kubernetes Job on the node behind the booking's server."""
+    node = selectors.ready_node_for_server(booking.server_id)
+    if node is None:
+        Job.objects.filter(pk=job.pk).update(
+            message="Waiting: the booked server has no ready node on a connected cluster."
+        )
+        return "no-node"
+    attempt = job.attempt + 1
+    spec = JobSpec(
+        name=f"infrafi-{job.public_id.hex[:12]}-{attempt}",
+        namespace=_namespace(job),
+        node=node.hostname,
+        image=job.image,
+        command=list(job.command),
+        args=list(job.args),
+        env=crypto.unseal_json(job.env_sealed),
+        gpu_count=job.gpu_count,
+        active_deadline_seconds=max(1, int((booking.end - now).total_seconds())),
+        labels={LABEL_BOOKING: str(booking.public_id), LABEL_JOB: str(job.public_id)},
+        ttl_seconds_after_finished=settings.SCHEDULER_JOB_TTL_SECONDS,
+    )
+    backend = backend_for(node.cluster, clock=lambda: now)
+    try:
+        backend.ensure_namespace(spec.namespace)
+        state = backend.create_job(spec)
+    except BackendError as exc:
+        cluster_mark_unhealthy(cluster=node.cluster, error=exc, now=now)
+        Job.objects.filter(pk=job.pk).update(message=f"Could not reach the cluster; retrying. ({exc})"[:500])
+        return "unreachable"
+    Job.objects.filter(pk=job.pk).update(
+        cluster=node.cluster,
+        server_id=booking.server_id,
+        node_name=node.hostname,
+        namespace=spec.namespace,
+        k8s_name=spec.name,
+        k8s_uid=state.uid,
+        attempt=attempt,
+        submitted_at=now,
+        running_since=None,
+        metered_until=None,
+        message=f"Created on {node.hostname}; waiting for the pod.",
+    )
+    _event(job, now, "created", f"Attempt {attempt}: Job {spec.name} on {node.hostname} ({node.cluster.name})")
+    job.refresh_from_db()
+    return "launched"
+
+
+def _relaunch_elsewhere(job: Job, booking: Booking, now: datetime, *, failed_at: datetime, reason: str) -> str:
+    """Interrupted: fail over to an equivalent GPU if one is free, refund the lost time."""
+    _event(job, failed_at, "interrupted", f"Interrupted on {job.node_name or 'its node'}: {reason}")
+    Job.objects.filter(pk=job.pk).update(
+        status=Job.Status.INTERRUPTED, message=f"Interrupted: {reason}"[:500], finished_at=failed_at
+    )
+    failed_server = job.server_id
+    if booking.server_id == failed_server:
+        listing_record_reliability(server_id=failed_server, interrupted=True)
+        target = _equivalent_listing(booking, now)
+        key = f"{booking.public_id}-{failed_server}"
+        if target is None:
+            booking_services.booking_interrupt(booking=booking, failed_at=failed_at, resumed_at=None, key=key)
+            message = "Interrupted; no equivalent GPU is free, so the booking's remaining time was refunded."
+            Job.objects.filter(pk=job.pk).update(message=message)
+            _event(job, now, "refunded", message)
+            return "interrupted"
+        try:
+            booking_services.booking_move(booking=booking, listing=target, at=now)
+        except (ConflictError, ValidationError) as exc:  # taken meanwhile: the next tick tries again
+            logger.info("failover of booking %s to listing %s lost a race: %s", booking.public_id, target.pk, exc)
+            Job.objects.filter(pk=job.pk).update(status=Job.Status.PENDING, message="Looking for a replacement GPU.")
+            return "failover-retry"
+        booking_services.booking_interrupt(booking=booking, failed_at=failed_at, resumed_at=now, key=key)
+        _event(job, now, "failover", f"Re-booked on {target.server.hostname} ({target.region.name})")
+    # The booking now runs elsewhere (moved by this job or a sibling): resubmit there.
+    Job.objects.filter(pk=job.pk).update(
+        status=Job.Status.PENDING, finished_at=None, k8s_name="", k8s_uid="", message="Resubmitting."
+    )
+    job.refresh_from_db()
+    booking.refresh_from_db()
+    return "failover" if _launch(job, booking, now) == "launched" else "failover-pending"
+
+
+def _equivalent_listing(booking: Booking, now: datetime) -> Listing | None:
+    """Same model, same or more VRAM, no dearer, same region first; placement decides."""
+    listing = Listing.objects.select_related("gpu_model", "region").get(pk=booking.listing_id)
+    start = now.replace(second=0, microsecond=0)
+    if booking.end - start < timedelta(minutes=1):
+        return None
+    nodes, free, by_server = selectors.placement_candidates(
+        gpu_count=booking.gpu_count,
+        gpu_model_ids=(listing.gpu_model_id,),
+        min_vram_gb=listing.vram_gb,
+        price_cap=booking.price_per_gpu_hour,
+        start=start,
+        end=booking.end,
+        exclude_server_id=booking.server_id,
+    )
+    request = placement.Request(
+        gpu_count=booking.gpu_count,
+        models=frozenset({listing.gpu_model.name}),
+        min_vram_gb=listing.vram_gb or 0,
+        price_cap=booking.price_per_gpu_hour,
+        region=listing.region.code,
+    )
+    chosen = placement.choose(request, nodes, free, policy="ours", weights=selectors.collateral_weights(by_server))
+    return by_server.get(chosen) if chosen is not None else None
+
+
+# --- Garbage collection -----------------------------------------------------------------
+
+
+def jobs_collect(*, now: datetime | None = None) -> int:
+    """Delete every Job of ours that should not exist: unknown, finished, a stale
+    attempt, or past its booking's end. No Job outlives its booking."""
+    now = now or timezone.now()
+    deleted = 0
+    for cluster in Cluster.objects.exclude(health=Cluster.Health.UNHEALTHY):
+        backend = backend_for(cluster, clock=lambda: now)
+        try:
+            refs = backend.list_jobs()
+        except BackendError as exc:
+            cluster_mark_unhealthy(cluster=cluster, error=exc, now=now)
+            continue
+        ids = {ref.labels.get(LABEL_JOB) for ref in refs}
+        jobs = {
+            str(j.public_id): j
+            for j in Job.objects.filter(public_id__in=[i for i in ids if _is_uuid(i)]).select_related("booking")
+        }
+        for ref in refs:
+            job = jobs.get(ref.labels.get(LABEL_JOB, ""))
+            keep = (
+                job is not None
+                and job.live
+                and job.k8s_name == ref.name
+                and job.cluster_id == cluster.pk
+                and job.booking.end > now
+            )
+            if keep:
+                continue
+            try:
+                backend.delete_job(ref.namespace, ref.name)
+                deleted += 1
+            except BackendError as exc:
+                logger.warning("could not collect job %s/%s: %s", ref.namespace, ref.name, exc)
+    return deleted
+
+
+def _is_uuid(value) -> bool:
+    return isinstance(value, str) and re.fullmatch(
+        r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", value
+    )
+
+
+def job_logs(*, job: Job, lines: int = 100, now: datetime | None = None) -> str:
+    """The tail of the current attempt's log ("" when there is none or the cluster is unreachable)."""
+    if not job.k8s_name or job.cluster is None:
+        return ""
+    try:
+        return backend_for(job.cluster, clock=lambda: now or timezone.now()).logs_tail(
+            job.namespace, job.k8s_name, lines
+        )
+    except BackendError as exc:
+        return f"(logs unavailable: {exc})"
