@@ -204,9 +204,14 @@ def main() -> None:
     saturation = {}
     for path in (*SATURATION_TASKS, *args.tasks):
         tasks = load_tasks(path)
+        mix = {}
+        for t in tasks:
+            if t.request.models:
+                mix[t.request.models] = mix.get(t.request.models, 0) + t.request.gpu_count
         saturation[path.name] = {
             policy: fill(Pool(nodes, policy=policy), tasks, capacity, SATURATION_LOAD) for policy in COMPARED
         }
+        saturation[path.name]["ours_prior"] = fill(Pool(nodes, policy="ours", demand=mix), tasks, capacity, SATURATION_LOAD)
     print(f"\nSaturation: tasks cycled without departures until {SATURATION_LOAD}× capacity is requested")
     print(f"  {'file':<30} {'policy':<10} {'acceptance':>10} {'at 1st refusal':>15} {'at end':>8}")
     for name, results in saturation.items():

@@ -43,6 +43,7 @@ Policies (``POLICIES``; each is a picker function in ``_PICKERS``):
 """
 
 import heapq
+import math
 import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -55,9 +56,12 @@ POLICIES = ("random", "first_fit", "best_fit", "cheapest", "ours")
 DEMAND_HALF_LIFE = 5_000
 _DEMAND_GROWTH = 2.0 ** (1.0 / DEMAND_HALF_LIFE)
 _CACHE_LIMIT = 4_096
+_CLASS_LIMIT = 1_024
+_STEADY_STATE = DEMAND_HALF_LIFE / math.log(2)
 import os
 
-PRIOR = float(os.environ.get("PRIOR", "0.05"))
+K = float(os.environ.get("K", "4"))
+PRIOR = float(os.environ.get("PRIOR", "0.01"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +97,7 @@ class _Plan:
 
     preferred: tuple[int, ...]
     others: tuple[int, ...]
-    models: tuple[int, ...]  # model indexes a constrained request accepts; () when unconstrained
+    demand_class: int  # index of the request's set of accepted models; -1 when it accepts every model
 
 
 def _lowest(mask: int) -> int:
@@ -128,6 +132,7 @@ class Pool:
         weights: Mapping[int, float] | None = None,
         seed: int = 0,
         free: Mapping[int, int] | None = None,
+        demand: Mapping[frozenset[str], float] | None = None,
     ) -> None:
         if policy not in _PICKERS:
             raise ValueError(f"unknown placement policy {policy!r}; choose one of {POLICIES}")
@@ -160,9 +165,17 @@ class Pool:
         self._nonempty: list[int] = [0] * len(size)
         self._free: list[int] = []
         self._model_free = [0] * len(model_of)
-        self._demand = [0.0] * len(model_of)
-        self._demand_total = 0.0
+        # Demand classes: the distinct sets of accepted models seen (bitmasks over model indexes).
+        self._all_models = (1 << len(model_of)) - 1
+        self._class_of: dict[int, int] = {}
+        self._class_mask: list[int] = []
+        self._class_own: list[float] = []  # decayed GPUs requested by this class itself
+        self._class_demand: list[float] = []  # … by every class whose models are a subset of this one's
+        self._class_free: list[int] = []  # free GPUs of this class's models
+        self._supersets: list[list[int]] = []
+        self._classes_of_model: list[list[int]] = [[] for _ in model_of]
         self._increment = 1.0
+        self._demand_total = 0.0
         for i, node in enumerate(self._nodes):
             f = node.gpus if free is None else free.get(node.server_id, 0)
             if not 0 <= f <= node.gpus:
@@ -173,6 +186,13 @@ class Pool:
             self._nonempty[g] |= 1 << f
             self._model_free[self._group_model[g]] += f
         self._plans: dict[Request, _Plan] = {}
+        if demand:
+            total = sum(demand.values())
+            for models, amount in demand.items():
+                mask = sum(1 << i for m, i in model_of.items() if m in models)
+                c = self._demand_class(mask)
+                if c >= 0 and amount > 0:
+                    self._learn(c, amount * _STEADY_STATE / total, decay=False)
         # Weighted servers also sit in lazy max-heaps per (group, free count): (-weight, index, version).
         self._weights: list[float] | None = None
         if weights is not None:
@@ -189,8 +209,8 @@ class Pool:
     def place(self, request: Request) -> int | None:
         """Choose a server for ``request`` and allocate its GPUs there; ``None`` when nothing fits."""
         plan = self._plan(request)
-        if plan.models:
-            self._learn(plan.models, request.gpu_count)
+        if plan.demand_class >= 0:
+            self._learn(plan.demand_class, request.gpu_count)
         i = self._pick(plan, request.gpu_count)
         if i < 0:
             return None
@@ -242,10 +262,11 @@ class Pool:
                 if vram < request.min_vram_gb or (request.price_cap is not None and price > request.price_cap):
                     continue
                 (preferred if request.region is None or region == request.region else others).append(g)
-            models = ()
+            demand_class = -1
             if request.models is not None:
-                models = tuple(sorted(self._model_of[m] for m in request.models if m in self._model_of))
-            plan = self._plans[request] = _Plan(tuple(preferred), tuple(others), models)
+                mask = sum(1 << i for m, i in self._model_of.items() if m in request.models)
+                demand_class = self._demand_class(mask)
+            plan = self._plans[request] = _Plan(tuple(preferred), tuple(others), demand_class)
         return plan
 
     def _pick(self, plan: _Plan, n: int) -> int:
@@ -261,20 +282,49 @@ class Pool:
             i = self._pick_in(self, plan.others, n)
         return i
 
-    def _learn(self, models: tuple[int, ...], n: int) -> None:
-        """Count a constrained request's GPUs as demand on the models it accepts, split evenly.
+    def _demand_class(self, mask: int) -> int:
+        """Index of the class of requests accepting exactly the models in ``mask``; -1 if it is no constraint."""
+        if mask in (0, self._all_models):
+            return -1
+        c = self._class_of.get(mask)
+        if c is None:
+            if len(self._class_mask) >= _CLASS_LIMIT:
+                return -1
+            c = self._class_of[mask] = len(self._class_mask)
+            self._class_mask.append(mask)
+            self._class_own.append(0.0)
+            self._class_demand.append(0.0)
+            self._class_free.append(0)
+            self._supersets.append([])
+            for other, other_mask in enumerate(self._class_mask):
+                if other_mask & mask == other_mask:  # other ⊆ new: its demand also weighs on the new set
+                    self._class_demand[c] += self._class_own[other]
+                    self._supersets[other].append(c)
+                elif other_mask & mask == mask:  # new ⊂ other
+                    self._supersets[c].append(other)
+            for m in range(len(self._model_of)):
+                if mask >> m & 1:
+                    self._classes_of_model[m].append(c)
+                    self._class_free[c] += self._model_free[m]
+        return c
+
+    def _learn(self, c: int, n: float, *, decay: bool = True) -> None:
+        """Count a constrained request's GPUs as demand on its class and on every superset of it.
 
         The increment grows by a constant factor per request instead of decaying every counter each
         time, which is the same exponential decay at O(1) cost; rescaled now and then to stay finite.
         """
-        self._increment *= _DEMAND_GROWTH
-        share = n * self._increment / len(models)
-        demand = self._demand
-        for m in models:
-            demand[m] += share
-        self._demand_total += n * self._increment
+        if decay:
+            self._increment *= _DEMAND_GROWTH
+        amount = n * self._increment
+        self._class_own[c] += amount
+        self._demand_total += amount
+        demand = self._class_demand
+        for s in self._supersets[c]:
+            demand[s] += amount
         if self._increment > 1e100:
-            self._demand = [d / self._increment for d in demand]
+            self._class_own = [d / self._increment for d in self._class_own]
+            self._class_demand = [d / self._increment for d in demand]
             self._demand_total /= self._increment
             self._increment = 1.0
 
@@ -291,7 +341,10 @@ class Pool:
         self._free[i] = f
         masks[f] |= bit
         self._nonempty[g] |= 1 << f
-        self._model_free[self._group_model[g]] += delta
+        m = self._group_model[g]
+        self._model_free[m] += delta
+        for c in self._classes_of_model[m]:
+            self._class_free[c] += delta
         if self._weights is not None:
             self._version[i] += 1
             self._push(i)
@@ -316,10 +369,23 @@ class Pool:
                 heapq.heapify(heap)
         self._pushes = 0
 
-    def _pressure(self, g: int) -> float:
+    def _harm(self, g: int) -> float:
+        """How much taking a GPU of group g's model brings the first refusal of a constrained request closer.
+
+        For every set S of models that some requests are limited to, D(S)/F(S) is the (decayed) demand
+        of the requests that can only use models in S over the GPUs of S still free: the reciprocal of
+        the time until S runs dry (Hall's condition). Taking a GPU of model m shortens that time for
+        every S containing m; the sum of the K-th powers weighs the tightest sets most.
+        """
+        demand, free = self._class_demand, self._class_free
         m = self._group_model[g]
-        free = self._model_free[m]
-        return (self._demand[m] + PRIOR * self._demand_total) / free if free else float("inf")
+        harm = (PRIOR * self._demand_total / self._model_free[m]) ** K if self._model_free[m] else float("inf")
+        for c in self._classes_of_model[m]:
+            f = free[c]
+            if not f:
+                return float("inf")
+            harm += (demand[c] / f) ** K
+        return harm
 
 
 # Pickers: (pool, groups, gpu count) → position of the chosen server among the pool's nodes, or -1.
@@ -413,7 +479,7 @@ def _ours(pool: Pool, groups: tuple[int, ...], n: int) -> int:
         if fits:
             f = _lowest(fits)
             i = _lowest(masks[g][n + f])
-            key = (pool._pressure(g), f, i)
+            key = (pool._harm(g), f, i)
             if best_key is None or key < best_key:
                 best, best_key = i, key
     return best
@@ -433,7 +499,7 @@ def _pick_weighted(pool: Pool, groups: tuple[int, ...], n: int) -> int:
                     heapq.heappop(heap)
                 if heap:
                     weight, i, _ = heap[0]
-                    key = (weight, pool._pressure(g), f - n, i)
+                    key = (weight, pool._harm(g), f - n, i)
                     if best_key is None or key < best_key:
                         best, best_key = i, key
             fits >>= 1

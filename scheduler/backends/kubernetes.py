@@ -17,6 +17,7 @@ our servers, and are refused with ``KubeconfigInvalid``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable, Iterable
@@ -207,10 +208,8 @@ class KubernetesBackend:
                 },
             },
         }
-        try:
+        with contextlib.suppress(_Conflict):
             self._call(f"create namespace {name}", self._core.create_namespace, body)
-        except _Conflict:
-            pass
 
     def create_job(self, spec: JobSpec) -> JobState:
         try:
@@ -247,7 +246,7 @@ class KubernetesBackend:
         ]
 
     def delete_job(self, namespace: str, name: str) -> None:
-        try:
+        with contextlib.suppress(_NotFound):
             self._call(
                 f"delete job {namespace}/{name}",
                 self._batch.delete_namespaced_job,
@@ -256,8 +255,6 @@ class KubernetesBackend:
                 propagation_policy="Background",
                 _preload_content=False,  # the answer (a Status or the Job) is not needed
             )
-        except _NotFound:
-            pass
 
     def logs_tail(self, namespace: str, name: str, lines: int = 100) -> str:
         pod = self._newest_pod(namespace, name, None)
@@ -343,7 +340,10 @@ class KubernetesBackend:
                 pod
                 for pod in pods
                 if (pod.metadata.labels or {}).get(label) == job_name
-                and (job_uid is None or all(ref.uid == job_uid for ref in pod.metadata.owner_references or () if ref.kind == "Job"))
+                and (
+                    job_uid is None
+                    or all(ref.uid == job_uid for ref in pod.metadata.owner_references or () if ref.kind == "Job")
+                )
             ]
             if pods:
                 epoch = datetime.min.replace(tzinfo=UTC)

@@ -33,8 +33,8 @@ from scheduler.backends.base import (
 )
 from scheduler.models import Cluster, SimJob, SimNode
 
-_SLEEP = re.compile(r"(?:^|\s)(?:sleep|--steps)[\s=]+(\d+)(?:\s|$)")
-_FAIL = re.compile(r"(?:^|\s)(?:false|exit\s+[1-9]\d*)(?:\s|;|$)")
+_SLEEP = re.compile(r"(?:^|[\s'\";])(?:sleep|--steps)[\s=]+(\d+)(?=[\s'\";]|$)")
+_FAIL = re.compile(r"(?:^|[\s'\";])(?:false|exit\s+[1-9]\d*)(?=[\s'\";]|$)")
 
 
 def _runtime(spec: dict) -> tuple[float | None, bool]:

@@ -31,7 +31,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from config.errors import ConflictError
-from marketplace.models import Booking, Listing
+from marketplace.models import Booking, Listing, UsageRecord
 from marketplace.services import bookings as booking_services
 from marketplace.services.listings import listing_record_reliability
 from scheduler import crypto, placement, selectors
@@ -126,7 +126,11 @@ def job_submit(
     now = now or timezone.now()
     if booking.renter_id != renter.pk:
         raise PermissionDenied("This booking is not yours.")
-    env = job_validate(image=image, command=command, args=args, env=env or {}, name=name)
+    errors = {}
+    try:
+        env = job_validate(image=image, command=command, args=args, env=env or {}, name=name)
+    except ValidationError as exc:
+        errors = exc.message_dict
     with transaction.atomic():
         locked = Booking.objects.select_for_update().get(pk=booking.pk)
         if locked.status not in RUNNABLE or locked.end <= now:
@@ -135,11 +139,13 @@ def job_submit(
             )
         free = locked.gpu_count - selectors.booking_live_gpus(locked.pk)
         if not isinstance(gpu_count, int) or gpu_count < 1 or gpu_count > free:
-            raise ValidationError(
-                {"gpu_count": f"Choose 1 to {free} GPU(s): the booking has {locked.gpu_count}, {free} free of jobs."}
+            errors["gpu_count"] = (
+                f"Choose 1 to {free} GPU(s): the booking has {locked.gpu_count}, {free} free of jobs."
                 if free
-                else {"gpu_count": "Every GPU of this booking is already used by a running or pending job."}
+                else "Every GPU of this booking is already used by a running or pending job."
             )
+        if errors:
+            raise ValidationError(errors)
         job = Job.objects.create(
             booking=locked,
             renter=renter,
@@ -228,11 +234,12 @@ def job_advance(*, job: Job, now: datetime) -> str:
         return "running"
     if state.phase in TERMINAL_PHASES:
         _meter(job, state.finished_at or now, final=True)
-        status = TERMINAL_PHASES[state.phase]
+        status, message = TERMINAL_PHASES[state.phase], state.message
         if state.phase == Phase.FAILED and state.message == "DeadlineExceeded":
-            status = Job.Status.STOPPED  # the booking's end, enforced by the cluster
+            # The booking's end, enforced by the cluster (activeDeadlineSeconds).
+            status, message = Job.Status.STOPPED, "The booking ended."
         listing_record_reliability(server_id=job.server_id, interrupted=False)
-        return _finish(job, status, now, state.message or status.label, at=state.finished_at or now)
+        return _finish(job, status, now, message or status.label, at=state.finished_at or now)
     if state.phase in (Phase.INTERRUPTED, Phase.GONE):
         _meter(job, state.finished_at or now, final=True)
         try:
@@ -287,9 +294,12 @@ def _meter(job: Job, until: datetime, *, final: bool) -> int:
             return 0
         end = start + timedelta(seconds=seconds)
         gpu_seconds = seconds * locked.gpu_count
+        key = f"job:{locked.k8s_uid}:{int(start.timestamp())}-{int(end.timestamp())}"
+        if UsageRecord.objects.filter(key=key).exists():  # reported before: a replay
+            gpu_seconds = 0
         booking_services.booking_record_usage(
             booking=booking,
-            key=f"job:{locked.k8s_uid}:{int(start.timestamp())}-{int(end.timestamp())}",
+            key=key,
             interval_start=start,
             interval_end=end,
             gpu_seconds=gpu_seconds,

@@ -1,0 +1,626 @@
+"""pytest plugin: kmock's Kubernetes API emulator on 127.0.0.1, and a test kubelet to drive it.
+
+``kmock.KubernetesEmulator`` is an in-memory Kubernetes API server over real
+HTTP: it stores what clients create, merges what they patch, and answers
+reads, lists and deletes like the API server does. It runs no controllers, so
+``KubeCluster`` plays them through the same HTTP API: the Job controller and
+the kubelet (``create_pod``, ``run_pod``, ``finish_pod``, ``evict_pod``,
+``fail_job``) and the node lifecycle (``add_node``, ``set_node_ready``).
+
+The emulator serves on its own event loop in a daemon thread, because the
+official client under test is synchronous.
+
+Fixtures:
+
+* ``kube_cluster`` (function): a started ``KubeCluster`` with ``url``,
+  ``kubeconfig`` (a dict: one context, a token user) and the helpers below;
+* ``kube_backend`` (function): a ``KubernetesBackend`` on it, with short
+  timeouts and backoff so that failure tests stay fast.
+
+What ``KubeEmulator`` adds to kmock 0.8 (each is the API server's documented
+behaviour; the emulator does not have it):
+
+* Namespace objects: kmock cannot parse ``/api/v1/namespaces[/name]`` (it
+  takes ``namespaces`` for the namespace prefix and answers 500), so those
+  paths are routed to the ``v1/namespaces`` resource;
+* ``metadata.uid``, ``creationTimestamp`` and ``resourceVersion`` on create,
+  and ``generateName``;
+* equality-based ``labelSelector`` on lists (kmock returns every object);
+* ``pods/log`` (kmock answers it with the Pod), with ``tailLines``, from text
+  the test writes with ``write_log``;
+* ``SelfSubjectAccessReview``: allowed unless the test ``deny()``-ed it (kmock
+  would store the first review and answer 409 to every later one);
+* ``GET /version/``, the path the official client asks (kmock serves
+  ``/version`` only);
+* the resources are declared up front (kmock answers 404 to a list of a
+  resource it holds no object of).
+
+Not emulated: watches of these resources, server-side field selectors, owner
+garbage collection (deleting a Job leaves its pods), admission.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import itertools
+import json
+import re
+import socket
+import threading
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import attrs
+import kmock
+import pytest
+from kmock import ResourceInfo
+
+T = TypeVar("T")
+
+TOKEN = "kube-emulator-token"
+DEFAULT_GPU_PRODUCT = "NVIDIA-H100-80GB-HBM3"
+START_TIMEOUT_SECONDS = 10
+
+NAMESPACES = kmock.resource("", "v1", "namespaces")
+NODES = kmock.resource("", "v1", "nodes")
+PODS = kmock.resource("", "v1", "pods")
+JOBS = kmock.resource("batch", "v1", "jobs")
+REVIEWS = kmock.resource("authorization.k8s.io", "v1", "selfsubjectaccessreviews")
+RESOURCES = {
+    NAMESPACES: ResourceInfo(kind="Namespace", namespaced=False, subresources={"status"}),
+    NODES: ResourceInfo(kind="Node", namespaced=False, subresources={"status"}),
+    PODS: ResourceInfo(kind="Pod", namespaced=True, subresources={"status", "log"}),
+    JOBS: ResourceInfo(kind="Job", namespaced=True, subresources={"status"}),
+    REVIEWS: ResourceInfo(kind="SelfSubjectAccessReview", namespaced=False),
+}
+# The plural that kmock's path parser is given instead of "namespaces" (see the module docstring).
+_NS_ALIAS = "kube-emulator-namespaces"
+_NS_PATH = re.compile(r"/api/v1/namespaces(/[^/]+)?/?")
+
+
+def ts(moment: datetime | None = None) -> str:
+    """A Kubernetes timestamp (RFC 3339, whole seconds, UTC)."""
+    return (moment or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _selected(selector: str, labels: dict[str, str]) -> bool:
+    """Equality-based label selector: ``a=b``, ``a==b``, ``a!=b``, ``a``, ``!a``, comma = and."""
+    for term in (t.strip() for t in selector.split(",")):
+        if not term:
+            continue
+        if "!=" in term:
+            key, value = (part.strip() for part in term.split("!=", 1))
+            if labels.get(key) == value:
+                return False
+        elif "=" in term:
+            key, value = (part.strip() for part in term.replace("==", "=").split("=", 1))
+            if labels.get(key) != value:
+                return False
+        elif term.startswith("!"):
+            if term[1:].strip() in labels:
+                return False
+        elif " in " in term or " notin " in term:
+            raise kmock.KubernetesError(status=400, reason="BadRequest", message="set-based selectors not emulated")
+        elif term not in labels:
+            return False
+    return True
+
+
+@attrs.define(kw_only=True)
+class KubeEmulator(kmock.KubernetesEmulator):
+    """kmock's emulator plus the API server behaviour listed in the module docstring."""
+
+    logs: dict[tuple[str, str], str] = attrs.field(factory=dict)  # (namespace, pod) -> log text
+    denied: set[tuple[str, str, str]] = attrs.field(factory=set)  # (verb, group, resource)
+    _versions: Iterator[int] = attrs.field(factory=lambda: itertools.count(1))
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        for resource, info in RESOURCES.items():
+            self.resources[resource] = info
+        self[kmock.method.GET, PODS, kmock.subresource("log")] << self._serve_log
+        self[kmock.method.POST, REVIEWS] << self._serve_review
+        self["get /version/"] << self._serve_server_version  # the official client adds the slash
+
+    async def __call__(self, raw_request: Any) -> Any:
+        match = _NS_PATH.fullmatch(raw_request.path)
+        if match:
+            url = raw_request.rel_url
+            alias = url.with_path(f"/api/v1/{_NS_ALIAS}{match[1] or ''}").with_query(url.query)
+            raw_request = raw_request.clone(rel_url=alias)  # before anyone reads the body
+        return await super().__call__(raw_request)
+
+    async def _handle(self, request: kmock.Request) -> Any:
+        if request.resource is not None and request.resource.plural == _NS_ALIAS:
+            original = request
+            path = request.url.path.replace(_NS_ALIAS, "namespaces", 1)
+            request = attrs.evolve(request, resource=NAMESPACES, url=request.url.with_path(path))
+            # The request log is what tests and reactions filter on: record the real path.
+            self._requests[:] = [request if r is original else r for r in self._requests]
+        if request.action == kmock.action.CREATE and isinstance(request.data, dict):
+            meta = request.data.setdefault("metadata", {})
+            if not meta.get("name") and (meta.get("generateName") or request.resource == REVIEWS):
+                meta["name"] = f"{meta.get('generateName') or 'review-'}{uuid.uuid4().hex[:5]}"
+            if request.namespace:
+                meta.setdefault("namespace", request.namespace)
+            meta.setdefault("uid", str(uuid.uuid4()))
+            meta.setdefault("creationTimestamp", ts())
+            meta["resourceVersion"] = str(next(self._versions))
+        return await super()._handle(request)
+
+    async def _serve_list(self, request: kmock.Request) -> Any:
+        answer = await super()._serve_list(request)
+        selector = request.params.get("labelSelector")
+        if selector:
+            answer["items"] = [
+                obj for obj in answer["items"] if _selected(selector, (obj.get("metadata") or {}).get("labels") or {})
+            ]
+        return answer
+
+    async def _serve_log(self, request: kmock.Request) -> bytes:
+        key = (PODS, request.namespace, request.name)
+        if key not in self.objects or self.objects[key].deleted:
+            raise kmock.KubernetesObjectNotFoundError()
+        text = self.logs.get((request.namespace, request.name), "")
+        tail = request.params.get("tailLines")
+        if tail is not None:
+            lines = text.splitlines(keepends=True)
+            text = "".join(lines[-int(tail) :]) if int(tail) > 0 else ""
+        return text.encode()
+
+    async def _serve_review(self, request: kmock.Request) -> dict:
+        review = copy.deepcopy(request.data)
+        attributes = (review.get("spec") or {}).get("resourceAttributes") or {}
+        asked = (attributes.get("verb", ""), attributes.get("group", ""), attributes.get("resource", ""))
+        allowed = asked not in self.denied
+        review["status"] = {"allowed": allowed}
+        if not allowed:
+            review["status"]["reason"] = "denied by the test"
+        return review
+
+
+@dataclass
+class Fault:
+    """Failures injected by ``KubeCluster.fail``: ``left`` still to serve, ``served`` so far."""
+
+    left: int
+    served: int = 0
+
+
+class KubeCluster:
+    """The emulator on a free port, and the controllers and kubelet a test plays through its API."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="kube-emulator", daemon=True)
+        self._stack = contextlib.AsyncExitStack()
+        self.emulator: KubeEmulator
+        self.url = ""
+
+    # -- lifecycle and plumbing --
+
+    def start(self) -> None:
+        self._thread.start()
+        self._run(self._start())
+
+    async def _start(self) -> None:
+        self.emulator = KubeEmulator()
+        await self._stack.enter_async_context(self.emulator)
+        server = await self._stack.enter_async_context(kmock.Server(self.emulator, host="127.0.0.1"))
+        self.url = f"http://127.0.0.1:{server.port}"
+
+    def stop(self) -> None:
+        try:
+            self._run(self._stack.aclose())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(START_TIMEOUT_SECONDS)
+            self._loop.close()
+
+    def _run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(START_TIMEOUT_SECONDS)
+
+    def in_loop(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on the emulator's loop: the only safe place to touch its state."""
+        done: Future[T] = Future()
+
+        def call() -> None:
+            try:
+                done.set_result(fn(*args))
+            except Exception as exc:
+                done.set_exception(exc)
+
+        self._loop.call_soon_threadsafe(call)
+        return done.result(START_TIMEOUT_SECONDS)
+
+    @property
+    def kubeconfig(self) -> dict:
+        return {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "emulator", "cluster": {"server": self.url}}],
+            "users": [{"name": "infrafi", "user": {"token": TOKEN}}],
+            "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "infrafi"}}],
+            "current-context": "emulator",
+        }
+
+    def api(self, method: str, path: str, body: Any = None, *, query: dict | None = None) -> Any:
+        """One request to the emulator's API (merge patches for PATCH); the decoded JSON answer."""
+        url = self.url + path + (f"?{urllib.parse.urlencode(query)}" if query else "")
+        content_type = "application/merge-patch+json" if method == "PATCH" else "application/json"
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": content_type})
+        with urllib.request.urlopen(request, timeout=START_TIMEOUT_SECONDS) as response:
+            payload = response.read()
+        return json.loads(payload) if payload else None
+
+    def stored(self, resource: str, namespace: str | None, name: str) -> dict | None:
+        """The object as the emulator holds it (e.g. ``stored("batch/v1/jobs", "ns", "j")``), None if absent."""
+
+        def read() -> dict | None:
+            key = (kmock.resource(resource), namespace, name)
+            if key not in self.emulator.objects or self.emulator.objects[key].deleted:
+                return None
+            return copy.deepcopy(self.emulator.objects[key].raw)
+
+        return self.in_loop(read)
+
+    def requests(self, method: str | None = None, path: str | None = None) -> list[str]:
+        """``"GET /api/v1/nodes"``-style lines for the requests served, optionally filtered."""
+
+        def read() -> list[str]:
+            return [f"{r.method.value} {r.url.path}" for r in self.emulator]
+
+        return [
+            line
+            for line in self.in_loop(read)
+            if (method is None or line.split(" ", 1)[0] == method) and (path is None or line.split(" ", 1)[1] == path)
+        ]
+
+    def fail(
+        self,
+        count: int,
+        status: int = 500,
+        *,
+        method: str | None = None,
+        path: str | None = None,
+        delay: float = 0.0,
+    ) -> Fault:
+        """Answer the next ``count`` matching requests with ``status`` (after ``delay`` seconds).
+
+        ``path`` is a regular expression on the URL path. Mind that the
+        emulator records creations, patches and deletions before it answers,
+        as an API server whose answer is lost would: a failed POST still
+        creates the object.
+        """
+        fault = Fault(left=count)
+        pattern = re.compile(path) if path else None
+
+        def matches(request: kmock.Request) -> bool:
+            return (method is None or request.method.value == method) and (
+                pattern is None or pattern.fullmatch(request.url.path) is not None
+            )
+
+        async def respond(request: kmock.Request) -> Any:
+            if fault.left <= 0:
+                return StopIteration  # this reaction is spent: let the emulator answer
+            fault.left -= 1
+            fault.served += 1
+            if delay:
+                await asyncio.sleep(delay)
+            body = {
+                "apiVersion": "v1",
+                "kind": "Status",
+                "metadata": {},
+                "status": "Failure",
+                "code": status,
+                "reason": "InjectedByTest",
+                "message": f"injected {status}",
+            }
+            return kmock.Response(status=status, payload=body)
+
+        def install() -> None:
+            self.emulator.override[matches] << respond
+
+        self.in_loop(install)
+        return fault
+
+    def deny(self, verb: str = "create", group: str = "batch", resource: str = "jobs") -> None:
+        """Make SelfSubjectAccessReviews for that permission answer allowed=false."""
+        self.in_loop(self.emulator.denied.add, (verb, group, resource))
+
+    # -- nodes --
+
+    def add_node(
+        self,
+        name: str,
+        gpus: int = 8,
+        product: str = DEFAULT_GPU_PRODUCT,
+        ready: bool = True,
+        *,
+        hostname: str | None = None,
+    ) -> dict:
+        """A GPU node as the kubelet and the NVIDIA device plugin / GPU feature discovery register it."""
+        labels = {"kubernetes.io/hostname": hostname or name, "kubernetes.io/os": "linux"}
+        if product:
+            labels["nvidia.com/gpu.product"] = product
+        resources = {"cpu": "64", "memory": "512Gi", "pods": "110", "nvidia.com/gpu": str(gpus)}
+        node = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": name, "labels": labels},
+            "spec": {"taints": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]},
+            "status": {
+                "capacity": resources,
+                "allocatable": resources,
+                "conditions": [self._ready_condition(ready, datetime.now(UTC))],
+            },
+        }
+        return self.api("POST", "/api/v1/nodes", node)
+
+    def set_node_ready(self, name: str, ready: bool, at: datetime | None = None) -> None:
+        """The node controller's verdict on the node's heartbeats: Ready True, or False since ``at``."""
+        status = {"conditions": [self._ready_condition(ready, at or datetime.now(UTC))]}
+        self.api("PATCH", f"/api/v1/nodes/{name}/status", {"status": status})
+
+    @staticmethod
+    def _ready_condition(ready: bool, at: datetime) -> dict:
+        return {
+            "type": "Ready",
+            "status": "True" if ready else "False",
+            "reason": "KubeletReady" if ready else "NodeStatusUnknown",
+            "message": "kubelet is posting ready status" if ready else "Kubelet stopped posting node status.",
+            "lastHeartbeatTime": ts(at),
+            "lastTransitionTime": ts(at),
+        }
+
+    # -- the Job controller and the kubelet --
+
+    def job(self, namespace: str, job_name: str) -> dict:
+        return self.api("GET", f"/apis/batch/v1/namespaces/{namespace}/jobs/{job_name}")
+
+    def pods(self, namespace: str, job_name: str) -> list[dict]:
+        """The Job's pods, oldest first."""
+        answer = self.api(
+            "GET", f"/api/v1/namespaces/{namespace}/pods", query={"labelSelector": f"job-name={job_name}"}
+        )
+        return sorted(answer["items"], key=lambda pod: pod["metadata"]["creationTimestamp"])
+
+    def pod_name(self, namespace: str, job_name: str) -> str:
+        pods = self.pods(namespace, job_name)
+        assert pods, f"job {namespace}/{job_name} has no pod yet"
+        return pods[-1]["metadata"]["name"]
+
+    def create_pod(self, namespace: str, job_name: str, *, node: str | None = None) -> str:
+        """The Job controller creates the Job's pod, and the scheduler binds it (to ``node``, else to
+        the Job's nodeSelector hostname); the pod is Pending. Returns the pod's name."""
+        job = self.job(namespace, job_name)
+        template = copy.deepcopy(job["spec"]["template"])
+        uid = job["metadata"]["uid"]
+        labels = {
+            **(template.get("metadata", {}).get("labels") or {}),
+            "batch.kubernetes.io/controller-uid": uid,
+            "batch.kubernetes.io/job-name": job_name,
+            "controller-uid": uid,
+            "job-name": job_name,
+        }
+        spec = template["spec"]
+        spec["nodeName"] = node or spec.get("nodeSelector", {}).get("kubernetes.io/hostname", "")
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "generateName": f"{job_name}-",
+                "namespace": namespace,
+                "labels": labels,
+                "ownerReferences": [
+                    {
+                        "apiVersion": "batch/v1",
+                        "kind": "Job",
+                        "name": job_name,
+                        "uid": uid,
+                        "controller": True,
+                        "blockOwnerDeletion": True,
+                    }
+                ],
+            },
+            "spec": spec,
+            "status": {"phase": "Pending", "qosClass": "BestEffort"},
+        }
+        created = self.api("POST", f"/api/v1/namespaces/{namespace}/pods", pod)
+        self.api("PATCH", f"/apis/batch/v1/namespaces/{namespace}/jobs/{job_name}/status", {"status": {"active": 1}})
+        return created["metadata"]["name"]
+
+    def run_pod(
+        self, namespace: str, job_name: str, *, node: str | None = None, started_at: datetime | None = None
+    ) -> str:
+        """The kubelet starts the Job's container (creating the pod first if there is none)."""
+        pods = self.pods(namespace, job_name)
+        name = pods[-1]["metadata"]["name"] if pods else self.create_pod(namespace, job_name, node=node)
+        pod = self.api("GET", f"/api/v1/namespaces/{namespace}/pods/{name}")
+        started = ts(started_at)
+        status = {
+            "phase": "Running",
+            "startTime": started,
+            "hostIP": "10.0.0.10",
+            "podIP": "10.244.1.17",
+            "conditions": [
+                {"type": "PodScheduled", "status": "True", "lastTransitionTime": started},
+                {"type": "Ready", "status": "True", "lastTransitionTime": started},
+            ],
+            "containerStatuses": [self._container(pod, ready=True, state={"running": {"startedAt": started}})],
+        }
+        self.api("PATCH", f"/api/v1/namespaces/{namespace}/pods/{name}/status", {"status": status})
+        return name
+
+    def finish_pod(
+        self, namespace: str, job_name: str, *, exit_code: int = 0, finished_at: datetime | None = None
+    ) -> None:
+        """The container exits; the kubelet reports it and the Job controller marks the Job
+        Complete (exit 0) or Failed with BackoffLimitExceeded (backoffLimit is 0)."""
+        name = self.pod_name(namespace, job_name)
+        pod = self.api("GET", f"/api/v1/namespaces/{namespace}/pods/{name}")
+        finished = ts(finished_at)
+        started = self._started_at(pod) or finished
+        terminated = {
+            "exitCode": exit_code,
+            "reason": "Completed" if exit_code == 0 else "Error",
+            "startedAt": started,
+            "finishedAt": finished,
+        }
+        status = {
+            "phase": "Succeeded" if exit_code == 0 else "Failed",
+            "conditions": [
+                {"type": "Ready", "status": "False", "reason": "PodCompleted", "lastTransitionTime": finished}
+            ],
+            "containerStatuses": [self._container(pod, ready=False, state={"terminated": terminated})],
+        }
+        self.api("PATCH", f"/api/v1/namespaces/{namespace}/pods/{name}/status", {"status": status})
+        if exit_code == 0:
+            self._job_finished(
+                namespace,
+                job_name,
+                "Complete",
+                "CompletionsReached",
+                "Reached expected number of succeeded pods",
+                finished,
+            )
+        else:
+            self._job_finished(
+                namespace,
+                job_name,
+                "Failed",
+                "BackoffLimitExceeded",
+                "Job has reached the specified backoff limit",
+                finished,
+            )
+
+    def evict_pod(self, namespace: str, job_name: str, *, at: datetime | None = None, fail_job: bool = True) -> None:
+        """The kubelet evicts the pod under node pressure (phase Failed, reason Evicted, a
+        DisruptionTarget condition); then the Job controller fails the Job (backoffLimit 0)."""
+        name = self.pod_name(namespace, job_name)
+        pod = self.api("GET", f"/api/v1/namespaces/{namespace}/pods/{name}")
+        when = ts(at)
+        terminated = {
+            "exitCode": 137,
+            "reason": "Error",
+            "startedAt": self._started_at(pod) or when,
+            "finishedAt": when,
+        }
+        status = {
+            "phase": "Failed",
+            "reason": "Evicted",
+            "message": "The node was low on resource: memory.",
+            "conditions": [
+                {
+                    "type": "DisruptionTarget",
+                    "status": "True",
+                    "reason": "TerminationByKubelet",
+                    "message": "The node was low on resource: memory.",
+                    "lastTransitionTime": when,
+                },
+                {"type": "Ready", "status": "False", "reason": "PodFailed", "lastTransitionTime": when},
+            ],
+            "containerStatuses": [self._container(pod, ready=False, state={"terminated": terminated})],
+        }
+        self.api("PATCH", f"/api/v1/namespaces/{namespace}/pods/{name}/status", {"status": status})
+        if fail_job:
+            self._job_finished(
+                namespace,
+                job_name,
+                "Failed",
+                "BackoffLimitExceeded",
+                "Job has reached the specified backoff limit",
+                when,
+            )
+
+    def fail_job(
+        self, namespace: str, job_name: str, *, reason: str = "DeadlineExceeded", at: datetime | None = None
+    ) -> None:
+        """The Job controller fails the Job (activeDeadlineSeconds passed) and deletes its pods."""
+        for pod in self.pods(namespace, job_name):
+            self.api("DELETE", f"/api/v1/namespaces/{namespace}/pods/{pod['metadata']['name']}")
+        self._job_finished(
+            namespace, job_name, "Failed", reason, "Job was active longer than specified deadline", ts(at)
+        )
+
+    def write_log(self, namespace: str, job_name: str, text: str) -> None:
+        """Append ``text`` to the log of the Job's newest pod."""
+        key = (namespace, self.pod_name(namespace, job_name))
+
+        def append() -> None:
+            self.emulator.logs[key] = self.emulator.logs.get(key, "") + text
+
+        self.in_loop(append)
+
+    def _job_finished(self, namespace: str, job_name: str, type_: str, reason: str, message: str, at: str) -> None:
+        target = "SuccessCriteriaMet" if type_ == "Complete" else "FailureTarget"
+        conditions = [
+            {"type": target, "status": "True", "reason": reason, "message": message, "lastTransitionTime": at},
+            {"type": type_, "status": "True", "reason": reason, "message": message, "lastTransitionTime": at},
+        ]
+        status: dict[str, Any] = {"active": 0, "conditions": conditions}
+        if type_ == "Complete":
+            status.update(succeeded=1, completionTime=at)
+        else:
+            status["failed"] = 1
+        self.api("PATCH", f"/apis/batch/v1/namespaces/{namespace}/jobs/{job_name}/status", {"status": status})
+
+    @staticmethod
+    def _container(pod: dict, *, ready: bool, state: dict) -> dict:
+        container = pod["spec"]["containers"][0]
+        return {
+            "name": container["name"],
+            "image": container["image"],
+            "imageID": f"docker.io/library/{container['image']}@sha256:{'0' * 64}",
+            "containerID": f"containerd://{uuid.uuid4().hex}",
+            "ready": ready,
+            "started": ready,
+            "restartCount": 0,
+            "state": state,
+        }
+
+    @staticmethod
+    def _started_at(pod: dict) -> str | None:
+        for status in (pod.get("status") or {}).get("containerStatuses") or ():
+            state = status.get("state") or {}
+            for key in ("running", "terminated"):
+                if state.get(key, {}).get("startedAt"):
+                    return state[key]["startedAt"]
+        return None
+
+
+def free_port() -> int:
+    """A port nothing listens on (for tests of an unreachable API server)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def kube_cluster() -> Iterator[KubeCluster]:
+    cluster = KubeCluster()
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def kube_backend(kube_cluster: KubeCluster) -> Iterator[Any]:
+    from scheduler.backends.kubernetes import KubernetesBackend
+
+    backend = KubernetesBackend(kube_cluster.kubeconfig, timeout=2, retries=2, backoff=0.01)
+    try:
+        yield backend
+    finally:
+        backend.close()
