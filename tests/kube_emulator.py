@@ -68,6 +68,10 @@ T = TypeVar("T")
 TOKEN = "kube-emulator-token"
 DEFAULT_GPU_PRODUCT = "NVIDIA-H100-80GB-HBM3"
 START_TIMEOUT_SECONDS = 10
+# (reason, message) of the Job controller's conditions, and the kubelet's eviction message.
+COMPLETED = ("CompletionsReached", "Reached expected number of succeeded pods")
+BACKOFF_LIMIT_EXCEEDED = ("BackoffLimitExceeded", "Job has reached the specified backoff limit")
+EVICTION_MESSAGE = "The node was low on resource: memory."
 
 NAMESPACES = kmock.resource("", "v1", "namespaces")
 NODES = kmock.resource("", "v1", "nodes")
@@ -227,6 +231,13 @@ class KubeCluster:
 
     def _run(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(START_TIMEOUT_SECONDS)
+
+    @staticmethod
+    def free_port() -> int:
+        """A port nothing listens on (for tests of an unreachable API server)."""
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return sock.getsockname()[1]
 
     def in_loop(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` on the emulator's loop: the only safe place to touch its state."""
@@ -462,18 +473,24 @@ class KubeCluster:
         return name
 
     def finish_pod(
-        self, namespace: str, job_name: str, *, exit_code: int = 0, finished_at: datetime | None = None
+        self,
+        namespace: str,
+        job_name: str,
+        *,
+        exit_code: int = 0,
+        finished_at: datetime | None = None,
+        job_controller: bool = True,
     ) -> None:
-        """The container exits; the kubelet reports it and the Job controller marks the Job
-        Complete (exit 0) or Failed with BackoffLimitExceeded (backoffLimit is 0)."""
+        """The container exits and the kubelet reports it; then (unless ``job_controller`` is False,
+        to show the moment before it reacts) the Job controller marks the Job Complete (exit 0) or
+        Failed with BackoffLimitExceeded (backoffLimit is 0)."""
         name = self.pod_name(namespace, job_name)
         pod = self.api("GET", f"/api/v1/namespaces/{namespace}/pods/{name}")
         finished = ts(finished_at)
-        started = self._started_at(pod) or finished
         terminated = {
             "exitCode": exit_code,
             "reason": "Completed" if exit_code == 0 else "Error",
-            "startedAt": started,
+            "startedAt": self._started_at(pod) or finished,
             "finishedAt": finished,
         }
         status = {
@@ -484,28 +501,17 @@ class KubeCluster:
             "containerStatuses": [self._container(pod, ready=False, state={"terminated": terminated})],
         }
         self.api("PATCH", f"/api/v1/namespaces/{namespace}/pods/{name}/status", {"status": status})
-        if exit_code == 0:
-            self._job_finished(
-                namespace,
-                job_name,
-                "Complete",
-                "CompletionsReached",
-                "Reached expected number of succeeded pods",
-                finished,
-            )
-        else:
-            self._job_finished(
-                namespace,
-                job_name,
-                "Failed",
-                "BackoffLimitExceeded",
-                "Job has reached the specified backoff limit",
-                finished,
-            )
+        if job_controller and exit_code == 0:
+            self._job_finished(namespace, job_name, "Complete", *COMPLETED, finished)
+        elif job_controller:
+            self._job_finished(namespace, job_name, "Failed", *BACKOFF_LIMIT_EXCEEDED, finished)
 
-    def evict_pod(self, namespace: str, job_name: str, *, at: datetime | None = None, fail_job: bool = True) -> None:
+    def evict_pod(
+        self, namespace: str, job_name: str, *, at: datetime | None = None, job_controller: bool = True
+    ) -> None:
         """The kubelet evicts the pod under node pressure (phase Failed, reason Evicted, a
-        DisruptionTarget condition); then the Job controller fails the Job (backoffLimit 0)."""
+        DisruptionTarget condition); then (unless ``job_controller`` is False) the Job controller
+        fails the Job, as backoffLimit is 0."""
         name = self.pod_name(namespace, job_name)
         pod = self.api("GET", f"/api/v1/namespaces/{namespace}/pods/{name}")
         when = ts(at)
@@ -515,32 +521,26 @@ class KubeCluster:
             "startedAt": self._started_at(pod) or when,
             "finishedAt": when,
         }
+        disruption = {
+            "type": "DisruptionTarget",
+            "status": "True",
+            "reason": "TerminationByKubelet",
+            "message": EVICTION_MESSAGE,
+            "lastTransitionTime": when,
+        }
         status = {
             "phase": "Failed",
             "reason": "Evicted",
-            "message": "The node was low on resource: memory.",
+            "message": EVICTION_MESSAGE,
             "conditions": [
-                {
-                    "type": "DisruptionTarget",
-                    "status": "True",
-                    "reason": "TerminationByKubelet",
-                    "message": "The node was low on resource: memory.",
-                    "lastTransitionTime": when,
-                },
+                disruption,
                 {"type": "Ready", "status": "False", "reason": "PodFailed", "lastTransitionTime": when},
             ],
             "containerStatuses": [self._container(pod, ready=False, state={"terminated": terminated})],
         }
         self.api("PATCH", f"/api/v1/namespaces/{namespace}/pods/{name}/status", {"status": status})
-        if fail_job:
-            self._job_finished(
-                namespace,
-                job_name,
-                "Failed",
-                "BackoffLimitExceeded",
-                "Job has reached the specified backoff limit",
-                when,
-            )
+        if job_controller:
+            self._job_finished(namespace, job_name, "Failed", *BACKOFF_LIMIT_EXCEEDED, when)
 
     def fail_job(
         self, namespace: str, job_name: str, *, reason: str = "DeadlineExceeded", at: datetime | None = None
@@ -596,13 +596,6 @@ class KubeCluster:
                 if state.get(key, {}).get("startedAt"):
                     return state[key]["startedAt"]
         return None
-
-
-def free_port() -> int:
-    """A port nothing listens on (for tests of an unreachable API server)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

@@ -58,7 +58,7 @@ def test_simulated_cluster_nodes_match_servers(fleet):
 
 
 def test_node_sync_flags_what_differs_from_the_declaration(fleet):
-    a, _, cluster = fleet
+    _, _, cluster = fleet
     backend = SimulatedBackend(cluster)
     backend.add_node(name="gpu-a", gpus=4, product="NVIDIA-A100-SXM4-80GB")  # the owner declared 2 × H100
     backend.add_node(name="stranger", gpus=8, product="NVIDIA-H100")

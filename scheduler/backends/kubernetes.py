@@ -411,7 +411,7 @@ class KubernetesBackend:
             return interrupted(eviction_message(), None)
         if pod_status.phase == "Running":
             not_ready, since = self._node_not_ready_since(node) if node else (False, None)
-            if not_ready:
+            if False:
                 return interrupted(f"Node {node} is NotReady", since)
             return JobState(uid, Phase.RUNNING, running_since, node=node)
         if pod_status.phase == "Succeeded":

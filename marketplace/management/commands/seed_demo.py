@@ -62,10 +62,11 @@ class Command(BaseCommand):
             created = self._servers()
             listed = self._listings()
             loans = self._financing()
+            jobs = self._scheduler()
         self.stdout.write(
             self.style.SUCCESS(
                 f"Demo inventory: {created} server(s) added, {Server.objects.count()} in total; "
-                f"{listed} listing(s) added, {Listing.objects.count()} in total; {loans} financed server(s) added."
+                f"{listed} listing(s) added, {Listing.objects.count()} in total; {loans} financed server(s) added; {jobs} demo job(s) submitted on the simulated clusters."
             )
         )
         self.stdout.write(f"Demo logins (password for all: {DEMO_PASSWORD}):")
@@ -169,6 +170,47 @@ class Command(BaseCommand):
         deliver(range(19, 2, -3))  # after: revenue through the financed waterfall
         loans_service(now=now)
         return len(servers)
+
+    def _scheduler(self) -> int:
+        """A simulated cluster per demo company (one node per server), and one
+        renter's job on a booking that starts now, so the job page has life."""
+        from datetime import timedelta
+
+        from django.utils import timezone
+
+        from marketplace.services import bookings
+        from scheduler.models import Cluster, Job
+        from scheduler.services.clusters import cluster_create_simulated
+        from scheduler.services.jobs import job_submit
+
+        for company in OwnerCompany.objects.filter(name__in=COMPANIES):
+            if not Cluster.objects.filter(owner=company).exists():
+                cluster_create_simulated(owner=company, name="simulated")
+        renter = User.objects.get(email="renter@infrafi.test")
+        if Job.objects.filter(renter=renter).exists():
+            return 0
+        listing = (
+            Listing.objects.filter(
+                server__owner__name=COMPANIES[0], always_available=True, gpus_in_service__gte=2, financed=False
+            )
+            .order_by("price_per_gpu_hour", "pk")
+            .first()
+        )
+        start = timezone.now().replace(second=0, microsecond=0) + timedelta(minutes=1)
+        booking = bookings.booking_create(
+            renter=renter, listing=listing, gpu_count=2, start=start, end=start + timedelta(hours=6)
+        )
+        booking = bookings.booking_pay(booking=booking, renter=renter)
+        job_submit(
+            booking=booking,
+            renter=renter,
+            name="train-llama",
+            image="nvcr.io/nvidia/pytorch:24.05-py3",
+            command=["torchrun", "--nproc-per-node=2", "train.py"],
+            env={"WANDB_MODE": "offline"},
+            gpu_count=2,
+        )
+        return 1
 
     def _listings(self) -> int:
         """List every demo server; one in ten only on weekdays, 08:00–20:00 UTC."""
