@@ -153,9 +153,9 @@ def test_job_state_follows_its_pod_from_pending_to_succeeded(kube_cluster, kube_
     )
 
     kube_cluster.finish_pod(NS, NAME, exit_code=0, finished_at=T1)
-    assert kube_backend.job_state(NS, NAME) == JobState(
-        uid=job.uid, phase=Phase.SUCCEEDED, running_since=T0, finished_at=T1, node="gpu-node-1"
-    )
+    state = kube_backend.job_state(NS, NAME)
+    assert state == JobState(uid=job.uid, phase=Phase.SUCCEEDED, running_since=T0, finished_at=T1, node="gpu-node-1")
+    assert (state.running_since.tzinfo, state.finished_at.tzinfo) == (UTC, UTC)
 
 
 def test_a_non_zero_exit_fails_the_job_with_the_controllers_reason(kube_cluster, kube_backend, job):
@@ -419,6 +419,15 @@ def test_an_unreachable_server_raises_backend_error(kube_cluster):
 
     with pytest.raises(BackendError, match=r"Could not read the server version: .*\(after 2 attempts\)"):
         backend.check()
+
+
+def test_a_tls_failure_raises_backend_error_without_retry(kube_cluster):
+    config = kube_cluster.kubeconfig
+    config["clusters"][0]["cluster"]["server"] = kube_cluster.url.replace("http://", "https://")
+    backend = KubernetesBackend(config, timeout=2, retries=3, backoff=5)  # a retry would take 5 s
+
+    with pytest.raises(BackendError, match=r"Could not list nodes: SSLError"):
+        backend.list_nodes()
 
 
 @pytest.mark.parametrize("status", [401, 403])

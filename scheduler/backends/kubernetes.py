@@ -291,6 +291,8 @@ class KubernetesBackend:
                 return fn(*args, _request_timeout=self._timeout, **kwargs)
             except ApiException as exc:
                 status = exc.status or 0
+                if status == 0:  # the client's wrapping of TLS errors: retrying will not fix a certificate
+                    raise BackendError(f"Could not {what}: {exc.reason}") from exc
                 message = f"Could not {what}: HTTP {status} {_api_message(exc)}".rstrip()
                 if status in (401, 403):
                     raise BackendForbidden(message) from exc
@@ -411,7 +413,7 @@ class KubernetesBackend:
             return interrupted(eviction_message(), None)
         if pod_status.phase == "Running":
             not_ready, since = self._node_not_ready_since(node) if node else (False, None)
-            if False:
+            if not_ready:
                 return interrupted(f"Node {node} is NotReady", since)
             return JobState(uid, Phase.RUNNING, running_since, node=node)
         if pod_status.phase == "Succeeded":
