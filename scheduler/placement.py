@@ -137,7 +137,7 @@ class Pool:
         self.policy = policy
         self._pick_in = _PICKERS[policy]
         self._learns = policy == "ours"
-        self._rng = random.Random(seed)
+        self._rng = random.Random(seed)  # noqa: S311 - spreads load for the random-fit baseline, no secret
         self._nodes: list[Node] = list(nodes)
         self._index: dict[int, int] = {}
         for i, node in enumerate(self._nodes):
@@ -360,7 +360,7 @@ class Pool:
         """
         harm = 0.0
         demand, free = self._class_demand, self._class_free
-        for c in self._classes_of_model[self._group_model[g]]:
+        for c in self._classes_of_model[self._group_model[g]]:  # none at all without constrained requests
             f = free[c]
             if not f:
                 return math.inf
@@ -422,31 +422,40 @@ def _first_fit(pool: Pool, groups: tuple[int, ...], n: int) -> int:
     return best
 
 
+def _pack(pool: Pool, groups: tuple[int, ...], n: int, score: Callable[[Pool, int], object] | None) -> int:
+    """Best-fit after ``score``: the lowest (score, GPUs left, position) over the groups' fullest fitting servers.
+
+    Only the winner's bucket (and those tied with it) is searched for its lowest position: the per-group
+    part is a few operations on small integers.
+    """
+    nonempty, masks = pool._nonempty, pool._masks
+    best_g, best_key, best_i = -1, None, -1
+    for g in groups:
+        fits = nonempty[g] >> n
+        if fits:
+            left = (fits & -fits).bit_length() - 1  # GPUs left on the fullest server of the group that fits
+            key = (score(pool, g), left) if score else left
+            if best_key is None or key < best_key:
+                best_g, best_key, best_i = g, key, -1
+            elif key == best_key:
+                if best_i < 0:
+                    best_i = _lowest(masks[best_g][n + (key[1] if score else key)])
+                i = _lowest(masks[g][n + (key[1] if score else key)])
+                if i < best_i:
+                    best_g, best_i = g, i
+    if best_g < 0 or best_i >= 0:
+        return best_i if best_g >= 0 else -1
+    return _lowest(masks[best_g][n + (best_key[1] if score else best_key)])
+
+
 @_picker("best_fit")
 def _best_fit(pool: Pool, groups: tuple[int, ...], n: int) -> int:
-    best, best_key = -1, None
-    for g in groups:
-        fits = pool._nonempty[g] >> n
-        if fits:
-            left = _lowest(fits)  # GPUs left after placing n on the fullest server of the group that fits
-            i = _lowest(pool._masks[g][n + left])
-            if best_key is None or (left, i) < best_key:
-                best, best_key = i, (left, i)
-    return best
+    return _pack(pool, groups, n, None)
 
 
 @_picker("cheapest")
 def _cheapest(pool: Pool, groups: tuple[int, ...], n: int) -> int:
-    best, best_key = -1, None
-    for g in groups:
-        fits = pool._nonempty[g] >> n
-        if fits:
-            left = _lowest(fits)
-            i = _lowest(pool._masks[g][n + left])
-            key = (pool._group_keys[g][2], left, i)
-            if best_key is None or key < best_key:
-                best, best_key = i, key
-    return best
+    return _pack(pool, groups, n, lambda pool, g: pool._group_keys[g][2])
 
 
 @_picker("random")
@@ -474,18 +483,8 @@ def _random_fit(pool: Pool, groups: tuple[int, ...], n: int) -> int:
 
 @_picker("ours")
 def _ours(pool: Pool, groups: tuple[int, ...], n: int) -> int:
-    """The least harmed model (see ``Pool._harm``), best-fit within it; servers in given order last."""
-    best, best_key = -1, None
-    nonempty, masks = pool._nonempty, pool._masks
-    for g in groups:
-        fits = nonempty[g] >> n
-        if fits:
-            left = _lowest(fits)
-            i = _lowest(masks[g][n + left])
-            key = (pool._harm(g), left, i)
-            if best_key is None or key < best_key:
-                best, best_key = i, key
-    return best
+    """The least harmed model (see ``Pool._harm``), best-fit within it; plain best-fit while nothing is constrained."""
+    return _pack(pool, groups, n, Pool._harm if pool._class_mask else None)
 
 
 def _pick_weighted(pool: Pool, groups: tuple[int, ...], n: int) -> int:

@@ -83,6 +83,7 @@ def test_production_settings_start_with_their_secrets():
             "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/test",
             "DJANGO_ALLOWED_HOSTS": "infrafi.example",
             "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0",
+            "SCHEDULER_ENCRYPTION_KEYS": "yJqDLgAe5-QZ-5KO4_ARRaZR6fGQDE4vWWjCSQvzP5A=",
         },
     )
     assert "ImproperlyConfigured" not in result.stderr
