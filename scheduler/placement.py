@@ -264,17 +264,19 @@ class Pool:
         return plan
 
     def _pick(self, plan: _Plan, n: int) -> int:
-        """Position of the chosen server or -1: the preferred region first, the others only if nothing fits."""
-        if self._weights is not None and self._learns:
-            i = _pick_weighted(self, plan.preferred, n)
-            if i < 0 and plan.others:
-                i = _pick_weighted(self, plan.others, n)
-            if i >= 0:
-                return i
-        i = self._pick_in(self, plan.preferred, n)
-        if i < 0 and plan.others:
-            i = self._pick_in(self, plan.others, n)
-        return i
+        """Position of the chosen server or -1: the preferred region first, the others only if nothing fits.
+
+        Weights order servers within a region, not across: a loan's need does not send a renter abroad.
+        """
+        weighted = self._weights is not None and self._learns
+        for groups in (plan.preferred, plan.others):
+            if groups:
+                i = _pick_weighted(self, groups, n) if weighted else -1
+                if i < 0:
+                    i = self._pick_in(self, groups, n)
+                if i >= 0:
+                    return i
+        return -1
 
     def _move(self, i: int, delta: int) -> None:
         """Change server i's free GPUs by delta: its bit moves to the bucket of its new free count."""
@@ -522,6 +524,9 @@ def choose(
 
     Builds a throw-away ``Pool`` so that the answer is the one the scheduler's pool would give for the
     same free counts. Without ``demand`` "ours" has no history to learn from here, so it is the weights,
-    then best-fit.
+    then best-fit. A negative free count (an overbooked snapshot) counts as none free.
     """
+    nodes = list(nodes)
+    # A snapshot read at request time can be overbooked for a moment (held > in service): none free, then.
+    free = {node.server_id: max(0, free.get(node.server_id, 0)) for node in nodes}
     return Pool(nodes, policy=policy, weights=weights, free=free, demand=demand).peek(request)

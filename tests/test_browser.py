@@ -191,3 +191,41 @@ def test_lender_reads_the_loan_book_and_a_loans_flow(app_server, demo_data, brow
     assert page.locator("svg[aria-label='Monthly waterfall'] rect").count() > 0
     assert "Renters paid $" in page.content()
     page.screenshot(path=str(ARTIFACTS / "loan.png"), full_page=True)
+
+
+@pytest.fixture
+def running_demo_job(demo_data):
+    """The demo renter's job, launched on its simulated cluster a minute ago
+    (before Playwright starts, for the reason given at ``demo_data``)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from scheduler.models import Job, SimJob
+    from scheduler.services.jobs import jobs_tick
+
+    job = Job.objects.get(renter__email="renter@infrafi.test")
+    jobs_tick(now=job.booking.start)
+    SimJob.objects.update(created_at=timezone.now() - timedelta(minutes=1))  # the cluster started it earlier
+    return job
+
+
+@pytest.mark.django_db(transaction=True)
+def test_job_page_refreshes_its_logs_without_a_reload(app_server, running_demo_job, browser_page):
+    page = browser_page
+    _log_in(page, app_server.url, "renter@infrafi.test")
+    page.goto(app_server.url + "/jobs/")
+    page.get_by_role("link", name="train-llama").click()
+    page.wait_for_selector("#job-logs")
+    assert "simulated cluster" in page.locator("h1").inner_text()
+    assert "torchrun" in page.content() and "WANDB_MODE" in page.content()
+    first = page.locator("#job-logs").inner_text()
+    assert "[simulated] pulled nvcr.io/nvidia/pytorch:24.05-py3" in first
+    page.evaluate("window.__sameDocument = true")
+    # A new training step is logged every 10 s of simulated time; the page polls for it.
+    page.wait_for_function(
+        "text => document.getElementById('job-logs').textContent !== text", arg=first, timeout=30_000
+    )
+    assert page.evaluate("window.__sameDocument") is True  # refreshed in place, not reloaded
+    assert page.locator("#job-progress").get_attribute("aria-valuenow") is not None
+    page.screenshot(path=str(ARTIFACTS / "job.png"), full_page=True)

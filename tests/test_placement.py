@@ -150,15 +150,25 @@ def test_random_fit_is_reproducible_with_its_seed():
 
 
 def test_weights_steer_ours_to_the_higher_weight_feasible_server():
-    # given a best fit with no loan, a financed server needing 2 GPUs rented and one needing 4
+    # given a best fit with no loan, a financed server needing 2 GPUs rented (the better fit of the two)
+    # and one needing 4
     nodes = [Node(1, "G2", 8), Node(2, "G2", 8), Node(3, "G2", 8)]
-    free = {1: 1, 2: 8, 3: 8}
+    free = {1: 1, 2: 3, 3: 8}
     # then the neediest feasible loan wins
     assert choose(Request(1), nodes, free, weights={2: 2, 3: 4}) == 3
     # but not when it cannot hold the request: the other financed server does
     assert choose(Request(4), nodes, {1: 1, 2: 8, 3: 3}, weights={2: 2, 3: 4}) == 2
     # and without weights it is plain best-fit
     assert choose(Request(1), nodes, free) == 1
+
+
+def test_weights_do_not_override_the_region():
+    # given a financed server abroad and an unfinanced one in the requested region
+    nodes = [Node(1, "G2", 8, region="eu"), Node(2, "G2", 8, region="us")]
+    # then the region comes first; the loan's weight only counts among servers of the same region
+    assert choose(Request(1, region="us"), nodes, full(nodes), weights={1: 5}) == 2
+    assert choose(Request(1, region="eu"), nodes, full(nodes), weights={1: 5}) == 1
+    assert choose(Request(1, region="us"), nodes, {1: 8, 2: 0}, weights={1: 5}) == 1
 
 
 def test_set_weight_moves_the_preference_as_loans_are_served():
@@ -173,6 +183,20 @@ def test_set_weight_moves_the_preference_as_loans_are_served():
     assert pool.place(Request(8)) == 1
     assert pool.place(Request(6)) == 2
     assert (pool.free(1), pool.free(2)) == (0, 0)
+
+
+def test_weighted_servers_are_chosen_by_their_current_free_count():
+    nodes = [Node(1, "G2", 8), Node(2, "G2", 8)]
+    pool = Pool(nodes, weights={1: 5})
+    assert pool.place(Request(6)) == 1
+    # server 1 has 2 left: a 4-GPU request must go elsewhere despite the weight
+    assert pool.place(Request(4)) == 2
+    assert pool.place(Request(2)) == 1
+    assert (pool.free(1), pool.free(2)) == (0, 4)
+    # and after a release the weighted server is back in the running, ahead of the better fit
+    pool.release(1, 6)
+    assert pool.place(Request(4)) == 1
+    assert (pool.free(1), pool.free(2)) == (2, 4)
 
 
 def test_set_weight_needs_a_weighted_pool():
@@ -252,6 +276,12 @@ def test_servers_missing_from_free_have_nothing_free():
     nodes = [Node(1, "G2", 8), Node(2, "G2", 8)]
     assert Pool(nodes, free={2: 4}).free(1) == 0
     assert choose(Request(1), nodes, {2: 4}, policy="first_fit") == 2
+
+
+def test_choose_treats_an_overbooked_server_as_full():
+    nodes = [Node(1, "G2", 8), Node(2, "G2", 8)]
+    assert choose(Request(1), nodes, {1: -2, 2: 3}, policy="first_fit") == 2
+    assert choose(Request(1), nodes, {1: -2, 2: 0}, policy="first_fit") is None
 
 
 @pytest.mark.parametrize("policy", POLICIES)
