@@ -22,7 +22,6 @@ from scheduler.backends.base import (
 )
 from scheduler.backends.kubernetes import KubeconfigInvalid, KubernetesBackend
 
-
 T0 = datetime(2026, 3, 2, 9, 30, 0, tzinfo=UTC)
 T1 = T0 + timedelta(hours=2, minutes=15)
 NS = "booking-41"

@@ -66,7 +66,8 @@ class Command(BaseCommand):
         self.stdout.write(
             self.style.SUCCESS(
                 f"Demo inventory: {created} server(s) added, {Server.objects.count()} in total; "
-                f"{listed} listing(s) added, {Listing.objects.count()} in total; {loans} financed server(s) added; {jobs} demo job(s) submitted on the simulated clusters."
+                f"{listed} listing(s) added, {Listing.objects.count()} in total; {loans} financed server(s) added; "
+                f"{jobs} demo job(s) submitted on the simulated clusters."
             )
         )
         self.stdout.write(f"Demo logins (password for all: {DEMO_PASSWORD}):")
