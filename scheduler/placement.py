@@ -30,7 +30,8 @@ Policies (``POLICIES``; one picker function each, registered in ``_PICKERS``):
 - ``cheapest``: the lowest price per GPU-hour, then best-fit.
 - ``ours``: with weights (higher = that server's loan needs revenue more,
   e.g. the GPUs it still has to rent to cover its debt service), the
-  feasible server with the highest positive weight. Otherwise, and to break
+  feasible server with the highest positive weight, within the region
+  preference (a loan's need never sends a renter abroad). Otherwise, and to break
   ties, model-aware packing: the model whose GPUs are least needed by
   model-constrained requests, best-fit within it (``Pool._harm``). Demand is
   learnt online from the requests the pool sees, decaying with a half-life
@@ -49,11 +50,11 @@ from decimal import Decimal
 POLICIES = ("random", "first_fit", "best_fit", "cheapest", "ours")
 
 # Constrained requests after which past demand counts half as much as new demand: long enough to learn
-# the mix, short enough to follow a change of workload within a few days of bookings.
+# the mix from, short enough to follow a change of workload.
 DEMAND_HALF_LIFE = 5_000
 _DEMAND_GROWTH = 2.0 ** (1.0 / DEMAND_HALF_LIFE)
 # What the decayed counters sum to in a steady state, in requests: a seeded mix is scaled to it, so that
-# it weighs like one half-life's worth of observed requests and then fades like them.
+# it weighs like a long history of observed requests and then fades like one.
 _STEADY_STATE = DEMAND_HALF_LIFE / math.log(2)
 # Exponent of the soft maximum over the sets of models a GPU belongs to (see Pool._harm).
 _TIGHTNESS = 4
