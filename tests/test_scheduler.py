@@ -450,3 +450,18 @@ def test_renter_job_pages(fleet, renter, client_as):
     status = client.get(f"/jobs/{job.public_id}/status.json").json()
     assert status["status"] == "pending" and status["events"][0]["kind"] == "submitted"
     assert client_as(make_renter()).get(f"/jobs/{job.public_id}/").status_code == 404
+
+
+def test_a_downtime_refund_is_reserved_once_per_failure(fleet, renter):
+    booking = paid_booking(renter, fleet[0], hours=2)  # $8.00
+    failed_at = booking.start + timedelta(minutes=30)
+    first = bookings.booking_interrupt(
+        booking=booking, failed_at=failed_at, resumed_at=failed_at + timedelta(minutes=15), key="server-1"
+    )
+    again = bookings.booking_interrupt(
+        booking=booking, failed_at=failed_at, resumed_at=failed_at + timedelta(minutes=15), key="server-1"
+    )
+    booking.refresh_from_db()
+    assert first.amount == Decimal("1.00") and first.status == Refund.Status.SUCCEEDED  # 2 GPUs × ¼ h × $2.00
+    assert again is None and booking.refunds.count() == 1
+    assert booking.amount_refunded == Decimal("1.00") and booking.lost_gpu_seconds == 2 * 900

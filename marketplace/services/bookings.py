@@ -564,8 +564,8 @@ def booking_interrupt(*, booking: Booking, failed_at: datetime, resumed_at: date
         locked = _lock(booking)
         if locked.status not in (Booking.Status.CONFIRMED, Booking.Status.ACTIVE):
             return None
-        key = f"downtime-{key}"
-        if Refund.objects.filter(booking=locked, idempotency_key=f"booking-{locked.public_id}-refund-{key}").exists():
+        idempotency_key = f"booking-{locked.public_id}-refund-downtime-{key}"
+        if Refund.objects.filter(idempotency_key=idempotency_key).exists():
             return None
         failed_at = max(failed_at, locked.start)
         until = min(resumed_at or locked.end, locked.end)
@@ -573,20 +573,32 @@ def booking_interrupt(*, booking: Booking, failed_at: datetime, resumed_at: date
         lost = min(lost, locked.gpu_seconds_payable - locked.delivered_gpu_seconds)
         if resumed_at is None:
             BookingGpu.objects.filter(booking=locked, held=True, end__gt=failed_at).update(end=failed_at)
-        if lost <= 0:
+        payment = locked.payments.filter(status=Payment.Status.SUCCEEDED).order_by("created_at").first()
+        if lost <= 0 or payment is None:
             return None
         # The lost share of what is still payable, to the cent, rounded down.
-        refund = money.cents_down(
+        amount = money.cents_down(
             money.pro_rata(
                 locked.amount_paid - locked.amount_refunded - locked.amount_earned,
                 lost,
                 locked.gpu_seconds_payable - locked.delivered_gpu_seconds,
             )
         )
+        if amount <= 0:  # under a cent: the final settlement refunds undelivered time anyway
+            return None
+        # The refund is reserved in the same transaction as the booking's totals,
+        # so a crash cannot count money as refunded without a refund to send.
+        refund = Refund.objects.create(
+            booking=locked,
+            payment=payment,
+            idempotency_key=idempotency_key,
+            amount=amount,
+            reason=Refund.Reason.DOWNTIME,
+        )
         locked.lost_gpu_seconds = locked.lost_gpu_seconds + lost
-        locked.amount_refunded = locked.amount_refunded + refund
+        locked.amount_refunded = locked.amount_refunded + amount
         locked.save(update_fields=["lost_gpu_seconds", "amount_refunded"])
-    return _refund(booking=locked, amount=refund, reason=Refund.Reason.DOWNTIME, key=key)
+    return refund_send(refund=refund)
 
 
 def booking_move(*, booking: Booking, listing: Listing, at: datetime) -> Booking:

@@ -373,7 +373,7 @@ def _relaunch_elsewhere(job: Job, booking: Booking, now: datetime, *, failed_at:
     if booking.server_id == failed_server:
         listing_record_reliability(server_id=failed_server, interrupted=True)
         target = _equivalent_listing(booking, now)
-        key = f"{booking.public_id}-{failed_server}"
+        key = f"server-{failed_server}"  # one refund per failure of a server under this booking
         if target is None:
             booking_services.booking_interrupt(booking=booking, failed_at=failed_at, resumed_at=None, key=key)
             message = "Interrupted; no equivalent GPU is free, so the booking's remaining time was refunded."
