@@ -3,8 +3,11 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+HARDHAT_DIR := contracts/hardhat
+# npm ci rewrites this file on every install: newer than the lock means installed from it.
+HARDHAT_STAMP := $(HARDHAT_DIR)/node_modules/.package-lock.json
 
-.PHONY: demo test venv lint migrate seed bench clean
+.PHONY: demo test venv hardhat lint migrate seed bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -13,6 +16,13 @@ $(STAMP): requirements.txt requirements-dev.txt
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+## The local Hardhat node the tests start (tests/hardhat_node.py), from its lock.
+$(HARDHAT_STAMP): $(HARDHAT_DIR)/package.json $(HARDHAT_DIR)/package-lock.json
+	cd $(HARDHAT_DIR) && npm ci --no-audit --no-fund
+	touch $(HARDHAT_STAMP)
+
+hardhat: $(HARDHAT_STAMP)
 
 ## Run the app on its embedded defaults (SQLite, offline payments, simulated cluster).
 demo: $(STAMP)
@@ -24,7 +34,7 @@ demo: $(STAMP)
 	$(PY) manage.py runserver 127.0.0.1:8000
 
 ## Run the whole test suite (PostgreSQL when DATABASE_URL is set, SQLite otherwise).
-test: $(STAMP)
+test: $(STAMP) $(HARDHAT_STAMP)
 	$(PY) -m pytest
 
 lint: $(STAMP)
@@ -32,4 +42,4 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 
 clean:
-	rm -rf $(VENV) db.sqlite3 staticfiles artifacts .pytest_cache
+	rm -rf $(VENV) $(HARDHAT_DIR)/node_modules db.sqlite3 staticfiles artifacts .pytest_cache
