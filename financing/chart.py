@@ -11,7 +11,14 @@ SYSTEM_ACCOUNTS = [
     ("vault_cash", "sUSDai vault cash", "asset"),
     ("tbill_holdings", "Treasury-bill holdings", "asset"),
     ("interest_income", "Interest income", "income"),
+    ("susdai_holders", "sUSDai holders: deposits less redemptions", "liability"),
+    ("tbill_income", "Treasury-bill income", "income"),
+    ("usdai_external", "USDai withdrawn to outside wallets", "liability"),
 ]
+
+
+def usdai_code(user_id: int) -> str:
+    return f"usdai:{user_id}"
 
 
 def owner_payable_code(owner_id: int) -> str:

@@ -232,3 +232,206 @@ class InsuranceClaim(models.Model):
     class Meta:
         ordering = ["-declared_at"]
         constraints = [models.CheckConstraint(condition=Q(amount_claimed__gt=0), name="claim_amount_positive")]
+
+
+# --- On chain: deployment, custody wallets, the outbox, epochs, the vault -------------
+
+
+class ChainDeployment(models.Model):
+    """Where our contracts live on one chain. The embedded chain is rebuilt at
+    every start from its genesis time, the same deployer and the outbox, so its
+    addresses stay the same."""
+
+    chain_id = models.BigIntegerField(unique=True)
+    addresses = models.JSONField(help_text="Contract name → checksummed address.")
+    operator = models.CharField(max_length=42)
+    genesis_timestamp = models.BigIntegerField(null=True, blank=True, help_text="Embedded chain only.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"chain {self.chain_id}"
+
+
+class Wallet(models.Model):
+    """A user's custodial address: its key derives from ``CHAIN_CUSTODY_SEED``
+    and the index, so no key is stored. Index 0 is the protocol operator."""
+
+    user = models.OneToOneField("accounts.User", on_delete=models.PROTECT, null=True, blank=True, related_name="wallet")
+    company = models.OneToOneField(
+        OwnerCompany, on_delete=models.PROTECT, null=True, blank=True, related_name="wallet", help_text="Holds titles."
+    )
+    index = models.PositiveIntegerField(unique=True)
+    address = models.CharField(max_length=42, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(index__gt=0), name="wallet_index_not_operator"),
+            models.CheckConstraint(
+                condition=Q(user__isnull=True, company__isnull=False) | Q(user__isnull=False, company__isnull=True),
+                name="wallet_one_holder",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user or self.company} {self.address}"
+
+
+class ChainOp(models.Model):
+    """The transactional outbox: one transaction to send, written in the same
+    database transaction as the ledger change it mirrors. Sent strictly in id
+    order; signed once (nonce, raw bytes and hash stored before the broadcast),
+    so a retry re-broadcasts the same transaction and a row is never sent as
+    two transactions."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SIGNED = "signed", "Signed, not yet confirmed"
+        CONFIRMED = "confirmed", "Confirmed"
+        FAILED = "failed", "Failed"
+
+    key = models.CharField(max_length=160, unique=True)
+    sender = models.PositiveIntegerField(default=0, help_text="Wallet index; 0 is the protocol operator.")
+    contract = models.CharField(max_length=20, blank=True, help_text="Blank: a plain ETH transfer (gas funding).")
+    function = models.CharField(max_length=40, blank=True)
+    args = models.JSONField(default=list, blank=True, help_text="Integers as strings.")
+    to = models.CharField(max_length=42, blank=True, help_text="For ETH transfers.")
+    value = models.CharField(max_length=40, default="0", help_text="Wei, for ETH transfers.")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    nonce = models.BigIntegerField(null=True, blank=True)
+    tx_hash = models.CharField(max_length=66, blank=True)
+    raw_tx = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+    block_number = models.BigIntegerField(null=True, blank=True)
+    block_timestamp = models.BigIntegerField(null=True, blank=True)
+    gas_used = models.BigIntegerField(null=True, blank=True)
+    result = models.JSONField(default=dict, blank=True, help_text="What the receipt's events said.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["sender", "nonce"], condition=Q(nonce__isnull=False), name="chainop_nonce"),
+        ]
+        indexes = [models.Index(fields=["status", "id"], name="chainop_status")]
+
+    def __str__(self) -> str:
+        target = f"{self.contract}.{self.function}" if self.contract else f"ETH to {self.to}"
+        return f"#{self.pk} {target} ({self.status})"
+
+
+class ChainAlert(models.Model):
+    """Something on chain an operator must look at (a reverted or stuck transaction,
+    a reconciliation mismatch)."""
+
+    kind = models.CharField(max_length=20)
+    message = models.CharField(max_length=500)
+    op = models.ForeignKey(ChainOp, on_delete=models.PROTECT, null=True, blank=True, related_name="alerts")
+    created_at = models.DateTimeField(auto_now_add=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+
+class RevenueEpoch(models.Model):
+    """A closed batch of revenue: its settlement postings' Merkle root is anchored on
+    chain, and the interest and principal that reached the vault are reported."""
+
+    number = models.PositiveIntegerField(unique=True)
+    closed_at = models.DateTimeField()
+    settlements = models.PositiveIntegerField()
+    root = models.CharField(max_length=66, blank=True, help_text="0x…; blank when the epoch had no settlements.")
+    principal = models.DecimalField(max_digits=20, decimal_places=6)
+    profit = models.DecimalField(max_digits=20, decimal_places=6, help_text="Net interest and T-bill income.")
+    accrued = models.DecimalField(max_digits=20, decimal_places=6, help_text="Interest accrued, not yet received.")
+    anchor_op = models.OneToOneField(ChainOp, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+
+    class Meta:
+        ordering = ["-number"]
+
+    def __str__(self) -> str:
+        return f"epoch {self.number}"
+
+
+class EpochEntry(models.Model):
+    """Marks a journal entry as taken into an epoch (entries themselves are immutable)."""
+
+    entry = models.OneToOneField(JournalEntry, on_delete=models.PROTECT, related_name="epoch_mark")
+    epoch = models.ForeignKey(RevenueEpoch, on_delete=models.PROTECT, related_name="marks")
+
+
+class UsdaiPurchase(models.Model):
+    """USDai bought through the payment gateway, minted 1:1 to the buyer's wallet."""
+
+    user = models.ForeignKey("accounts.User", on_delete=models.PROTECT, related_name="usdai_purchases")
+    amount = models.DecimalField(max_digits=14, decimal_places=2)
+    gateway = models.CharField(max_length=16)
+    reference = models.CharField(max_length=120, unique=True)
+    is_test = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [models.CheckConstraint(condition=Q(amount__gt=0), name="usdai_purchase_positive")]
+
+
+class VaultDeposit(models.Model):
+    user = models.ForeignKey("accounts.User", on_delete=models.PROTECT, related_name="vault_deposits")
+    amount = models.DecimalField(max_digits=20, decimal_places=6)
+    op = models.OneToOneField(ChainOp, on_delete=models.PROTECT, related_name="+")
+    shares = models.DecimalField(max_digits=40, decimal_places=18, null=True, blank=True, help_text="From the receipt.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [models.CheckConstraint(condition=Q(amount__gt=0), name="vault_deposit_positive")]
+
+
+class Redemption(models.Model):
+    """A queued request to redeem sUSDai; serviced first in, first out, on chain."""
+
+    class Status(models.TextChoices):
+        REQUESTED = "requested", "Sending"
+        QUEUED = "queued", "Queued"
+        PAID = "paid", "Paid"
+
+    user = models.ForeignKey("accounts.User", on_delete=models.PROTECT, related_name="redemptions")
+    shares = models.DecimalField(max_digits=40, decimal_places=18)
+    op = models.OneToOneField(ChainOp, on_delete=models.PROTECT, related_name="+")
+    request_id = models.BigIntegerField(null=True, blank=True, unique=True, help_text="The vault's queue id.")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.REQUESTED)
+    shares_left = models.DecimalField(max_digits=40, decimal_places=18)
+    paid = models.DecimalField(max_digits=20, decimal_places=6, default=0, help_text="USDai received so far.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    paid_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        constraints = [models.CheckConstraint(condition=Q(shares__gt=0), name="redemption_shares_positive")]
+
+
+class VaultDay(models.Model):
+    """The vault's state at the end of a day, for realised APR."""
+
+    date = models.DateField(unique=True)
+    nav = models.DecimalField(max_digits=20, decimal_places=6, help_text="Cash + T-bills + loan principal.")
+    income = models.DecimalField(max_digits=20, decimal_places=6, help_text="Net interest and T-bill income that day.")
+
+    class Meta:
+        ordering = ["-date"]
+
+
+class Reconciliation(models.Model):
+    """One comparison of the chain against the ledger."""
+
+    ran_at = models.DateTimeField(auto_now_add=True)
+    in_flight = models.PositiveIntegerField(help_text="Outbox rows not yet confirmed when it ran.")
+    checks = models.JSONField(help_text="[{name, chain, ledger, ok}]")
+    mismatches = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["-ran_at"]

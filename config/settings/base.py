@@ -195,6 +195,7 @@ PAYMENT_GATEWAY = env("PAYMENT_GATEWAY", default="offline")
 PAYMENT_GATEWAYS = {
     "offline": "marketplace.payments.offline.OfflineGateway",
     "stripe": "marketplace.payments.stripe_gateway.StripeGateway",
+    "usdai": "marketplace.payments.usdai.UsdaiGateway",
 }
 STRIPE_SECRET_KEY = env("STRIPE_SECRET_KEY", default="")
 STRIPE_WEBHOOK_SECRET = env("STRIPE_WEBHOOK_SECRET", default="")
@@ -219,6 +220,11 @@ CELERY_BEAT_SCHEDULE = {
     "marketplace-retry-webhooks": {"task": "marketplace.tasks.webhooks_retry", "schedule": 300.0},
     "scheduler-tick": {"task": "scheduler.tasks.jobs_tick", "schedule": 15.0},
     "scheduler-node-sync": {"task": "scheduler.tasks.clusters_sync", "schedule": 300.0},
+    "financing-chain-send": {"task": "financing.tasks.chain_send", "schedule": 5.0},
+    "financing-vault-service": {"task": "financing.tasks.vault_service", "schedule": 60.0},
+    "financing-epoch-close": {"task": "financing.tasks.epoch_close", "schedule": 3600.0},
+    "financing-vault-daily": {"task": "financing.tasks.vault_daily", "schedule": 24 * 3600.0},
+    "financing-chain-reconcile": {"task": "financing.tasks.chain_reconcile", "schedule": 3600.0},
 }
 
 # --- Financing: the waterfall's rates (fractions of each settlement's gross).
@@ -262,3 +268,25 @@ SCHEDULER_RELIABILITY_RECOVERY = Decimal(env("SCHEDULER_RELIABILITY_RECOVERY", d
 # The ledger's covering index (INCLUDE amount) serves balances on PostgreSQL;
 # SQLite builds it without the included column, which is fine for the demo.
 SILENCED_SYSTEM_CHECKS = ["models.W040"]
+
+# --- Chain: the embedded in-process EVM by default, or any JSON-RPC endpoint.
+CHAIN_RPC_URL = env("CHAIN_RPC_URL", default="")
+CHAIN_RPC_TIMEOUT_SECONDS = env.float("CHAIN_RPC_TIMEOUT_SECONDS", default=10.0)
+# The protocol operator's key (deployer, minter, registrar, loan manager, vault operator).
+# The embedded default is a throwaway development key; production requires its own.
+CHAIN_SIGNER_KEY = env("CHAIN_SIGNER_KEY", default="0x" + "4f" * 32)
+# Custodial wallets' keys derive from this seed and the wallet's index.
+CHAIN_CUSTODY_SEED = env("CHAIN_CUSTODY_SEED", default="infrafi-embedded-custody-seed")
+CHAIN_RECEIPT_TIMEOUT_SECONDS = env.float("CHAIN_RECEIPT_TIMEOUT_SECONDS", default=30.0)
+CHAIN_RETRY_BASE_SECONDS = env.int("CHAIN_RETRY_BASE_SECONDS", default=5)
+CHAIN_ALERT_AFTER_ATTEMPTS = env.int("CHAIN_ALERT_AFTER_ATTEMPTS", default=3)
+CHAIN_WALLET_GAS_WEI = env.int("CHAIN_WALLET_GAS_WEI", default=10**17)  # ETH a new custodial wallet gets for gas
+CALIBER_BASE_URI = env("CALIBER_BASE_URI", default="http://localhost:8000/caliber/")
+
+# --- The sUSDai vault.
+VAULT_UNLOCK_SECONDS = env.int("VAULT_UNLOCK_SECONDS", default=7 * 24 * 3600)  # profit streams in over this
+VAULT_MIN_REDEMPTION = Decimal(env("VAULT_MIN_REDEMPTION", default="10"))  # sUSDai
+VAULT_LIQUIDITY_BUFFER = Decimal(env("VAULT_LIQUIDITY_BUFFER", default="0.10"))  # of NAV kept as cash
+TBILL_RATE = Decimal(env("TBILL_RATE", default="0.045"))  # a year, accrued daily
+USDAI_MIN_PURCHASE = Decimal(env("USDAI_MIN_PURCHASE", default="1.00"))
+USDAI_MAX_PURCHASE = Decimal(env("USDAI_MAX_PURCHASE", default="1000000.00"))

@@ -76,11 +76,16 @@ def collateral_approve(*, collateral: Collateral, operator: User, now: datetime 
     now = now or timezone.now()
     with transaction.atomic():
         locked = Collateral.objects.select_for_update().get(pk=collateral.pk)
-        if locked.approved_at is None:
+        first = locked.approved_at is None
+        if first:
             locked.approved_at = now
             locked.approved_by = operator
             locked.save(update_fields=["approved_at", "approved_by"])
         appraisal_run(collateral=locked, now=now, trigger="approval")
+        if first:
+            from financing.services.titles import title_mint
+
+            title_mint(collateral=locked)
     return locked
 
 

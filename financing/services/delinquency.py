@@ -24,6 +24,7 @@ from accounts.models import OwnerCompany, User
 from financing.models import Collateral, Loan
 from financing.services.ledger import Accounts, EntryBatch
 from financing.services.servicing import LoanBook
+from financing.services.titles import title_foreclose, title_lien
 from marketplace.models import Listing, Server
 
 
@@ -64,6 +65,7 @@ def loans_service(*, now: datetime | None = None) -> dict[str, int]:
             if state.principal <= 0 and state.interest <= 0:
                 if loan.status != Loan.Status.FORECLOSED:  # a foreclosed server stays the protocol's
                     Collateral.objects.filter(pk=loan.collateral_id).update(lien=Collateral.Lien.FREE)
+                    title_lien(loan=loan, active=False)
                 loan.status, loan.repaid_at = Loan.Status.REPAID, now
                 Listing.objects.filter(server_id=loan.collateral.server_id).update(financed=False)
                 summary["repaid"] += 1
@@ -97,6 +99,7 @@ def loan_foreclose(*, loan: Loan, operator: User, now: datetime | None = None) -
             collateral.lien = Collateral.Lien.FORECLOSED
             collateral.save(update_fields=["lien"])
             Server.objects.filter(pk=collateral.server_id).update(owner=protocol_owner())
+            title_foreclose(loan=locked)
     except IntegrityError as exc:
         raise ValidationError(
             {"loan": "The protocol already owns a server with this hostname; rename it first."}

@@ -21,6 +21,8 @@ from accounts.models import OwnerCompany, User
 from financing import schedules
 from financing.models import Appraisal, Collateral, Instalment, Loan
 from financing.services.ledger import Accounts, Line, journal_post, system_account
+from financing.services.titles import title_lien
+from financing.services.vault import loan_disbursement_onchain
 from marketplace.models import Listing
 from marketplace.money import CENT
 
@@ -149,6 +151,8 @@ def loan_approve(*, loan: Loan, operator: User, now: datetime | None = None) -> 
                 Line(system_account("vault_cash"), -locked.principal, "disbursement"),
             ],
         )
+        title_lien(loan=locked, active=True)
+        loan_disbursement_onchain(loan=locked, principal=locked.principal)
     return locked
 
 

@@ -62,13 +62,18 @@ def refunds_journal(*, batch: int = 500) -> int:
     done = 0
     with transaction.atomic():
         for refund in _locked_batch(Refund.objects.filter(status=Refund.Status.SUCCEEDED, journal__isnull=True), batch):
+            lines = [
+                Line(system_account("renter_escrow"), refund.amount, "refund"),
+                Line(system_account("gateway_clearing"), -refund.amount, "refund"),
+            ]
+            if refund.payment.gateway == "usdai":
+                from financing.services.vault import usdai_refund
+
+                lines = usdai_refund(refund=refund, lines=lines)
             journal_post(
                 key=f"refund:{refund.pk}",
                 description=f"Refund ({refund.get_reason_display().lower()}) for booking {refund.booking.public_id}",
-                lines=[
-                    Line(system_account("renter_escrow"), refund.amount, "refund"),
-                    Line(system_account("gateway_clearing"), -refund.amount, "refund"),
-                ],
+                lines=lines,
                 refund=refund,
             )
             done += 1

@@ -197,15 +197,17 @@ class LoanBook:
         state.reserve += parts["reserve"]
         state.interest -= interest
         state.principal -= principal
-        to_vault = interest + principal
         protocol = (interest * settings.LOAN_PROTOCOL_FEE).quantize(MICRO, rounding=ROUND_HALF_UP)
         system = self.accounts.system
+        # The vault gets the principal and the interest net of the protocol's fee (the
+        # fee's cash stays with the platform); each epoch reports both on chain.
         return [
             Line(self.accounts.loan(loan, "reserve"), -parts["reserve"], "reserve"),
             Line(self.accounts.loan(loan, "interest"), -interest, "interest"),
             Line(self.accounts.loan(loan, "principal"), -principal, "principal"),
-            Line(system("vault_cash"), to_vault, "to_vault"),
-            Line(system("gateway_clearing"), -to_vault, "to_vault"),
+            Line(system("vault_cash"), principal, "to_vault_principal"),
+            Line(system("vault_cash"), interest - protocol, "to_vault_interest"),
+            Line(system("gateway_clearing"), -(principal + interest - protocol), "to_vault"),
             Line(system("interest_income"), protocol, "protocol_fee"),
             Line(system("protocol_fee"), -protocol, "protocol_fee"),
         ]

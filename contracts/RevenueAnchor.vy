@@ -1,0 +1,99 @@
+# pragma version ~=0.4.3
+# pragma nonreentrancy off
+"""
+@title Revenue Anchor
+@custom:contract-name RevenueAnchor
+@license MIT
+@notice Anchors, once per epoch, the Merkle root of that epoch's revenue
+        settlements, so anyone holding a settlement and its proof can
+        check it was part of the published books. The tree is the one of
+        `financing/merkle.py`: SHA-256, leaf = SHA256(0x00 || data), inner
+        node = SHA256(0x01 || min(a, b) || max(a, b)), an odd node promoted
+        unchanged. Anchoring stores one root whatever the epoch's size.
+"""
+
+
+from snekmate.auth.interfaces import IAccessControl
+implements: IAccessControl
+
+from snekmate.auth import access_control
+initializes: access_control
+
+exports: (
+    access_control.DEFAULT_ADMIN_ROLE,
+    access_control.supportsInterface,
+    access_control.hasRole,
+    access_control.getRoleAdmin,
+    access_control.grantRole,
+    access_control.revokeRole,
+    access_control.renounceRole,
+    access_control.set_role_admin,
+)
+
+
+OPERATOR_ROLE: public(constant(bytes32)) = keccak256("OPERATOR_ROLE")
+
+# @dev Stored in `_latest` while no epoch is anchored. The slot starts
+# non-zero so that every anchor costs the same (no zero-to-non-zero write).
+_NONE: constant(uint256) = max_value(uint256)
+
+roots: public(HashMap[uint256, bytes32])
+_latest: uint256
+
+
+event Anchored:
+    epoch: indexed(uint256)
+    root: bytes32
+
+
+@deploy
+def __init__():
+    access_control.__init__()
+    self._latest = _NONE
+
+
+@external
+def anchor(epoch: uint256, root: bytes32):
+    """
+    @dev Records `root` as the Merkle root of `epoch`'s settlements.
+    """
+    access_control._check_role(OPERATOR_ROLE, msg.sender)
+    assert root != empty(bytes32), "RevenueAnchor: empty root"
+    assert epoch != _NONE, "RevenueAnchor: invalid epoch"
+    assert self.roots[epoch] == empty(bytes32), "RevenueAnchor: epoch anchored"
+    self.roots[epoch] = root
+    latest: uint256 = self._latest
+    if latest == _NONE or epoch > latest:
+        self._latest = epoch
+    log Anchored(epoch=epoch, root=root)
+
+
+@external
+@view
+def latest_epoch() -> uint256:
+    """
+    @dev The highest anchored epoch (0 while none is).
+    """
+    latest: uint256 = self._latest
+    if latest == _NONE:
+        return 0
+    return latest
+
+
+@external
+@view
+def verify(epoch: uint256, leaf: bytes32, proof: DynArray[bytes32, 64]) -> bool:
+    """
+    @dev Whether `proof` takes the leaf node `leaf` (already hashed,
+         SHA256(0x00 || data)) to the root anchored for `epoch`.
+    """
+    root: bytes32 = self.roots[epoch]
+    if root == empty(bytes32):
+        return False
+    node: bytes32 = leaf
+    for sibling: bytes32 in proof:
+        if convert(node, uint256) <= convert(sibling, uint256):
+            node = sha256(concat(b"\x01", node, sibling))
+        else:
+            node = sha256(concat(b"\x01", sibling, node))
+    return node == root

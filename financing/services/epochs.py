@@ -1,0 +1,129 @@
+"""Revenue epochs: report the vault's inflows and anchor the proof of revenue.
+
+``epoch_close`` (hourly, and before the daily vault work) takes every journal
+entry that put cash into the vault (repaid principal, net interest, T-bill
+interest) or settled revenue, and is in no epoch yet, into a new epoch, in
+one transaction that also queues the chain calls:
+
+- ``SUSDai.recall(principal)`` and ``SUSDai.report(profit, accrued)``: the
+  profit then streams into the share price over ``VAULT_UNLOCK_SECONDS``;
+- ``RevenueAnchor.anchor(epoch, root)``: the Merkle root (``financing.merkle``)
+  of the epoch's settlements, one leaf per settlement in id order, whose data
+  is ``settlement_leaf_data``: anyone can take a settlement, recompute its
+  leaf, follow its proof and compare with the root on chain.
+"""
+
+import json
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Max, Q, Sum
+from django.utils import timezone
+
+from financing import merkle
+from financing.chain.client import usd_to_wei
+from financing.models import EpochEntry, JournalEntry, Posting, RevenueEpoch
+from financing.services.outbox import chainop_enqueue
+from financing.services.vault import INFLOW_LINES
+from marketplace import money
+
+
+def settlement_leaf_data(entry: JournalEntry) -> bytes:
+    """The published record of one settlement: canonical JSON (sorted keys, no spaces, UTF-8)."""
+    s = entry.settlement
+    record = {
+        "settlement": s.pk,
+        "booking": str(s.booking.public_id),
+        "server": s.server.hostname,
+        "gpu_seconds": s.gpu_seconds,
+        "interval_start": s.interval_start.isoformat(),
+        "interval_end": s.interval_end.isoformat(),
+        "gross": f"{s.gross_amount:.6f}",
+        "postings": [
+            [p.account.code, f"{p.amount:.6f}", p.line] for p in entry.postings.select_related("account").order_by("pk")
+        ],
+    }
+    return json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _epoch_entries(epoch: RevenueEpoch):
+    return (
+        JournalEntry.objects.filter(epoch_mark__epoch=epoch, settlement__isnull=False)
+        .select_related("settlement__booking", "settlement__server")
+        .order_by("settlement_id")
+    )
+
+
+def epoch_tree(epoch: RevenueEpoch) -> tuple[list[JournalEntry], merkle.MerkleTree | None]:
+    entries = list(_epoch_entries(epoch))
+    if not entries:
+        return entries, None
+    return entries, merkle.MerkleTree([merkle.leaf_hash(settlement_leaf_data(e)) for e in entries])
+
+
+def settlement_proof(*, settlement_id: int) -> dict | None:
+    """A settlement's leaf, proof and epoch root (None if it is in no epoch yet)."""
+    entry = JournalEntry.objects.filter(settlement_id=settlement_id).select_related("epoch_mark__epoch").first()
+    if entry is None or not hasattr(entry, "epoch_mark"):
+        return None
+    epoch = entry.epoch_mark.epoch
+    entries, tree = epoch_tree(epoch)
+    index = next(i for i, e in enumerate(entries) if e.pk == entry.pk)
+    data = settlement_leaf_data(entry)
+    return {
+        "epoch": epoch,
+        "index": index,
+        "data": data.decode(),
+        "leaf": "0x" + merkle.leaf_hash(data).hex(),
+        "proof": ["0x" + p.hex() for p in tree.proof(index)],
+        "root": "0x" + tree.root.hex(),
+    }
+
+
+def epoch_close(*, now=None) -> RevenueEpoch | None:
+    """Close an epoch over everything not yet in one; None if there is nothing."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        pending = JournalEntry.objects.select_for_update(skip_locked=True).filter(
+            Q(settlement__isnull=False) | Q(postings__account__code="vault_cash", postings__line__in=INFLOW_LINES),
+            epoch_mark__isnull=True,
+        )
+        ids = sorted(set(pending.values_list("pk", flat=True)))
+        if not ids:
+            return None
+        sums = dict(
+            Posting.objects.filter(entry_id__in=ids, account__code="vault_cash", line__in=INFLOW_LINES)
+            .values("line")
+            .annotate(s=Sum("amount"))
+            .values_list("line", "s")
+        )
+        principal = money.usd(sums.get("to_vault_principal") or 0)
+        profit = money.usd((sums.get("to_vault_interest") or 0) + (sums.get("tbill_interest") or 0))
+        receivable = Posting.objects.filter(account__code__startswith="interest:").aggregate(s=Sum("amount"))["s"]
+        accrued = money.usd(max(Decimal(receivable or 0), Decimal(0)) * (1 - settings.LOAN_PROTOCOL_FEE))
+        number = (RevenueEpoch.objects.aggregate(n=Max("number"))["n"] or 0) + 1
+        epoch = RevenueEpoch.objects.create(
+            number=number, closed_at=now, settlements=0, principal=principal, profit=profit, accrued=accrued
+        )
+        EpochEntry.objects.bulk_create([EpochEntry(entry_id=pk, epoch=epoch) for pk in ids])
+        entries, tree = epoch_tree(epoch)
+        epoch.settlements = len(entries)
+        if principal > 0:
+            chainop_enqueue(
+                key=f"epoch:{number}:recall", contract="SUSDai", function="recall", args=[usd_to_wei(principal)]
+            )
+        if profit > 0 or accrued > 0:
+            chainop_enqueue(
+                key=f"epoch:{number}:report",
+                contract="SUSDai",
+                function="report",
+                args=[usd_to_wei(profit), usd_to_wei(accrued)],
+            )
+        if tree is not None:
+            epoch.root = "0x" + tree.root.hex()
+            epoch.anchor_op = chainop_enqueue(
+                key=f"epoch:{number}:anchor", contract="RevenueAnchor", function="anchor", args=[number, epoch.root]
+            )
+        epoch.save(update_fields=["settlements", "root", "anchor_op"])
+    return epoch

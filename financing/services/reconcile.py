@@ -1,0 +1,111 @@
+"""Reconciliation: the chain against the ledger (hourly, and on the operator's page).
+
+Checks, each exact to the wei (ledger amounts are micro-dollars; 1 micro-dollar
+is 10¹² wei):
+
+- USDai total supply = USDai held for users + the vault's cash on chain;
+- the vault's idle USDai = vault cash − inflows not yet reported − the
+  sub-micro-dollar remainders of redemptions paid (the chain pays wei, the
+  books micro-dollars, rounded down);
+- the vault's deployed assets = T-bills + loan principal + principal repaid
+  but not yet reported;
+- each wallet's USDai = its ledger balance (+ its redemption remainders);
+- each title: owner (the owner's wallet, or the protocol after
+  foreclosure) and lien (set while pledged).
+
+Rows still in the outbox make differences that are not errors: the report
+counts them, and mismatches are alerted only when nothing is in flight.
+"""
+
+from decimal import Decimal
+
+from django.db.models import Sum
+
+from financing.chain.client import ChainError, address_for, usd_to_wei
+from financing.models import ChainAlert, ChainOp, Collateral, LedgerAccount, Posting, Reconciliation, Wallet
+from financing.services.outbox import get_chain
+from financing.services.vault import unreported_inflows
+from marketplace import money
+
+
+def _balance(code_filter: dict) -> Decimal:
+    return money.usd(Posting.objects.filter(**code_filter).aggregate(s=Sum("amount"))["s"] or 0)
+
+
+def _redemption_dust() -> dict[str, int]:
+    """Per receiving wallet owner's user id: wei paid beyond the micro-dollars booked."""
+    dust: dict[str, int] = {}
+    for op in ChainOp.objects.filter(contract="SUSDai", function="service", status=ChainOp.Status.CONFIRMED):
+        for event in op.result.get("events", []):
+            if event["event"] == "RedeemServiced":
+                wei = int(event["args"]["assets"])
+                owner = event["args"]["owner"]
+                dust[owner] = dust.get(owner, 0) + wei % 10**12
+    return dust
+
+
+def chain_reconcile() -> Reconciliation:
+    in_flight = ChainOp.objects.filter(status__in=[ChainOp.Status.PENDING, ChainOp.Status.SIGNED]).count()
+    checks: list[dict] = []
+
+    def check(name: str, chain_value, ledger_value) -> None:
+        checks.append(
+            {"name": name, "chain": str(chain_value), "ledger": str(ledger_value), "ok": chain_value == ledger_value}
+        )
+
+    try:
+        chain = get_chain()
+        dust = _redemption_dust()
+        pending = unreported_inflows()
+        users_usdai = -_balance({"account__code__startswith": "usdai:"}) - _balance({"account__code": "usdai_external"})
+        vault_cash = _balance({"account__code": "vault_cash"})
+        on_chain_cash = vault_cash - sum(pending.values())
+        check(
+            "USDai total supply (wei)",
+            chain.call("USDai", "totalSupply"),
+            usd_to_wei(users_usdai + on_chain_cash),
+        )
+        check(
+            "Vault idle USDai (wei)",
+            chain.call("SUSDai", "idle"),
+            usd_to_wei(on_chain_cash) - sum(dust.values()),
+        )
+        deployed = (
+            _balance({"account__code": "tbill_holdings"})
+            + _balance({"account__code__startswith": "principal:"})
+            + pending["to_vault_principal"]
+        )
+        check("Vault deployed: loans + T-bills (wei)", chain.call("SUSDai", "deployed"), usd_to_wei(deployed))
+        for wallet in Wallet.objects.filter(user__isnull=False).select_related("user"):
+            account = LedgerAccount.objects.filter(code=f"usdai:{wallet.user_id}").first()
+            booked = -_balance({"account": account}) if account else Decimal(0)
+            check(
+                f"USDai of {wallet.user} {wallet.address} (wei)",
+                chain.call("USDai", "balanceOf", wallet.address),
+                usd_to_wei(booked) + dust.get(wallet.address, 0),
+            )
+        minted = {
+            int(op.args[1])
+            for op in ChainOp.objects.filter(contract="CaliberNFT", function="mint", status=ChainOp.Status.CONFIRMED)
+        }
+        protocol = address_for(0)
+        for collateral in Collateral.objects.filter(pk__in=minted).select_related("server__owner__wallet"):
+            if collateral.lien == Collateral.Lien.FORECLOSED:
+                expected_owner = protocol
+            else:
+                wallet = getattr(collateral.server.owner, "wallet", None)
+                expected_owner = wallet.address if wallet else ""
+            check(f"Title {collateral.pk} owner", chain.call("CaliberNFT", "ownerOf", collateral.pk), expected_owner)
+            check(
+                f"Title {collateral.pk} lien",
+                chain.call("CaliberNFT", "lien", collateral.pk),
+                collateral.lien == Collateral.Lien.PLEDGED,
+            )
+    except ChainError as exc:
+        checks.append({"name": "Chain reachable", "chain": str(exc), "ledger": "", "ok": False})
+    mismatches = sum(1 for c in checks if not c["ok"])
+    report = Reconciliation.objects.create(in_flight=in_flight, checks=checks, mismatches=mismatches)
+    if mismatches and not in_flight:
+        names = ", ".join(c["name"] for c in checks if not c["ok"])[:400]
+        ChainAlert.objects.create(kind="reconcile", message=f"{mismatches} reconciliation mismatches: {names}")
+    return report

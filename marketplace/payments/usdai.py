@@ -1,0 +1,38 @@
+"""Paying with a USDai balance.
+
+The balance lives in financing's ledger, which this app does not import: a
+USDai payment is made by ``financing.services.vault.booking_pay_usdai``,
+which debits the balance and then confirms the booking through this gateway
+in the same database transaction (it passes ``USDAI_LEDGER_DEBITED`` as the
+payment method). A refund succeeds at once; financing credits it back to the
+renter's USDai when it journals the refund.
+"""
+
+import hashlib
+from decimal import Decimal
+
+from marketplace.payments.base import GatewayEvent, PaymentDeclined, PaymentResult, RefundResult, SignatureError
+
+USDAI_LEDGER_DEBITED = "usdai-ledger-debited"
+
+
+def _ref(prefix: str, key: str) -> str:
+    return f"{prefix}_{hashlib.sha256(key.encode()).hexdigest()[:24]}"
+
+
+class UsdaiGateway:
+    name = "usdai"
+    is_test = False
+
+    def charge(
+        self, *, booking_id: str, amount: Decimal, idempotency_key: str, payment_method: str = "", description: str = ""
+    ) -> PaymentResult:
+        if payment_method != USDAI_LEDGER_DEBITED:
+            raise PaymentDeclined("Pay with USDai from the booking's checkout page.")
+        return PaymentResult(reference=_ref("usdai", idempotency_key), status="succeeded", amount=amount)
+
+    def refund(self, *, payment_reference: str, amount: Decimal, idempotency_key: str) -> RefundResult:
+        return RefundResult(reference=_ref("usdaire", idempotency_key), status="succeeded", amount=amount)
+
+    def parse_event(self, *, payload: bytes, signature_header: str) -> GatewayEvent:
+        raise SignatureError("USDai payments send no webhooks.")

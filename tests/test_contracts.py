@@ -1,0 +1,681 @@
+"""The contracts on an in-process EVM (eth-tester, py-evm), deployed from the committed artifacts.
+
+One deployment per module; every test starts from its snapshot. Amounts are
+integer wei (18 decimals); shares start at one per wei.
+"""
+
+from contextlib import contextmanager
+from types import SimpleNamespace
+
+import pytest
+import vyper
+from eth_tester import EthereumTester, PyEVMBackend
+from eth_tester.exceptions import TransactionFailed
+from web3 import EthereumTesterProvider, Web3
+from web3.exceptions import ContractLogicError
+from web3.logs import DISCARD
+
+from contracts import artifact
+from financing.merkle import MerkleTree, leaf_hash
+
+WAD = 10**18
+UNLOCK = 7 * 24 * 3600
+MIN_REDEMPTION = WAD
+DEAD = "0x000000000000000000000000000000000000dEaD"
+DEAD_SHARES = 10**6
+MAX_UINT = 2**256 - 1
+RECORD = bytes.fromhex("11" * 32)
+MISSING_ROLE = "access_control: account is missing role"
+
+RECEIVER_SOURCE = """
+# pragma version ~=0.4.3
+@external
+def onERC721Received(operator: address, sender: address, token_id: uint256, data: Bytes[1024]) -> bytes4:
+    return method_id("onERC721Received(address,address,uint256,bytes)", output_type=bytes4)
+"""
+
+
+def _deploy(w3, abi, bytecode, *args, sender):
+    tx_hash = w3.eth.contract(abi=abi, bytecode=bytecode).constructor(*args).transact({"from": sender})
+    receipt = w3.eth.wait_for_transaction_receipt(tx_hash)
+    return w3.eth.contract(address=receipt.contractAddress, abi=abi)
+
+
+def send(fn, sender):
+    receipt = fn.w3.eth.wait_for_transaction_receipt(fn.transact({"from": sender}))
+    assert receipt.status == 1
+    return receipt
+
+
+def events(contract, name, receipt) -> list[dict]:
+    return [dict(log.args) for log in getattr(contract.events, name)().process_receipt(receipt, errors=DISCARD)]
+
+
+@contextmanager
+def reverts(message: str):
+    with pytest.raises((TransactionFailed, ContractLogicError)) as info:
+        yield
+    assert message in str(info.value)
+
+
+@pytest.fixture(scope="module")
+def chain():
+    tester = EthereumTester(PyEVMBackend())
+    w3 = Web3(EthereumTesterProvider(tester))
+    admin, registrar, loan_manager, operator, alice, bob, carol, attacker, protocol, stranger = w3.eth.accounts
+
+    def deploy(name, *args):
+        build = artifact(name)
+        return _deploy(w3, build["abi"], build["bytecode"], *args, sender=admin)
+
+    usdai = deploy("USDai")
+    vault = deploy("SUSDai", usdai.address, UNLOCK, MIN_REDEMPTION)
+    nft = deploy("CaliberNFT", "https://infrafi.example/caliber/", protocol)
+    anchor = deploy("RevenueAnchor")
+    send(usdai.functions.set_minter(vault.address, True), admin)
+    send(vault.functions.grantRole(vault.functions.OPERATOR_ROLE().call(), operator), admin)
+    send(nft.functions.grantRole(nft.functions.REGISTRAR_ROLE().call(), registrar), admin)
+    send(nft.functions.grantRole(nft.functions.LOAN_MANAGER_ROLE().call(), loan_manager), admin)
+    send(anchor.functions.grantRole(anchor.functions.OPERATOR_ROLE().call(), operator), admin)
+    for holder in (alice, bob, carol, attacker):
+        send(usdai.functions.mint(holder, 1_000_000 * WAD), admin)
+        send(usdai.functions.approve(vault.address, MAX_UINT), holder)
+
+    receiver_out = vyper.compile_code(RECEIVER_SOURCE, output_formats=["abi", "bytecode"])
+    receiver = _deploy(w3, receiver_out["abi"], receiver_out["bytecode"], sender=admin)
+
+    return SimpleNamespace(
+        tester=tester,
+        snapshot=tester.take_snapshot(),
+        w3=w3,
+        usdai=usdai,
+        vault=vault,
+        nft=nft,
+        anchor=anchor,
+        receiver=receiver,
+        admin=admin,
+        registrar=registrar,
+        loan_manager=loan_manager,
+        operator=operator,
+        alice=alice,
+        bob=bob,
+        carol=carol,
+        attacker=attacker,
+        protocol=protocol,
+        stranger=stranger,
+    )
+
+
+@pytest.fixture
+def c(chain):
+    chain.tester.revert_to_snapshot(chain.snapshot)
+    return chain
+
+
+def mint_title(c, token_id=1, to=None, record=RECORD):
+    return send(c.nft.functions.mint(to or c.alice, token_id, record), c.registrar)
+
+
+def safe_transfer(c, *args):
+    signature = "safeTransferFrom(address,address,uint256" + (",bytes)" if len(args) == 4 else ")")
+    return c.nft.get_function_by_signature(signature)(*args)
+
+
+def travel(c, timestamp):
+    """The next transaction, and views read at ``pending``, run at ``timestamp``."""
+    c.tester.time_travel(timestamp)
+    assert c.tester.get_block_by_number("pending")["timestamp"] == timestamp
+
+
+def pending(fn):
+    return fn.call(block_identifier="pending")
+
+
+# ---------------------------------------------------------------- CaliberNFT
+
+
+def test_nft_mint_records_owner_hash_uri_and_events(c):
+    # when the registrar mints title 42 to alice
+    receipt = mint_title(c, token_id=42)
+
+    # then alice owns it, with its record hash and its URI
+    assert c.nft.functions.ownerOf(42).call() == c.alice
+    assert c.nft.functions.balanceOf(c.alice).call() == 1
+    assert c.nft.functions.record_hash(42).call() == RECORD
+    assert c.nft.functions.tokenURI(42).call() == "https://infrafi.example/caliber/42"
+    assert c.nft.functions.lien(42).call() is False
+    assert events(c.nft, "Transfer", receipt) == [{"sender": "0x" + "00" * 20, "receiver": c.alice, "token_id": 42}]
+    assert events(c.nft, "Minted", receipt) == [{"token_id": 42, "to": c.alice, "record_hash": RECORD}]
+    # and the same id cannot be minted twice
+    with reverts("CaliberNFT: token already minted"):
+        mint_title(c, token_id=42, to=c.bob)
+
+
+def test_nft_metadata_and_interfaces(c):
+    assert c.nft.functions.name().call() == "CALIBER GPU Title"
+    assert c.nft.functions.symbol().call() == "CALIBER"
+    assert c.nft.functions.protocol().call() == c.protocol
+    for interface_id, supported in [
+        ("0x01ffc9a7", True),  # ERC-165
+        ("0x80ac58cd", True),  # ERC-721
+        ("0x5b5e139f", True),  # ERC-721 metadata
+        ("0x780e9d63", False),  # ERC-721 enumerable
+    ]:
+        assert c.nft.functions.supportsInterface(bytes.fromhex(interface_id[2:])).call() is supported
+    with reverts("CaliberNFT: invalid token ID"):
+        c.nft.functions.tokenURI(7).call()
+
+
+def test_nft_update_record(c):
+    mint_title(c)
+    new_record = bytes.fromhex("22" * 32)
+
+    receipt = send(c.nft.functions.update_record(1, new_record), c.registrar)
+
+    assert c.nft.functions.record_hash(1).call() == new_record
+    assert events(c.nft, "RecordUpdated", receipt) == [{"token_id": 1, "record_hash": new_record}]
+
+
+def test_nft_roles_are_enforced(c):
+    mint_title(c)
+    # a stranger (or the loan manager) cannot mint or update records
+    with reverts(MISSING_ROLE):
+        send(c.nft.functions.mint(c.bob, 2, RECORD), c.stranger)
+    with reverts(MISSING_ROLE):
+        send(c.nft.functions.mint(c.bob, 2, RECORD), c.loan_manager)
+    with reverts(MISSING_ROLE):
+        send(c.nft.functions.update_record(1, RECORD), c.stranger)
+    # and a stranger (or the registrar) cannot set liens or foreclose
+    with reverts(MISSING_ROLE):
+        send(c.nft.functions.set_lien(1, True), c.registrar)
+    with reverts(MISSING_ROLE):
+        send(c.nft.functions.foreclose(1), c.stranger)
+    # nor grant themselves a role
+    with reverts(MISSING_ROLE):
+        send(c.nft.functions.grantRole(c.nft.functions.REGISTRAR_ROLE().call(), c.stranger), c.stranger)
+
+
+def test_lien_blocks_every_transfer(c):
+    # given alice's title under a lien, with bob approved for it
+    mint_title(c)
+    send(c.nft.functions.approve(c.bob, 1), c.alice)
+    receipt = send(c.nft.functions.set_lien(1, True), c.loan_manager)
+    assert events(c.nft, "LienSet", receipt) == [{"token_id": 1, "active": True}]
+    assert c.nft.functions.lien(1).call() is True
+
+    # then neither the owner nor the approved address can move it, by any transfer function
+    for sender in (c.alice, c.bob):
+        with reverts("CaliberNFT: lien"):
+            send(c.nft.functions.transferFrom(c.alice, c.carol, 1), sender)
+        with reverts("CaliberNFT: lien"):
+            send(safe_transfer(c, c.alice, c.carol, 1), sender)
+        with reverts("CaliberNFT: lien"):
+            send(safe_transfer(c, c.alice, c.carol, 1, b"loan"), sender)
+    assert c.nft.functions.ownerOf(1).call() == c.alice
+
+
+def test_lien_cleared_transfer_works(c):
+    # given a lien set, then cleared
+    mint_title(c)
+    send(c.nft.functions.set_lien(1, True), c.loan_manager)
+    send(c.nft.functions.set_lien(1, False), c.loan_manager)
+
+    # when alice transfers the title
+    receipt = send(c.nft.functions.transferFrom(c.alice, c.bob, 1), c.alice)
+
+    # then bob owns it
+    assert c.nft.functions.ownerOf(1).call() == c.bob
+    assert c.nft.functions.balanceOf(c.alice).call() == 0
+    assert c.nft.functions.balanceOf(c.bob).call() == 1
+    assert events(c.nft, "Transfer", receipt) == [{"sender": c.alice, "receiver": c.bob, "token_id": 1}]
+
+
+def test_transfer_authorisation_and_safe_transfers(c):
+    mint_title(c)
+    # a stranger cannot move alice's title
+    with reverts("CaliberNFT: caller is not token owner or approved"):
+        send(c.nft.functions.transferFrom(c.alice, c.stranger, 1), c.stranger)
+    # an operator approved for all can, and the token approval is cleared by the transfer
+    send(c.nft.functions.approve(c.carol, 1), c.alice)
+    send(c.nft.functions.setApprovalForAll(c.bob, True), c.alice)
+    assert c.nft.functions.isApprovedForAll(c.alice, c.bob).call() is True
+    send(safe_transfer(c, c.alice, c.bob, 1, b""), c.bob)
+    assert c.nft.functions.ownerOf(1).call() == c.bob
+    assert c.nft.functions.getApproved(1).call() == "0x" + "00" * 20
+    # a contract receiver must answer onERC721Received
+    send(safe_transfer(c, c.bob, c.receiver.address, 1), c.bob)
+    assert c.nft.functions.ownerOf(1).call() == c.receiver.address
+    mint_title(c, token_id=2)
+    with pytest.raises((TransactionFailed, ContractLogicError)):
+        send(safe_transfer(c, c.alice, c.usdai.address, 2), c.alice)
+    assert c.nft.functions.ownerOf(2).call() == c.alice
+
+
+def test_foreclosure_moves_a_liened_title_to_the_protocol(c):
+    # given alice's title under a lien
+    mint_title(c)
+    send(c.nft.functions.approve(c.bob, 1), c.alice)
+    send(c.nft.functions.set_lien(1, True), c.loan_manager)
+
+    # when the loan manager forecloses
+    receipt = send(c.nft.functions.foreclose(1), c.loan_manager)
+
+    # then the protocol holds it, without lien or approval
+    assert c.nft.functions.ownerOf(1).call() == c.protocol
+    assert c.nft.functions.lien(1).call() is False
+    assert c.nft.functions.getApproved(1).call() == "0x" + "00" * 20
+    assert c.nft.functions.balanceOf(c.alice).call() == 0
+    assert c.nft.functions.balanceOf(c.protocol).call() == 1
+    assert events(c.nft, "Transfer", receipt) == [{"sender": c.alice, "receiver": c.protocol, "token_id": 1}]
+    assert events(c.nft, "Foreclosed", receipt) == [{"token_id": 1, "from_": c.alice, "to": c.protocol}]
+    assert events(c.nft, "LienSet", receipt) == [{"token_id": 1, "active": False}]
+    # and it cannot be foreclosed again
+    with reverts("CaliberNFT: already in custody"):
+        send(c.nft.functions.foreclose(1), c.loan_manager)
+
+
+# ---------------------------------------------------------------- USDai
+
+
+def test_usdai_metadata(c):
+    assert c.usdai.functions.name().call() == "USDai"
+    assert c.usdai.functions.symbol().call() == "USDai"
+    assert c.usdai.functions.decimals().call() == 18
+    assert c.usdai.functions.is_minter(c.vault.address).call() is True
+
+
+def test_usdai_mint_and_burn_are_for_minters_only(c):
+    # a holder cannot mint, nor burn even their own tokens
+    with reverts("erc20: access is denied"):
+        send(c.usdai.functions.mint(c.stranger, WAD), c.stranger)
+    with reverts("USDai: caller is not a minter"):
+        send(c.usdai.functions.burn(WAD), c.alice)
+    send(c.usdai.functions.approve(c.bob, 10 * WAD), c.alice)
+    with reverts("USDai: caller is not a minter"):
+        send(c.usdai.functions.burn_from(c.alice, WAD), c.bob)
+    # nor make themselves a minter
+    with reverts("ownable: caller is not the owner"):
+        send(c.usdai.functions.set_minter(c.stranger, True), c.stranger)
+
+
+def test_usdai_minter_burns_own_and_approved_tokens(c):
+    supply = c.usdai.functions.totalSupply().call()
+    # given the admin (owner and minter) holds 100 and alice approved it for 30
+    send(c.usdai.functions.mint(c.admin, 100 * WAD), c.admin)
+    send(c.usdai.functions.approve(c.admin, 30 * WAD), c.alice)
+
+    # when it burns 40 of its own and 25 of alice's
+    send(c.usdai.functions.burn(40 * WAD), c.admin)
+    send(c.usdai.functions.burn_from(c.alice, 25 * WAD), c.admin)
+
+    # then balances, allowance and supply follow
+    assert c.usdai.functions.balanceOf(c.admin).call() == 60 * WAD
+    assert c.usdai.functions.balanceOf(c.alice).call() == 999_975 * WAD
+    assert c.usdai.functions.allowance(c.alice, c.admin).call() == 5 * WAD
+    assert c.usdai.functions.totalSupply().call() == supply + 100 * WAD - 65 * WAD
+    with reverts("erc20: insufficient allowance"):
+        send(c.usdai.functions.burn_from(c.alice, 6 * WAD), c.admin)
+
+
+# ---------------------------------------------------------------- sUSDai
+
+
+def test_vault_metadata(c):
+    assert c.vault.functions.name().call() == "Staked USDai"
+    assert c.vault.functions.symbol().call() == "sUSDai"
+    assert c.vault.functions.decimals().call() == 18
+    assert c.vault.functions.asset().call() == c.usdai.address
+    assert c.vault.functions.unlock_period().call() == UNLOCK
+    assert c.vault.functions.min_redemption().call() == MIN_REDEMPTION
+
+
+def test_first_deposit_mints_dead_shares(c):
+    # a first deposit must exceed 10**6 wei
+    with reverts("sUSDai: first deposit must exceed 10**6 wei"):
+        send(c.vault.functions.deposit(DEAD_SHARES, c.alice), c.alice)
+    assert c.vault.functions.previewDeposit(1_000 * WAD).call() == 1_000 * WAD - DEAD_SHARES
+
+    # when alice deposits 1,000
+    receipt = send(c.vault.functions.deposit(1_000 * WAD, c.alice), c.alice)
+
+    # then 10**6 shares are dead, the rest is alice's: one share per wei
+    assert c.vault.functions.balanceOf(DEAD).call() == DEAD_SHARES
+    assert c.vault.functions.balanceOf(c.alice).call() == 1_000 * WAD - DEAD_SHARES
+    assert c.vault.functions.totalSupply().call() == 1_000 * WAD
+    assert c.vault.functions.idle().call() == 1_000 * WAD
+    assert c.vault.functions.totalAssets().call() == 1_000 * WAD
+    assert c.usdai.functions.balanceOf(c.vault.address).call() == 1_000 * WAD
+    assert events(c.vault, "Deposit", receipt) == [
+        {"sender": c.alice, "owner": c.alice, "assets": 1_000 * WAD, "shares": 1_000 * WAD - DEAD_SHARES}
+    ]
+
+
+def test_mint_charges_the_preview(c):
+    # the first mint pays for the dead shares too; the receiver gets exactly what it asked
+    assert c.vault.functions.previewMint(500 * WAD).call() == 500 * WAD + DEAD_SHARES
+    send(c.vault.functions.mint(500 * WAD, c.bob), c.alice)
+    assert c.vault.functions.balanceOf(c.bob).call() == 500 * WAD
+    assert c.usdai.functions.balanceOf(c.alice).call() == 999_500 * WAD - DEAD_SHARES
+    # a later mint at a price of 1 costs as many assets as shares
+    send(c.vault.functions.mint(100 * WAD, c.carol), c.carol)
+    assert c.vault.functions.balanceOf(c.carol).call() == 100 * WAD
+    assert c.vault.functions.idle().call() == 600 * WAD + DEAD_SHARES
+
+
+def test_inflation_attack_does_not_steal_from_the_second_depositor(c):
+    attacker_start = c.usdai.functions.balanceOf(c.attacker).call()
+    # given the attacker makes the smallest first deposit, then donates 100,000 directly to the vault
+    send(c.vault.functions.deposit(DEAD_SHARES + 1, c.attacker), c.attacker)
+    assert c.vault.functions.balanceOf(c.attacker).call() == 1
+    send(c.usdai.functions.transfer(c.vault.address, 100_000 * WAD), c.attacker)
+    # the donation is not counted
+    assert c.vault.functions.totalAssets().call() == DEAD_SHARES + 1
+
+    # when the victim deposits 1,000
+    send(c.vault.functions.deposit(1_000 * WAD, c.bob), c.bob)
+
+    # then the victim got one share per wei and can redeem exactly their deposit
+    bob_shares = c.vault.functions.balanceOf(c.bob).call()
+    assert bob_shares == 1_000 * WAD
+    assert c.vault.functions.previewRedeem(bob_shares).call() == 1_000 * WAD
+    send(c.vault.functions.request_redeem(bob_shares), c.bob)
+    send(c.vault.functions.service(1), c.operator)
+    assert c.usdai.functions.balanceOf(c.bob).call() == 1_000_000 * WAD
+    # and the attacker ends with less than they put in: their one share is worth one wei
+    assert c.vault.functions.previewRedeem(1).call() == 1
+    attacker_end = c.usdai.functions.balanceOf(c.attacker).call() + c.vault.functions.previewRedeem(1).call()
+    assert attacker_end == attacker_start - 100_000 * WAD - DEAD_SHARES
+    assert attacker_end < attacker_start
+
+
+def test_profit_streams_linearly_and_the_price_never_jumps(c):
+    # given alice's 1,000 in the vault
+    send(c.vault.functions.deposit(1_000 * WAD, c.alice), c.alice)
+    price_before = pending(c.vault.functions.convertToAssets(WAD))
+    assert price_before == WAD
+
+    # when the operator reports a profit of 100
+    receipt = send(c.vault.functions.report(100 * WAD, 0), c.operator)
+    t0 = c.vault.functions.last_report().call()
+
+    # then all of it is locked: total assets and the share price do not move
+    assert events(c.vault, "Reported", receipt) == [{"profit": 100 * WAD, "accrued": 0, "locked": 100 * WAD}]
+    assert c.vault.functions.idle().call() == 1_100 * WAD
+    assert c.vault.functions.locked_profit().call() == 100 * WAD
+    assert c.vault.functions.totalAssets().call() == 1_000 * WAD
+    assert c.vault.functions.convertToAssets(WAD).call() == price_before
+
+    # and it unlocks linearly: a quarter, half, three quarters, all
+    supply = c.vault.functions.totalSupply().call()
+    prices = [price_before]
+    for quarter in (1, 2, 3, 4):
+        travel(c, t0 + UNLOCK * quarter // 4)
+        assert pending(c.vault.functions.locked_profit()) == 100 * WAD * (4 - quarter) // 4
+        assert pending(c.vault.functions.totalAssets()) == 1_000 * WAD + 25 * WAD * quarter
+        prices.append(pending(c.vault.functions.convertToAssets(WAD)))
+        assert prices[-1] == WAD * (1_000 * WAD + 25 * WAD * quarter + 1) // (supply + 1)
+    steps = [b - a for a, b in zip(prices, prices[1:], strict=False)]
+    assert min(steps) > 0
+    assert max(steps) - min(steps) <= 1  # equal steps: the price rises smoothly, it never jumps
+    # and nothing is locked after the period
+    travel(c, t0 + 2 * UNLOCK)
+    assert pending(c.vault.functions.totalAssets()) == 1_100 * WAD
+
+
+def test_a_second_report_carries_the_locked_remainder(c):
+    send(c.vault.functions.deposit(1_000 * WAD, c.alice), c.alice)
+    send(c.vault.functions.report(100 * WAD, 0), c.operator)
+    t0 = c.vault.functions.last_report().call()
+    travel(c, t0 + UNLOCK // 2)
+    total_before = pending(c.vault.functions.totalAssets())
+
+    # when 60 more is reported halfway
+    receipt = send(c.vault.functions.report(60 * WAD, 0), c.operator)
+
+    # then 50 + 60 is locked afresh and total assets did not jump
+    assert events(c.vault, "Reported", receipt)[0]["locked"] == 110 * WAD
+    assert c.vault.functions.totalAssets().call() == total_before == 1_050 * WAD
+
+
+def test_deposits_price_accrued_interest_redemptions_do_not(c):
+    # given alice's 1,000 and 100 of interest accrued but not received
+    send(c.vault.functions.deposit(1_000 * WAD, c.alice), c.alice)
+    send(c.vault.functions.report(0, 100 * WAD), c.operator)
+    assert c.vault.functions.accrued_interest().call() == 100 * WAD
+    assert c.vault.functions.totalAssets().call() == 1_000 * WAD
+    assert c.vault.functions.deposit_nav().call() == 1_100 * WAD
+    supply = 1_000 * WAD
+
+    # when bob deposits 1,100
+    expected = 1_100 * WAD * (supply + 1) // (1_100 * WAD + 1)
+    assert c.vault.functions.previewDeposit(1_100 * WAD).call() == expected
+    assert c.vault.functions.convertToShares(1_100 * WAD).call() == expected
+    send(c.vault.functions.deposit(1_100 * WAD, c.bob), c.bob)
+
+    # then he paid 1.1 per share (the accrued interest included) ...
+    bob_shares = c.vault.functions.balanceOf(c.bob).call()
+    assert bob_shares == expected
+    assert expected // 10**12 == 999_999_999_999  # ≈ 1,000 shares
+    # ... while redemptions count principal only: 2,100 over ≈ 2,000 shares
+    total_assets = c.vault.functions.totalAssets().call()
+    assert total_assets == 2_100 * WAD
+    redeemable = c.vault.functions.previewRedeem(bob_shares).call()
+    assert redeemable == bob_shares * (total_assets + 1) // (supply + bob_shares + 1)
+    assert redeemable == c.vault.functions.convertToAssets(bob_shares).call()
+    assert 1_049 * WAD < redeemable < 1_050 * WAD
+
+
+def test_withdraw_and_redeem_point_to_the_queue(c):
+    send(c.vault.functions.deposit(1_000 * WAD, c.alice), c.alice)
+    assert c.vault.functions.maxWithdraw(c.alice).call() == 0
+    assert c.vault.functions.maxRedeem(c.alice).call() == 0
+    with reverts("sUSDai: use the redemption queue"):
+        send(c.vault.functions.withdraw(WAD, c.alice, c.alice), c.alice)
+    with reverts("sUSDai: use the redemption queue"):
+        send(c.vault.functions.redeem(WAD, c.alice, c.alice), c.alice)
+
+
+def test_fifo_redemption_queue(c):
+    # given 2,000 in the vault (alice 1,000, bob 500, carol 500) of which 1,700 is deployed
+    send(c.vault.functions.deposit(1_000 * WAD, c.alice), c.alice)
+    send(c.vault.functions.deposit(500 * WAD, c.bob), c.bob)
+    send(c.vault.functions.deposit(500 * WAD, c.carol), c.carol)
+    send(c.vault.functions.deploy(1_700 * WAD), c.operator)
+    assert c.vault.functions.idle().call() == 300 * WAD
+
+    # when bob, carol and alice ask to redeem 200, 200 and 100 shares
+    receipt = send(c.vault.functions.request_redeem(200 * WAD), c.bob)
+    send(c.vault.functions.request_redeem(200 * WAD), c.carol)
+    send(c.vault.functions.request_redeem(100 * WAD), c.alice)
+
+    # then the shares are escrowed, in order
+    assert events(c.vault, "RedeemRequested", receipt) == [{"id": 0, "owner": c.bob, "shares": 200 * WAD}]
+    assert c.vault.functions.balanceOf(c.bob).call() == 300 * WAD
+    assert c.vault.functions.balanceOf(c.vault.address).call() == 500 * WAD
+    assert c.vault.functions.queued_shares().call() == 500 * WAD
+    assert (c.vault.functions.queue_head().call(), c.vault.functions.queue_tail().call()) == (0, 3)
+    assert [c.vault.functions.position(i).call() for i in range(3)] == [0, 1, 2]
+
+    # when the operator services with 300 idle
+    assert c.vault.functions.service(10).call({"from": c.operator}) == 1
+    receipt = send(c.vault.functions.service(10), c.operator)
+
+    # then bob is paid in full, carol in part (100 of 200), alice waits
+    assert events(c.vault, "RedeemServiced", receipt) == [
+        {"id": 0, "owner": c.bob, "shares": 200 * WAD, "assets": 200 * WAD, "remaining_shares": 0},
+        {"id": 1, "owner": c.carol, "shares": 100 * WAD, "assets": 100 * WAD, "remaining_shares": 100 * WAD},
+    ]
+    assert c.vault.functions.redemptions(0).call() == [c.bob, 0, 200 * WAD]
+    assert c.vault.functions.redemptions(1).call() == [c.carol, 100 * WAD, 100 * WAD]
+    assert c.vault.functions.redemptions(2).call() == [c.alice, 100 * WAD, 0]
+    assert c.usdai.functions.balanceOf(c.bob).call() == 999_700 * WAD
+    assert c.usdai.functions.balanceOf(c.carol).call() == 999_600 * WAD
+    assert c.vault.functions.idle().call() == 0
+    assert c.vault.functions.totalSupply().call() == 1_700 * WAD
+    assert c.vault.functions.queued_shares().call() == 200 * WAD
+    assert c.vault.functions.queue_head().call() == 1
+    assert [c.vault.functions.position(i).call() for i in (1, 2)] == [0, 1]
+    with reverts("sUSDai: request completed"):
+        c.vault.functions.position(0).call()
+    with reverts("sUSDai: unknown request"):
+        c.vault.functions.position(3).call()
+
+    # when 300 is recalled and the queue serviced again
+    send(c.vault.functions.recall(300 * WAD), c.operator)
+    receipt = send(c.vault.functions.service(10), c.operator)
+
+    # then carol's rest and alice are paid, and the queue is empty
+    assert [(e["id"], e["assets"], e["remaining_shares"]) for e in events(c.vault, "RedeemServiced", receipt)] == [
+        (1, 100 * WAD, 0),
+        (2, 100 * WAD, 0),
+    ]
+    assert c.vault.functions.redemptions(1).call() == [c.carol, 0, 200 * WAD]
+    assert c.vault.functions.queue_head().call() == 3
+    assert c.vault.functions.queued_shares().call() == 0
+    assert c.vault.functions.balanceOf(c.vault.address).call() == 0
+    assert c.vault.functions.idle().call() == 100 * WAD
+    assert c.vault.functions.totalAssets().call() == 1_500 * WAD
+    assert c.vault.functions.totalSupply().call() == 1_500 * WAD
+
+
+def test_service_respects_max_requests_and_pays_at_the_current_price(c):
+    # given 1,000 plus 100 of fully unlocked profit, and two requests of 100 shares
+    send(c.vault.functions.deposit(1_000 * WAD, c.alice), c.alice)
+    send(c.vault.functions.report(100 * WAD, 0), c.operator)
+    travel(c, c.vault.functions.last_report().call() + UNLOCK)
+    send(c.vault.functions.request_redeem(100 * WAD), c.alice)
+    send(c.vault.functions.request_redeem(100 * WAD), c.alice)
+    supply = 1_000 * WAD
+
+    # when one request is serviced
+    receipt = send(c.vault.functions.service(1), c.operator)
+
+    # then only the first is paid, at 1.1 per share (rounded down)
+    paid = 100 * WAD * (1_100 * WAD + 1) // (supply + 1)
+    assert events(c.vault, "RedeemServiced", receipt)[0]["assets"] == paid
+    assert c.vault.functions.queue_head().call() == 1
+    assert c.vault.functions.idle().call() == 1_100 * WAD - paid
+
+
+def test_redemption_requests_limits(c):
+    send(c.vault.functions.deposit(1_000 * WAD, c.alice), c.alice)
+    with reverts("sUSDai: below minimum"):
+        send(c.vault.functions.request_redeem(MIN_REDEMPTION - 1), c.alice)
+    with reverts("sUSDai: exceeds balance"):
+        send(c.vault.functions.request_redeem(1_000 * WAD), c.alice)
+    with reverts("sUSDai: exceeds balance"):
+        send(c.vault.functions.request_redeem(MIN_REDEMPTION), c.bob)
+    # the admin can lower the minimum; others cannot
+    with reverts(MISSING_ROLE):
+        send(c.vault.functions.set_min_redemption(1), c.operator)
+    send(c.vault.functions.set_min_redemption(1), c.admin)
+    assert c.vault.functions.min_redemption().call() == 1
+    send(c.vault.functions.request_redeem(1), c.alice)
+    assert c.vault.functions.queued_shares().call() == 1
+
+
+def test_deploy_and_recall_move_idle_deployed_and_usdai_supply(c):
+    # given 1,000 idle
+    send(c.vault.functions.deposit(1_000 * WAD, c.alice), c.alice)
+    supply = c.usdai.functions.totalSupply().call()
+
+    # when 600 is deployed
+    receipt = send(c.vault.functions.deploy(600 * WAD), c.operator)
+
+    # then the USDai is burnt and the book value moves to deployed
+    assert events(c.vault, "Deployed", receipt) == [{"amount": 600 * WAD, "deployed": 600 * WAD}]
+    assert (c.vault.functions.idle().call(), c.vault.functions.deployed().call()) == (400 * WAD, 600 * WAD)
+    assert c.usdai.functions.totalSupply().call() == supply - 600 * WAD
+    assert c.usdai.functions.balanceOf(c.vault.address).call() == 400 * WAD
+    assert c.vault.functions.totalAssets().call() == 1_000 * WAD
+
+    # when 100 is recalled
+    receipt = send(c.vault.functions.recall(100 * WAD), c.operator)
+
+    # then it is minted back to the vault
+    assert events(c.vault, "Recalled", receipt) == [{"amount": 100 * WAD, "deployed": 500 * WAD}]
+    assert (c.vault.functions.idle().call(), c.vault.functions.deployed().call()) == (500 * WAD, 500 * WAD)
+    assert c.usdai.functions.totalSupply().call() == supply - 500 * WAD
+    assert c.usdai.functions.balanceOf(c.vault.address).call() == 500 * WAD
+    # and neither can exceed what is there
+    with reverts("sUSDai: not enough idle"):
+        send(c.vault.functions.deploy(500 * WAD + 1), c.operator)
+    with reverts("sUSDai: not enough deployed"):
+        send(c.vault.functions.recall(500 * WAD + 1), c.operator)
+
+
+def test_vault_operator_functions_are_operator_only(c):
+    send(c.vault.functions.deposit(1_000 * WAD, c.alice), c.alice)
+    send(c.vault.functions.request_redeem(WAD), c.alice)
+    for fn in (
+        c.vault.functions.report(WAD, 0),
+        c.vault.functions.service(1),
+        c.vault.functions.deploy(WAD),
+        c.vault.functions.recall(0),
+    ):
+        for sender in (c.stranger, c.admin):
+            with reverts(MISSING_ROLE):
+                send(fn, sender)
+
+
+# ---------------------------------------------------------------- RevenueAnchor
+
+
+def _tree(size: int) -> tuple[list[bytes], MerkleTree]:
+    leaves = [leaf_hash(f"settlement:{i}:{i * 7 % 1000}.25".encode()) for i in range(size)]
+    return leaves, MerkleTree(leaves)
+
+
+def test_anchor_once_per_epoch_and_verify_proofs(c):
+    # given an epoch of 25 settlements
+    leaves, tree = _tree(25)
+
+    # when its root is anchored
+    receipt = send(c.anchor.functions.anchor(7, tree.root), c.operator)
+
+    # then it is stored, once
+    assert c.anchor.functions.roots(7).call() == tree.root
+    assert c.anchor.functions.latest_epoch().call() == 7
+    assert events(c.anchor, "Anchored", receipt) == [{"epoch": 7, "root": tree.root}]
+    with reverts("RevenueAnchor: epoch anchored"):
+        send(c.anchor.functions.anchor(7, leaves[0]), c.operator)
+    # and every proof from financing/merkle.py verifies on chain
+    for i, leaf in enumerate(leaves):
+        assert c.anchor.functions.verify(7, leaf, tree.proof(i)).call() is True
+    # while a tampered proof, a wrong leaf or an unanchored epoch does not
+    proof = tree.proof(3)
+    tampered = [proof[0][:-1] + bytes([proof[0][-1] ^ 1]), *proof[1:]]
+    assert c.anchor.functions.verify(7, leaves[3], tampered).call() is False
+    assert c.anchor.functions.verify(7, leaves[4], proof).call() is False
+    assert c.anchor.functions.verify(8, leaves[3], proof).call() is False
+
+
+def test_anchor_rules(c):
+    _, tree = _tree(3)
+    assert c.anchor.functions.latest_epoch().call() == 0
+    with reverts(MISSING_ROLE):
+        send(c.anchor.functions.anchor(1, tree.root), c.stranger)
+    with reverts("RevenueAnchor: empty root"):
+        send(c.anchor.functions.anchor(1, b"\x00" * 32), c.operator)
+    # epochs may arrive out of order; latest_epoch is the highest
+    send(c.anchor.functions.anchor(5, tree.root), c.operator)
+    send(c.anchor.functions.anchor(3, tree.root), c.operator)
+    assert c.anchor.functions.latest_epoch().call() == 5
+    assert c.anchor.functions.roots(4).call() == b"\x00" * 32
+
+
+# ---------------------------------------------------------------- gas goals
+
+
+def test_gas_goals(c):
+    mint_gas = mint_title(c, token_id=1).gasUsed
+    send(c.vault.functions.deposit(1_000 * WAD, c.alice), c.alice)
+    deposit_gas = send(c.vault.functions.deposit(1_000 * WAD, c.bob), c.bob).gasUsed
+    anchor_gas = [
+        send(c.anchor.functions.anchor(epoch, _tree(size)[1].root), c.operator).gasUsed
+        for epoch, size in enumerate((10, 1_000), start=1)
+    ]
+    assert mint_gas <= 150_000
+    assert deposit_gas <= 120_000
+    assert max(anchor_gas) <= 60_000
+    assert anchor_gas[0] == anchor_gas[1]
