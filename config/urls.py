@@ -7,6 +7,7 @@ from rest_framework.routers import DefaultRouter
 
 from accounts import views as account_views
 from accounts.api import MeApi
+from financing import api as financing_api
 from marketplace import api as marketplace_api
 from marketplace import market_api
 from marketplace import views as marketplace_views
@@ -32,6 +33,12 @@ api_v1 = [
     path("bookings/<uuid:public_id>/usage/", market_api.UsageApi.as_view(), name="booking-usage"),
     path("bookings/<uuid:public_id>/jobs/", scheduler_api.BookingJobsApi.as_view(), name="booking-jobs"),
     path("quick-book/", scheduler_api.QuickBookApi.as_view(), name="quick-book"),
+    path("wallet/", financing_api.WalletApi.as_view(), name="wallet"),
+    path("wallet/usdai/", financing_api.UsdaiBuyApi.as_view(), name="wallet-usdai"),
+    path("vault/", financing_api.VaultApi.as_view(), name="vault"),
+    path("vault/deposits/", financing_api.VaultDepositApi.as_view(), name="vault-deposits"),
+    path("vault/redemptions/", financing_api.RedemptionsApi.as_view(), name="vault-redemptions"),
+    path("proof/settlements/<int:pk>/", financing_api.SettlementProofApi.as_view(), name="settlement-proof"),
     *router.urls,
 ]
 

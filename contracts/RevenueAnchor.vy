@@ -62,8 +62,8 @@ def anchor(epoch: uint256, root: bytes32):
     assert epoch != _NONE, "RevenueAnchor: invalid epoch"
     assert self.roots[epoch] == empty(bytes32), "RevenueAnchor: epoch anchored"
     self.roots[epoch] = root
-    latest: uint256 = self._latest
-    if latest == _NONE or epoch > latest:
+    # _NONE + 1 wraps to 0, below every epoch + 1: one comparison, the same path for the first anchor.
+    if unsafe_add(epoch, 1) > unsafe_add(self._latest, 1):
         self._latest = epoch
     log Anchored(epoch=epoch, root=root)
 

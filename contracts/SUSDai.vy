@@ -343,6 +343,8 @@ def mint(shares: uint256, receiver: address) -> uint256:
 
 @internal
 def _deposit(assets: uint256, shares: uint256, receiver: address):
+    # The vault's own balance is the redemption escrow.
+    assert receiver != self, "sUSDai: receiver is the vault"
     if erc20.totalSupply == 0:
         assert assets > DEAD_SHARES, "sUSDai: first deposit must exceed 10**6 wei"
         erc20._mint(DEAD, DEAD_SHARES)

@@ -4,7 +4,13 @@ from rest_framework.test import APIClient
 
 from tests import factories
 
-pytest_plugins = ["tests.localstripe_server", "tests.financing_fixtures", "tests.kube_emulator", "tests.hardhat_node", "tests.chain_fixtures"]
+pytest_plugins = [
+    "tests.localstripe_server",
+    "tests.financing_fixtures",
+    "tests.kube_emulator",
+    "tests.hardhat_node",
+    "tests.chain_fixtures",
+]
 
 
 @pytest.fixture(autouse=True)

@@ -84,6 +84,9 @@ def test_production_settings_start_with_their_secrets():
             "DJANGO_ALLOWED_HOSTS": "infrafi.example",
             "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0",
             "SCHEDULER_ENCRYPTION_KEYS": "yJqDLgAe5-QZ-5KO4_ARRaZR6fGQDE4vWWjCSQvzP5A=",
+            "CHAIN_RPC_URL": "http://127.0.0.1:8545",
+            "CHAIN_SIGNER_KEY": "0x" + "11" * 32,
+            "CHAIN_CUSTODY_SEED": "production-custody-seed",
         },
     )
     assert "ImproperlyConfigured" not in result.stderr

@@ -38,8 +38,8 @@ def test_worked_example_revenue_repays_the_loan(loan, renter):
         "platform_revenue": Decimal("-200.000000"),
         f"principal:{lid}": Decimal("12000") - principal,  # 11,538.615068 outstanding
         f"reserve:{lid}": Decimal("-3249.300000"),  # held for debt service
-        "vault_cash": Decimal("-12000") + interest + principal,
-        "gateway_clearing": -(interest + principal),  # cash moved from the gateway to the vault
+        "vault_cash": Decimal("-12000") + interest - protocol + principal,  # net of the protocol fee
+        "gateway_clearing": -(interest - protocol + principal),  # cash moved from the gateway to the vault
         "renter_escrow": Decimal("4000.000000"),  # no payment journaled in this example
     }
     assert sum(balances().values()) == 0

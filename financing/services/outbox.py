@@ -313,3 +313,11 @@ def chainop_retry(*, op: ChainOp) -> ChainOp:
         to=op.to,
         value=int(op.value),
     )
+
+
+def chainalert_resolve(*, alert: ChainAlert) -> ChainAlert:
+    """Operator: mark an alert as dealt with (it stays as history)."""
+    if alert.resolved_at is None:
+        alert.resolved_at = timezone.now()
+        alert.save(update_fields=["resolved_at"])
+    return alert
