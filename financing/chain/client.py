@@ -103,6 +103,16 @@ def address_for(index: int) -> str:
     return _address(custody_key(index))
 
 
+def _jsonable(value):
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, (bytes, bytearray)):
+        return "0x" + bytes(value).hex()
+    return value
+
+
 def _retryable(exc: Exception) -> bool:
     text = str(exc).lower()
     return isinstance(exc, (ConnectionError, TimeoutError, OSError, TimeExhausted)) or any(
@@ -252,7 +262,7 @@ class Chain:
                         "contract": name,
                         "event": decoded["event"],
                         "log_index": log["logIndex"],
-                        "args": {k: (str(v) if isinstance(v, int) else v) for k, v in decoded["args"].items()},
+                        "args": {k: _jsonable(v) for k, v in decoded["args"].items()},
                     }
                 )
                 break

@@ -150,6 +150,12 @@ class Command(BaseCommand):
             ledger_pull(batch=5000)
 
         deliver(range(62, 21, -3))  # before the loans: the history they are appraised on
+        # Lenders fund the vault first: USDai bought through the (offline) gateway, deposited for sUSDai.
+        from financing.services.vault import usdai_buy, vault_deposit
+
+        lender = User.objects.get(email="lender@infrafi.test")
+        usdai_buy(user=lender, amount=Decimal("250000.00"), idempotency_key="demo-lender-usdai")
+        vault_deposit(user=lender, amount=Decimal("200000.00"))
         for server in servers:
             collateral = collateral_register(
                 owner=company,
@@ -170,6 +176,9 @@ class Command(BaseCommand):
             loan_approve(loan=loan, operator=operator, now=approved)
         deliver(range(19, 2, -3))  # after: revenue through the financed waterfall
         loans_service(now=now)
+        from financing.services.vault import vault_daily
+
+        vault_daily()  # an epoch (report + proof-of-revenue anchor), T-bills above the buffer
         return len(servers)
 
     def _scheduler(self) -> int:
