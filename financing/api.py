@@ -1,1 +1,238 @@
-"""Financing API (loans, collateral, vault), registered in ``config.urls``."""
+"""Financing API (USDai wallet, sUSDai vault, proof of revenue), registered in ``config.urls``.
+
+The same services and selectors as the pages. Service ``ValidationError`` →
+400 with field messages; wrong role → 403. Decimals are strings.
+"""
+
+from django.conf import settings
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.permissions import IsLender
+from financing.models import Redemption, UsdaiPurchase, VaultDeposit
+from financing.selectors import settlement_proof_check, user_redemptions, wallet_address
+from financing.services import vault
+from marketplace.models import Settlement
+
+# --- Wallet ------------------------------------------------------------------------------
+
+
+class WalletSerializer(serializers.Serializer):
+    address = serializers.CharField(help_text='The custodial address; "" before the first USDai.')
+    balance = serializers.DecimalField(max_digits=20, decimal_places=6, help_text="USDai.")
+
+
+class WalletApi(APIView):
+    """The requesting user's USDai balance and custodial address."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(responses=WalletSerializer)
+    def get(self, request):
+        data = {"address": wallet_address(user=request.user), "balance": vault.usdai_balance(user=request.user)}
+        return Response(WalletSerializer(data).data)
+
+
+class UsdaiBuySerializer(serializers.Serializer):
+    amount = serializers.DecimalField(max_digits=14, decimal_places=2, help_text="USD; as much USDai is minted.")
+    payment_method = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+
+
+class UsdaiPurchaseSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = UsdaiPurchase
+        fields = ["id", "amount", "gateway", "reference", "is_test", "created_at"]
+
+
+class UsdaiBuyApi(APIView):
+    """Buy USDai through the payment gateway (the offline demo gateway is a test payment)."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(request=UsdaiBuySerializer, responses={201: UsdaiPurchaseSerializer})
+    def post(self, request):
+        data = UsdaiBuySerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        purchase = vault.usdai_buy(user=request.user, **data.validated_data)
+        return Response(UsdaiPurchaseSerializer(purchase).data, status=status.HTTP_201_CREATED)
+
+
+# --- Vault -------------------------------------------------------------------------------
+
+
+def _money(**kwargs):
+    return serializers.DecimalField(max_digits=20, decimal_places=6, allow_null=True, **kwargs)
+
+
+def _shares(**kwargs):
+    return serializers.DecimalField(max_digits=40, decimal_places=18, allow_null=True, **kwargs)
+
+
+def _rate(**kwargs):
+    return serializers.DecimalField(max_digits=10, decimal_places=4, allow_null=True, **kwargs)
+
+
+class VaultSummarySerializer(serializers.Serializer):
+    cash = _money()
+    cash_on_chain = _money()
+    tbills = _money()
+    loans = _money()
+    nav = _money()
+    apr_7 = _rate(help_text="Realised over 7 days, a fraction; null without history.")
+    apr_30 = _rate(help_text="Realised over 30 days, a fraction; null without history.")
+    redeem_price = _money(help_text="USDai per share when redeeming (unlocked profit only).")
+    deposit_price = _money(help_text="USDai per share when depositing (counts accrued interest).")
+    locked_profit = _money(help_text="Reported profit still streaming into the share price.")
+    total_assets = _money(required=False)
+    supply = _shares(required=False)
+    chain_error = serializers.CharField(required=False)
+
+
+class PositionSerializer(serializers.Serializer):
+    address = serializers.CharField()
+    shares = _shares()
+    value = _money()
+    available = _shares(required=False, help_text="Shares not already asked to redeem.")
+    queued = _shares(help_text="Shares waiting in the redemption queue.")
+    error = serializers.CharField(required=False)
+
+
+class VaultSerializer(serializers.Serializer):
+    summary = VaultSummarySerializer()
+    position = PositionSerializer()
+
+
+class VaultApi(APIView):
+    """The vault (NAV split, share prices, realised APR) and the requesting lender's position."""
+
+    permission_classes = [IsLender]
+
+    @extend_schema(responses=VaultSerializer)
+    def get(self, request):
+        data = {"summary": vault.vault_summary(), "position": vault.vault_position(user=request.user)}
+        return Response(VaultSerializer(data).data)
+
+
+class DepositSerializer(serializers.Serializer):
+    amount = serializers.DecimalField(max_digits=20, decimal_places=6, help_text="USDai, at most your balance.")
+
+
+class VaultDepositSerializer(serializers.ModelSerializer):
+    status = serializers.CharField(source="op.status", help_text="Of its chain transaction.")
+
+    class Meta:
+        model = VaultDeposit
+        fields = ["id", "amount", "shares", "status", "created_at"]
+
+
+class VaultDepositApi(APIView):
+    """Deposit USDai into the vault for sUSDai shares (counted from the chain's receipt)."""
+
+    permission_classes = [IsLender]
+
+    @extend_schema(request=DepositSerializer, responses={201: VaultDepositSerializer})
+    def post(self, request):
+        data = DepositSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        deposit = vault.vault_deposit(user=request.user, **data.validated_data)
+        return Response(VaultDepositSerializer(deposit).data, status=status.HTTP_201_CREATED)
+
+
+class RedemptionRequestSerializer(serializers.Serializer):
+    shares = serializers.DecimalField(
+        max_digits=40,
+        decimal_places=18,
+        help_text=f"sUSDai to redeem, at least {settings.VAULT_MIN_REDEMPTION}.",
+    )
+
+
+class RedemptionSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    shares = _shares()
+    status = serializers.ChoiceField(choices=Redemption.Status.choices)
+    shares_left = _shares()
+    paid = _money(help_text="USDai received so far.")
+    created_at = serializers.DateTimeField()
+    paid_at = serializers.DateTimeField(allow_null=True)
+    position = serializers.IntegerField(allow_null=True, help_text="In the queue; null once paid.")
+    value = _money(help_text="What the shares left are worth at the redeem price; null once paid.")
+    estimate = serializers.DateField(allow_null=True, help_text="Estimated payment date; null when unknown.")
+
+
+def _redemption(redemption: Redemption, estimate: dict | None) -> dict:
+    estimate = estimate or {}
+    row = {
+        f: getattr(redemption, f) for f in ("id", "shares", "status", "shares_left", "paid", "created_at", "paid_at")
+    }
+    row |= {k: estimate.get(k) for k in ("position", "value", "estimate")}
+    return RedemptionSerializer(row).data
+
+
+class RedemptionsApi(APIView):
+    """The requesting lender's redemptions (queue position, estimated date); queue a new one."""
+
+    permission_classes = [IsLender]
+
+    @extend_schema(responses=RedemptionSerializer(many=True))
+    def get(self, request):
+        return Response([_redemption(r, est) for r, est in user_redemptions(user=request.user)])
+
+    @extend_schema(request=RedemptionRequestSerializer, responses={201: RedemptionSerializer})
+    def post(self, request):
+        data = RedemptionRequestSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        redemption = vault.redemption_request(user=request.user, shares_amount=data.validated_data["shares"])
+        return Response(
+            _redemption(redemption, vault.redemption_estimate(redemption=redemption)), status=status.HTTP_201_CREATED
+        )
+
+
+# --- Proof of revenue (public) ------------------------------------------------------------
+
+
+class SettlementProofSerializer(serializers.Serializer):
+    settlement = serializers.IntegerField()
+    epoch = serializers.IntegerField(allow_null=True, help_text="Null until the settlement is in an epoch.")
+    index = serializers.IntegerField(allow_null=True, help_text="The leaf's position in the epoch.")
+    data = serializers.CharField(allow_null=True, help_text="The leaf's record: canonical JSON, hashed as UTF-8.")
+    leaf = serializers.CharField(allow_null=True)
+    proof = serializers.ListField(child=serializers.CharField(), allow_null=True)
+    root = serializers.CharField(allow_null=True, help_text="The epoch's root, as we computed it.")
+    anchored_root = serializers.CharField(allow_null=True, help_text="The root RevenueAnchor holds.")
+    anchor_tx = serializers.CharField(allow_null=True)
+    matches = serializers.BooleanField(help_text="The proof leads from the leaf to the root on chain.")
+    chain_error = serializers.CharField(allow_blank=True)
+
+
+class SettlementProofApi(APIView):
+    """A settlement's proof of revenue (SHA-256 Merkle tree; rules at /proof/algorithm/)."""
+
+    permission_classes = [AllowAny]
+
+    @extend_schema(responses=SettlementProofSerializer)
+    def get(self, request, pk: int):
+        settlement = get_object_or_404(Settlement, pk=pk)
+        check = settlement_proof_check(settlement_id=settlement.pk)
+        if check is None:
+            empty = dict.fromkeys(["epoch", "index", "data", "leaf", "proof", "root", "anchored_root", "anchor_tx"])
+            data = {"settlement": settlement.pk, **empty, "matches": False, "chain_error": ""}
+        else:
+            anchor = check["epoch"].anchor_op
+            data = {
+                "settlement": settlement.pk,
+                "epoch": check["epoch"].number,
+                "index": check["index"],
+                "data": check["data"],
+                "leaf": check["leaf"],
+                "proof": check["proof"],
+                "root": check["root"],
+                "anchored_root": check["anchored_root"],
+                "anchor_tx": (anchor.tx_hash or None) if anchor else None,
+                "matches": check["matches"],
+                "chain_error": check["chain_error"],
+            }
+        return Response(SettlementProofSerializer(data).data)

@@ -126,3 +126,35 @@ def line_chart(points: list[tuple[str, Decimal]], label: str) -> SafeString:
         "</svg>"
     )
     return mark_safe(svg)  # noqa: S308 - built from escaped labels and our own numbers
+
+
+NAV_PARTS = (("loans", "Loans", "#0f766e"), ("tbills", "T-bills", "#2563eb"), ("cash", "Cash", "#f59e0b"))
+
+
+def nav_split(amounts: dict[str, Decimal]) -> SafeString:
+    """One horizontal bar: the vault's NAV split into loans, T-bills and cash."""
+    total = sum((max(amounts.get(key, Decimal(0)), Decimal(0)) for key, _, _ in NAV_PARTS), Decimal(0))
+    if total <= 0:
+        return mark_safe('<p class="muted">The vault holds nothing yet.</p>')
+    width, height = 720, 28
+    x, parts, legend = Decimal(0), [], []
+    for key, label, color in NAV_PARTS:
+        value = max(amounts.get(key, Decimal(0)), Decimal(0))
+        share = value / total
+        w = share * width
+        if w > 0:
+            parts.append(
+                f'<rect x="{x:.1f}" y="0" width="{w:.1f}" height="{height}" fill="{color}">'
+                f"<title>{escape(label)}: ${value:,.2f} ({share:.1%})</title></rect>"
+            )
+            x += w
+        legend.append(
+            f'<span style="display:inline-flex;align-items:center;gap:.3rem;margin-right:.8rem">'
+            f'<span style="width:.8rem;height:.8rem;background:{color};display:inline-block;border-radius:2px"></span>'
+            f"{escape(label)} ${value:,.2f} ({share:.1%})</span>"
+        )
+    svg = (
+        f'<svg viewBox="0 0 {width} {height}" width="100%" height="{height}" preserveAspectRatio="none" '
+        f'role="img" aria-label="NAV split">{"".join(parts)}</svg>'
+    )
+    return mark_safe(svg + f'<div class="small" id="nav-legend">{"".join(legend)}</div>')  # noqa: S308

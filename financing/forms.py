@@ -30,3 +30,45 @@ class LoanApplicationForm(forms.Form):
     def __init__(self, *args, collateral=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["collateral"].queryset = collateral if collateral is not None else Collateral.objects.none()
+
+
+# --- USDai and the vault ---------------------------------------------------------------
+
+
+class UsdaiBuyForm(forms.Form):
+    amount = forms.DecimalField(max_digits=14, decimal_places=2, label="Amount (USD)")
+    payment_method = forms.CharField(
+        max_length=100, required=False, help_text="A Stripe payment method id (test mode: pm_card_visa)."
+    )
+
+    def __init__(self, *args, test_gateway: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        if test_gateway:  # the offline gateway takes no card
+            self.fields["payment_method"].widget = forms.HiddenInput()
+
+
+class UsdaiSendForm(forms.Form):
+    address = forms.CharField(
+        max_length=100, label="To address", help_text="An outside Ethereum address, EIP-55 checksummed."
+    )
+    amount = forms.DecimalField(max_digits=20, decimal_places=6, label="Amount (USDai)")
+
+
+class VaultDepositForm(forms.Form):
+    amount = forms.DecimalField(
+        max_digits=20, decimal_places=6, label="Amount (USDai)", help_text="At most your USDai balance."
+    )
+
+
+class RedemptionForm(forms.Form):
+    shares = forms.DecimalField(max_digits=40, decimal_places=18, label="Shares (sUSDai)")
+
+    def __init__(self, *args, minimum=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if minimum is not None:
+            self.fields["shares"].help_text = f"At least {minimum} sUSDai; queued first in, first out."
+            self.fields["shares"].widget.attrs["min"] = str(minimum)
+
+
+class ProofLookupForm(forms.Form):
+    settlement = forms.IntegerField(min_value=1, label="Settlement id")

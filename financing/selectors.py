@@ -1,17 +1,34 @@
 """Financing reads for lender and owner pages, and ledger balances."""
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.db.models import Sum
+from django.db.models import Count, Sum
 from django.utils import timezone
 
 from accounts.models import User
 from accounts.selectors import lender_profile_for_user, user_has_mfa
-from financing.models import Appraisal, Collateral, JournalEntry, LedgerAccount, Loan, Posting
+from financing import merkle
+from financing.chain.client import ChainError
+from financing.models import (
+    Appraisal,
+    ChainAlert,
+    ChainOp,
+    Collateral,
+    JournalEntry,
+    LedgerAccount,
+    Loan,
+    Posting,
+    Reconciliation,
+    Redemption,
+    RevenueEpoch,
+    UsdaiPurchase,
+    Wallet,
+)
 from marketplace import money
 
 
@@ -157,3 +174,87 @@ def placement_weights(server_ids, *, now: datetime | None = None) -> dict[int, f
         need = Decimal(1) if dscr is None else max(Decimal(0), (target - dscr) / target)
         weights[loan.collateral.server_id] = float(min(need, Decimal(1)))
     return weights
+
+
+# --- Wallets, the vault, proof of revenue, the outbox ---------------------------------
+
+
+def wallet_address(*, user: User) -> str:
+    """The user's custodial address, or "" before their first USDai (a page never creates one)."""
+    return Wallet.objects.filter(user=user).values_list("address", flat=True).first() or ""
+
+
+def usdai_purchases(*, user: User, limit: int = 10) -> list[UsdaiPurchase]:
+    return list(UsdaiPurchase.objects.filter(user=user).order_by("-created_at", "-pk")[:limit])
+
+
+def user_redemptions(*, user: User) -> list[tuple[Redemption, dict | None]]:
+    """The user's redemptions, newest first, each with its queue position and estimate while unpaid."""
+    from financing.services.vault import redemption_estimate
+
+    rows = Redemption.objects.filter(user=user).order_by("-created_at", "-pk")
+    return [(r, None if r.status == Redemption.Status.PAID else redemption_estimate(redemption=r)) for r in rows]
+
+
+def revenue_epochs(*, limit: int = 100) -> list[RevenueEpoch]:
+    return list(RevenueEpoch.objects.select_related("anchor_op").order_by("-number")[:limit])
+
+
+def anchored_root(*, epoch_number: int) -> dict:
+    """The root ``RevenueAnchor`` holds for an epoch: {"root": "0x…" or None (not anchored)}
+    or {"root": None, "error": …} when the chain cannot be asked."""
+    from financing.services.outbox import get_chain
+
+    try:
+        raw = get_chain().call("RevenueAnchor", "roots", epoch_number)
+    except ChainError as exc:
+        return {"root": None, "error": f"The chain is not reachable: {exc}"}
+    root = "0x" + bytes(raw).hex()
+    return {"root": None if int(root, 16) == 0 else root}
+
+
+def settlement_proof_check(*, settlement_id: int) -> dict | None:
+    """A settlement's proof of revenue, checked here: the leaf recomputed from its record,
+    the proof followed to a root, and that root compared with the one anchored on chain.
+
+    None when the settlement is in no epoch yet."""
+    from financing.services.epochs import settlement_proof
+
+    proof = settlement_proof(settlement_id=settlement_id)
+    if proof is None:
+        return None
+    leaf = merkle.leaf_hash(proof["data"].encode())
+    node = leaf
+    for sibling in proof["proof"]:
+        node = merkle.node_hash(node, bytes.fromhex(sibling[2:]))
+    computed = "0x" + node.hex()
+    chain = anchored_root(epoch_number=proof["epoch"].number)
+    return proof | {
+        "record": json.loads(proof["data"]),
+        "leaf_ok": "0x" + leaf.hex() == proof["leaf"],
+        "computed_root": computed,
+        "anchored_root": chain["root"],
+        "chain_error": chain.get("error", ""),
+        "matches": chain["root"] is not None and computed == chain["root"] == proof["root"],
+    }
+
+
+def chain_operations() -> dict:
+    """What the operator's chain page shows: the outbox by status, the oldest row
+    still open, failed rows, open alerts, the latest reconciliation."""
+    counts = dict(ChainOp.objects.values("status").annotate(n=Count("pk")).values_list("status", "n"))
+    return {
+        "counts": [(label, counts.get(value, 0)) for value, label in ChainOp.Status.choices],
+        "oldest_open": ChainOp.objects.filter(status__in=[ChainOp.Status.PENDING, ChainOp.Status.SIGNED])
+        .order_by("pk")
+        .first(),
+        "failed": list(ChainOp.objects.filter(status=ChainOp.Status.FAILED).order_by("-pk")[:50]),
+        "retried": {
+            key.rsplit(":retry", 1)[0]
+            for key in ChainOp.objects.filter(key__contains=":retry").values_list("key", flat=True)
+        },
+        "alerts": list(
+            ChainAlert.objects.filter(resolved_at__isnull=True).select_related("op").order_by("-created_at")
+        ),
+        "reconciliation": Reconciliation.objects.order_by("-ran_at").first(),
+    }

@@ -5,6 +5,7 @@ custodial wallet key is ``keccak(CHAIN_CUSTODY_SEED ‖ index)``, derived when
 needed and never stored.
 """
 
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -120,6 +121,14 @@ def _retryable(exc: Exception) -> bool:
     )
 
 
+_PYEVM_NONCE = re.compile(r"invalid transaction nonce: expected (\d+), but got (\d+)")
+
+
+def _nonce_used(text: str) -> bool:
+    match = _PYEVM_NONCE.search(text)
+    return match is not None and int(match[2]) < int(match[1])
+
+
 class Chain:
     """One chain: contracts by name, reads, signing, broadcasting, receipts."""
 
@@ -215,6 +224,8 @@ class Chain:
         except Exception as exc:
             text = str(exc).lower()
             if any(w in text for w in ("already known", "nonce too low", "already imported", "known transaction")):
+                return
+            if _nonce_used(text):  # py-evm's "nonce too low": the bytes were mined before
                 return
             raise ChainError(f"broadcast: {exc}", retryable=_retryable(exc)) from exc
 

@@ -85,7 +85,7 @@ def epoch_close(*, now=None) -> RevenueEpoch | None:
     """Close an epoch over everything not yet in one; None if there is nothing."""
     now = now or timezone.now()
     with transaction.atomic():
-        pending = JournalEntry.objects.select_for_update(skip_locked=True).filter(
+        pending = JournalEntry.objects.select_for_update(skip_locked=True, of=("self",)).filter(
             Q(settlement__isnull=False) | Q(postings__account__code="vault_cash", postings__line__in=INFLOW_LINES),
             epoch_mark__isnull=True,
         )

@@ -194,6 +194,12 @@ def chain_send(*, max_ops: int = 200, now=None) -> dict[str, int]:
     with _SendLock() as held:
         if not held:
             return summary
+        # The head row's backoff holds while the chain is unreachable too: no connection
+        # attempt (and no counted try) before it is due.
+        head = ChainOp.objects.filter(status__in=_OPEN).order_by("pk").first()
+        if head is not None and head.next_attempt_at and head.next_attempt_at > (now or timezone.now()):
+            summary["waiting"] = 1
+            return summary
         try:
             chain = get_chain()
         except ChainError as exc:

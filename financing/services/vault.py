@@ -521,9 +521,17 @@ def vault_daily(*, today: date | None = None) -> dict:
     epoch_close()
     out = {"tbill_interest": Decimal(0), "tbill_buy": Decimal(0), "tbill_sell": Decimal(0)}
     with transaction.atomic():
-        tbills = _system_balance("tbill_holdings")
+        # The day's interest is on the holdings carried into it: T-bills bought (or sold) by an
+        # earlier run of the same day earn from the next day, so a second run adds nothing.
+        moves = [f"tbill:buy:{today.isoformat()}", f"tbill:sell:{today.isoformat()}"]
+        tbills = money.usd(
+            Posting.objects.filter(account__code="tbill_holdings")
+            .exclude(entry__key__in=moves)
+            .aggregate(s=Sum("amount"))["s"]
+            or 0
+        )
         interest = (tbills * settings.TBILL_RATE / 365).quantize(money.MICRO, rounding=ROUND_HALF_UP)
-        if interest > 0:
+        if interest > 0 and not _posted(f"tbill:interest:{today.isoformat()}"):
             journal_post(
                 key=f"tbill:interest:{today.isoformat()}",
                 description=f"T-bill interest for {today}",

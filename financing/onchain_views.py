@@ -1,0 +1,208 @@
+"""Pages for the on-chain side: the USDai wallet, the sUSDai vault, paying a
+booking with USDai, the public proof of revenue and title metadata, and the
+operators' chain page. Thin: a form, one service, a template."""
+
+import inspect
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import Http404, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_http_methods, require_POST
+
+from accounts.models import Role
+from accounts.permissions import role_required
+from config.forms import form_submit
+from financing import charts, merkle
+from financing.forms import ProofLookupForm, RedemptionForm, UsdaiBuyForm, UsdaiSendForm, VaultDepositForm
+from financing.models import ChainAlert, ChainOp, Collateral
+from financing.selectors import (
+    chain_operations,
+    revenue_epochs,
+    settlement_proof_check,
+    usdai_purchases,
+    user_redemptions,
+    wallet_address,
+)
+from financing.services import vault
+from financing.services.outbox import chainalert_resolve, chainop_retry
+from financing.services.reconcile import chain_reconcile
+from financing.services.titles import collateral_record, record_hash
+from marketplace.models import Settlement
+from marketplace.payments import get_gateway
+from marketplace.selectors.bookings import booking_get_for_renter
+
+# --- Wallet ------------------------------------------------------------------------------
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def wallet(request):
+    """USDai: the balance and custodial address; buy with the payment gateway, send to an outside address."""
+    user = request.user
+    gateway = get_gateway()
+    action = request.POST.get("action") if request.method == "POST" else None
+    buy_form = UsdaiBuyForm(request.POST if action == "buy" else None, test_gateway=gateway.is_test, prefix="buy")
+    send_form = UsdaiSendForm(request.POST if action == "send" else None, prefix="send")
+    if action == "buy" and form_submit(buy_form, lambda d: vault.usdai_buy(user=user, **d)):
+        messages.success(request, f"Bought {buy_form.cleaned_data['amount']:,.2f} USDai.")
+        return redirect("financing:wallet")
+    if action == "send" and form_submit(send_form, lambda d: vault.usdai_withdraw(user=user, **d)):
+        d = send_form.cleaned_data
+        messages.success(request, f"Sending {d['amount']:,.2f} USDai to {d['address']}.")
+        return redirect("financing:wallet")
+    context = {
+        "balance": vault.usdai_balance(user=user),
+        "address": wallet_address(user=user),
+        "purchases": usdai_purchases(user=user),
+        "gateway": gateway,
+        "buy_form": buy_form,
+        "send_form": send_form,
+    }
+    status = 400 if (buy_form.errors or send_form.errors) else 200
+    return render(request, "financing/wallet.html", context, status=status)
+
+
+# --- Vault ------------------------------------------------------------------------------
+
+
+@role_required(Role.LENDER)
+@require_http_methods(["GET", "POST"])
+def vault_page(request):
+    """sUSDai: share price, NAV split, realised APR; deposit USDai, queue a redemption."""
+    user = request.user
+    action = request.POST.get("action") if request.method == "POST" else None
+    deposit_form = VaultDepositForm(request.POST if action == "deposit" else None, prefix="deposit")
+    redeem_form = RedemptionForm(
+        request.POST if action == "redeem" else None, minimum=settings.VAULT_MIN_REDEMPTION, prefix="redeem"
+    )
+    if action == "deposit" and form_submit(deposit_form, lambda d: vault.vault_deposit(user=user, **d)):
+        messages.success(request, f"Deposited {deposit_form.cleaned_data['amount']:,.2f} USDai into the vault.")
+        return redirect("financing:vault")
+    if action == "redeem" and form_submit(
+        redeem_form, lambda d: vault.redemption_request(user=user, shares_amount=d["shares"])
+    ):
+        messages.success(request, "Redemption queued; it is paid first in, first out.")
+        return redirect("financing:vault")
+    summary = vault.vault_summary()
+    context = {
+        "summary": summary,
+        "apr_7": _percent(summary["apr_7"]),
+        "apr_30": _percent(summary["apr_30"]),
+        "nav_chart": charts.nav_split(summary),
+        "position": vault.vault_position(user=user),
+        "balance": vault.usdai_balance(user=user),
+        "redemptions": user_redemptions(user=user),
+        "minimum": settings.VAULT_MIN_REDEMPTION,
+        "deposit_form": deposit_form,
+        "redeem_form": redeem_form,
+    }
+    status = 400 if (deposit_form.errors or redeem_form.errors) else 200
+    return render(request, "financing/vault.html", context, status=status)
+
+
+def _percent(fraction):
+    return None if fraction is None else fraction * 100
+
+
+# --- Paying a booking with USDai ------------------------------------------------------------
+
+
+@role_required(Role.RENTER)
+@require_POST
+def pay_usdai(request, public_id):
+    """The checkout page's second payment method (the marketplace does not import financing)."""
+    booking = booking_get_for_renter(renter=request.user, public_id=public_id)
+    if booking is None:
+        raise Http404("No such booking.")
+    try:
+        vault.booking_pay_usdai(booking=booking, renter=request.user)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return redirect("marketplace:checkout", public_id=booking.public_id)
+    messages.success(request, f"Paid ${booking.amount:,.2f} with USDai. Your GPUs are reserved.")
+    return redirect("marketplace:my_bookings")
+
+
+# --- Proof of revenue (public) ------------------------------------------------------------
+
+
+def proof(request):
+    """Every revenue epoch and its anchored root; look up a settlement's proof by id."""
+    form = ProofLookupForm(request.GET or None)
+    if form.is_bound and form.is_valid():
+        return redirect("financing:settlement_proof", pk=form.cleaned_data["settlement"])
+    context = {"epochs": revenue_epochs(), "form": form}
+    return render(request, "financing/proof.html", context, status=400 if form.errors else 200)
+
+
+def settlement_proof(request, pk: int):
+    """One settlement's record, leaf, proof and root, checked against the root on chain."""
+    settlement = get_object_or_404(Settlement, pk=pk)
+    check = settlement_proof_check(settlement_id=settlement.pk)
+    if check is None:
+        return render(request, "financing/settlement_proof_pending.html", {"settlement": settlement})
+    browser = {"data": check["data"], "leaf": check["leaf"], "proof": check["proof"], "root": check["anchored_root"]}
+    context = {"settlement": settlement, "check": check, "browser": browser}
+    return render(request, "financing/settlement_proof.html", context)
+
+
+def proof_algorithm(request):
+    """The Merkle rules, as the reference implementation's docstring states them."""
+    return render(request, "financing/proof_algorithm.html", {"rules": inspect.cleandoc(merkle.__doc__)})
+
+
+# --- CALIBER title metadata (public) --------------------------------------------------------
+
+
+def caliber_metadata(request, token_id: int):
+    """The title's ``tokenURI``: the record it binds and the record's keccak-256 hash."""
+    collateral = get_object_or_404(Collateral.objects.select_related("server"), pk=token_id, approved_at__isnull=False)
+    record = collateral_record(collateral)
+    return JsonResponse(
+        {
+            "name": f"CALIBER title #{collateral.pk}",
+            "description": f"GPU server {collateral.server.hostname}: identity, custody, insurance and appraisal.",
+            "record": record,
+            "record_hash": record_hash(record),
+        }
+    )
+
+
+# --- Operators ------------------------------------------------------------------------
+
+
+@role_required(Role.OPERATOR)
+def operator_chain(request):
+    """The chain against the ledger, the outbox, failed rows and open alerts."""
+    return render(request, "financing/operator_chain.html", chain_operations())
+
+
+@role_required(Role.OPERATOR)
+@require_POST
+def operator_reconcile(request):
+    report = chain_reconcile()
+    if report.mismatches:
+        messages.error(request, f"{report.mismatches} mismatch(es); {report.in_flight} row(s) still in flight.")
+    else:
+        messages.success(request, f"The chain matches the ledger ({len(report.checks)} checks).")
+    return redirect("financing:operator_chain")
+
+
+@role_required(Role.OPERATOR)
+@require_POST
+def operator_chainop_retry(request, pk: int):
+    op = get_object_or_404(ChainOp, pk=pk, status=ChainOp.Status.FAILED)
+    again = chainop_retry(op=op)
+    messages.success(request, f"Row #{op.pk} queued again as #{again.pk}.")
+    return redirect("financing:operator_chain")
+
+
+@role_required(Role.OPERATOR)
+@require_POST
+def operator_alert_resolve(request, pk: int):
+    chainalert_resolve(alert=get_object_or_404(ChainAlert, pk=pk))
+    messages.success(request, "Alert resolved.")
+    return redirect("financing:operator_chain")
