@@ -340,15 +340,21 @@ def redemption_request(*, user: User, shares_amount: Decimal) -> Redemption:
         raise ValidationError({"shares": "Enter a positive number of shares (at most 18 decimals)."})
     if shares_amount < settings.VAULT_MIN_REDEMPTION:
         raise ValidationError({"shares": f"The smallest redemption is {settings.VAULT_MIN_REDEMPTION} sUSDai."})
+    if not Wallet.objects.filter(user=user).exists():
+        raise ValidationError({"shares": "You hold no sUSDai."})
+    # Read the chain before taking the lock (no network call while holding a row lock).
+    position = vault_position(user=user)
+    if "error" in position:
+        raise ValidationError({"shares": "The chain is not reachable just now; try again shortly."})
     with transaction.atomic():
-        wallet = Wallet.objects.select_for_update().filter(user=user).first()
-        if wallet is None:
-            raise ValidationError({"shares": "You hold no sUSDai."})
-        position = vault_position(user=user)
-        if "error" in position:
-            raise ValidationError({"shares": "The chain is not reachable just now; try again shortly."})
-        if shares_amount > position["available"]:
-            raise ValidationError({"shares": f"You can redeem at most {position['available']:,.6f} sUSDai."})
+        wallet = Wallet.objects.select_for_update().get(user=user)
+        # Requests queued since the read, but not yet on chain, count against it too.
+        sending = Redemption.objects.filter(user=user, status=Redemption.Status.REQUESTED).aggregate(s=Sum("shares"))[
+            "s"
+        ] or Decimal(0)
+        available = max(position["shares"] - sending, Decimal(0))
+        if shares_amount > available:
+            raise ValidationError({"shares": f"You can redeem at most {available:,.6f} sUSDai."})
         op = chainop_enqueue(
             key=f"vault:redeem:{uuid.uuid4().hex}",
             sender=wallet.index,
