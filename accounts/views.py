@@ -25,7 +25,7 @@ from accounts.selectors import (
     user_has_mfa,
     user_roles,
 )
-from config.forms import form_submit
+from core.forms import form_submit
 
 ROLE_DASHBOARDS = {
     Role.RENTER: "marketplace:renter_dashboard",

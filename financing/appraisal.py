@@ -13,7 +13,7 @@ income approach is what makes GPU revenue the loan's security.
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
-from marketplace.money import CENT
+from core.money import CENT
 
 ZERO = Decimal(0)
 

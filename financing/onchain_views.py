@@ -14,7 +14,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.models import Role
 from accounts.permissions import role_required
-from config.forms import form_submit
+from core.forms import form_submit
 from financing import charts, merkle
 from financing.forms import ProofLookupForm, RedemptionForm, UsdaiBuyForm, UsdaiSendForm, VaultDepositForm
 from financing.models import ChainAlert, ChainOp, Collateral

@@ -10,7 +10,7 @@ whole cents; the last instalment takes the rounding so principal sums exactly.
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
-from marketplace.money import CENT
+from core.money import CENT
 
 FIXED_PAYMENT = "fixed_payment"
 FIXED_PRINCIPAL = "fixed_principal"

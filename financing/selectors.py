@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from accounts.selectors import lender_profile_for_user, user_has_mfa
+from core import money
 from financing import merkle
 from financing.chain.client import ChainError
 from financing.models import (
@@ -29,7 +30,6 @@ from financing.models import (
     UsdaiPurchase,
     Wallet,
 )
-from marketplace import money
 
 
 def lender_overview(*, user: User) -> dict:
@@ -45,7 +45,7 @@ def account_balance(account: LedgerAccount | str) -> Decimal:
     """Debits minus credits, derived from the postings (never stored). Quantized
     to the micro-dollar: exact on PostgreSQL, and it absorbs SQLite's float sums."""
     postings = Posting.objects.filter(account__code=account) if isinstance(account, str) else account.postings
-    return money.usd(postings.aggregate(total=Sum("amount"))["total"] or 0)
+    return money.usd(money.sum_of(postings, "amount"))
 
 
 def balances() -> dict[str, Decimal]:

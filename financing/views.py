@@ -10,7 +10,7 @@ from django.views.decorators.http import require_http_methods
 from accounts.models import Role
 from accounts.permissions import role_required
 from accounts.selectors import owner_company_for_user
-from config.forms import form_submit
+from core.forms import form_submit
 from financing import charts
 from financing.forms import CollateralForm, LoanApplicationForm
 from financing.models import Collateral, Loan

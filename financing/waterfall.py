@@ -14,7 +14,7 @@ residual is whatever remains, so the lines always sum to the gross exactly.
 from dataclasses import dataclass
 from decimal import Decimal
 
-from marketplace import money
+from core import money
 
 ZERO = Decimal(0)
 

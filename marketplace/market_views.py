@@ -15,8 +15,8 @@ from django.views.decorators.http import require_http_methods, require_POST
 from accounts.models import Role
 from accounts.permissions import role_required
 from accounts.selectors import owner_company_for_user
-from config.errors import ConflictError
-from config.forms import form_submit
+from core.errors import ConflictError
+from core.forms import form_submit
 from marketplace.market_forms import (
     BookingForm,
     EarningsPeriodForm,
@@ -85,21 +85,18 @@ def _listing_page(request, listing: Listing, form: BookingForm, status: int = 20
 def booking_create(request, pk: int):
     listing = get_object_or_404(Listing.objects.select_related("server__region", "gpu_model"), pk=pk)
     form = BookingForm(request.POST)
-    created = []
-    if form_submit(
+    if done := form_submit(
         form,
-        lambda d: created.append(
-            bookings.booking_create(
-                renter=request.user,
-                listing=listing,
-                gpu_count=d["gpu_count"],
-                start=d["start"],
-                end=d["end"],
-                quoted_price=d["quoted_price"],
-            )
+        lambda d: bookings.booking_create(
+            renter=request.user,
+            listing=listing,
+            gpu_count=d["gpu_count"],
+            start=d["start"],
+            end=d["end"],
+            quoted_price=d["quoted_price"],
         ),
     ):
-        return redirect("marketplace:checkout", public_id=created[0].public_id)
+        return redirect("marketplace:checkout", public_id=done.result.public_id)
     return _listing_page(request, listing, form, status=409 if _is_conflict(form) else 400)
 
 

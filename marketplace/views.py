@@ -9,7 +9,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from accounts.models import Role
 from accounts.permissions import role_required
 from accounts.selectors import owner_company_for_user, user_has_mfa
-from config.forms import form_submit
+from core.forms import form_submit
 from marketplace.forms import GpuAddForm, GpuStatusForm, ServerCreateForm, ServerForm, ServerImportForm
 from marketplace.models import Gpu, Server
 from marketplace.selectors.inventory import (
@@ -63,11 +63,8 @@ def server_list(request):
 def server_create(request):
     company = owner_company_for_user(request.user)
     form = ServerCreateForm(request.POST or None)
-    created = []
-    if request.method == "POST" and form_submit(
-        form, lambda d: created.append(inventory.server_create(owner=company, **d))
-    ):
-        (server,) = created
+    if request.method == "POST" and (done := form_submit(form, lambda d: inventory.server_create(owner=company, **d))):
+        server = done.result
         messages.success(request, f"Server {server.hostname} registered with {server.gpus.count()} GPU(s).")
         return redirect("marketplace:server_detail", pk=server.pk)
     status = 400 if form.errors else 200

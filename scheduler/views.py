@@ -11,7 +11,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from accounts.models import Role
 from accounts.permissions import role_required
 from accounts.selectors import owner_company_for_user
-from config.forms import form_submit
+from core.forms import form_submit
 from marketplace.selectors import bookings as booking_selectors
 from scheduler import selectors
 from scheduler.forms import ClusterConnectForm, JobForm, QuickBookForm, SimulatedClusterForm
@@ -109,11 +109,10 @@ def job_new(request, public_id):
     if booking is None:
         raise Http404("No such booking.")
     form = JobForm(request.POST or None, initial={"gpu_count": booking.gpu_count})
-    created = []
-    if request.method == "POST" and form_submit(
-        form,
-        lambda d: created.append(
-            jobs.job_submit(
+    if request.method == "POST" and (
+        done := form_submit(
+            form,
+            lambda d: jobs.job_submit(
                 booking=booking,
                 renter=request.user,
                 name=d["name"],
@@ -121,11 +120,11 @@ def job_new(request, public_id):
                 command=d["command"],
                 env=d["env"],
                 gpu_count=d["gpu_count"],
-            )
-        ),
+            ),
+        )
     ):
         messages.success(request, "Job submitted.")
-        return redirect("scheduler:job_detail", public_id=created[0].public_id)
+        return redirect("scheduler:job_detail", public_id=done.result.public_id)
     status = 400 if form.errors else 200
     return render(request, "scheduler/job_new.html", {"booking": booking, "form": form}, status=status)
 
@@ -188,19 +187,18 @@ def job_cancel(request, public_id):
 @require_http_methods(["GET", "POST"])
 def quick_book(request):
     form = QuickBookForm(request.POST or None)
-    created = []
-    if request.method == "POST" and form_submit(
-        form,
-        lambda d: created.append(
-            quickbook.quick_book(
+    if request.method == "POST" and (
+        done := form_submit(
+            form,
+            lambda d: quickbook.quick_book(
                 renter=request.user,
                 gpu_count=d["gpu_count"],
                 gpu_models=[d["gpu_model"]],
                 hours=d["hours"],
                 price_cap=d["price_cap"],
                 region=d["region"],
-            )
-        ),
+            ),
+        )
     ):
-        return redirect("marketplace:checkout", public_id=created[0].public_id)
+        return redirect("marketplace:checkout", public_id=done.result.public_id)
     return render(request, "scheduler/quick_book.html", {"form": form}, status=400 if form.errors else 200)

@@ -9,8 +9,8 @@ from django.core.exceptions import ValidationError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from config.errors import ConflictError
-from marketplace import money
+from core import money
+from core.errors import ConflictError
 from marketplace.models import Booking, BookingGpu, Payment, Refund, Settlement
 from marketplace.services import bookings, listings
 from marketplace.services.bookings import quote_amount

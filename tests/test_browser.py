@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 
-from marketplace.management.commands.seed_demo import DEMO_PASSWORD
+from core.management.commands.seed_demo import DEMO_PASSWORD
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts" / "browser"
 CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"

@@ -7,10 +7,10 @@ from decimal import Decimal
 import pytest
 from django.db import IntegrityError, connection, connections, transaction
 
+from core import money
 from financing.models import JournalEntry, LedgerAccount, Posting
 from financing.selectors import balances
 from financing.services.revenue import ledger_pull
-from marketplace import money
 from marketplace.models import Settlement
 from marketplace.services import bookings
 from tests.factories import make_listing, make_owner, make_renter, next_hour

@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
 
-from marketplace import money
+from core import money
 from marketplace.models import Booking, BookingGpu, Listing, Refund, Settlement, UsageRecord
 from marketplace.services import bookings
 from scheduler import crypto

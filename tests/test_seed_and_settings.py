@@ -12,7 +12,7 @@ from django.core.management import call_command
 from django.urls import reverse
 
 from accounts.models import LenderProfile, OwnerCompany, OwnerMembership, RenterProfile, User
-from marketplace.management.commands.seed_demo import DEMO_PASSWORD
+from core.management.commands.seed_demo import DEMO_PASSWORD
 from marketplace.models import Gpu, Region, Server
 
 ROOT = Path(__file__).resolve().parent.parent

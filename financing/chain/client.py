@@ -19,11 +19,10 @@ from web3 import Web3
 from web3.exceptions import ContractLogicError, TimeExhausted, TransactionNotFound
 
 from contracts import artifact
+from core.money import MICRO, SHARE
 
 WEI_PER_USD = 10**18
 WEI_PER_MICRO = 10**12
-MICRO = Decimal("0.000001")
-SHARE = Decimal(10) ** -18
 MAX_UINT = 2**256 - 1
 
 

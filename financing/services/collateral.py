@@ -6,10 +6,10 @@ from decimal import Decimal
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
-from django.db.models import Sum
 from django.utils import timezone
 
 from accounts.models import OwnerCompany, User
+from core import money
 from financing import appraisal
 from financing.models import Appraisal, Collateral, InsuranceClaim
 from marketplace.models import Gpu, Listing, Server, Settlement
@@ -91,9 +91,12 @@ def collateral_approve(*, collateral: Collateral, operator: User, now: datetime 
 
 def trailing_net_revenue(*, server: Server, until: datetime, days: int = TRAILING_DAYS) -> Decimal:
     """Revenue the server delivered in the window, after the platform fee."""
-    gross = Settlement.objects.filter(
-        server=server, interval_end__gt=until - timedelta(days=days), interval_end__lte=until
-    ).aggregate(total=Sum("gross_amount"))["total"] or Decimal(0)
+    gross = money.sum_of(
+        Settlement.objects.filter(
+            server=server, interval_end__gt=until - timedelta(days=days), interval_end__lte=until
+        ),
+        "gross_amount",
+    )
     return Decimal(gross) * (1 - settings.WATERFALL_PLATFORM_FEE)
 
 
@@ -119,7 +122,7 @@ def appraisal_run(*, collateral: Collateral, now: datetime | None = None, trigge
         depreciation_rate=inputs.depreciation_rate,
         residual_floor=inputs.residual_floor,
         depreciated_value=result.depreciated_value,
-        trailing_net_revenue=inputs.trailing_net_revenue.quantize(Decimal("0.000001")),
+        trailing_net_revenue=inputs.trailing_net_revenue.quantize(money.MICRO),
         trailing_days=inputs.trailing_days,
         remaining_life_years=result.remaining_life_years.quantize(Decimal("0.0001")),
         discount_rate=inputs.discount_rate,

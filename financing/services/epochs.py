@@ -21,12 +21,12 @@ from django.db import transaction
 from django.db.models import Max, Q, Sum
 from django.utils import timezone
 
+from core import money
 from financing import merkle
 from financing.chain.client import usd_to_wei
 from financing.models import EpochEntry, JournalEntry, Posting, RevenueEpoch
 from financing.services.outbox import chainop_enqueue
 from financing.services.vault import INFLOW_LINES
-from marketplace import money
 
 
 def settlement_leaf_data(entry: JournalEntry) -> bytes:
@@ -100,8 +100,8 @@ def epoch_close(*, now=None) -> RevenueEpoch | None:
         )
         principal = money.usd(sums.get("to_vault_principal") or 0)
         profit = money.usd((sums.get("to_vault_interest") or 0) + (sums.get("tbill_interest") or 0))
-        receivable = Posting.objects.filter(account__code__startswith="interest:").aggregate(s=Sum("amount"))["s"]
-        accrued = money.usd(max(Decimal(receivable or 0), Decimal(0)) * (1 - settings.LOAN_PROTOCOL_FEE))
+        receivable = money.sum_of(Posting.objects.filter(account__code__startswith="interest:"))
+        accrued = money.usd(max(receivable, Decimal(0)) * (1 - settings.LOAN_PROTOCOL_FEE))
         number = (RevenueEpoch.objects.aggregate(n=Max("number"))["n"] or 0) + 1
         epoch = RevenueEpoch.objects.create(
             number=number, closed_at=now, settlements=0, principal=principal, profit=profit, accrued=accrued

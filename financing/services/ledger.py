@@ -14,9 +14,9 @@ from typing import NamedTuple
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
+from core import money
 from financing.chart import SYSTEM_ACCOUNTS, owner_payable_code
 from financing.models import JournalEntry, LedgerAccount, Loan, Posting
-from marketplace import money
 
 _SYSTEM = {code: (name, kind) for code, name, kind in SYSTEM_ACCOUNTS}
 

@@ -18,13 +18,13 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import OwnerCompany, User
+from core.money import CENT
 from financing import schedules
 from financing.models import Appraisal, Collateral, Instalment, Loan
 from financing.services.ledger import Accounts, Line, journal_post, system_account
 from financing.services.titles import title_lien
 from financing.services.vault import loan_disbursement_onchain
 from marketplace.models import Listing
-from marketplace.money import CENT
 
 
 def latest_appraisal(collateral: Collateral) -> Appraisal | None:

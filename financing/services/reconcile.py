@@ -19,17 +19,15 @@ counts them, and mismatches are alerted only when nothing is in flight.
 
 from decimal import Decimal
 
-from django.db.models import Sum
-
+from core import money
 from financing.chain.client import ChainError, address_for, usd_to_wei
 from financing.models import ChainAlert, ChainOp, Collateral, LedgerAccount, Posting, Reconciliation, Wallet
 from financing.services.outbox import get_chain
 from financing.services.vault import unreported_inflows
-from marketplace import money
 
 
 def _balance(code_filter: dict) -> Decimal:
-    return money.usd(Posting.objects.filter(**code_filter).aggregate(s=Sum("amount"))["s"] or 0)
+    return money.usd(money.sum_of(Posting.objects.filter(**code_filter), "amount"))
 
 
 def _redemption_dust() -> dict[str, int]:

@@ -27,12 +27,12 @@ from decimal import ROUND_HALF_UP, Decimal
 from django.conf import settings
 from django.db.models import Q, Sum
 
+from core.money import MICRO
 from financing import waterfall
 from financing.models import Instalment, Loan, Posting
 from financing.services.collateral import TRAILING_DAYS
 from financing.services.ledger import LOAN_ACCOUNT_KINDS, Accounts, Line
 from marketplace.models import Settlement
-from marketplace.money import MICRO
 
 SECONDS_PER_YEAR = Decimal(365 * 24 * 3600)
 LIVE = (Loan.Status.ACTIVE, Loan.Status.DEFAULTED, Loan.Status.FORECLOSED)

@@ -30,6 +30,7 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from accounts.models import OwnerCompany, User
+from core import money
 from financing.chain.client import (
     MAX_UINT,
     ChainError,
@@ -54,7 +55,6 @@ from financing.models import (
 )
 from financing.services.ledger import Line, journal_post, system_account
 from financing.services.outbox import chainop_enqueue, get_chain, handles
-from marketplace import money
 from marketplace.models import Booking
 from marketplace.payments import get_gateway
 from marketplace.payments.base import GatewayError, PaymentDeclined
@@ -129,7 +129,7 @@ def _usdai_account(user: User, *, lock: bool = False) -> LedgerAccount:
 
 
 def _balance(account: LedgerAccount) -> Decimal:
-    total = Posting.objects.filter(account=account).aggregate(s=Sum("amount"))["s"] or Decimal(0)
+    total = money.sum_of(Posting.objects.filter(account=account), "amount")
     return money.usd(-total)  # a liability: credit balance, shown positive
 
 
@@ -316,8 +316,8 @@ def vault_position(*, user: User) -> dict:
     """The user's sUSDai: shares in the wallet, their value, shares waiting in the queue."""
     wallet = Wallet.objects.filter(user=user).first()
     queued = Redemption.objects.filter(user=user, status__in=[Redemption.Status.REQUESTED, Redemption.Status.QUEUED])
-    waiting = queued.aggregate(s=Sum("shares_left"))["s"] or Decimal(0)
-    sending = queued.filter(status=Redemption.Status.REQUESTED).aggregate(s=Sum("shares"))["s"] or Decimal(0)
+    waiting = money.sum_of(queued, "shares_left")
+    sending = money.sum_of(queued.filter(status=Redemption.Status.REQUESTED), "shares")
     out = {"address": wallet.address if wallet else "", "shares": None, "value": None, "queued": waiting}
     if wallet is None:
         out |= {"shares": Decimal(0), "value": Decimal(0), "available": Decimal(0)}
@@ -336,7 +336,7 @@ def vault_position(*, user: User) -> dict:
 def redemption_request(*, user: User, shares_amount: Decimal) -> Redemption:
     """Queue ``shares_amount`` sUSDai for redemption (first in, first out)."""
     shares_amount = Decimal(shares_amount)
-    if shares_amount <= 0 or shares_amount != shares_amount.quantize(Decimal(10) ** -18):
+    if shares_amount <= 0 or shares_amount != shares_amount.quantize(money.SHARE):
         raise ValidationError({"shares": "Enter a positive number of shares (at most 18 decimals)."})
     if shares_amount < settings.VAULT_MIN_REDEMPTION:
         raise ValidationError({"shares": f"The smallest redemption is {settings.VAULT_MIN_REDEMPTION} sUSDai."})
@@ -349,9 +349,7 @@ def redemption_request(*, user: User, shares_amount: Decimal) -> Redemption:
     with transaction.atomic():
         wallet = Wallet.objects.select_for_update().get(user=user)
         # Requests queued since the read, but not yet on chain, count against it too.
-        sending = Redemption.objects.filter(user=user, status=Redemption.Status.REQUESTED).aggregate(s=Sum("shares"))[
-            "s"
-        ] or Decimal(0)
+        sending = money.sum_of(Redemption.objects.filter(user=user, status=Redemption.Status.REQUESTED), "shares")
         available = max(position["shares"] - sending, Decimal(0))
         if shares_amount > available:
             raise ValidationError({"shares": f"You can redeem at most {available:,.6f} sUSDai."})
@@ -418,7 +416,7 @@ def redemption_estimate(*, redemption: Redemption) -> dict:
     ahead = Redemption.objects.filter(
         status=Redemption.Status.QUEUED, request_id__lt=redemption.request_id or 2**62
     ).exclude(pk=redemption.pk)
-    shares_ahead = ahead.aggregate(s=Sum("shares_left"))["s"] or Decimal(0)
+    shares_ahead = money.sum_of(ahead, "shares_left")
     summary = vault_summary(chain=False)
     price = summary["redeem_price"] or Decimal(1)
     need = (shares_ahead + redemption.shares_left) * price
@@ -441,7 +439,7 @@ def redemption_estimate(*, redemption: Redemption) -> dict:
 
 
 def _system_balance(code: str) -> Decimal:
-    return money.usd(Posting.objects.filter(account__code=code).aggregate(s=Sum("amount"))["s"] or 0)
+    return money.usd(money.sum_of(Posting.objects.filter(account__code=code), "amount"))
 
 
 def unreported_inflows() -> dict[str, Decimal]:
@@ -460,9 +458,7 @@ def vault_summary(*, chain: bool = True) -> dict:
     """Cash, T-bills and loans (ledger); share price (chain); realised APR (daily history)."""
     cash = _system_balance("vault_cash")
     tbills = _system_balance("tbill_holdings")
-    loans = money.usd(
-        Posting.objects.filter(account__code__startswith="principal:").aggregate(s=Sum("amount"))["s"] or 0
-    )
+    loans = money.usd(money.sum_of(Posting.objects.filter(account__code__startswith="principal:"), "amount"))
     pending = unreported_inflows()
     nav = cash + tbills + loans
     out = {
@@ -499,9 +495,10 @@ def vault_summary(*, chain: bool = True) -> dict:
 
 def _inflow_per_day(days: int = 7) -> Decimal:
     since = timezone.now() - timedelta(days=days)
-    total = Posting.objects.filter(
-        account__code="vault_cash", line__in=INFLOW_LINES, entry__created_at__gte=since
-    ).aggregate(s=Sum("amount"))["s"] or Decimal(0)
+    total = money.sum_of(
+        Posting.objects.filter(account__code="vault_cash", line__in=INFLOW_LINES, entry__created_at__gte=since),
+        "amount",
+    )
     return money.usd(total / days)
 
 
@@ -531,10 +528,7 @@ def vault_daily(*, today: date | None = None) -> dict:
         # earlier run of the same day earn from the next day, so a second run adds nothing.
         moves = [f"tbill:buy:{today.isoformat()}", f"tbill:sell:{today.isoformat()}"]
         tbills = money.usd(
-            Posting.objects.filter(account__code="tbill_holdings")
-            .exclude(entry__key__in=moves)
-            .aggregate(s=Sum("amount"))["s"]
-            or 0
+            money.sum_of(Posting.objects.filter(account__code="tbill_holdings").exclude(entry__key__in=moves), "amount")
         )
         interest = (tbills * settings.TBILL_RATE / 365).quantize(money.MICRO, rounding=ROUND_HALF_UP)
         if interest > 0 and not _posted(f"tbill:interest:{today.isoformat()}"):
@@ -550,7 +544,7 @@ def vault_daily(*, today: date | None = None) -> dict:
     epoch_close()  # the interest reaches the chain before cash is moved
     with transaction.atomic():
         summary = vault_summary(chain=False)
-        queued = Redemption.objects.filter(status=Redemption.Status.QUEUED).aggregate(s=Sum("shares_left"))["s"] or 0
+        queued = money.sum_of(Redemption.objects.filter(status=Redemption.Status.QUEUED), "shares_left")
         buffer = max(summary["nav"] * settings.VAULT_LIQUIDITY_BUFFER, Decimal(queued))
         idle = summary["cash_on_chain"]
         if idle > buffer:
@@ -563,11 +557,14 @@ def vault_daily(*, today: date | None = None) -> dict:
             if amount > 0 and not _posted(f"tbill:sell:{today.isoformat()}"):
                 _tbill_move(amount, buy=False, key=f"tbill:sell:{today.isoformat()}")
                 out["tbill_sell"] = amount
-        income = Posting.objects.filter(
-            account__code="vault_cash",
-            line__in=("to_vault_interest", "tbill_interest"),
-            entry__created_at__date=today,
-        ).aggregate(s=Sum("amount"))["s"] or Decimal(0)
+        income = money.sum_of(
+            Posting.objects.filter(
+                account__code="vault_cash",
+                line__in=("to_vault_interest", "tbill_interest"),
+                entry__created_at__date=today,
+            ),
+            "amount",
+        )
         VaultDay.objects.update_or_create(
             date=today, defaults={"nav": vault_summary(chain=False)["nav"], "income": money.usd(income)}
         )
@@ -598,8 +595,8 @@ def loan_disbursement_onchain(*, loan, principal: Decimal) -> None:
 
 def vault_inflows_since(since: datetime) -> Decimal:
     return money.usd(
-        Posting.objects.filter(
-            account__code="vault_cash", line__in=INFLOW_LINES, entry__created_at__gte=since
-        ).aggregate(s=Sum("amount"))["s"]
-        or 0
+        money.sum_of(
+            Posting.objects.filter(account__code="vault_cash", line__in=INFLOW_LINES, entry__created_at__gte=since),
+            "amount",
+        )
     )

@@ -49,7 +49,7 @@ import stripe
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from marketplace.money import from_cents, to_cents
+from core.money import from_cents, to_cents
 from marketplace.payments.base import (
     GatewayError,
     GatewayEvent,

@@ -8,6 +8,7 @@ from django.db.models import QuerySet, Sum
 from django.utils import timezone
 
 from accounts.models import OwnerCompany, User
+from core import money
 from marketplace.models import AvailabilitySlot, Booking, BookingGpu, Listing, Refund, Server, Settlement
 
 HOUR = timedelta(hours=1)
@@ -63,11 +64,11 @@ def booking_invoice(booking: Booking) -> Invoice:
         InvoiceLine(
             f"{booking.gpu_count} × {booking.listing.gpu_model.name} × {hours.normalize():f} h × "
             f"${booking.price_per_gpu_hour}/GPU-h",
-            exact.quantize(Decimal("0.000001")),
+            exact.quantize(money.MICRO),
         )
     ]
     if booking.amount != exact:
-        lines.append(InvoiceLine("Rounding to the cent", (booking.amount - exact).quantize(Decimal("0.000001"))))
+        lines.append(InvoiceLine("Rounding to the cent", (booking.amount - exact).quantize(money.MICRO)))
     refunds = list(booking.refunds.all())
     for refund in refunds:
         lines.append(InvoiceLine(f"Refund: {refund.get_reason_display().lower()}", -refund.amount))

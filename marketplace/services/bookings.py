@@ -34,8 +34,8 @@ from django.db.models import F
 from django.utils import timezone
 
 from accounts.models import User
-from config.errors import ConflictError
-from marketplace import money
+from core import money
+from core.errors import ConflictError
 from marketplace.models import (
     AvailabilitySlot,
     Booking,

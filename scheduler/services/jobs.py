@@ -30,7 +30,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import User
-from config.errors import ConflictError
+from core.errors import ConflictError
 from marketplace.models import Booking, Listing, UsageRecord
 from marketplace.services import bookings as booking_services
 from marketplace.services.listings import listing_record_reliability

@@ -14,7 +14,7 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from accounts.models import User
-from config.errors import ConflictError
+from core.errors import ConflictError
 from marketplace.models import Booking, GpuModel, Region
 from marketplace.services import bookings as booking_services
 from scheduler import placement, selectors

@@ -2,14 +2,30 @@
 
 Pages validate input with a form, call one service with the cleaned data, and
 show the service's ``ValidationError`` on the same form, so a page and the API
-report the same messages.
+report the same messages. ``form_submit`` hands back what the service
+returned::
+
+    if done := form_submit(form, lambda d: booking_create(**d)):
+        return redirect(done.result)
 """
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
+
+
+@dataclass(frozen=True)
+class Submission:
+    """The outcome of a form submission: true when the form was valid and the service succeeded."""
+
+    ok: bool
+    result: Any = None
+
+    def __bool__(self) -> bool:
+        return self.ok
 
 
 def form_errors_from(form: forms.Form, exc: ValidationError) -> None:
@@ -23,13 +39,13 @@ def form_errors_from(form: forms.Form, exc: ValidationError) -> None:
         form.add_error(None, exc)
 
 
-def form_submit(form: forms.Form, action: Callable[[dict], Any]) -> bool:
-    """Validate ``form`` and run ``action(cleaned_data)``; True when both succeed."""
+def form_submit(form: forms.Form, action: Callable[[dict], Any]) -> Submission:
+    """Validate ``form`` and run ``action(cleaned_data)``; the submission carries its result."""
     if not form.is_valid():
-        return False
+        return Submission(ok=False)
     try:
-        action(form.cleaned_data)
+        result = action(form.cleaned_data)
     except ValidationError as exc:
         form_errors_from(form, exc)
-        return False
-    return True
+        return Submission(ok=False)
+    return Submission(ok=True, result=result)

@@ -3,13 +3,20 @@
 USD amounts in the ledger carry 6 decimal places (micro-dollars: per-second
 billing needs them). Prices and charges are whole cents, because card
 payments are. Conversion to Stripe's integer cents happens only in the
-gateway adapter, through ``to_cents``.
+gateway adapter, through ``to_cents``; to chain wei only in the chain
+adapter. sUSDai shares carry 18 decimals (``SHARE``), as on chain.
+
+``sum_of`` is the one way to total a column: a queryset's ``Sum`` as a
+``Decimal``, zero when there are no rows.
 """
 
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 
+from django.db.models import Sum
+
 MICRO = Decimal("0.000001")
 CENT = Decimal("0.01")
+SHARE = Decimal(10) ** -18
 ZERO = Decimal("0")
 ROUNDING = ROUND_HALF_UP
 
@@ -50,3 +57,8 @@ def pro_rata(total: Decimal, part: int, whole: int) -> Decimal:
     if part == whole:
         return usd(total)
     return (Decimal(total) * part / whole).quantize(MICRO, rounding=ROUND_DOWN)
+
+
+def sum_of(queryset, field: str = "amount") -> Decimal:
+    """``SUM(field)`` over the queryset as a ``Decimal`` (zero for no rows), unrounded."""
+    return Decimal(queryset.aggregate(total=Sum(field))["total"] or 0)

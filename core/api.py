@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import exceptions, status
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from config.errors import ConflictError
+from core.errors import ConflictError
 
 
 class Conflict(exceptions.APIException):
