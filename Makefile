@@ -40,7 +40,7 @@ test: $(STAMP) $(HARDHAT_STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/lint-imports
+	$(VENV)/bin/lint-imports --no-cache
 
 clean:
 	rm -rf $(VENV) $(HARDHAT_DIR)/node_modules db.sqlite3 staticfiles artifacts .pytest_cache

@@ -9,6 +9,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from rest_framework.authtoken.models import Token
 
+from accounts.lock_objects import lender_profile_lock, renter_profile_lock
 from accounts.models import LenderProfile, OwnerCompany, OwnerMembership, RenterProfile, Role, User
 from accounts.selectors import user_roles_forget
 
@@ -23,7 +24,7 @@ def renter_billing_update(
     *, user: User, billing_name: str, billing_address: str, billing_country: str, vat_id: str = ""
 ) -> RenterProfile:
     with transaction.atomic():
-        profile, _ = RenterProfile.objects.select_for_update().get_or_create(user=user)
+        profile = renter_profile_lock(user)
         profile.billing_name = billing_name.strip()
         profile.billing_address = billing_address.strip()
         profile.billing_country = billing_country.strip().upper()
@@ -92,7 +93,7 @@ def owner_company_member_add(*, company: OwnerCompany, email: str) -> OwnerMembe
 
 def lender_role_grant(*, user: User, wallet_address: str = "") -> LenderProfile:
     with transaction.atomic():
-        profile, _ = LenderProfile.objects.select_for_update().get_or_create(user=user)
+        profile = lender_profile_lock(user)
         if wallet_address:
             _lender_wallet_assign(profile=profile, wallet_address=wallet_address)
     user_roles_forget(user)
@@ -101,7 +102,7 @@ def lender_role_grant(*, user: User, wallet_address: str = "") -> LenderProfile:
 
 def lender_wallet_set(*, user: User, wallet_address: str) -> LenderProfile:
     with transaction.atomic():
-        profile, _ = LenderProfile.objects.select_for_update().get_or_create(user=user)
+        profile = lender_profile_lock(user)
         _lender_wallet_assign(profile=profile, wallet_address=wallet_address)
     user_roles_forget(user)
     return profile

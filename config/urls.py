@@ -8,29 +8,30 @@ from rest_framework.routers import DefaultRouter
 from accounts import views as account_views
 from accounts.api import MeApi
 from financing import api as financing_api
-from marketplace import api as marketplace_api
-from marketplace import market_api
-from marketplace import views as marketplace_views
+from marketplace.api import bookings as booking_api
+from marketplace.api import inventory as inventory_api
+from marketplace.api import listings as listing_api
+from marketplace.views import inventory as inventory_views
 from scheduler import api as scheduler_api
 
 router = DefaultRouter()
-router.register("inventory/gpu-models", marketplace_api.GpuModelViewSet, basename="gpu-model")
-router.register("inventory/regions", marketplace_api.RegionViewSet, basename="region")
-router.register("inventory/servers", marketplace_api.ServerViewSet, basename="server")
-router.register("inventory/gpus", marketplace_api.GpuViewSet, basename="gpu")
-router.register("listings", market_api.ListingViewSet, basename="listing")
-router.register("owner/listings", market_api.OwnerListingViewSet, basename="owner-listing")
-router.register("bookings", market_api.BookingViewSet, basename="booking")
+router.register("inventory/gpu-models", inventory_api.GpuModelViewSet, basename="gpu-model")
+router.register("inventory/regions", inventory_api.RegionViewSet, basename="region")
+router.register("inventory/servers", inventory_api.ServerViewSet, basename="server")
+router.register("inventory/gpus", inventory_api.GpuViewSet, basename="gpu")
+router.register("listings", listing_api.ListingViewSet, basename="listing")
+router.register("owner/listings", listing_api.OwnerListingViewSet, basename="owner-listing")
+router.register("bookings", booking_api.BookingViewSet, basename="booking")
 router.register("owner/clusters", scheduler_api.ClusterViewSet, basename="cluster")
 router.register("jobs", scheduler_api.JobViewSet, basename="job")
 
 api_v1 = [
     path("me/", MeApi.as_view(), name="me"),
     path("auth/token/", obtain_auth_token, name="token"),
-    path("inventory/servers/import/", marketplace_api.ServerImportApi.as_view(), name="server-import"),
-    path("search/", market_api.SearchApi.as_view(), name="search"),
-    path("owner/earnings/", market_api.OwnerEarningsApi.as_view(), name="owner-earnings"),
-    path("bookings/<uuid:public_id>/usage/", market_api.UsageApi.as_view(), name="booking-usage"),
+    path("inventory/servers/import/", inventory_api.ServerImportApi.as_view(), name="server-import"),
+    path("search/", listing_api.SearchApi.as_view(), name="search"),
+    path("owner/earnings/", booking_api.OwnerEarningsApi.as_view(), name="owner-earnings"),
+    path("bookings/<uuid:public_id>/usage/", booking_api.UsageApi.as_view(), name="booking-usage"),
     path("bookings/<uuid:public_id>/jobs/", scheduler_api.BookingJobsApi.as_view(), name="booking-jobs"),
     path("quick-book/", scheduler_api.QuickBookApi.as_view(), name="quick-book"),
     path("wallet/", financing_api.WalletApi.as_view(), name="wallet"),
@@ -43,7 +44,7 @@ api_v1 = [
 ]
 
 urlpatterns = [
-    path("", marketplace_views.home, name="home"),
+    path("", inventory_views.home, name="home"),
     path("dashboard/", account_views.dashboard, name="dashboard"),
     path("accounts/", include("allauth.urls")),
     path("account/", include("accounts.urls")),

@@ -3,6 +3,7 @@
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 
+from core.admin import ReadOnlyAdmin, ReadOnlyInline
 from financing.models import (
     Appraisal,
     Collateral,
@@ -17,7 +18,6 @@ from financing.selectors import account_balance
 from financing.services.collateral import appraisal_run, collateral_approve, hardware_loss_declare
 from financing.services.delinquency import loan_foreclose
 from financing.services.loans import loan_approve, loan_reject
-from marketplace.admin import ReadOnlyAdmin, ReadOnlyInline
 
 
 def _run(modeladmin, request, queryset, action, done: str) -> None:

@@ -1,5 +1,8 @@
+"""Marketplace admin: catalogue, inventory and listings are editable; bookings, money and gateway events read-only."""
+
 from django.contrib import admin
 
+from core.admin import ReadOnlyAdmin, ReadOnlyInline
 from marketplace.models import (
     AvailabilityRule,
     Booking,
@@ -49,19 +52,6 @@ class GpuAdmin(admin.ModelAdmin):
     raw_id_fields = ["server"]
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Money and external events change only through services: operators look, they do not edit."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
 class AvailabilityRuleInline(admin.TabularInline):
     model = AvailabilityRule
     extra = 0
@@ -84,19 +74,6 @@ class ListingAdmin(admin.ModelAdmin):
     readonly_fields = ["gpu_model", "vram_gb", "region", "gpus_in_service", "always_available"]
     raw_id_fields = ["server"]
     inlines = [AvailabilityRuleInline]
-
-
-class ReadOnlyInline(admin.TabularInline):
-    """Rows shown inside their parent's page, never added, changed or deleted there."""
-
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def get_readonly_fields(self, request, obj=None):
-        return self.fields or ()
 
 
 class BookingGpuInline(ReadOnlyInline):

@@ -288,6 +288,9 @@ class Booking(models.Model):
         REFUNDED = "refunded", "Refunded"
 
     HOLDING = (Status.PENDING_PAYMENT, Status.CONFIRMED, Status.ACTIVE)
+    # Paid and not finished: the payment sits in escrow, usage earns from it, and the
+    # booking can still run, be cancelled, interrupted, moved to another server or completed.
+    PAID_LIVE = (Status.CONFIRMED, Status.ACTIVE)
 
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     renter = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="bookings")

@@ -3,7 +3,7 @@ mismatches for the operator, jobs with their history."""
 
 from django.contrib import admin
 
-from marketplace.admin import ReadOnlyInline
+from core.admin import ReadOnlyInline
 from scheduler.models import Cluster, Job, JobEvent, Node
 from scheduler.services import clusters
 

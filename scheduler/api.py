@@ -16,7 +16,7 @@ from rest_framework.views import APIView
 
 from accounts.permissions import IsOwner, IsRenter
 from accounts.selectors import owner_company_for_user
-from marketplace.market_api import BookingSerializer
+from marketplace.api.bookings import BookingSerializer
 from marketplace.models import GpuModel, Region
 from marketplace.selectors import bookings as booking_selectors
 from scheduler import selectors

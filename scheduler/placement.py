@@ -1,12 +1,20 @@
 """Placement: which server gets a renter's GPUs.
 
 A pure module: it sees servers as ``Node`` values and free GPU counts, never
-the database, so the same code decides at request time (``choose`` over the
-few servers a quick-book or failover considers) and in the scheduler's
-long-lived ``Pool`` (thousands of servers, one placement per job), and can be
-benchmarked on a public trace (``bench/placement.py``). It imports nothing
-from Django, ``marketplace`` or ``financing``: collateral-aware placement
-gets a plain ``server_id → weight`` mapping from its caller.
+the database, and imports nothing from Django, ``marketplace`` or
+``financing``: collateral-aware placement gets a plain ``server_id → weight``
+mapping from its caller.
+
+How it is used today: the app calls ``choose`` only, on a snapshot read from
+the database per call (quick book in ``services/quickbook.py``, failover in
+``services/jobs.py``), with financing's collateral weights and no ``demand``.
+``choose`` builds a throw-away ``Pool``, peeks at its choice and drops it;
+nothing is allocated there and nothing is learnt between calls (the booking
+services, under their locks, decide whether the GPUs are still free). No app
+code keeps a long-lived ``Pool``: its allocating side (``place``,
+``release``, ``set_weight``, demand learnt online) runs in the tests and in
+the benchmark on a public trace (``bench/placement.py``, thousands of
+servers, one placement per task).
 
 Whole GPUs only, all GPUs of a placement on one server. Hard filters: enough
 free GPUs, an accepted model, enough VRAM, a price under the cap. The region
@@ -33,11 +41,12 @@ Policies (``POLICIES``; one picker function each, registered in ``_PICKERS``):
   feasible server with the highest positive weight, within the region
   preference (a loan's need never sends a renter abroad). Otherwise, and to break
   ties, model-aware packing: the model whose GPUs are least needed by
-  model-constrained requests, best-fit within it (``Pool._harm``). Demand is
-  learnt online from the requests the pool sees, decaying with a half-life
-  of ``DEMAND_HALF_LIFE`` constrained requests, and can be seeded with a
-  known mix (``demand=``, e.g. last month's bookings) so that the first
-  requests after a restart are not placed blind.
+  model-constrained requests, best-fit within it (``Pool._harm``). A pool
+  learns demand online from the requests it places, decaying with a
+  half-life of ``DEMAND_HALF_LIFE`` constrained requests, and can be seeded
+  with a known mix (``demand=``, e.g. last month's bookings). ``choose``
+  learns nothing and the app passes no ``demand``, so there "ours" is the
+  weights, then best-fit.
 """
 
 import heapq
@@ -523,9 +532,9 @@ def choose(
 ) -> int | None:
     """One-off choice without allocating (quick-book and failover at request time; pools there are small).
 
-    Builds a throw-away ``Pool`` so that the answer is the one the scheduler's pool would give for the
-    same free counts. Without ``demand`` "ours" has no history to learn from here, so it is the weights,
-    then best-fit. A negative free count (an overbooked snapshot) counts as none free.
+    Builds a throw-away ``Pool`` from the given free counts and peeks at its choice, so the answer is the
+    one a ``Pool`` in that state would give. Without ``demand`` "ours" has no history to learn from here,
+    so it is the weights, then best-fit. A negative free count (an overbooked snapshot) counts as none free.
     """
     nodes = list(nodes)
     # A snapshot read at request time can be overbooked for a moment (held > in service): none free, then.

@@ -7,6 +7,7 @@ from decimal import Decimal
 from django.db.models import Count, Q, QuerySet
 
 from accounts.models import OwnerCompany, User
+from financing.selectors import placement_weights
 from marketplace.models import BookingGpu, Gpu, Listing
 from marketplace.selectors.search import SearchQuery, listing_search
 from scheduler import placement
@@ -15,8 +16,6 @@ from scheduler.models import Cluster, Job, Node
 
 def collateral_weights(server_ids) -> dict[int, float]:
     """Server → how much its loan needs revenue (financing's view; 0–1)."""
-    from financing.selectors import placement_weights
-
     return placement_weights(server_ids)
 
 

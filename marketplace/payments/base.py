@@ -2,10 +2,17 @@
 
 Amounts cross this interface as ``Decimal`` USD in whole cents; each
 implementation converts to its own units (Stripe: integer cents) inside.
+
+A webhook crosses it in two steps: ``parse_event`` verifies the signature and
+returns the ``GatewayEvent`` that is stored as it came; ``translate_event``
+says what a stored event means in the marketplace's own words, a
+``PaymentEvent``. The provider's event types and payload fields stay inside
+its adapter: services act on ``PaymentEvent`` only.
 """
 
 from dataclasses import dataclass, field
 from decimal import Decimal
+from enum import StrEnum
 from typing import Protocol
 
 
@@ -51,15 +58,48 @@ class RefundResult:
 
 @dataclass(frozen=True)
 class GatewayEvent:
-    """A verified webhook event, reduced to what we act on."""
+    """A verified webhook event as the gateway sent it, with the payment, booking and
+    amount it is about; stored on a ``WebhookEvent`` row before it is handled."""
 
     id: str
-    type: str  # e.g. "payment_intent.succeeded", "payment_intent.payment_failed", "charge.refunded"
+    type: str  # the gateway's own name of the event (Stripe: "payment_intent.succeeded", ...), kept for operators
     payment_reference: str  # the PaymentIntent id the event is about ("" if none)
     booking_id: str  # metadata["booking_id"] of the PaymentIntent ("" if none)
     amount: Decimal  # amount received / refunded, USD
     created: int  # the event's creation time, Unix seconds
     payload: dict = field(default_factory=dict, compare=False)
+
+
+class EventKind(StrEnum):
+    """What a gateway event means to the marketplace."""
+
+    PAID = "paid"  # a payment succeeded
+    PAYMENT_FAILED = "payment_failed"  # a payment attempt failed
+    REFUNDED = "refunded"  # a refund of a payment was made or changed
+    IGNORED = "ignored"  # nothing the marketplace acts on
+
+
+@dataclass(frozen=True)
+class PaymentEvent:
+    """A verified gateway event in the marketplace's words: what services act on."""
+
+    kind: EventKind
+    payment_reference: str  # the payment's reference at the gateway ("" if none)
+    booking_id: str  # the public id of the booking the payment is for ("" if the event does not say)
+    amount: Decimal  # USD received (PAID) or refunded (REFUNDED)
+    failure_message: str = ""  # PAYMENT_FAILED: why, as the gateway puts it
+    refund_reference: str = ""  # REFUNDED: the refund's id at the gateway ("" if the event names none)
+    refund_status: str = ""  # REFUNDED: the refund's status, as in ``RefundResult.status`` ("" if unknown)
+
+
+def ignored_event(event: GatewayEvent) -> PaymentEvent:
+    """The meaning of an event the marketplace does not act on."""
+    return PaymentEvent(
+        kind=EventKind.IGNORED,
+        payment_reference=event.payment_reference,
+        booking_id=event.booking_id,
+        amount=event.amount,
+    )
 
 
 class PaymentGateway(Protocol):
@@ -80,3 +120,6 @@ class PaymentGateway(Protocol):
 
     def parse_event(self, *, payload: bytes, signature_header: str) -> GatewayEvent:
         """Verify a webhook's signature and parse it; ``SignatureError`` if it fails."""
+
+    def translate_event(self, event: GatewayEvent) -> PaymentEvent:
+        """What a verified event (as parsed, or as stored) means to the marketplace."""

@@ -8,7 +8,14 @@ call returns the same reference.
 import hashlib
 from decimal import Decimal
 
-from marketplace.payments.base import GatewayEvent, PaymentResult, RefundResult, SignatureError
+from marketplace.payments.base import (
+    GatewayEvent,
+    PaymentEvent,
+    PaymentResult,
+    RefundResult,
+    SignatureError,
+    ignored_event,
+)
 
 
 def _ref(prefix: str, key: str) -> str:
@@ -29,3 +36,6 @@ class OfflineGateway:
 
     def parse_event(self, *, payload: bytes, signature_header: str) -> GatewayEvent:
         raise SignatureError("The offline gateway sends no webhooks.")
+
+    def translate_event(self, event: GatewayEvent) -> PaymentEvent:
+        return ignored_event(event)

@@ -4,7 +4,7 @@
 ``stripe`` SDK. It is the only module of the project that imports ``stripe``:
 everything else sees the frozen dataclasses and typed errors of ``base``.
 Amounts cross the interface as ``Decimal`` USD in whole cents and become
-Stripe's integer cents here, through ``money.to_cents`` / ``money.from_cents``.
+Stripe's integer cents here, through ``core.money.to_cents`` / ``from_cents``.
 
 Each instance owns its ``stripe.StripeClient`` (API key, API base, timeout,
 network retries), so nothing is set on the ``stripe`` module and two gateways
@@ -33,6 +33,15 @@ Error mapping:
 * a webhook whose signature, timestamp or body does not verify raises
   ``SignatureError``.
 
+Webhooks: ``parse_event`` verifies an event and keeps Stripe's type and
+payload on the ``GatewayEvent``; ``translate_event`` maps it to a
+``PaymentEvent``: ``payment_intent.succeeded`` is PAID,
+``payment_intent.payment_failed`` is PAYMENT_FAILED (with the message of
+``last_payment_error``), ``charge.refunded``, ``charge.refund.updated``,
+``refund.created`` and ``refund.updated`` are REFUNDED (with the refund's id
+and status: the event's Refund, or the newest refund listed on its Charge),
+and every other type is IGNORED.
+
 The SDK's own exception is kept as ``__cause__``. An amount that is not a
 whole number of cents raises ``ValueError`` before any request is made. With
 the default two network retries, one call can take up to about three times
@@ -51,15 +60,27 @@ from django.core.exceptions import ImproperlyConfigured
 
 from core.money import from_cents, to_cents
 from marketplace.payments.base import (
+    EventKind,
     GatewayError,
     GatewayEvent,
     PaymentDeclined,
+    PaymentEvent,
     PaymentResult,
     RefundResult,
     SignatureError,
+    ignored_event,
 )
 
 DEFAULT_MAX_NETWORK_RETRIES = 2
+
+EVENT_KINDS = {
+    "payment_intent.succeeded": EventKind.PAID,
+    "payment_intent.payment_failed": EventKind.PAYMENT_FAILED,
+    "charge.refunded": EventKind.REFUNDED,
+    "charge.refund.updated": EventKind.REFUNDED,
+    "refund.created": EventKind.REFUNDED,
+    "refund.updated": EventKind.REFUNDED,
+}
 
 
 def sign_webhook_payload(payload: bytes, secret: str, timestamp: int | None = None) -> str:
@@ -110,6 +131,19 @@ def _id_of(value: Any) -> str:
 
 def _booking_id(obj: dict) -> str:
     return str((obj.get("metadata") or {}).get("booking_id") or "")
+
+
+def _object_of(event: dict) -> dict:
+    """The object an event is about (a PaymentIntent, a Charge, a Refund...)."""
+    return (event.get("data") or {}).get("object") or {}
+
+
+def _refund_of(obj: dict) -> dict:
+    """The Refund an event's object is, or the newest one listed on its Charge ({} if none)."""
+    if obj.get("object") == "refund":
+        return obj
+    refunds = (obj.get("refunds") or {}).get("data") or []
+    return refunds[0] if refunds else {}
 
 
 class StripeGateway:
@@ -211,7 +245,7 @@ class StripeGateway:
             raise SignatureError(f"Stripe webhook rejected: {error}") from error
 
         data = event.to_dict()
-        obj = (data.get("data") or {}).get("object") or {}
+        obj = _object_of(data)
         kind = obj.get("object")
         if kind == "payment_intent":
             reference = obj.get("id") or ""
@@ -233,4 +267,21 @@ class StripeGateway:
             amount=from_cents(int(cents)),
             created=int(data.get("created") or 0),
             payload=data,
+        )
+
+    def translate_event(self, event: GatewayEvent) -> PaymentEvent:
+        kind = EVENT_KINDS.get(event.type)
+        if kind is None:
+            return ignored_event(event)
+        obj = _object_of(event.payload)
+        failure = (obj.get("last_payment_error") or {}) if kind is EventKind.PAYMENT_FAILED else {}
+        refund = _refund_of(obj) if kind is EventKind.REFUNDED else {}
+        return PaymentEvent(
+            kind=kind,
+            payment_reference=event.payment_reference,
+            booking_id=event.booking_id,
+            amount=event.amount,
+            failure_message=str(failure.get("message", "")),
+            refund_reference=refund.get("id") or "",
+            refund_status=refund.get("status") or "",
         )

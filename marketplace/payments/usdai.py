@@ -11,7 +11,15 @@ renter's USDai when it journals the refund.
 import hashlib
 from decimal import Decimal
 
-from marketplace.payments.base import GatewayEvent, PaymentDeclined, PaymentResult, RefundResult, SignatureError
+from marketplace.payments.base import (
+    GatewayEvent,
+    PaymentDeclined,
+    PaymentEvent,
+    PaymentResult,
+    RefundResult,
+    SignatureError,
+    ignored_event,
+)
 
 USDAI_LEDGER_DEBITED = "usdai-ledger-debited"
 
@@ -36,3 +44,6 @@ class UsdaiGateway:
 
     def parse_event(self, *, payload: bytes, signature_header: str) -> GatewayEvent:
         raise SignatureError("USDai payments send no webhooks.")
+
+    def translate_event(self, event: GatewayEvent) -> PaymentEvent:
+        return ignored_event(event)

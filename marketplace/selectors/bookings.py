@@ -176,7 +176,7 @@ def owner_earnings(*, owner: OwnerCompany, since: datetime, until: datetime) -> 
         .values_list("server_id", "total")
     )
     escrow_rows = (
-        Booking.objects.filter(server_id__in=server_ids, status__in=[Booking.Status.CONFIRMED, Booking.Status.ACTIVE])
+        Booking.objects.filter(server_id__in=server_ids, status__in=Booking.PAID_LIVE)
         .values("server_id")
         .annotate(paid=Sum("amount_paid"), earned=Sum("amount_earned"), refunded=Sum("amount_refunded"))
     )

@@ -17,7 +17,9 @@ sub-cent remainder is earned by the owner on the final settlement's
 
 No GPU is held twice for overlapping time: every booking locks its server's
 row first (bookings of one server are serialised, so exactly the feasible
-ones succeed), and on PostgreSQL an exclusion constraint backs it up.
+ones succeed), and on PostgreSQL an exclusion constraint backs it up. Rows
+are locked through ``marketplace.lock_objects``, in the order of
+``core/locks.py`` (server, then booking, then payment).
 Network calls to the payment gateway happen outside any transaction:
 reserve, commit, call, then confirm.
 """
@@ -36,6 +38,7 @@ from django.utils import timezone
 from accounts.models import User
 from core import money
 from core.errors import ConflictError
+from marketplace.lock_objects import booking_lock, bookings_stale_lock, payment_lock, server_lock
 from marketplace.models import (
     AvailabilitySlot,
     Booking,
@@ -44,7 +47,6 @@ from marketplace.models import (
     Listing,
     Payment,
     Refund,
-    Server,
     Settlement,
     UsageRecord,
 )
@@ -154,10 +156,7 @@ def _expire(locked: Booking, now: datetime) -> None:
 
 
 def _expire_stale_on_server(server_id: int, now: datetime) -> None:
-    stale = Booking.objects.filter(
-        server_id=server_id, status=Booking.Status.PENDING_PAYMENT, expires_at__lte=now
-    ).select_for_update()
-    for booking in stale:
+    for booking in bookings_stale_lock(server_id=server_id, now=now):
         _expire(booking, now)
 
 
@@ -204,7 +203,7 @@ def booking_create(
         with transaction.atomic():
             # One booking at a time per server: the check below and the insert
             # cannot interleave with another booking of the same GPUs.
-            Server.objects.select_for_update().only("pk").get(pk=listing.server_id)
+            server_lock(listing.server_id)
             _expire_stale_on_server(listing.server_id, now)
             free = free_gpu_ids(server_id=listing.server_id, start=start, end=end)
             if len(free) < gpu_count:
@@ -238,10 +237,6 @@ def booking_create(
     return booking
 
 
-def _lock(booking: Booking) -> Booking:
-    return Booking.objects.select_for_update().get(pk=booking.pk)
-
-
 # --- Payment --------------------------------------------------------------------
 
 
@@ -263,7 +258,7 @@ def booking_pay(
     gateway = get_gateway(gateway_name)
     now = now or timezone.now()
     with transaction.atomic():
-        locked = _lock(booking)
+        locked = booking_lock(booking.pk)
         if locked.status != Booking.Status.PENDING_PAYMENT:
             raise ValidationError(
                 {"booking": f"This booking is {locked.get_status_display().lower()}; nothing to pay."}
@@ -312,22 +307,20 @@ def payment_succeeded(*, gateway: str, reference: str, amount: Decimal, booking_
     """
     late = False
     with transaction.atomic():
-        payment = Payment.objects.select_for_update().filter(gateway=gateway, reference=reference).first()
-        if payment is None and booking_public_id:
-            # A webhook that overtook our own record of the reference.
-            payment = (
-                Payment.objects.select_for_update()
-                .filter(gateway=gateway, booking__public_id=booking_public_id, status=Payment.Status.PENDING)
-                .first()
-            )
-            if payment is not None:
-                payment.reference = reference
+        payment = _payment_of(gateway=gateway, reference=reference, booking_public_id=booking_public_id)
+        if payment is not None:
+            # Booking before Payment (core/locks.py): found without a lock, read again under both.
+            booking = booking_lock(payment.booking_id)
+            found_by_booking = payment.reference != reference
+            payment = payment_lock(payment.pk)
+            if found_by_booking and payment.status == Payment.Status.FAILED:
+                payment = None  # the booking's pending payment, failed meanwhile: not this one
         if payment is None:
             logger.warning("payment %s/%s matches no booking", gateway, reference)
             return None
-        booking = _lock(payment.booking)
         if payment.status == Payment.Status.SUCCEEDED:
             return booking
+        payment.reference = reference
         payment.status = Payment.Status.SUCCEEDED
         payment.failure_message = ""
         payment.save(update_fields=["status", "reference", "failure_message", "updated_at"])
@@ -344,6 +337,17 @@ def payment_succeeded(*, gateway: str, reference: str, amount: Decimal, booking_
         _refund(booking=booking, amount=payment.amount, reason=Refund.Reason.CANCELLATION, key="late-payment")
         booking.refresh_from_db()
     return booking
+
+
+def _payment_of(*, gateway: str, reference: str, booking_public_id: str) -> Payment | None:
+    """The payment a success is about, read without a lock: the one with the reference,
+    else the booking's pending payment (a webhook that overtook our own record of the reference)."""
+    payment = Payment.objects.filter(gateway=gateway, reference=reference).first()
+    if payment is None and booking_public_id:
+        payment = Payment.objects.filter(
+            gateway=gateway, booking__public_id=booking_public_id, status=Payment.Status.PENDING
+        ).first()
+    return payment
 
 
 def payment_failed(*, gateway: str, reference: str, message: str = "") -> None:
@@ -366,7 +370,7 @@ def _refund(*, booking: Booking, amount: Decimal, reason: str, key: str) -> Refu
     if amount <= 0:
         return None
     with transaction.atomic():
-        locked = _lock(booking)
+        locked = booking_lock(booking.pk)
         payment = locked.payments.filter(status=Payment.Status.SUCCEEDED).order_by("created_at").first()
         if payment is None:
             return None
@@ -422,8 +426,8 @@ def booking_record_usage(
         return None
     try:
         with transaction.atomic():
-            locked = _lock(booking)
-            if locked.status not in (Booking.Status.CONFIRMED, Booking.Status.ACTIVE):
+            locked = booking_lock(booking.pk)
+            if locked.status not in Booking.PAID_LIVE:
                 UsageRecord.objects.create(
                     booking=locked,
                     key=key,
@@ -488,8 +492,8 @@ def booking_complete(*, booking: Booking, now: datetime | None = None) -> Bookin
     """At the end: refund undelivered time (to the cent, rounded down) and close."""
     now = now or timezone.now()
     with transaction.atomic():
-        locked = _lock(booking)
-        if locked.status not in (Booking.Status.CONFIRMED, Booking.Status.ACTIVE) or locked.end > now:
+        locked = booking_lock(booking.pk)
+        if locked.status not in Booking.PAID_LIVE or locked.end > now:
             return locked
         refund = money.cents_down(locked.escrow)
         _settle_remainder(locked, refund=refund, at=locked.end)
@@ -515,14 +519,14 @@ def booking_cancel(*, booking: Booking, renter: User, now: datetime | None = Non
     if booking.renter_id != renter.pk:
         raise ValidationError({"booking": "This booking is not yours."})
     with transaction.atomic():
-        locked = _lock(booking)
+        locked = booking_lock(booking.pk)
         if locked.status == Booking.Status.PENDING_PAYMENT:
             locked.status = Booking.Status.CANCELLED
             locked.finished_at = now
             locked.save(update_fields=["status", "finished_at"])
             _release(locked)
             return locked
-        if locked.status not in (Booking.Status.CONFIRMED, Booking.Status.ACTIVE):
+        if locked.status not in Booking.PAID_LIVE:
             raise ValidationError({"booking": f"A {locked.get_status_display().lower()} booking cannot be cancelled."})
         if now < locked.start:
             refund = locked.escrow
@@ -561,8 +565,8 @@ def booking_interrupt(*, booking: Booking, failed_at: datetime, resumed_at: date
     ``booking_record_usage``). Replaying ``key`` changes nothing.
     """
     with transaction.atomic():
-        locked = _lock(booking)
-        if locked.status not in (Booking.Status.CONFIRMED, Booking.Status.ACTIVE):
+        locked = booking_lock(booking.pk)
+        if locked.status not in Booking.PAID_LIVE:
             return None
         idempotency_key = f"booking-{locked.public_id}-refund-downtime-{key}"
         if Refund.objects.filter(idempotency_key=idempotency_key).exists():
@@ -610,15 +614,16 @@ def booking_move(*, booking: Booking, listing: Listing, at: datetime) -> Booking
     ``ConflictError`` when the target's GPUs are no longer free.
     """
     with transaction.atomic():
-        locked = _lock(booking)
-        if locked.status not in (Booking.Status.CONFIRMED, Booking.Status.ACTIVE) or at >= locked.end:
+        # Server before Booking (core/locks.py): the target server, then the booking, read again under its lock.
+        server_lock(listing.server_id)
+        locked = booking_lock(booking.pk)
+        if locked.status not in Booking.PAID_LIVE or at >= locked.end:
             raise ValidationError({"booking": "Only a confirmed or active booking with time left can be moved."})
         if listing.server_id == locked.server_id:
             raise ValidationError({"listing": "The booking already runs on this server."})
         if listing.status != Listing.Status.ACTIVE or listing.price_per_gpu_hour > locked.price_per_gpu_hour:
             raise ValidationError({"listing": "The replacement must be active and cost no more than the booked price."})
         start = max(at, locked.start)
-        Server.objects.select_for_update().only("pk").get(pk=listing.server_id)
         free = free_gpu_ids(server_id=listing.server_id, start=start, end=locked.end)
         if len(free) < locked.gpu_count:
             raise ConflictError({"listing": "The replacement's GPUs are no longer free."}, code="conflict")
@@ -647,7 +652,7 @@ def bookings_tick(*, now: datetime | None = None) -> dict[str, int]:
     expired = 0
     for booking in Booking.objects.filter(status=Booking.Status.PENDING_PAYMENT, expires_at__lte=now):
         with transaction.atomic():
-            locked = _lock(booking)
+            locked = booking_lock(booking.pk)
             if locked.status == Booking.Status.PENDING_PAYMENT and locked.expires_at <= now:
                 _expire(locked, now)
                 expired += 1
@@ -656,9 +661,7 @@ def bookings_tick(*, now: datetime | None = None) -> dict[str, int]:
     )
     completed = 0
     closing = now - timedelta(seconds=settings.BOOKING_USAGE_GRACE_SECONDS)
-    for booking in Booking.objects.filter(
-        status__in=[Booking.Status.CONFIRMED, Booking.Status.ACTIVE], end__lte=closing
-    ):
+    for booking in Booking.objects.filter(status__in=Booking.PAID_LIVE, end__lte=closing):
         booking_complete(booking=booking, now=now)
         completed += 1
     return {"expired": expired, "started": started, "completed": completed}

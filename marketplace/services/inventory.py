@@ -19,6 +19,7 @@ from django.db.models import Max
 from django.db.models.functions import Upper
 
 from accounts.models import OwnerCompany
+from marketplace.lock_objects import server_lock
 from marketplace.models import Gpu, GpuModel, Region, Server, hostname_validator, serial_validator
 from marketplace.services.listings import listing_refresh_inventory
 
@@ -291,7 +292,7 @@ def gpu_add(*, server: Server, serial: str, model: GpuModel | None = None) -> Gp
         raise ValidationError({"serial": f"GPU serial {serial} is already registered on the platform."})
     try:
         with transaction.atomic():
-            locked = Server.objects.select_for_update().get(pk=server.pk)
+            locked = server_lock(server.pk)
             current = locked.gpus.count()
             if current >= MAX_GPUS_PER_SERVER:
                 raise ValidationError({"serial": f"A server has at most {MAX_GPUS_PER_SERVER} GPUs."})

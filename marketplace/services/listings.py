@@ -14,6 +14,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from marketplace.lock_objects import listing_lock
 from marketplace.models import (
     MIN_BOOKING_MINUTES,
     AvailabilityRule,
@@ -206,7 +207,7 @@ def listing_record_reliability(*, server_id: int, interrupted: bool) -> None:
     """Move the listing's reliability towards 0 after an interruption, towards 1
     after a job served to its end (exponential smoothing, 4 places)."""
     with transaction.atomic():
-        listing = Listing.objects.select_for_update().filter(server_id=server_id).first()
+        listing = listing_lock(server_id=server_id)
         if listing is None:
             return
         old = listing.reliability

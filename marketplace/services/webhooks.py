@@ -2,10 +2,13 @@
 
 Receiving is not one transaction with handling: a verified event is stored
 first (unique by gateway and event id), so an event whose handling fails is
-kept with its error and handled again by a retry. Handling tolerates any
-order of delivery: a success is never undone by a later failure event, a
-success that overtakes our own record of the payment finds it by the
-booking id in the metadata, and replays change nothing.
+kept with its error and handled again by a retry. Handling asks the gateway's
+adapter what the stored event means (``translate_event``, a ``PaymentEvent``)
+and acts on that alone: the provider's event types and payload fields stay in
+the adapter. Handling tolerates any order of delivery: a success is never
+undone by a later failure event, a success that overtakes our own record of
+the payment finds it by the booking id the event carries, and replays change
+nothing.
 """
 
 import logging
@@ -17,7 +20,7 @@ from django.utils import timezone
 
 from marketplace.models import Refund, WebhookEvent
 from marketplace.payments import get_gateway
-from marketplace.payments.base import GatewayEvent
+from marketplace.payments.base import EventKind, GatewayEvent
 from marketplace.services.bookings import payment_failed, payment_succeeded
 
 logger = logging.getLogger(__name__)
@@ -61,22 +64,20 @@ def _event_of(row: WebhookEvent) -> GatewayEvent:
 
 def webhook_handle(*, row: WebhookEvent) -> None:
     """Apply one stored event; marks it processed, or records the error and re-raises."""
-    event = _event_of(row)
+    stored = _event_of(row)
     WebhookEvent.objects.filter(pk=row.pk).update(attempts=F("attempts") + 1)
     try:
-        if event.type == "payment_intent.succeeded":
+        event = get_gateway(row.gateway).translate_event(stored)
+        if event.kind is EventKind.PAID:
             payment_succeeded(
                 gateway=row.gateway,
                 reference=event.payment_reference,
                 amount=event.amount,
                 booking_public_id=event.booking_id,
             )
-        elif event.type == "payment_intent.payment_failed":
-            message = ((event.payload.get("data") or {}).get("object") or {}).get("last_payment_error") or {}
-            payment_failed(
-                gateway=row.gateway, reference=event.payment_reference, message=str(message.get("message", ""))
-            )
-        elif event.type in ("charge.refunded", "refund.updated", "refund.created", "charge.refund.updated"):
+        elif event.kind is EventKind.PAYMENT_FAILED:
+            payment_failed(gateway=row.gateway, reference=event.payment_reference, message=event.failure_message)
+        elif event.kind is EventKind.REFUNDED:
             _refunds_confirmed(gateway=row.gateway, payment_reference=event.payment_reference)
         else:
             logger.info("webhook %s of type %s needs no action", row.event_id, row.type)
@@ -87,6 +88,12 @@ def webhook_handle(*, row: WebhookEvent) -> None:
 
 
 def _refunds_confirmed(*, gateway: str, payment_reference: str) -> None:
+    """Mark every sent (referenced) pending refund of the payment as succeeded.
+
+    Any refund event of the payment confirms them all, whatever refund it
+    names and whatever its status; the event carries the refund's id and
+    status (``refund_reference``, ``refund_status``) for matching one by one.
+    """
     with transaction.atomic():
         Refund.objects.filter(
             payment__gateway=gateway, payment__reference=payment_reference, status=Refund.Status.PENDING

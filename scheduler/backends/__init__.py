@@ -3,21 +3,20 @@
 from collections.abc import Callable
 from datetime import datetime
 
+from django.conf import settings
 from django.utils import timezone
 
 from scheduler import crypto
 from scheduler.backends.base import ClusterBackend
+from scheduler.backends.simulated import SimulatedBackend
 from scheduler.models import Cluster
 
 
 def backend_for(cluster: Cluster, *, clock: Callable[[], datetime] = timezone.now) -> ClusterBackend:
     """The backend that speaks to ``cluster``."""
     if cluster.simulated:
-        from scheduler.backends.simulated import SimulatedBackend
-
         return SimulatedBackend(cluster, clock=clock)
-    from django.conf import settings
-
+    # Lazy: the kubernetes SDK is slow to load and the embedded (simulated) mode never needs it.
     from scheduler.backends.kubernetes import KubernetesBackend
 
     return KubernetesBackend(

@@ -31,6 +31,7 @@ from scheduler.backends.base import (
     NodeInfo,
     Phase,
 )
+from scheduler.lock_objects import sim_jobs_lock
 from scheduler.models import Cluster, SimJob, SimNode
 
 _SLEEP = re.compile(r"(?:^|[\s'\";])(?:sleep|--steps)[\s=]+(\d+)(?=[\s'\";]|$)")
@@ -73,9 +74,7 @@ class SimulatedBackend:
             if not updated:
                 raise BackendError(f"The simulated cluster has no node {name!r}.")
             if not ready:
-                for job in SimJob.objects.select_for_update().filter(
-                    cluster=self.cluster, node=name, interrupted_at__isnull=True
-                ):
+                for job in sim_jobs_lock(cluster=self.cluster, node=name):
                     if self._state(job, now, node_ready=True).phase in (Phase.PENDING, Phase.RUNNING):
                         job.interrupted_at = now
                         job.save(update_fields=["interrupted_at"])

@@ -21,6 +21,7 @@ from marketplace.models import Gpu, Server
 from scheduler import crypto
 from scheduler.backends import backend_for
 from scheduler.backends.base import BackendError, BackendForbidden, NodeInfo
+from scheduler.backends.simulated import SimulatedBackend
 from scheduler.models import Cluster, Node
 
 logger = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ def _api_server(config: dict) -> str:
 
 def cluster_connect(*, owner: OwnerCompany, name: str, kubeconfig: str, now: datetime | None = None) -> Cluster:
     """Validate a kubeconfig against its cluster, then keep it sealed and sync the nodes."""
+    # Lazy: the kubernetes SDK is slow to load and the embedded (simulated) mode never needs it.
     from scheduler.backends.kubernetes import KubernetesBackend
 
     now = now or timezone.now()
@@ -104,8 +106,6 @@ def cluster_connect(*, owner: OwnerCompany, name: str, kubeconfig: str, now: dat
 
 def cluster_create_simulated(*, owner: OwnerCompany, name: str, servers=None, now: datetime | None = None) -> Cluster:
     """A simulated cluster with one node per server of the owner (hostname, GPUs, model)."""
-    from scheduler.backends.simulated import SimulatedBackend
-
     now = now or timezone.now()
     _validate_name(owner, name)
     servers = servers if servers is not None else Server.objects.filter(owner=owner)
@@ -198,8 +198,6 @@ def clusters_sync(*, now: datetime | None = None) -> dict[str, int]:
 
 def simulated_node_set_ready(*, cluster: Cluster, node_name: str, ready: bool, now: datetime | None = None) -> None:
     """Fail (or restore) a node of a simulated cluster on purpose, then resync."""
-    from scheduler.backends.simulated import SimulatedBackend
-
     if not cluster.simulated:
         raise ValidationError({"cluster": "Only a simulated cluster's nodes can be failed on purpose."})
     now = now or timezone.now()

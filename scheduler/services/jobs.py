@@ -7,7 +7,9 @@ evicted, and no equivalent GPU free). ``jobs_tick`` drives it: at the
 booking's start it creates one Kubernetes Job per attempt, polls its state,
 meters GPU-seconds into the marketplace (idempotent by the Job's UID and the
 interval), stops it at the booking's end, and collects any Job of ours that
-should not exist.
+should not exist. Each step of one job is a cell of the table
+``TRANSITIONS`` (what is seen of the job × whether it must stop), and says
+what it did as an ``Advance``.
 
 Failover: when a job is interrupted and an equivalent GPU is free (same
 model, same or more VRAM, price ≤ the booked price, same region first, the
@@ -22,7 +24,10 @@ retried on the next tick.
 
 import logging
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -31,6 +36,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from core.errors import ConflictError
+from marketplace.lock_objects import booking_lock
 from marketplace.models import Booking, Listing, UsageRecord
 from marketplace.services import bookings as booking_services
 from marketplace.services.listings import listing_record_reliability
@@ -40,10 +46,12 @@ from scheduler.backends.base import (
     LABEL_BOOKING,
     LABEL_JOB,
     BackendError,
+    ClusterBackend,
     JobSpec,
     JobState,
     Phase,
 )
+from scheduler.lock_objects import job_lock
 from scheduler.models import Cluster, Job, JobEvent
 from scheduler.services.clusters import cluster_mark_unhealthy
 
@@ -63,7 +71,7 @@ JOB_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?$")
 MAX_ARGS = 64
 MAX_ARG_LENGTH = 4096
 MAX_ENV = 64
-RUNNABLE = (Booking.Status.CONFIRMED, Booking.Status.ACTIVE)
+RUNNABLE = Booking.PAID_LIVE
 TERMINAL_PHASES = {Phase.SUCCEEDED: Job.Status.SUCCEEDED, Phase.FAILED: Job.Status.FAILED}
 
 
@@ -132,7 +140,7 @@ def job_submit(
     except ValidationError as exc:
         errors = exc.message_dict
     with transaction.atomic():
-        locked = Booking.objects.select_for_update().get(pk=booking.pk)
+        locked = booking_lock(booking.pk)
         if locked.status not in RUNNABLE or locked.end <= now:
             raise ValidationError(
                 {"booking": f"Jobs run on paid bookings with time left; this one is {locked.get_status_display()}."}
@@ -182,6 +190,48 @@ def job_cancel(*, job: Job, renter: User, now: datetime | None = None) -> Job:
 # --- The tick ---------------------------------------------------------------------------
 
 
+class Advance(StrEnum):
+    """What one step of ``job_advance`` did; ``jobs_tick`` counts them by value."""
+
+    WAITING = "waiting"  # no attempt yet: the booking has not started
+    NO_NODE = "no-node"  # due, but the booked server has no ready node on a connected cluster
+    LAUNCHED = "launched"  # the attempt's Kubernetes Job was created
+    UNREACHABLE = "unreachable"  # the cluster did not answer; nothing else changed, the next tick retries
+    PENDING = "pending"  # created, no pod running yet
+    RUNNING = "running"  # running, and metered
+    # Finished: the job's new status (a Job.Status value).
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    STOPPED = "stopped"  # by the renter, or at the booking's end
+    INTERRUPTED = "interrupted"  # lost, with no equivalent GPU free (refunded), or when it had to stop anyway
+    FAILOVER = "failover"  # lost; the booking moved to an equivalent GPU and the job was relaunched there
+    FAILOVER_PENDING = "failover-pending"  # lost; the booking moved, the relaunch waits for a later tick
+    FAILOVER_RETRY = "failover-retry"  # lost; the equivalent GPU was taken meanwhile, the next tick looks again
+    ERROR = "error"  # advancing raised (counted by jobs_tick, never returned)
+
+
+class Seen(StrEnum):
+    """What ``job_advance`` sees of a job when no cluster reports on it (otherwise: the attempt's ``Phase``)."""
+
+    NOT_STARTED = "not-started"  # no attempt yet, and the booking has not started
+    DUE = "due"  # no attempt yet, and the booking has started
+    NO_CLUSTER = "no-cluster"  # the attempt's cluster was removed
+    NO_ANSWER = "no-answer"  # the attempt's cluster did not answer
+
+
+@dataclass(frozen=True)
+class _Look:
+    """One look at a live job: its rows as read at ``now``, and what its cluster said."""
+
+    job: Job
+    booking: Booking
+    now: datetime
+    must_stop: bool  # cancelled by the renter, or the booking ended or is no longer paid
+    backend: ClusterBackend | None = None
+    state: JobState | None = None
+    error: BackendError | None = None
+
+
 def jobs_tick(*, now: datetime | None = None) -> dict[str, int]:
     """Periodic: advance every live job, then collect stray Jobs on every cluster."""
     now = now or timezone.now()
@@ -191,66 +241,125 @@ def jobs_tick(*, now: datetime | None = None) -> dict[str, int]:
             outcome = job_advance(job=job, now=now)
         except Exception:  # one job's failure must not stop the others
             logger.exception("advancing job %s failed", job.public_id)
-            outcome = "error"
-        counts[outcome] = counts.get(outcome, 0) + 1
+            outcome = Advance.ERROR
+        counts[outcome.value] = counts.get(outcome.value, 0) + 1
     counts["collected"] = jobs_collect(now=now)
     return counts
 
 
-def job_advance(*, job: Job, now: datetime) -> str:
-    """One step of a live job's life; returns what happened."""
-    booking = Booking.objects.get(pk=job.booking_id)
-    over = job.stop_requested or booking.status not in RUNNABLE or now >= booking.end
+def job_advance(*, job: Job, now: datetime) -> Advance:
+    """One step of a live job's life, the one ``TRANSITIONS`` gives for what is seen of it; returns what happened."""
+    seen, look = _look(job, Booking.objects.get(pk=job.booking_id), now)
+    while_booked, once_stopping = TRANSITIONS[seen]
+    return (once_stopping if look.must_stop else while_booked)(look)
+
+
+def _look(job: Job, booking: Booking, now: datetime) -> tuple[Phase | Seen, _Look]:
+    """What is seen of the job: where its booking stands before the first attempt, else its cluster's answer."""
+    must_stop = job.stop_requested or booking.status not in RUNNABLE or now >= booking.end
     if not job.k8s_name:
-        if over:
-            return _finish(job, Job.Status.STOPPED, now, _stop_reason(job, booking), at=now)
-        if booking.start > now:
-            return "waiting"
-        return _launch(job, booking, now)
-    cluster = job.cluster
-    if cluster is None:
-        return _relaunch_elsewhere(job, booking, now, failed_at=now, reason="its cluster was removed")
-    backend = backend_for(cluster, clock=lambda: now)
+        return (Seen.NOT_STARTED if booking.start > now else Seen.DUE), _Look(job, booking, now, must_stop)
+    if job.cluster is None:
+        return Seen.NO_CLUSTER, _Look(job, booking, now, must_stop)
+    backend = backend_for(job.cluster, clock=lambda: now)
     try:
         state = backend.job_state(job.namespace, job.k8s_name)
     except BackendError as exc:
-        cluster_mark_unhealthy(cluster=cluster, error=exc, now=now)
-        Job.objects.filter(pk=job.pk).update(message=f"The cluster is unreachable; retrying. ({exc})"[:500])
-        return "unreachable"
+        return Seen.NO_ANSWER, _Look(job, booking, now, must_stop, backend=backend, error=exc)
     _observe(job, state, now)
-    if over and state.phase in (Phase.PENDING, Phase.RUNNING):
-        _meter(job, min(now, booking.end), final=True)
-        try:
-            backend.delete_job(job.namespace, job.k8s_name)
-        except BackendError as exc:  # the collector deletes it later
-            logger.warning("could not delete job %s yet: %s", job.k8s_name, exc)
-        listing_record_reliability(server_id=job.server_id, interrupted=False)
-        return _finish(job, Job.Status.STOPPED, now, _stop_reason(job, booking), at=min(now, booking.end))
-    if state.phase == Phase.RUNNING:
-        if job.status != Job.Status.RUNNING:
-            Job.objects.filter(pk=job.pk).update(status=Job.Status.RUNNING, message=f"Running on {state.node}.")
-            _event(job, state.running_since or now, "running", f"Running on {state.node}")
-        _meter(job, now, final=False)
-        return "running"
-    if state.phase in TERMINAL_PHASES:
-        _meter(job, state.finished_at or now, final=True)
-        status, message = TERMINAL_PHASES[state.phase], state.message
-        if state.phase == Phase.FAILED and state.message == "DeadlineExceeded":
-            # The booking's end, enforced by the cluster (activeDeadlineSeconds).
-            status, message = Job.Status.STOPPED, "The booking ended."
-        listing_record_reliability(server_id=job.server_id, interrupted=False)
-        return _finish(job, status, now, message or status.label, at=state.finished_at or now)
-    if state.phase in (Phase.INTERRUPTED, Phase.GONE):
-        _meter(job, state.finished_at or now, final=True)
-        try:
-            backend.delete_job(job.namespace, job.k8s_name)
-        except BackendError as exc:
-            logger.warning("could not delete interrupted job %s yet: %s", job.k8s_name, exc)
-        reason = state.message or ("the Job disappeared from the cluster" if state.phase == Phase.GONE else "")
-        if over:
-            return _finish(job, Job.Status.INTERRUPTED, now, f"Interrupted: {reason}", at=state.finished_at or now)
-        return _relaunch_elsewhere(job, booking, now, failed_at=state.finished_at or now, reason=reason)
-    return "pending"
+    return state.phase, _Look(job, booking, now, must_stop, backend=backend, state=state)
+
+
+# --- The steps: one per cell of TRANSITIONS ----------------------------------------------
+
+
+def _wait(look: _Look) -> Advance:
+    return Advance.WAITING
+
+
+def _launch_due(look: _Look) -> Advance:
+    return _launch(look.job, look.booking, look.now)
+
+
+def _stop_unlaunched(look: _Look) -> Advance:
+    return _finish(look.job, Job.Status.STOPPED, look.now, _stop_reason(look.job, look.booking), at=look.now)
+
+
+def _replace_removed_cluster(look: _Look) -> Advance:
+    return _relaunch_elsewhere(look.job, look.booking, look.now, failed_at=look.now, reason="its cluster was removed")
+
+
+def _retry_later(look: _Look) -> Advance:
+    return _unreachable(look.job, look.job.cluster, look.error, look.now, "The cluster is unreachable")
+
+
+def _wait_for_pod(look: _Look) -> Advance:
+    return Advance.PENDING
+
+
+def _run(look: _Look) -> Advance:
+    job, state, now = look.job, look.state, look.now
+    if job.status != Job.Status.RUNNING:
+        Job.objects.filter(pk=job.pk).update(status=Job.Status.RUNNING, message=f"Running on {state.node}.")
+        _event(job, state.running_since or now, "running", f"Running on {state.node}")
+    _meter(job, now, final=False)
+    return Advance.RUNNING
+
+
+def _stop(look: _Look) -> Advance:
+    """Stop a pending or running attempt: meter up to now (or the booking's end), then delete its Job."""
+    job, booking, now = look.job, look.booking, look.now
+    _meter(job, min(now, booking.end), final=True)
+    _delete_attempt(look, "job")  # the collector deletes it later if this fails
+    listing_record_reliability(server_id=job.server_id, interrupted=False)
+    return _finish(job, Job.Status.STOPPED, now, _stop_reason(job, booking), at=min(now, booking.end))
+
+
+def _end(look: _Look) -> Advance:
+    """The attempt ended by itself: succeeded, failed, or stopped by the cluster at the booking's end."""
+    job, state, now = look.job, look.state, look.now
+    _meter(job, state.finished_at or now, final=True)
+    status, message = TERMINAL_PHASES[state.phase], state.message
+    if state.phase == Phase.FAILED and state.message == "DeadlineExceeded":
+        # The booking's end, enforced by the cluster (activeDeadlineSeconds).
+        status, message = Job.Status.STOPPED, "The booking ended."
+    listing_record_reliability(server_id=job.server_id, interrupted=False)
+    return _finish(job, status, now, message or status.label, at=state.finished_at or now)
+
+
+def _fail_over(look: _Look) -> Advance:
+    reason = _clear_lost(look)
+    return _relaunch_elsewhere(
+        look.job, look.booking, look.now, failed_at=look.state.finished_at or look.now, reason=reason
+    )
+
+
+def _end_interrupted(look: _Look) -> Advance:
+    reason = _clear_lost(look)
+    at = look.state.finished_at or look.now
+    return _finish(look.job, Job.Status.INTERRUPTED, look.now, f"Interrupted: {reason}", at=at)
+
+
+Step = Callable[[_Look], Advance]
+
+# The job's life as a table: what is seen of it → the step while its booking runs, and the step once it
+# must stop (cancelled by the renter, the booking ended or is no longer paid).
+TRANSITIONS: dict[Phase | Seen, tuple[Step, Step]] = {
+    # seen: (while booked, once it must stop)
+    Seen.NOT_STARTED: (_wait, _stop_unlaunched),
+    Seen.DUE: (_launch_due, _stop_unlaunched),
+    Seen.NO_CLUSTER: (_replace_removed_cluster, _replace_removed_cluster),
+    Seen.NO_ANSWER: (_retry_later, _retry_later),
+    Phase.PENDING: (_wait_for_pod, _stop),
+    Phase.RUNNING: (_run, _stop),
+    Phase.SUCCEEDED: (_end, _end),
+    Phase.FAILED: (_end, _end),
+    Phase.INTERRUPTED: (_fail_over, _end_interrupted),
+    Phase.GONE: (_fail_over, _end_interrupted),
+}
+
+
+# --- What the steps share ------------------------------------------------------------------
 
 
 def _stop_reason(job: Job, booking: Booking) -> str:
@@ -261,10 +370,33 @@ def _stop_reason(job: Job, booking: Booking) -> str:
     return "The booking ended."
 
 
-def _finish(job: Job, status: str, now: datetime, message: str, *, at: datetime) -> str:
+def _finish(job: Job, status: Job.Status, now: datetime, message: str, *, at: datetime) -> Advance:
+    """End the job in ``status``; the outcome is that status."""
     Job.objects.filter(pk=job.pk).update(status=status, message=message[:500], finished_at=at)
     _event(job, now, status, message)
-    return status
+    return Advance(status.value)
+
+
+def _unreachable(job: Job, cluster: Cluster, error: BackendError, now: datetime, message: str) -> Advance:
+    """Mark the cluster unhealthy and say so on the job; nothing else changes, the next tick retries."""
+    cluster_mark_unhealthy(cluster=cluster, error=error, now=now)
+    Job.objects.filter(pk=job.pk).update(message=f"{message}; retrying. ({error})"[:500])
+    return Advance.UNREACHABLE
+
+
+def _delete_attempt(look: _Look, what: str) -> None:
+    try:
+        look.backend.delete_job(look.job.namespace, look.job.k8s_name)
+    except BackendError as exc:
+        logger.warning("could not delete %s %s yet: %s", what, look.job.k8s_name, exc)
+
+
+def _clear_lost(look: _Look) -> str:
+    """A lost attempt (pod evicted, node lost, Job gone): meter what it ran, delete what is left; returns why."""
+    state = look.state
+    _meter(look.job, state.finished_at or look.now, final=True)
+    _delete_attempt(look, "interrupted job")
+    return state.message or ("the Job disappeared from the cluster" if state.phase == Phase.GONE else "")
 
 
 def _observe(job: Job, state: JobState, now: datetime) -> None:
@@ -280,10 +412,12 @@ def _meter(job: Job, until: datetime, *, final: bool) -> int:
     ends at ``until``, both inside the booking's window, in whole seconds.
     Reports come at most every ``SCHEDULER_METER_SECONDS`` while running, and
     at the end. The usage key is the Job's UID and the interval, so a replay
-    of the same report is recorded once.
+    of the same report is recorded once. The job is locked (its booking with
+    it) before the marketplace records the usage: Job before Booking, as
+    ``core/locks.py`` orders them.
     """
     with transaction.atomic():
-        locked = Job.objects.select_for_update().select_related("booking").get(pk=job.pk)
+        locked = job_lock(job.pk)
         if not locked.running_since or not locked.k8s_uid:
             return 0
         booking = locked.booking
@@ -315,14 +449,14 @@ def _namespace(job: Job) -> str:
     return f"infrafi-renter-{job.renter_id}"
 
 
-def _launch(job: Job, booking: Booking, now: datetime) -> str:
+def _launch(job: Job, booking: Booking, now: datetime) -> Advance:
     """Create the next attempt's Kubernetes Job on the node behind the booking's server."""
     node = selectors.ready_node_for_server(booking.server_id)
     if node is None:
         Job.objects.filter(pk=job.pk).update(
             message="Waiting: the booked server has no ready node on a connected cluster."
         )
-        return "no-node"
+        return Advance.NO_NODE
     attempt = job.attempt + 1
     spec = JobSpec(
         name=f"infrafi-{job.public_id.hex[:12]}-{attempt}",
@@ -342,9 +476,7 @@ def _launch(job: Job, booking: Booking, now: datetime) -> str:
         backend.ensure_namespace(spec.namespace)
         state = backend.create_job(spec)
     except BackendError as exc:
-        cluster_mark_unhealthy(cluster=node.cluster, error=exc, now=now)
-        Job.objects.filter(pk=job.pk).update(message=f"Could not reach the cluster; retrying. ({exc})"[:500])
-        return "unreachable"
+        return _unreachable(job, node.cluster, exc, now, "Could not reach the cluster")
     Job.objects.filter(pk=job.pk).update(
         cluster=node.cluster,
         server_id=booking.server_id,
@@ -360,10 +492,10 @@ def _launch(job: Job, booking: Booking, now: datetime) -> str:
     )
     _event(job, now, "created", f"Attempt {attempt}: Job {spec.name} on {node.hostname} ({node.cluster.name})")
     job.refresh_from_db()
-    return "launched"
+    return Advance.LAUNCHED
 
 
-def _relaunch_elsewhere(job: Job, booking: Booking, now: datetime, *, failed_at: datetime, reason: str) -> str:
+def _relaunch_elsewhere(job: Job, booking: Booking, now: datetime, *, failed_at: datetime, reason: str) -> Advance:
     """Interrupted: fail over to an equivalent GPU if one is free, refund the lost time."""
     _event(job, failed_at, "interrupted", f"Interrupted on {job.node_name or 'its node'}: {reason}")
     Job.objects.filter(pk=job.pk).update(
@@ -379,13 +511,13 @@ def _relaunch_elsewhere(job: Job, booking: Booking, now: datetime, *, failed_at:
             message = "Interrupted; no equivalent GPU is free, so the booking's remaining time was refunded."
             Job.objects.filter(pk=job.pk).update(message=message)
             _event(job, now, "refunded", message)
-            return "interrupted"
+            return Advance.INTERRUPTED
         try:
             booking_services.booking_move(booking=booking, listing=target, at=now)
         except (ConflictError, ValidationError) as exc:  # taken meanwhile: the next tick tries again
             logger.info("failover of booking %s to listing %s lost a race: %s", booking.public_id, target.pk, exc)
             Job.objects.filter(pk=job.pk).update(status=Job.Status.PENDING, message="Looking for a replacement GPU.")
-            return "failover-retry"
+            return Advance.FAILOVER_RETRY
         booking_services.booking_interrupt(booking=booking, failed_at=failed_at, resumed_at=now, key=key)
         _event(job, now, "failover", f"Re-booked on {target.server.hostname} ({target.region.name})")
     # The booking now runs elsewhere (moved by this job or a sibling): resubmit there.
@@ -394,7 +526,7 @@ def _relaunch_elsewhere(job: Job, booking: Booking, now: datetime, *, failed_at:
     )
     job.refresh_from_db()
     booking.refresh_from_db()
-    return "failover" if _launch(job, booking, now) == "launched" else "failover-pending"
+    return Advance.FAILOVER if _launch(job, booking, now) == Advance.LAUNCHED else Advance.FAILOVER_PENDING
 
 
 def _equivalent_listing(booking: Booking, now: datetime) -> Listing | None:

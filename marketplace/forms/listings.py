@@ -1,31 +1,14 @@
-"""Forms of the renter and owner market pages. Times are UTC, minute resolution."""
+"""Forms of the search and listing pages: search filters, listing terms, availability."""
 
-from datetime import UTC, datetime, time
+from datetime import time
 from decimal import Decimal
 
 from django import forms
 from django.core.cache import cache
 
+from marketplace.forms.fields import UTCDateTimeField
 from marketplace.models import GpuModel, Region
 from marketplace.selectors.search import SORTS, SearchQuery
-
-DATETIME_INPUT = forms.DateTimeInput(attrs={"type": "datetime-local", "step": 60}, format="%Y-%m-%dT%H:%M")
-
-
-class UTCDateTimeField(forms.DateTimeField):
-    """A datetime-local input read as UTC (the pages say so)."""
-
-    widget = DATETIME_INPUT
-
-    def __init__(self, **kwargs):
-        kwargs.setdefault("input_formats", ["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S"])
-        super().__init__(**kwargs)
-
-    def to_python(self, value):
-        result = super().to_python(value)
-        if result is not None and result.tzinfo is None:
-            result = result.replace(tzinfo=UTC)
-        return result.astimezone(UTC) if result else result
 
 
 def _catalogue() -> dict:
@@ -90,21 +73,6 @@ class SearchForm(forms.Form):
         )
 
 
-class BookingForm(forms.Form):
-    gpu_count = forms.IntegerField(min_value=1, max_value=16, initial=1, label="GPUs")
-    start = UTCDateTimeField(label="Start (UTC)")
-    end = UTCDateTimeField(label="End (UTC)")
-    quoted_price = forms.DecimalField(widget=forms.HiddenInput, decimal_places=2)
-
-
-class PayForm(forms.Form):
-    payment_method = forms.CharField(
-        max_length=100,
-        required=False,
-        help_text="A Stripe payment method id (test mode: pm_card_visa).",
-    )
-
-
 class ListingTermsForm(forms.Form):
     price_per_gpu_hour = forms.DecimalField(
         min_value=Decimal("0.01"), decimal_places=2, label="Price per GPU-hour (USD)"
@@ -166,11 +134,3 @@ class WeeklyForm(forms.Form):
         start = d["start_time"].hour * 60 + d["start_time"].minute
         end = d["end_time"].hour * 60 + d["end_time"].minute
         return start, (1440 if d["end_time"] == time(0) else end)
-
-
-class EarningsPeriodForm(forms.Form):
-    days = forms.IntegerField(min_value=1, max_value=366, initial=30, required=False)
-
-
-def utc_now_minute() -> datetime:
-    return datetime.now(UTC).replace(second=0, microsecond=0)

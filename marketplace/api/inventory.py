@@ -1,7 +1,7 @@
 """Inventory API: the catalogue (public), an owner's servers and GPUs.
 
 The same services as the pages; service ``ValidationError``s become HTTP 400
-with field messages (``config.api.exception_handler``). Another owner's
+with field messages (``core.api.exception_handler``). Another owner's
 server is a 404, a renter or lender gets 403.
 """
 

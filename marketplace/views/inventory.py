@@ -1,4 +1,4 @@
-"""Marketplace pages: home, renter and owner dashboards, server inventory."""
+"""Inventory pages: home, the renter and owner dashboards, an owner's servers and GPUs, CSV import."""
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
@@ -10,7 +10,7 @@ from accounts.models import Role
 from accounts.permissions import role_required
 from accounts.selectors import owner_company_for_user, user_has_mfa
 from core.forms import form_submit
-from marketplace.forms import GpuAddForm, GpuStatusForm, ServerCreateForm, ServerForm, ServerImportForm
+from marketplace.forms.inventory import GpuAddForm, GpuStatusForm, ServerCreateForm, ServerForm, ServerImportForm
 from marketplace.models import Gpu, Server
 from marketplace.selectors.inventory import (
     gpu_model_list,

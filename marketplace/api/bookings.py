@@ -1,0 +1,229 @@
+"""Bookings API: a renter's bookings (quote, book, pay, cancel, invoice), the
+scheduler's usage reports, and an owner's earnings.
+
+The same services and selectors as the pages (``views.bookings``). Service
+``ValidationError`` → 400 with field messages; ``ConflictError`` (GPUs taken)
+→ 409 (``core.api.exception_handler``); another renter's booking → 404; wrong
+role → 403.
+"""
+
+from datetime import timedelta
+
+from django.http import Http404
+from django.shortcuts import get_object_or_404
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.permissions import IsOperator, IsOwner, IsRenter
+from accounts.selectors import owner_company_for_user
+from marketplace.models import Booking, Listing
+from marketplace.selectors import bookings as booking_selectors
+from marketplace.services import bookings
+
+
+class BookingRequestSerializer(serializers.Serializer):
+    listing = serializers.IntegerField()
+    gpu_count = serializers.IntegerField(min_value=1, max_value=16)
+    start = serializers.DateTimeField()
+    end = serializers.DateTimeField()
+    quoted_price = serializers.DecimalField(max_digits=10, decimal_places=2, required=False, allow_null=True)
+
+
+class QuoteSerializer(serializers.Serializer):
+    listing = serializers.IntegerField(source="listing_id")
+    gpu_count = serializers.IntegerField()
+    start = serializers.DateTimeField()
+    end = serializers.DateTimeField()
+    minutes = serializers.IntegerField()
+    price_per_gpu_hour = serializers.DecimalField(max_digits=10, decimal_places=2)
+    exact_amount = serializers.DecimalField(max_digits=20, decimal_places=8)
+    amount = serializers.DecimalField(max_digits=14, decimal_places=2)
+
+
+class BookingSerializer(serializers.ModelSerializer):
+    id = serializers.UUIDField(source="public_id")
+    listing = serializers.IntegerField(source="listing_id")
+    gpu_model = serializers.CharField(source="listing.gpu_model.name")
+    region = serializers.CharField(source="server.region.code")
+    escrow = serializers.DecimalField(max_digits=14, decimal_places=6)
+    progress_percent = serializers.SerializerMethodField()
+    gpus = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Booking
+        fields = [
+            "id",
+            "listing",
+            "gpu_model",
+            "region",
+            "gpu_count",
+            "gpus",
+            "start",
+            "end",
+            "price_per_gpu_hour",
+            "amount",
+            "status",
+            "expires_at",
+            "amount_paid",
+            "amount_earned",
+            "amount_refunded",
+            "escrow",
+            "delivered_gpu_seconds",
+            "progress_percent",
+            "created_at",
+        ]
+
+    def get_progress_percent(self, booking) -> int:
+        return booking_selectors.booking_progress(booking)
+
+    def get_gpus(self, booking) -> list[str]:
+        return list(booking.allocations.order_by("gpu__slot").values_list("gpu__serial", flat=True))
+
+
+class PaySerializer(serializers.Serializer):
+    payment_method = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+
+
+class UsageSerializer(serializers.Serializer):
+    key = serializers.CharField(max_length=200)
+    interval_start = serializers.DateTimeField()
+    interval_end = serializers.DateTimeField()
+    gpu_seconds = serializers.IntegerField(min_value=0)
+
+
+class SettlementSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    gross_amount = serializers.DecimalField(max_digits=14, decimal_places=6)
+    gpu_seconds = serializers.IntegerField()
+
+
+class InvoiceLineSerializer(serializers.Serializer):
+    description = serializers.CharField()
+    amount = serializers.DecimalField(max_digits=20, decimal_places=6)
+
+
+class InvoiceSerializer(serializers.Serializer):
+    number = serializers.CharField()
+    issued = serializers.DateTimeField()
+    lines = InvoiceLineSerializer(many=True)
+    paid = serializers.DecimalField(max_digits=14, decimal_places=2)
+    refunded = serializers.DecimalField(max_digits=14, decimal_places=2)
+    net = serializers.DecimalField(max_digits=14, decimal_places=2)
+    test_payment = serializers.BooleanField()
+
+
+def _request_args(request) -> dict:
+    data = BookingRequestSerializer(data=request.data)
+    data.is_valid(raise_exception=True)
+    d = dict(data.validated_data)
+    listing = Listing.objects.filter(pk=d.pop("listing")).first()
+    if listing is None:
+        raise serializers.ValidationError({"listing": ["No such listing."]})
+    d["listing"] = listing
+    return d
+
+
+class BookingViewSet(viewsets.GenericViewSet):
+    """The requesting renter's bookings; ``id`` is the booking's public UUID."""
+
+    permission_classes = [IsRenter]
+    serializer_class = BookingSerializer
+    lookup_field = "public_id"
+    queryset = Booking.objects.none()  # for the schema
+
+    def get_queryset(self):
+        return booking_selectors.booking_list_for_renter(renter=self.request.user)
+
+    def get_object(self):
+        booking = booking_selectors.booking_get_for_renter(renter=self.request.user, public_id=self.kwargs["public_id"])
+        if booking is None:
+            raise Http404("No such booking.")
+        return booking
+
+    def list(self, request):
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(BookingSerializer(page, many=True).data)
+
+    def retrieve(self, request, public_id=None):
+        return Response(BookingSerializer(self.get_object()).data)
+
+    @extend_schema(request=BookingRequestSerializer, responses={200: QuoteSerializer})
+    @action(detail=False, methods=["post"])
+    def quote(self, request):
+        d = _request_args(request)
+        d.pop("quoted_price", None)
+        return Response(QuoteSerializer(bookings.booking_quote(**d)).data)
+
+    @extend_schema(request=BookingRequestSerializer, responses={201: BookingSerializer})
+    def create(self, request):
+        booking = bookings.booking_create(renter=request.user, **_request_args(request))
+        return Response(BookingSerializer(booking).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=PaySerializer, responses=BookingSerializer)
+    @action(detail=True, methods=["post"])
+    def pay(self, request, public_id=None):
+        data = PaySerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        booking = bookings.booking_pay(booking=self.get_object(), renter=request.user, **data.validated_data)
+        return Response(BookingSerializer(booking).data)
+
+    @extend_schema(request=None, responses=BookingSerializer)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, public_id=None):
+        return Response(BookingSerializer(bookings.booking_cancel(booking=self.get_object(), renter=request.user)).data)
+
+    @extend_schema(responses=InvoiceSerializer)
+    @action(detail=True, methods=["get"])
+    def invoice(self, request, public_id=None):
+        booking = self.get_object()
+        if booking.amount_paid <= 0:
+            raise Http404("No invoice: this booking was not paid.")
+        return Response(InvoiceSerializer(booking_selectors.booking_invoice(booking)).data)
+
+
+class UsageApi(APIView):
+    """Delivered GPU-seconds for a booking, reported by the scheduler (operators only); idempotent by key."""
+
+    permission_classes = [IsOperator]
+
+    @extend_schema(request=UsageSerializer, responses={201: SettlementSerializer, 200: None})
+    def post(self, request, public_id):
+        booking = get_object_or_404(Booking, public_id=public_id)
+        data = UsageSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        settlement = bookings.booking_record_usage(booking=booking, **data.validated_data)
+        if settlement is None:
+            return Response(status=status.HTTP_200_OK)
+        return Response(SettlementSerializer(settlement).data, status=status.HTTP_201_CREATED)
+
+
+# --- Owner earnings ---------------------------------------------------------------
+
+
+class EarningsRowSerializer(serializers.Serializer):
+    server = serializers.CharField(source="server.hostname")
+    available_gpu_hours = serializers.DecimalField(max_digits=14, decimal_places=2)
+    booked_gpu_hours = serializers.DecimalField(max_digits=14, decimal_places=2)
+    utilisation = serializers.DecimalField(max_digits=6, decimal_places=4)
+    earned = serializers.DecimalField(max_digits=14, decimal_places=6)
+    escrow = serializers.DecimalField(max_digits=14, decimal_places=6)
+
+
+class OwnerEarningsApi(APIView):
+    permission_classes = [IsOwner]
+
+    @extend_schema(parameters=[OpenApiParameter("days", int)], responses=EarningsRowSerializer(many=True))
+    def get(self, request):
+        try:
+            days = max(1, min(int(request.query_params.get("days", 30)), 366))
+        except ValueError:
+            return Response({"days": ["A whole number of days, 1–366."]}, status=status.HTTP_400_BAD_REQUEST)
+        until = timezone.now()
+        rows = booking_selectors.owner_earnings(
+            owner=owner_company_for_user(request.user), since=until - timedelta(days=days), until=until
+        )
+        return Response(EarningsRowSerializer(rows, many=True).data)
