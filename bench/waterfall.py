@@ -187,7 +187,7 @@ def main() -> None:
         from django.db import transaction
 
         from financing.models import JournalEntry, Posting
-        from financing.selectors import balances
+        from financing.selectors.ledger import balances
         from financing.services.revenue import settlements_journal
         from marketplace.models import Settlement
 

@@ -14,7 +14,7 @@ from financing.models import (
     Loan,
     Posting,
 )
-from financing.selectors import account_balance
+from financing.selectors.ledger import account_balance
 from financing.services.collateral import appraisal_run, collateral_approve, hardware_loss_declare
 from financing.services.delinquency import loan_foreclose
 from financing.services.loans import loan_approve, loan_reject

@@ -14,8 +14,11 @@ from rest_framework.views import APIView
 
 from accounts.permissions import IsLender
 from financing.models import Redemption, UsdaiPurchase, VaultDeposit
-from financing.selectors import settlement_proof_check, user_redemptions, wallet_address
-from financing.services import vault
+from financing.selectors import vault as vault_selectors
+from financing.selectors.ledger import usdai_balance
+from financing.selectors.proofs import settlement_proof_check
+from financing.selectors.vault import RedemptionEstimate, user_redemptions, wallet_address
+from financing.services import vault, wallets
 from marketplace.models import Settlement
 
 # --- Wallet ------------------------------------------------------------------------------
@@ -33,7 +36,7 @@ class WalletApi(APIView):
 
     @extend_schema(responses=WalletSerializer)
     def get(self, request):
-        data = {"address": wallet_address(user=request.user), "balance": vault.usdai_balance(user=request.user)}
+        data = {"address": wallet_address(user=request.user), "balance": usdai_balance(user=request.user)}
         return Response(WalletSerializer(data).data)
 
 
@@ -57,7 +60,7 @@ class UsdaiBuyApi(APIView):
     def post(self, request):
         data = UsdaiBuySerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        purchase = vault.usdai_buy(user=request.user, **data.validated_data)
+        purchase = wallets.usdai_buy(user=request.user, **data.validated_data)
         return Response(UsdaiPurchaseSerializer(purchase).data, status=status.HTTP_201_CREATED)
 
 
@@ -113,7 +116,10 @@ class VaultApi(APIView):
 
     @extend_schema(responses=VaultSerializer)
     def get(self, request):
-        data = {"summary": vault.vault_summary(), "position": vault.vault_position(user=request.user)}
+        data = {
+            "summary": vault_selectors.vault_summary(),
+            "position": vault_selectors.vault_position(user=request.user),
+        }
         return Response(VaultSerializer(data).data)
 
 
@@ -163,12 +169,11 @@ class RedemptionSerializer(serializers.Serializer):
     estimate = serializers.DateField(allow_null=True, help_text="Estimated payment date; null when unknown.")
 
 
-def _redemption(redemption: Redemption, estimate: dict | None) -> dict:
-    estimate = estimate or {}
+def _redemption(redemption: Redemption, estimate: RedemptionEstimate | None) -> dict:
     row = {
         f: getattr(redemption, f) for f in ("id", "shares", "status", "shares_left", "paid", "created_at", "paid_at")
     }
-    row |= {k: estimate.get(k) for k in ("position", "value", "estimate")}
+    row |= {k: getattr(estimate, k) if estimate else None for k in ("position", "value", "estimate")}
     return RedemptionSerializer(row).data
 
 
@@ -187,7 +192,8 @@ class RedemptionsApi(APIView):
         data.is_valid(raise_exception=True)
         redemption = vault.redemption_request(user=request.user, shares_amount=data.validated_data["shares"])
         return Response(
-            _redemption(redemption, vault.redemption_estimate(redemption=redemption)), status=status.HTTP_201_CREATED
+            _redemption(redemption, vault_selectors.redemption_estimate(redemption=redemption)),
+            status=status.HTTP_201_CREATED,
         )
 
 
@@ -221,18 +227,18 @@ class SettlementProofApi(APIView):
             empty = dict.fromkeys(["epoch", "index", "data", "leaf", "proof", "root", "anchored_root", "anchor_tx"])
             data = {"settlement": settlement.pk, **empty, "matches": False, "chain_error": ""}
         else:
-            anchor = check["epoch"].anchor_op
+            anchor = check.epoch.anchor_op
             data = {
                 "settlement": settlement.pk,
-                "epoch": check["epoch"].number,
-                "index": check["index"],
-                "data": check["data"],
-                "leaf": check["leaf"],
-                "proof": check["proof"],
-                "root": check["root"],
-                "anchored_root": check["anchored_root"],
+                "epoch": check.epoch.number,
+                "index": check.index,
+                "data": check.data,
+                "leaf": check.leaf,
+                "proof": check.proof,
+                "root": check.root,
+                "anchored_root": check.anchored_root,
                 "anchor_tx": (anchor.tx_hash or None) if anchor else None,
-                "matches": check["matches"],
-                "chain_error": check["chain_error"],
+                "matches": check.matches,
+                "chain_error": check.chain_error,
             }
         return Response(SettlementProofSerializer(data).data)

@@ -1,6 +1,14 @@
-"""Financing models. This first part is the double-entry ledger.
+"""Financing models, in the order they build on each other:
 
-Sign convention: a posting's amount is positive for a debit and negative for
+- the double-entry ledger: ``LedgerAccount``, ``JournalEntry``, ``Posting``;
+- collateral (CALIBER-style records), ``Appraisal``, ``InsuranceClaim``;
+- ``Loan`` and its ``Instalment`` schedule;
+- the chain: ``ChainDeployment``, the outbox (``ChainOp``), ``ChainAlert``,
+  ``Reconciliation``, revenue epochs (``RevenueEpoch``, ``EpochEntry``);
+- USDai and the vault: ``Wallet``, ``UsdaiPurchase``, ``VaultDeposit``,
+  ``Redemption``, ``VaultDay``.
+
+Ledger sign convention: a posting's amount is positive for a debit and negative for
 a credit; the postings of a journal entry sum to zero per currency. Asset and
 expense accounts normally carry debit (positive) balances, liability, income
 and equity accounts credit (negative) ones. Entries and postings are never

@@ -1,6 +1,7 @@
 from django.urls import path
 
-from financing import onchain_views, views
+from financing.views import loans as views
+from financing.views import onchain as onchain_views
 
 app_name = "financing"
 

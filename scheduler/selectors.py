@@ -7,7 +7,7 @@ from decimal import Decimal
 from django.db.models import Count, Q, QuerySet
 
 from accounts.models import OwnerCompany, User
-from financing.selectors import placement_weights
+from financing.selectors.placement import placement_weights
 from marketplace.models import BookingGpu, Gpu, Listing
 from marketplace.selectors.search import SearchQuery, listing_search
 from scheduler import placement

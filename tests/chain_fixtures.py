@@ -4,6 +4,7 @@ too, so the two agree)."""
 
 import pytest
 
+from financing.chain import node
 from financing.services import outbox
 
 
@@ -11,13 +12,13 @@ from financing.services import outbox
 def chain(db, settings):
     """This process's embedded chain, back at its fresh deployment."""
     settings.CHAIN_RPC_URL = ""
-    c = outbox.get_chain()
+    c = node.get_chain()
     if not c.embedded:
-        outbox.chain_reset()
-        c = outbox.get_chain()
+        node.chain_reset()
+        c = node.get_chain()
     c.revert(c.deploy_snapshot)
     c.deploy_snapshot = c.snapshot()
-    return outbox.get_chain()
+    return node.get_chain()
 
 
 def drain(max_rounds: int = 20) -> dict[str, int]:

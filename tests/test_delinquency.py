@@ -7,7 +7,7 @@ import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
 
 from financing.models import Collateral, Loan
-from financing.selectors import balances
+from financing.selectors.ledger import balances
 from financing.services.delinquency import loan_foreclose, loans_service, protocol_owner
 from financing.services.revenue import settlements_journal
 from marketplace.models import Listing, Server

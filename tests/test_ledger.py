@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from financing import schedules, waterfall
 from financing.models import JournalEntry, Posting
-from financing.selectors import account_balance, balances
+from financing.selectors.ledger import account_balance, balances
 from financing.services.ledger import Line, journal_post, system_account
 from financing.services.revenue import ledger_pull
 from marketplace.models import Settlement

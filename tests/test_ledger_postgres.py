@@ -9,7 +9,7 @@ from django.db import IntegrityError, connection, connections, transaction
 
 from core import money
 from financing.models import JournalEntry, LedgerAccount, Posting
-from financing.selectors import balances
+from financing.selectors.ledger import balances
 from financing.services.revenue import ledger_pull
 from marketplace.models import Settlement
 from marketplace.services import bookings

@@ -7,7 +7,7 @@ import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
 
 from financing.models import Collateral, Instalment, JournalEntry, Loan
-from financing.selectors import balances
+from financing.selectors.ledger import balances
 from financing.services.loans import add_months, loan_apply, loan_approve, loan_max_amount, loan_reject
 from marketplace.models import Listing
 from tests.factories import make_owner

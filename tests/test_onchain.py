@@ -11,6 +11,7 @@ from django.utils import timezone
 from eth_account import Account
 
 from financing import merkle
+from financing.chain import node
 from financing.chain.client import address_for, custody_key, shares_wei, usd_to_wei, wei_to_usd
 from financing.models import (
     Appraisal,
@@ -25,25 +26,19 @@ from financing.models import (
     VaultDeposit,
     Wallet,
 )
+from financing.selectors.ledger import usdai_balance
+from financing.selectors.proofs import settlement_leaf_data, settlement_proof
+from financing.selectors.vault import redemption_estimate
 from financing.services import outbox
 from financing.services.collateral import collateral_approve, collateral_register
 from financing.services.delinquency import loan_foreclose, loans_service
-from financing.services.epochs import epoch_close, settlement_leaf_data, settlement_proof
+from financing.services.epochs import epoch_close
 from financing.services.loans import loan_apply, loan_approve
 from financing.services.reconcile import chain_reconcile
 from financing.services.revenue import ledger_pull, settlements_journal
 from financing.services.titles import collateral_record, record_hash
-from financing.services.vault import (
-    booking_pay_usdai,
-    redemption_estimate,
-    redemption_request,
-    usdai_balance,
-    usdai_buy,
-    usdai_withdraw,
-    vault_daily,
-    vault_deposit,
-    vault_service,
-)
+from financing.services.vault import redemption_request, vault_daily, vault_deposit, vault_service
+from financing.services.wallets import booking_pay_usdai, usdai_buy, usdai_withdraw
 from marketplace.models import Booking, Payment, Refund, Settlement
 from marketplace.services import bookings
 from tests.chain_fixtures import drain
@@ -64,7 +59,7 @@ def wallet_of(user) -> Wallet:
 
 
 def usdai_on_chain(user) -> int:
-    return outbox.get_chain().call("USDai", "balanceOf", wallet_of(user).address)
+    return node.get_chain().call("USDai", "balanceOf", wallet_of(user).address)
 
 
 def fund(lender, amount: str) -> VaultDeposit:
@@ -261,7 +256,7 @@ def test_redemptions_wait_in_order_when_liquidity_is_short(chain, lender):
     a.refresh_from_db()
     b.refresh_from_db()
     assert (a.request_id, b.request_id) == (0, 1)
-    assert redemption_estimate(redemption=b)["position"] == 2
+    assert redemption_estimate(redemption=b).position == 2
     vault_service()
     drain()
 
@@ -478,16 +473,16 @@ def test_every_settlement_of_an_epoch_is_provable_against_the_anchored_root(chai
     for index, settlement in enumerate(settlements):
         proof = settlement_proof(settlement_id=settlement.pk)
         entry = JournalEntry.objects.get(settlement=settlement)
-        assert proof["index"] == index and proof["epoch"] == epoch and proof["root"] == epoch.root
-        assert proof["data"] == settlement_leaf_data(entry).decode()
-        leaf = merkle.leaf_hash(proof["data"].encode())
-        assert proof["leaf"] == "0x" + leaf.hex()
-        path = [bytes.fromhex(p[2:]) for p in proof["proof"]]
+        assert proof.index == index and proof.epoch == epoch and proof.root == epoch.root
+        assert proof.data == settlement_leaf_data(entry).decode()
+        leaf = merkle.leaf_hash(proof.data.encode())
+        assert proof.leaf == "0x" + leaf.hex()
+        path = [bytes.fromhex(p[2:]) for p in proof.proof]
         assert merkle.verify(leaf, path, bytes.fromhex(epoch.root[2:])) is True
         assert chain.call("RevenueAnchor", "verify", epoch.number, leaf, path) is True
 
         # a record altered by one character does not verify
-        tampered = merkle.leaf_hash(proof["data"].replace('"gross":"', '"gross":"9').encode())
+        tampered = merkle.leaf_hash(proof.data.replace('"gross":"', '"gross":"9').encode())
         assert merkle.verify(tampered, path, bytes.fromhex(epoch.root[2:])) is False
         assert chain.call("RevenueAnchor", "verify", epoch.number, tampered, path) is False
         # nor does a true leaf against another epoch
@@ -504,7 +499,7 @@ def test_rpc_down_rows_wait_with_backoff_then_go_exactly_once(chain, settings, l
 
     # when the chain's JSON-RPC endpoint is down
     settings.CHAIN_RPC_URL = "http://127.0.0.1:9"
-    outbox.chain_reset()
+    node.chain_reset()
     before = timezone.now()
     assert outbox.chain_send() == {"confirmed": 0, "failed": 0, "waiting": 4}
 
@@ -534,7 +529,7 @@ def test_rpc_down_rows_wait_with_backoff_then_go_exactly_once(chain, settings, l
 
     # when the chain is back
     settings.CHAIN_RPC_URL = ""
-    outbox.chain_reset()
+    node.chain_reset()
     done = outbox.chain_send(now=timezone.now() + timedelta(days=1))
 
     # then every row is sent once: one hash each, nonces unique per sender, balances as in the books
@@ -543,7 +538,7 @@ def test_rpc_down_rows_wait_with_backoff_then_go_exactly_once(chain, settings, l
     assert {op.status for op in ops} == {"confirmed"}
     assert len({op.tx_hash for op in ops}) == 4
     assert len({(op.sender, op.nonce) for op in ops}) == 4
-    live = outbox.get_chain()
+    live = node.get_chain()
     assert live.call("USDai", "balanceOf", wallet_of(lender).address) == 75 * E18
     assert live.call("USDai", "totalSupply") == 75 * E18
     assert live.chain_nonce(0) == ops[3].nonce + 1
@@ -616,8 +611,8 @@ def test_a_rebuilt_embedded_chain_replays_the_outbox_to_the_same_state(chain, ow
     assert before["locked_profit"] > 0 and before["lien"] is True and before["usdai"][1] == 30 * E18
 
     # when this process forgets its chain and builds it again from the same genesis
-    outbox.chain_reset()
-    rebuilt = outbox.get_chain()
+    node.chain_reset()
+    rebuilt = node.get_chain()
 
     # then replaying the outbox gives the same state, read at the same block time
     assert rebuilt is not chain

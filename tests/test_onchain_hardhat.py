@@ -9,22 +9,18 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
+from financing.chain import node as chain_node
 from financing.chain.client import address_for, rpc_chain
 from financing.chain.deploy import deploy
 from financing.models import ChainDeployment, ChainOp, Redemption, Wallet
-from financing.services import outbox
+from financing.selectors.ledger import usdai_balance
 from financing.services.collateral import collateral_approve, collateral_register
 from financing.services.epochs import epoch_close
 from financing.services.reconcile import chain_reconcile
 from financing.services.revenue import settlements_journal
 from financing.services.titles import collateral_record, record_hash
-from financing.services.vault import (
-    redemption_request,
-    usdai_balance,
-    usdai_buy,
-    vault_deposit,
-    vault_service,
-)
+from financing.services.vault import redemption_request, vault_deposit, vault_service
+from financing.services.wallets import usdai_buy
 from marketplace.models import Settlement
 from marketplace.services import bookings
 from tests.chain_fixtures import drain
@@ -41,8 +37,8 @@ def test_the_vault_titles_and_revenue_anchor_run_on_a_hardhat_node(
     # given fresh contracts deployed on the node by its account #0, recorded as this chain's deployment
     settings.CHAIN_RPC_URL = hardhat_rpc_url
     settings.CHAIN_SIGNER_KEY = HARDHAT_KEYS[0]
-    outbox.chain_reset()
-    request.addfinalizer(outbox.chain_reset)
+    chain_node.chain_reset()
+    request.addfinalizer(chain_node.chain_reset)
     node = rpc_chain(hardhat_rpc_url)
     assert node.chain_id == CHAIN_ID and not node.embedded
     addresses = deploy(node)

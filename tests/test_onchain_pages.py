@@ -16,7 +16,8 @@ from financing.services.epochs import epoch_close
 from financing.services.outbox import chainop_enqueue
 from financing.services.revenue import settlements_journal
 from financing.services.titles import collateral_record, record_hash
-from financing.services.vault import usdai_buy, vault_deposit
+from financing.services.vault import vault_deposit
+from financing.services.wallets import usdai_buy
 from marketplace.models import Booking, Settlement
 from marketplace.services import bookings
 from tests.chain_fixtures import drain

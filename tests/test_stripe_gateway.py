@@ -16,7 +16,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from marketplace.payments.base import GatewayError, GatewayEvent, PaymentDeclined, SignatureError
+from marketplace.payments.base import (
+    EventKind,
+    GatewayError,
+    GatewayEvent,
+    PaymentDeclined,
+    PaymentEvent,
+    SignatureError,
+)
 from marketplace.payments.stripe_gateway import StripeGateway, sign_webhook_payload
 
 
@@ -208,6 +215,10 @@ def test_parse_event_maps_a_signed_payment_intent_event(stripe_gateway, stripe_c
     assert parsed.id.startswith("evt_")
     assert parsed.payload["data"]["object"]["id"] == payment.reference
     assert json.loads(json.dumps(parsed.payload)) == event
+    # and in the marketplace's words it is a payment made, with no Stripe field left to read
+    assert stripe_gateway.translate_event(parsed) == PaymentEvent(
+        kind=EventKind.PAID, payment_reference=payment.reference, booking_id="booking-5", amount=Decimal("123.45")
+    )
 
 
 def test_parse_event_maps_a_charge_refunded_event(stripe_gateway, localstripe):
@@ -244,6 +255,7 @@ def test_parse_event_maps_a_charge_refunded_event(stripe_gateway, localstripe):
         amount=Decimal("23.45"),
         created=1_760_000_000,
     )
+    assert stripe_gateway.translate_event(parsed).kind is EventKind.REFUNDED
 
 
 def test_parse_event_maps_a_refund_event(stripe_gateway, localstripe):
@@ -264,6 +276,56 @@ def test_parse_event_maps_a_refund_event(stripe_gateway, localstripe):
 
     # then the amount is the refund's
     assert (parsed.payment_reference, parsed.amount, parsed.booking_id) == ("pi_2", Decimal("10.00"), "")
+    # and the refund it is about is named by its id (no status in this payload)
+    meaning = stripe_gateway.translate_event(parsed)
+    assert (meaning.kind, meaning.refund_reference, meaning.refund_status) == (EventKind.REFUNDED, "re_1", "")
+
+
+def test_translate_event_names_a_failed_payment_and_why(stripe_gateway, localstripe):
+    # given a payment_intent.payment_failed event as Stripe shapes it
+    event = {
+        "id": "evt_failed1",
+        "object": "event",
+        "type": "payment_intent.payment_failed",
+        "created": 1_760_000_002,
+        "data": {
+            "object": {
+                "id": "pi_3",
+                "object": "payment_intent",
+                "amount": 5000,
+                "metadata": {"booking_id": "booking-9"},
+                "last_payment_error": {"message": "Your card has insufficient funds."},
+            }
+        },
+    }
+    payload = json.dumps(event).encode()
+    parsed = stripe_gateway.parse_event(
+        payload=payload, signature_header=sign_webhook_payload(payload, localstripe.webhook_secret)
+    )
+
+    # when it is translated, then
+    meaning = stripe_gateway.translate_event(parsed)
+    assert (meaning.kind, meaning.payment_reference, meaning.booking_id, meaning.failure_message) == (
+        EventKind.PAYMENT_FAILED,
+        "pi_3",
+        "booking-9",
+        "Your card has insufficient funds.",
+    )
+
+
+def test_translate_event_ignores_what_the_marketplace_does_not_act_on(stripe_gateway, localstripe):
+    event = {
+        "id": "evt_customer1",
+        "object": "event",
+        "type": "customer.created",
+        "created": 1_760_000_003,
+        "data": {"object": {"id": "cus_1", "object": "customer"}},
+    }
+    payload = json.dumps(event).encode()
+    parsed = stripe_gateway.parse_event(
+        payload=payload, signature_header=sign_webhook_payload(payload, localstripe.webhook_secret)
+    )
+    assert stripe_gateway.translate_event(parsed).kind is EventKind.IGNORED
 
 
 _EVENT = json.dumps(

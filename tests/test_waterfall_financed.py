@@ -6,7 +6,7 @@ from decimal import ROUND_HALF_UP, Decimal
 import pytest
 
 from financing.models import JournalEntry
-from financing.selectors import balances
+from financing.selectors.ledger import balances
 from financing.services.revenue import settlements_journal
 from tests.financing_fixtures import T0, settle
 
@@ -63,7 +63,7 @@ def test_worked_example_revenue_repays_the_loan(loan, renter):
 
 @pytest.mark.parametrize("span_days", [1, 120])
 def test_the_loan_books_trailing_revenue_equals_the_direct_sum(loan, renter, span_days):
-    from financing.services.collateral import trailing_net_revenue
+    from financing.selectors.loans import trailing_net_revenue
     from financing.services.ledger import Accounts
     from financing.services.servicing import LoanBook
 

@@ -64,7 +64,7 @@ def drop_rules(apps, schema_editor):
 
 
 def add_chart(apps, schema_editor):
-    from financing.chart import SYSTEM_ACCOUNTS
+    from financing.chart_of_accounts import SYSTEM_ACCOUNTS
 
     LedgerAccount = apps.get_model("financing", "LedgerAccount")
     for code, name, kind in SYSTEM_ACCOUNTS:

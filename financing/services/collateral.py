@@ -1,6 +1,6 @@
 """Collateral records and their appraisals."""
 
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from decimal import Decimal
 
 from django.conf import settings
@@ -10,11 +10,11 @@ from django.utils import timezone
 
 from accounts.models import OwnerCompany, User
 from core import money
-from financing import appraisal
+from financing import appraisal, lock_objects
 from financing.models import Appraisal, Collateral, InsuranceClaim
-from marketplace.models import Gpu, Listing, Server, Settlement
-
-TRAILING_DAYS = 90
+from financing.selectors.loans import TRAILING_DAYS, trailing_net_revenue
+from financing.services.titles import title_mint
+from marketplace.models import Gpu, Listing, Server
 
 
 def collateral_register(
@@ -75,7 +75,7 @@ def collateral_approve(*, collateral: Collateral, operator: User, now: datetime 
         raise PermissionDenied("Only an operator approves collateral.")
     now = now or timezone.now()
     with transaction.atomic():
-        locked = Collateral.objects.select_for_update().get(pk=collateral.pk)
+        locked = lock_objects.collateral_lock(collateral.pk)
         first = locked.approved_at is None
         if first:
             locked.approved_at = now
@@ -83,21 +83,8 @@ def collateral_approve(*, collateral: Collateral, operator: User, now: datetime 
             locked.save(update_fields=["approved_at", "approved_by"])
         appraisal_run(collateral=locked, now=now, trigger="approval")
         if first:
-            from financing.services.titles import title_mint
-
             title_mint(collateral=locked)
     return locked
-
-
-def trailing_net_revenue(*, server: Server, until: datetime, days: int = TRAILING_DAYS) -> Decimal:
-    """Revenue the server delivered in the window, after the platform fee."""
-    gross = money.sum_of(
-        Settlement.objects.filter(
-            server=server, interval_end__gt=until - timedelta(days=days), interval_end__lte=until
-        ),
-        "gross_amount",
-    )
-    return Decimal(gross) * (1 - settings.WATERFALL_PLATFORM_FEE)
 
 
 def appraisal_run(*, collateral: Collateral, now: datetime | None = None, trigger: str = "on_demand") -> Appraisal:

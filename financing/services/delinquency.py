@@ -21,6 +21,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import OwnerCompany, User
+from financing import lock_objects
 from financing.models import Collateral, Loan
 from financing.services.ledger import Accounts, EntryBatch
 from financing.services.servicing import LoanBook
@@ -33,10 +34,11 @@ def loans_service(*, now: datetime | None = None) -> dict[str, int]:
     summary = {"serviced": 0, "reserve_draws": 0, "defaulted": 0, "repaid": 0}
     with transaction.atomic():
         loans = list(
-            Loan.objects.select_for_update(of=("self",))
-            .filter(status__in=[Loan.Status.ACTIVE, Loan.Status.DEFAULTED, Loan.Status.FORECLOSED])
-            .select_related("collateral", "owner")
-            .order_by("pk")
+            lock_objects.loans_lock(
+                Loan.objects.filter(
+                    status__in=[Loan.Status.ACTIVE, Loan.Status.DEFAULTED, Loan.Status.FORECLOSED]
+                ).select_related("collateral", "owner")
+            )
         )
         if not loans:
             return summary
@@ -90,10 +92,10 @@ def loan_foreclose(*, loan: Loan, operator: User, now: datetime | None = None) -
     now = now or timezone.now()
     try:
         with transaction.atomic():
-            locked = Loan.objects.select_for_update().get(pk=loan.pk)
+            locked = lock_objects.loan_lock(loan.pk)
             if locked.status != Loan.Status.DEFAULTED:
                 raise ValidationError({"loan": "Only a defaulted loan can be foreclosed."})
-            collateral = Collateral.objects.select_for_update().get(pk=locked.collateral_id)
+            collateral = lock_objects.collateral_lock(locked.collateral_id)
             locked.status, locked.foreclosed_at = Loan.Status.FORECLOSED, now
             locked.save(update_fields=["status", "foreclosed_at"])
             collateral.lien = Collateral.Lien.FORECLOSED

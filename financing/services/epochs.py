@@ -9,11 +9,10 @@ one transaction that also queues the chain calls:
   profit then streams into the share price over ``VAULT_UNLOCK_SECONDS``;
 - ``RevenueAnchor.anchor(epoch, root)``: the Merkle root (``financing.merkle``)
   of the epoch's settlements, one leaf per settlement in id order, whose data
-  is ``settlement_leaf_data``: anyone can take a settlement, recompute its
+  is ``financing.selectors.proofs.settlement_leaf_data``: anyone can take a settlement, recompute its
   leaf, follow its proof and compare with the root on chain.
 """
 
-import json
 from decimal import Decimal
 
 from django.conf import settings
@@ -22,72 +21,23 @@ from django.db.models import Max, Q, Sum
 from django.utils import timezone
 
 from core import money
-from financing import merkle
+from financing import lock_objects
 from financing.chain.client import usd_to_wei
+from financing.chart_of_accounts import INFLOW_LINES
 from financing.models import EpochEntry, JournalEntry, Posting, RevenueEpoch
+from financing.selectors.proofs import epoch_tree
 from financing.services.outbox import chainop_enqueue
-from financing.services.vault import INFLOW_LINES
-
-
-def settlement_leaf_data(entry: JournalEntry) -> bytes:
-    """The published record of one settlement: canonical JSON (sorted keys, no spaces, UTF-8)."""
-    s = entry.settlement
-    record = {
-        "settlement": s.pk,
-        "booking": str(s.booking.public_id),
-        "server": s.server.hostname,
-        "gpu_seconds": s.gpu_seconds,
-        "interval_start": s.interval_start.isoformat(),
-        "interval_end": s.interval_end.isoformat(),
-        "gross": f"{s.gross_amount:.6f}",
-        "postings": [
-            [p.account.code, f"{p.amount:.6f}", p.line] for p in entry.postings.select_related("account").order_by("pk")
-        ],
-    }
-    return json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
-
-
-def _epoch_entries(epoch: RevenueEpoch):
-    return (
-        JournalEntry.objects.filter(epoch_mark__epoch=epoch, settlement__isnull=False)
-        .select_related("settlement__booking", "settlement__server")
-        .order_by("settlement_id")
-    )
-
-
-def epoch_tree(epoch: RevenueEpoch) -> tuple[list[JournalEntry], merkle.MerkleTree | None]:
-    entries = list(_epoch_entries(epoch))
-    if not entries:
-        return entries, None
-    return entries, merkle.MerkleTree([merkle.leaf_hash(settlement_leaf_data(e)) for e in entries])
-
-
-def settlement_proof(*, settlement_id: int) -> dict | None:
-    """A settlement's leaf, proof and epoch root (None if it is in no epoch yet)."""
-    entry = JournalEntry.objects.filter(settlement_id=settlement_id).select_related("epoch_mark__epoch").first()
-    if entry is None or not hasattr(entry, "epoch_mark"):
-        return None
-    epoch = entry.epoch_mark.epoch
-    entries, tree = epoch_tree(epoch)
-    index = next(i for i, e in enumerate(entries) if e.pk == entry.pk)
-    data = settlement_leaf_data(entry)
-    return {
-        "epoch": epoch,
-        "index": index,
-        "data": data.decode(),
-        "leaf": "0x" + merkle.leaf_hash(data).hex(),
-        "proof": ["0x" + p.hex() for p in tree.proof(index)],
-        "root": "0x" + tree.root.hex(),
-    }
 
 
 def epoch_close(*, now=None) -> RevenueEpoch | None:
     """Close an epoch over everything not yet in one; None if there is nothing."""
     now = now or timezone.now()
     with transaction.atomic():
-        pending = JournalEntry.objects.select_for_update(skip_locked=True, of=("self",)).filter(
-            Q(settlement__isnull=False) | Q(postings__account__code="vault_cash", postings__line__in=INFLOW_LINES),
-            epoch_mark__isnull=True,
+        pending = lock_objects.journal_entries_claim(
+            JournalEntry.objects.filter(
+                Q(settlement__isnull=False) | Q(postings__account__code="vault_cash", postings__line__in=INFLOW_LINES),
+                epoch_mark__isnull=True,
+            )
         )
         ids = sorted(set(pending.values_list("pk", flat=True)))
         if not ids:

@@ -15,7 +15,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from core import money
-from financing.chart import SYSTEM_ACCOUNTS, owner_payable_code
+from financing.chart_of_accounts import SYSTEM_ACCOUNTS, owner_payable_code
 from financing.models import JournalEntry, LedgerAccount, Loan, Posting
 
 _SYSTEM = {code: (name, kind) for code, name, kind in SYSTEM_ACCOUNTS}

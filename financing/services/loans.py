@@ -19,11 +19,12 @@ from django.utils import timezone
 
 from accounts.models import OwnerCompany, User
 from core.money import CENT
-from financing import schedules
+from financing import lock_objects, schedules
+from financing.chain.client import usd_to_wei
 from financing.models import Appraisal, Collateral, Instalment, Loan
 from financing.services.ledger import Accounts, Line, journal_post, system_account
+from financing.services.outbox import chainop_enqueue
 from financing.services.titles import title_lien
-from financing.services.vault import loan_disbursement_onchain
 from marketplace.models import Listing
 
 
@@ -111,12 +112,12 @@ def loan_approve(*, loan: Loan, operator: User, now: datetime | None = None) -> 
         raise PermissionDenied("Only an operator approves loans.")
     now = now or timezone.now()
     with transaction.atomic():
-        locked = Loan.objects.select_for_update().select_related("collateral").get(pk=loan.pk)
+        locked = lock_objects.loan_lock(loan.pk)
         if locked.status != Loan.Status.APPLIED:
             raise ValidationError(
                 {"loan": f"This loan is {locked.get_status_display().lower()}, not awaiting approval."}
             )
-        collateral = Collateral.objects.select_for_update().get(pk=locked.collateral_id)
+        collateral = lock_objects.collateral_lock(locked.collateral_id)
         problems = _collateral_errors(collateral, now.date())
         if locked.principal > loan_max_amount(collateral):
             problems.append("The collateral's latest appraisal no longer supports this amount.")
@@ -152,7 +153,10 @@ def loan_approve(*, loan: Loan, operator: User, now: datetime | None = None) -> 
             ],
         )
         title_lien(loan=locked, active=True)
-        loan_disbursement_onchain(loan=locked, principal=locked.principal)
+        # The principal leaves the vault's cash on chain as it does in the books.
+        chainop_enqueue(
+            key=f"loan:{locked.pk}:deploy", contract="SUSDai", function="deploy", args=[usd_to_wei(locked.principal)]
+        )
     return locked
 
 

@@ -13,21 +13,25 @@ rows strictly in id order:
    transaction (a deposit's shares, a redemption's queue id, a payout's
    journal entry keyed by ``tx_hash:log_index``).
 
+Handlers: the calls whose receipts the books must record are named here
+(``RECORDED_CALLS``); their handlers live in ``financing.chain.receipts``,
+registered by ``FinancingConfig.ready()`` in every process. A receipt of a
+recorded call whose handler is missing is not confirmed: the confirmation
+rolls back, the operator is alerted, and the row stays signed and retries
+with backoff (re-broadcasting its stored bytes is idempotent), so nothing is
+lost and nothing is sent twice.
+
 The RPC down or a timeout: the row waits with exponential backoff and the
 rows behind it wait too (order matters: a wallet's gas funding comes before
 its approvals). A call that reverts is marked failed, the operator is
 alerted, and sending goes on. One sender at a time: on PostgreSQL an
 advisory lock.
 
-The embedded chain is this process's memory; ``get_chain`` rebuilds it from
-the stored genesis time, redeploys (same deployer, same nonces, same
-addresses) and replays every mined row's stored bytes at its recorded block
-time, so the chain matches the database again.
+The chain itself comes from ``financing.chain.node.get_chain`` (the embedded
+chain is rebuilt there from the rows this outbox mined).
 """
 
 import logging
-import threading
-import time
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -36,19 +40,30 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from financing.chain.client import Chain, ChainError, EmbeddedChain, Reverted, address_for, rpc_chain
-from financing.chain.deploy import deploy
-from financing.models import ChainAlert, ChainDeployment, ChainOp
+from financing.chain.client import Chain, ChainError, Reverted
+from financing.chain.node import chain_applied, get_chain
+from financing.models import ChainAlert, ChainOp
 
 log = logging.getLogger(__name__)
 
-_chain: Chain | None = None
-_chain_lock = threading.RLock()
 _SEND_LOCK_ID = 0x1F0C4A1
-HANDLERS: dict[str, Callable[[ChainOp, dict], None]] = {}  # "Contract.function" -> handler(op, receipt events)
+# The calls whose receipts the books record (shares minted, a queue id, USDai paid out).
+RECORDED_CALLS = frozenset({"SUSDai.deposit", "SUSDai.request_redeem", "SUSDai.service"})
+HANDLERS: dict[str, Callable[[ChainOp, list[dict]], None]] = {}  # "Contract.function" -> handler(op, events)
+
+
+class MissingHandler(ChainError):
+    """A receipt the books must record arrived and no handler is registered for it."""
+
+    def __init__(self, name: str):
+        super().__init__(f"no receipt handler registered for {name}", retryable=True)
 
 
 def handles(name: str):
+    """Register the receipt handler of a recorded call (``financing.chain.receipts``)."""
+    if name not in RECORDED_CALLS:
+        raise ValueError(f"{name} is not a recorded call; add it to RECORDED_CALLS")
+
     def register(fn):
         HANDLERS[name] = fn
         return fn
@@ -82,81 +97,6 @@ def _decode_args(op: ChainOp) -> list:
         else:
             out.append(value)
     return out
-
-
-# --- The chain of this process ----------------------------------------------------------
-
-
-def get_chain() -> Chain:
-    """This process's chain, deployed and (embedded) replayed up to the outbox's last mined row."""
-    global _chain
-    with _chain_lock:
-        if _chain is None:
-            _chain = _connect()
-        if _chain.embedded:
-            _sync(_chain)
-        return _chain
-
-
-def chain_reset() -> None:
-    """Forget this process's chain (the next ``get_chain`` connects, or rebuilds, again)."""
-    global _chain
-    with _chain_lock:
-        _chain = None
-
-
-def _connect() -> Chain:
-    if settings.CHAIN_RPC_URL:
-        chain = rpc_chain(settings.CHAIN_RPC_URL)
-        deployment = ChainDeployment.objects.filter(chain_id=chain.chain_id).first()
-        if deployment is None:
-            raise ChainError(
-                f"No contracts recorded for chain {chain.chain_id}: run `manage.py chain_deploy`.", retryable=False
-            )
-        chain.use(deployment.addresses)
-        return chain
-    deployment = ChainDeployment.objects.filter(genesis_timestamp__isnull=False).first()
-    genesis = deployment.genesis_timestamp if deployment else int(time.time()) - 60
-    chain = EmbeddedChain(genesis_timestamp=genesis)
-    chain.use(deploy(chain))
-    if deployment is not None and deployment.addresses != chain.addresses:
-        raise ChainError("The embedded chain redeployed to different addresses.", retryable=False)
-    chain.deploy_snapshot = chain.snapshot()
-    return chain
-
-
-def _record_deployment(chain: EmbeddedChain) -> None:
-    ChainDeployment.objects.get_or_create(
-        chain_id=chain.chain_id,
-        defaults={
-            "addresses": chain.addresses,
-            "operator": address_for(0),
-            "genesis_timestamp": chain.genesis_timestamp,
-        },
-    )
-
-
-def _mined(queryset):
-    return queryset.filter(block_number__isnull=False).exclude(raw_tx="")
-
-
-def _sync(chain: EmbeddedChain) -> None:
-    """Replay the mined rows this process's chain has not executed, at their block times.
-
-    If the chain has executed a row the database no longer has (a test's
-    rolled-back transaction, a restored backup), it starts again from the
-    deployment."""
-    _record_deployment(chain)
-    if chain.applied_upto and not _mined(ChainOp.objects.filter(pk=chain.applied_upto)).exists():
-        chain.revert(chain.deploy_snapshot)
-        chain.deploy_snapshot = chain.snapshot()
-    for op in _mined(ChainOp.objects.filter(pk__gt=chain.applied_upto)).order_by("pk").iterator():
-        chain.at(op.block_timestamp)
-        try:
-            chain.broadcast(op.raw_tx)
-        finally:
-            chain.at(None)
-        chain.applied_upto = op.pk
 
 
 # --- Sending -------------------------------------------------------------------------
@@ -272,7 +212,14 @@ def _send_one(chain: Chain, op: ChainOp) -> str:
             return "failed"
         _retry_later(op, exc)
         return "wait"
-    _confirm(chain, op, receipt)
+    try:
+        _confirm(chain, op, receipt)
+    except MissingHandler as exc:
+        op.refresh_from_db()
+        if not op.alerts.filter(kind="handler", resolved_at__isnull=True).exists():
+            _alert("handler", f"Outbox row #{op.pk} ({op.key}) was mined but not recorded: {exc}", op)
+        _retry_later(op, exc)
+        return "wait"
     return "confirmed" if receipt.ok else "failed"
 
 
@@ -294,15 +241,17 @@ def _confirm(chain: Chain, op: ChainOp, receipt) -> None:
         op.confirmed_at = timezone.now()
         if receipt.ok:
             op.status = ChainOp.Status.CONFIRMED
-            handler = HANDLERS.get(f"{op.contract}.{op.function}")
+            name = f"{op.contract}.{op.function}"
+            handler = HANDLERS.get(name)
             if handler is not None:
                 handler(op, receipt.events)
+            elif name in RECORDED_CALLS:
+                raise MissingHandler(name)
         else:
             op.status, op.last_error = ChainOp.Status.FAILED, "reverted on chain"
             _alert("reverted", f"Outbox row #{op.pk} ({op.key}) reverted on chain in {op.tx_hash}", op)
         op.save()
-    if chain.embedded:
-        chain.applied_upto = op.pk
+    chain_applied(chain, op)
 
 
 def chainop_retry(*, op: ChainOp) -> ChainOp:

@@ -21,9 +21,9 @@ from decimal import Decimal
 
 from core import money
 from financing.chain.client import ChainError, address_for, usd_to_wei
+from financing.chain.node import get_chain
 from financing.models import ChainAlert, ChainOp, Collateral, LedgerAccount, Posting, Reconciliation, Wallet
-from financing.services.outbox import get_chain
-from financing.services.vault import unreported_inflows
+from financing.selectors.vault import unreported_inflows
 
 
 def _balance(code_filter: dict) -> Decimal:
@@ -57,7 +57,7 @@ def chain_reconcile() -> Reconciliation:
         pending = unreported_inflows()
         users_usdai = -_balance({"account__code__startswith": "usdai:"}) - _balance({"account__code": "usdai_external"})
         vault_cash = _balance({"account__code": "vault_cash"})
-        on_chain_cash = vault_cash - sum(pending.values())
+        on_chain_cash = vault_cash - pending.total
         check(
             "USDai total supply (wei)",
             chain.call("USDai", "totalSupply"),
@@ -71,7 +71,7 @@ def chain_reconcile() -> Reconciliation:
         deployed = (
             _balance({"account__code": "tbill_holdings"})
             + _balance({"account__code__startswith": "principal:"})
-            + pending["to_vault_principal"]
+            + pending.principal
         )
         check("Vault deployed: loans + T-bills (wei)", chain.call("SUSDai", "deployed"), usd_to_wei(deployed))
         for wallet in Wallet.objects.filter(user__isnull=False).select_related("user"):

@@ -20,9 +20,10 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from financing import waterfall
+from financing import lock_objects, waterfall
 from financing.services.ledger import Accounts, EntryBatch, Line, journal_post, system_account
 from financing.services.servicing import LoanBook, live_loans_for_servers
+from financing.services.wallets import usdai_refund
 from marketplace.models import Payment, Refund, Settlement
 
 
@@ -36,7 +37,7 @@ def _rates() -> waterfall.Rates:
 
 
 def _locked_batch(queryset, batch: int):
-    return list(queryset.select_for_update(skip_locked=True, of=("self",)).order_by("pk")[:batch])
+    return list(lock_objects.work_claim(queryset, batch=batch))
 
 
 def payments_journal(*, batch: int = 500) -> int:
@@ -67,8 +68,6 @@ def refunds_journal(*, batch: int = 500) -> int:
                 Line(system_account("gateway_clearing"), -refund.amount, "refund"),
             ]
             if refund.payment.gateway == "usdai":
-                from financing.services.vault import usdai_refund
-
                 lines = usdai_refund(refund=refund, lines=lines)
             journal_post(
                 key=f"refund:{refund.pk}",
@@ -108,10 +107,7 @@ def settlements_journal(*, batch: int = 500) -> int:
     with transaction.atomic():
         rows = [
             _Row(*values)
-            for values in Settlement.objects.filter(processed_at__isnull=True)
-            .select_for_update(skip_locked=True, of=("self",))
-            .order_by("pk")
-            .values_list(
+            for values in lock_objects.work_claim(Settlement.objects.filter(processed_at__isnull=True)).values_list(
                 "pk",
                 "server_id",
                 "server__owner_id",

@@ -28,9 +28,9 @@ from django.conf import settings
 from django.db.models import Q, Sum
 
 from core.money import MICRO
-from financing import waterfall
+from financing import lock_objects, waterfall
 from financing.models import Instalment, Loan, Posting
-from financing.services.collateral import TRAILING_DAYS
+from financing.selectors.loans import TRAILING_DAYS
 from financing.services.ledger import LOAN_ACCOUNT_KINDS, Accounts, Line
 from marketplace.models import Settlement
 
@@ -48,11 +48,10 @@ class _State:
 
 
 def live_loans_for_servers(server_ids) -> dict[int, Loan]:
-    loans = (
-        Loan.objects.select_for_update(of=("self",))
-        .filter(collateral__server_id__in=set(server_ids), status__in=LIVE)
-        .select_related("collateral", "owner")
-        .order_by("pk")
+    loans = lock_objects.loans_lock(
+        Loan.objects.filter(collateral__server_id__in=set(server_ids), status__in=LIVE).select_related(
+            "collateral", "owner"
+        )
     )
     return {loan.collateral.server_id: loan for loan in loans}
 

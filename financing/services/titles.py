@@ -15,6 +15,7 @@ from eth_utils import keccak
 
 from financing.models import Collateral, Loan
 from financing.services.outbox import chainop_enqueue
+from financing.services.wallets import wallet_for_company
 
 
 def collateral_record(collateral: Collateral) -> dict:
@@ -44,8 +45,6 @@ def record_hash(record: dict) -> str:
 
 
 def title_mint(*, collateral: Collateral) -> None:
-    from financing.services.vault import wallet_for_company
-
     wallet = wallet_for_company(company=collateral.server.owner)
     chainop_enqueue(
         key=f"title:{collateral.pk}:mint",

@@ -151,7 +151,8 @@ class Command(BaseCommand):
 
         deliver(range(62, 21, -3))  # before the loans: the history they are appraised on
         # Lenders fund the vault first: USDai bought through the (offline) gateway, deposited for sUSDai.
-        from financing.services.vault import usdai_buy, vault_deposit
+        from financing.services.vault import vault_deposit
+        from financing.services.wallets import usdai_buy
 
         lender = User.objects.get(email="lender@infrafi.test")
         usdai_buy(user=lender, amount=Decimal("250000.00"), idempotency_key="demo-lender-usdai")

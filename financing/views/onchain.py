@@ -15,18 +15,15 @@ from django.views.decorators.http import require_http_methods, require_POST
 from accounts.models import Role
 from accounts.permissions import role_required
 from core.forms import form_submit
-from financing import charts, merkle
+from financing import merkle, svg_charts
 from financing.forms import ProofLookupForm, RedemptionForm, UsdaiBuyForm, UsdaiSendForm, VaultDepositForm
 from financing.models import ChainAlert, ChainOp, Collateral
-from financing.selectors import (
-    chain_operations,
-    revenue_epochs,
-    settlement_proof_check,
-    usdai_purchases,
-    user_redemptions,
-    wallet_address,
-)
-from financing.services import vault
+from financing.selectors import vault as vault_selectors
+from financing.selectors.chain import chain_operations
+from financing.selectors.ledger import usdai_balance
+from financing.selectors.proofs import revenue_epochs, settlement_proof_check
+from financing.selectors.vault import usdai_purchases, user_redemptions, wallet_address
+from financing.services import vault, wallets
 from financing.services.outbox import chainalert_resolve, chainop_retry
 from financing.services.reconcile import chain_reconcile
 from financing.services.titles import collateral_record, record_hash
@@ -46,15 +43,15 @@ def wallet(request):
     action = request.POST.get("action") if request.method == "POST" else None
     buy_form = UsdaiBuyForm(request.POST if action == "buy" else None, test_gateway=gateway.is_test, prefix="buy")
     send_form = UsdaiSendForm(request.POST if action == "send" else None, prefix="send")
-    if action == "buy" and form_submit(buy_form, lambda d: vault.usdai_buy(user=user, **d)):
+    if action == "buy" and form_submit(buy_form, lambda d: wallets.usdai_buy(user=user, **d)):
         messages.success(request, f"Bought {buy_form.cleaned_data['amount']:,.2f} USDai.")
         return redirect("financing:wallet")
-    if action == "send" and form_submit(send_form, lambda d: vault.usdai_withdraw(user=user, **d)):
+    if action == "send" and form_submit(send_form, lambda d: wallets.usdai_withdraw(user=user, **d)):
         d = send_form.cleaned_data
         messages.success(request, f"Sending {d['amount']:,.2f} USDai to {d['address']}.")
         return redirect("financing:wallet")
     context = {
-        "balance": vault.usdai_balance(user=user),
+        "balance": usdai_balance(user=user),
         "address": wallet_address(user=user),
         "purchases": usdai_purchases(user=user),
         "gateway": gateway,
@@ -86,14 +83,14 @@ def vault_page(request):
     ):
         messages.success(request, "Redemption queued; it is paid first in, first out.")
         return redirect("financing:vault")
-    summary = vault.vault_summary()
+    summary = vault_selectors.vault_summary()
     context = {
         "summary": summary,
-        "apr_7": _percent(summary["apr_7"]),
-        "apr_30": _percent(summary["apr_30"]),
-        "nav_chart": charts.nav_split(summary),
-        "position": vault.vault_position(user=user),
-        "balance": vault.usdai_balance(user=user),
+        "apr_7": _percent(summary.apr_7),
+        "apr_30": _percent(summary.apr_30),
+        "nav_chart": svg_charts.nav_split({key: getattr(summary, key) for key in ("loans", "tbills", "cash")}),
+        "position": vault_selectors.vault_position(user=user),
+        "balance": usdai_balance(user=user),
         "redemptions": user_redemptions(user=user),
         "minimum": settings.VAULT_MIN_REDEMPTION,
         "deposit_form": deposit_form,
@@ -118,7 +115,7 @@ def pay_usdai(request, public_id):
     if booking is None:
         raise Http404("No such booking.")
     try:
-        vault.booking_pay_usdai(booking=booking, renter=request.user)
+        wallets.booking_pay_usdai(booking=booking, renter=request.user)
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
         return redirect("marketplace:checkout", public_id=booking.public_id)
@@ -144,7 +141,7 @@ def settlement_proof(request, pk: int):
     check = settlement_proof_check(settlement_id=settlement.pk)
     if check is None:
         return render(request, "financing/settlement_proof_pending.html", {"settlement": settlement})
-    browser = {"data": check["data"], "leaf": check["leaf"], "proof": check["proof"], "root": check["anchored_root"]}
+    browser = {"data": check.data, "leaf": check.leaf, "proof": check.proof, "root": check.anchored_root}
     context = {"settlement": settlement, "check": check, "browser": browser}
     return render(request, "financing/settlement_proof.html", context)
 
@@ -177,7 +174,7 @@ def caliber_metadata(request, token_id: int):
 @role_required(Role.OPERATOR)
 def operator_chain(request):
     """The chain against the ledger, the outbox, failed rows and open alerts."""
-    return render(request, "financing/operator_chain.html", chain_operations())
+    return render(request, "financing/operator_chain.html", {"ops": chain_operations()})
 
 
 @role_required(Role.OPERATOR)

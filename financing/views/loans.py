@@ -11,13 +11,12 @@ from accounts.models import Role
 from accounts.permissions import role_required
 from accounts.selectors import owner_company_for_user
 from core.forms import form_submit
-from financing import charts
+from financing import svg_charts
 from financing.forms import CollateralForm, LoanApplicationForm
 from financing.models import Collateral, Loan
-from financing.selectors import (
+from financing.selectors.loans import (
     appraisal_history,
     insurance_lapsed,
-    lender_overview,
     loan_book,
     loan_flow_totals,
     loan_repayments,
@@ -26,6 +25,7 @@ from financing.selectors import (
     margin_call,
     owner_collateral,
 )
+from financing.selectors.vault import lender_overview
 from financing.services.collateral import collateral_register
 from financing.services.loans import loan_apply, loan_max_amount
 from marketplace.models import Server
@@ -158,7 +158,7 @@ def collateral_page(request, pk: int):
     context = {
         "collateral": collateral,
         "appraisals": list(reversed(history))[:30],
-        "chart": charts.line_chart([(f"{a.as_of:%Y-%m-%d}", a.value) for a in history], "Appraisal history"),
+        "chart": svg_charts.line_chart([(f"{a.as_of:%Y-%m-%d}", a.value) for a in history], "Appraisal history"),
     }
     return render(request, "financing/collateral.html", context)
 
@@ -170,7 +170,7 @@ def _loan_page(request, loan: Loan, template: str):
         "instalments": loan.instalments.all(),
         "repayments": loan_repayments(loan),
         "months": months,
-        "bars": charts.stacked_bars(months),
-        "flow": charts.flow(loan_flow_totals(loan)),
+        "bars": svg_charts.stacked_bars(months),
+        "flow": svg_charts.flow(loan_flow_totals(loan)),
     }
     return render(request, template, context)

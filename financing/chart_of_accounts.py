@@ -23,3 +23,8 @@ def usdai_code(user_id: int) -> str:
 
 def owner_payable_code(owner_id: int) -> str:
     return f"owner_payable:{owner_id}"
+
+
+# The posting lines by which cash reaches the vault: repaid principal, interest net of
+# the protocol fee, T-bill interest. Each revenue epoch reports what they brought in.
+INFLOW_LINES = ("to_vault_principal", "to_vault_interest", "tbill_interest")

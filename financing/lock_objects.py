@@ -1,0 +1,57 @@
+"""Financing's row locks, and the only place it takes them (see ``core/locks.py``).
+
+Order: Loan → Collateral → Wallet → LedgerAccount → Redemption, by primary
+key within a model; financing locks them before calling down into
+marketplace services (which lock Server → Listing → Booking → Payment).
+Work queues (settlements, payments, refunds, journal entries for an epoch)
+are claimed with ``skip_locked``: they never wait, so they cannot deadlock.
+"""
+
+from django.db.models import QuerySet
+
+from financing.models import Collateral, JournalEntry, LedgerAccount, Loan, Redemption, Wallet
+
+
+def loan_lock(loan_id: int) -> Loan:
+    """One loan (and, joined into the lock, its collateral: Loan before Collateral)."""
+    return Loan.objects.select_for_update().select_related("collateral").get(pk=loan_id)
+
+
+def loans_lock(queryset: QuerySet) -> QuerySet:
+    """Loans only (``of=self``: the joined collateral and owner rows stay unlocked), in pk order."""
+    return queryset.select_for_update(of=("self",)).order_by("pk")
+
+
+def collateral_lock(collateral_id: int) -> Collateral:
+    return Collateral.objects.select_for_update().get(pk=collateral_id)
+
+
+def wallet_lock(**holder) -> QuerySet:
+    """The wallet of a user or a company (``user=`` or ``company=``)."""
+    return Wallet.objects.select_for_update().filter(**holder).order_by("pk")
+
+
+def wallet_last_lock() -> QuerySet:
+    """The wallet with the highest index, to take the next index after it."""
+    return Wallet.objects.select_for_update().order_by("-index")
+
+
+def ledger_account_lock(account_id: int) -> LedgerAccount:
+    return LedgerAccount.objects.select_for_update().get(pk=account_id)
+
+
+def redemption_lock(*, request_id: int) -> QuerySet:
+    """The redemption queued on chain under ``request_id``."""
+    return Redemption.objects.select_for_update().filter(request_id=request_id)
+
+
+def work_claim(queryset: QuerySet, *, batch: int | None = None) -> QuerySet:
+    """Rows of a work queue not claimed by another worker (``skip_locked``), in pk order."""
+    claimed = queryset.select_for_update(skip_locked=True, of=("self",)).order_by("pk")
+    return claimed[:batch] if batch else claimed
+
+
+def journal_entries_claim(queryset: QuerySet) -> QuerySet:
+    """Journal entries for an epoch (unordered claim; the caller sorts the ids)."""
+    assert queryset.model is JournalEntry
+    return queryset.select_for_update(skip_locked=True, of=("self",))

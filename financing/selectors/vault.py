@@ -1,0 +1,240 @@
+"""The sUSDai vault and USDai wallets as lenders see them: frozen dataclasses out.
+
+Amounts in the books are the ledger's (micro-dollars); share prices and a
+lender's shares come from the chain. When the chain cannot be asked, the
+chain's fields are ``None`` and ``error`` (or ``chain_error``) says why: a
+read never fails because the chain is down.
+"""
+
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+
+from django.db.models import Sum
+from django.utils import timezone
+
+from accounts.models import User
+from accounts.selectors import lender_profile_for_user, user_has_mfa
+from core import money
+from financing.chain.client import ChainError, shares, wei_to_usd
+from financing.chain.node import get_chain
+from financing.chart_of_accounts import INFLOW_LINES
+from financing.models import Posting, Redemption, UsdaiPurchase, VaultDay, Wallet
+from financing.selectors.ledger import codes_balance
+
+_WAITING = (Redemption.Status.REQUESTED, Redemption.Status.QUEUED)
+
+
+@dataclass(frozen=True)
+class LenderOverview:
+    wallet_address: str  # the lender's own (outside) address from their profile, "" if none
+    mfa_enabled: bool
+
+
+def lender_overview(*, user: User) -> LenderOverview:
+    """What the lender dashboard shows about the lender's own account."""
+    profile = lender_profile_for_user(user)
+    return LenderOverview(wallet_address=profile.wallet_address if profile else "", mfa_enabled=user_has_mfa(user))
+
+
+def wallet_address(*, user: User) -> str:
+    """The user's custodial address, or "" before their first USDai (a page never creates one)."""
+    return Wallet.objects.filter(user=user).values_list("address", flat=True).first() or ""
+
+
+def usdai_purchases(*, user: User, limit: int = 10) -> list[UsdaiPurchase]:
+    return list(UsdaiPurchase.objects.filter(user=user).order_by("-created_at", "-pk")[:limit])
+
+
+# --- The vault's books -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Inflows:
+    """Vault cash that reached the ledger but not yet the chain (no epoch yet), by line."""
+
+    principal: Decimal  # repaid loan principal
+    interest: Decimal  # loan interest net of the protocol fee
+    tbill_interest: Decimal
+
+    @property
+    def total(self) -> Decimal:
+        return self.principal + self.interest + self.tbill_interest
+
+
+def unreported_inflows() -> Inflows:
+    rows = dict(
+        Posting.objects.filter(account__code="vault_cash", line__in=INFLOW_LINES, entry__epoch_mark__isnull=True)
+        .values("line")
+        .annotate(s=Sum("amount"))
+        .values_list("line", "s")
+    )
+    principal, interest, tbill = (money.usd(rows.get(line) or 0) for line in INFLOW_LINES)
+    return Inflows(principal=principal, interest=interest, tbill_interest=tbill)
+
+
+@dataclass(frozen=True)
+class VaultSummary:
+    """Cash, T-bills and loans (ledger); share prices (chain); realised APR (daily history)."""
+
+    cash: Decimal
+    cash_on_chain: Decimal  # vault cash less the inflows not yet reported to the chain
+    tbills: Decimal
+    loans: Decimal
+    nav: Decimal
+    apr_7: Decimal | None
+    apr_30: Decimal | None
+    inflow_per_day: Decimal
+    redeem_price: Decimal | None = None  # None when the chain was not asked or could not be
+    deposit_price: Decimal | None = None
+    locked_profit: Decimal | None = None
+    total_assets: Decimal | None = None
+    supply: Decimal | None = None
+    chain_error: str = ""
+
+
+def vault_books() -> VaultSummary:
+    """The vault from the ledger alone (no chain call: safe inside a transaction)."""
+    cash = codes_balance(code="vault_cash")
+    tbills = codes_balance(code="tbill_holdings")
+    loans = codes_balance(code__startswith="principal:")
+    return VaultSummary(
+        cash=cash,
+        cash_on_chain=cash - unreported_inflows().total,
+        tbills=tbills,
+        loans=loans,
+        nav=cash + tbills + loans,
+        apr_7=realised_apr(days=7),
+        apr_30=realised_apr(days=30),
+        inflow_per_day=_inflow_per_day(),
+    )
+
+
+def vault_summary() -> VaultSummary:
+    """The vault's books and, from the chain, its share prices and locked profit."""
+    books = vault_books()
+    try:
+        c = get_chain()
+        one = 10**18
+        deposit_shares = c.call("SUSDai", "convertToShares", one)
+        return replace(
+            books,
+            redeem_price=wei_to_usd(c.call("SUSDai", "convertToAssets", one)),
+            deposit_price=(Decimal(one) / Decimal(deposit_shares)).quantize(money.MICRO) if deposit_shares else None,
+            locked_profit=wei_to_usd(c.call("SUSDai", "locked_profit")),
+            total_assets=wei_to_usd(c.call("SUSDai", "totalAssets")),
+            supply=shares(c.call("SUSDai", "totalSupply")),
+        )
+    except ChainError as exc:
+        return replace(books, chain_error=str(exc))
+
+
+def _inflow_per_day(days: int = 7) -> Decimal:
+    since = timezone.now() - timedelta(days=days)
+    total = money.sum_of(
+        Posting.objects.filter(account__code="vault_cash", line__in=INFLOW_LINES, entry__created_at__gte=since)
+    )
+    return money.usd(total / days)
+
+
+def vault_inflows_since(since: datetime) -> Decimal:
+    return money.usd(
+        money.sum_of(
+            Posting.objects.filter(account__code="vault_cash", line__in=INFLOW_LINES, entry__created_at__gte=since)
+        )
+    )
+
+
+def realised_apr(*, days: int, today: date | None = None) -> Decimal | None:
+    """Income over the trailing ``days`` against the average NAV, annualised (simple)."""
+    today = today or timezone.localdate()
+    rows = list(VaultDay.objects.filter(date__gt=today - timedelta(days=days), date__lte=today))
+    if not rows:
+        return None
+    average = sum((r.nav for r in rows), Decimal(0)) / len(rows)
+    if average <= 0:
+        return None
+    income = sum((r.income for r in rows), Decimal(0))
+    return (income / average * Decimal(365) / len(rows)).quantize(Decimal("0.0001"))
+
+
+# --- A lender's position and redemptions ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VaultPosition:
+    """The user's sUSDai: shares in the wallet, their value, shares waiting in the queue."""
+
+    address: str  # the custodial wallet, "" before the first USDai
+    queued: Decimal  # shares waiting in the redemption queue
+    shares: Decimal | None  # None when the chain cannot be read
+    value: Decimal | None
+    available: Decimal | None  # shares not already asked to redeem
+    error: str = ""
+
+
+def vault_position(*, user: User) -> VaultPosition:
+    wallet = Wallet.objects.filter(user=user).first()
+    queued = Redemption.objects.filter(user=user, status__in=_WAITING)
+    waiting = money.sum_of(queued, "shares_left")
+    if wallet is None:
+        zero = Decimal(0)
+        return VaultPosition(address="", queued=waiting, shares=zero, value=zero, available=zero)
+    sending = redemptions_sending(user=user)
+    try:
+        chain = get_chain()
+        held = chain.call("SUSDai", "balanceOf", wallet.address)
+        value = wei_to_usd(chain.call("SUSDai", "convertToAssets", held)) if held else Decimal(0)
+    except ChainError as exc:
+        return VaultPosition(
+            address=wallet.address, queued=waiting, shares=None, value=None, available=None, error=str(exc)
+        )
+    return VaultPosition(
+        address=wallet.address,
+        queued=waiting,
+        shares=shares(held),
+        value=value,
+        available=max(shares(held) - sending, Decimal(0)),
+    )
+
+
+def redemptions_sending(*, user: User) -> Decimal:
+    """Shares asked to redeem whose request is not on chain yet (still in the user's wallet there)."""
+    return money.sum_of(Redemption.objects.filter(user=user, status=Redemption.Status.REQUESTED), "shares")
+
+
+@dataclass(frozen=True)
+class RedemptionEstimate:
+    position: int  # 1 = next to be paid
+    value: Decimal  # what the shares left are worth at the redeem price
+    estimate: date | None  # None when no inflow is in sight
+
+
+def redemption_estimate(*, redemption: Redemption) -> RedemptionEstimate:
+    """Queue position and an estimated payment date, from liquidity and recent inflows."""
+    ahead = Redemption.objects.filter(
+        status=Redemption.Status.QUEUED, request_id__lt=redemption.request_id or 2**62
+    ).exclude(pk=redemption.pk)
+    shares_ahead = money.sum_of(ahead, "shares_left")
+    books = vault_books()
+    price = Decimal(1)  # the books' view: one share per dollar
+    need = (shares_ahead + redemption.shares_left) * price
+    liquid = books.cash_on_chain + books.tbills
+    daily = books.inflow_per_day
+    if need <= liquid:
+        days = 1
+    elif daily > 0:
+        days = 1 + int(((need - liquid) / daily).to_integral_value(rounding="ROUND_CEILING"))
+    else:
+        days = None
+    return RedemptionEstimate(
+        position=ahead.count() + 1,
+        value=money.usd(redemption.shares_left * price),
+        estimate=(timezone.now() + timedelta(days=days)).date() if days is not None else None,
+    )
+
+
+def user_redemptions(*, user: User) -> list[tuple[Redemption, RedemptionEstimate | None]]:
+    """The user's redemptions, newest first, each with its queue position and estimate while unpaid."""
+    rows = Redemption.objects.filter(user=user).order_by("-created_at", "-pk")
+    return [(r, None if r.status == Redemption.Status.PAID else redemption_estimate(redemption=r)) for r in rows]
