@@ -7,6 +7,7 @@
   understand; ``core.api``: the API's one error shape;
 - ``core.forms``: the one way an HTML form feeds a service;
 - ``core.admin``: read-only admin base classes for money and external events;
+- ``core.downloads``: CSV downloads;
 - ``core.locks``: the one order in which every service takes row locks;
 - commands that touch every app: ``seed_demo`` (the demo data) and
   ``run_scheduler`` (the embedded stand-in for Celery beat).

@@ -281,6 +281,14 @@ def test_parse_event_maps_a_refund_event(stripe_gateway, localstripe):
     assert (meaning.kind, meaning.refund_reference, meaning.refund_status) == (EventKind.REFUNDED, "re_1", "")
 
 
+def _parse_signed(gateway, localstripe, event: dict) -> GatewayEvent:
+    """``event`` as Stripe would deliver it (signed with the webhook secret), parsed by the gateway."""
+    payload = json.dumps(event).encode()
+    return gateway.parse_event(
+        payload=payload, signature_header=sign_webhook_payload(payload, localstripe.webhook_secret)
+    )
+
+
 def test_translate_event_names_a_failed_payment_and_why(stripe_gateway, localstripe):
     # given a payment_intent.payment_failed event as Stripe shapes it
     event = {
@@ -298,10 +306,7 @@ def test_translate_event_names_a_failed_payment_and_why(stripe_gateway, localstr
             }
         },
     }
-    payload = json.dumps(event).encode()
-    parsed = stripe_gateway.parse_event(
-        payload=payload, signature_header=sign_webhook_payload(payload, localstripe.webhook_secret)
-    )
+    parsed = _parse_signed(stripe_gateway, localstripe, event)
 
     # when it is translated, then
     meaning = stripe_gateway.translate_event(parsed)
@@ -321,10 +326,7 @@ def test_translate_event_ignores_what_the_marketplace_does_not_act_on(stripe_gat
         "created": 1_760_000_003,
         "data": {"object": {"id": "cus_1", "object": "customer"}},
     }
-    payload = json.dumps(event).encode()
-    parsed = stripe_gateway.parse_event(
-        payload=payload, signature_header=sign_webhook_payload(payload, localstripe.webhook_secret)
-    )
+    parsed = _parse_signed(stripe_gateway, localstripe, event)
     assert stripe_gateway.translate_event(parsed).kind is EventKind.IGNORED
 
 

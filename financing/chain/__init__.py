@@ -7,9 +7,13 @@
   ``usd_to_wei``/``wei_to_usd`` are the only conversions.
 - ``deploy``: deploys the contracts in ``contracts/`` and grants their roles.
 
-The outbox that drives it (``financing.services.outbox``) is the only writer;
-pages read through ``get_chain()``. The embedded chain lives in memory: each
-process rebuilds it from the stored genesis time and replays the outbox's
-signed transactions at their original block times, so it matches the
-database again after a restart.
+- ``node``: this process's chain (``get_chain()``). The embedded chain lives
+  in memory: each process rebuilds it from the stored genesis time and
+  replays the outbox's signed transactions at their original block times, so
+  it matches the database again after a restart.
+- ``receipts``: what the books record when a call is mined (deposit shares,
+  a redemption's queue id, USDai paid out), registered with the outbox by
+  ``FinancingConfig.ready()``.
+
+The outbox that drives it (``financing.services.outbox``) is the only writer.
 """

@@ -32,24 +32,18 @@ from core import money
 from financing import lock_objects
 from financing.chain.client import shares_wei, usd_to_wei
 from financing.models import ChainOp, JournalEntry, Posting, Redemption, VaultDay, VaultDeposit, Wallet
-from financing.selectors.ledger import usdai_balance_of
 from financing.selectors.vault import redemptions_sending, vault_books, vault_position
 from financing.services.epochs import epoch_close
 from financing.services.ledger import Line, journal_post, system_account
 from financing.services.outbox import chainop_enqueue
-from financing.services.wallets import usdai_account, wallet_for_user
+from financing.services.wallets import usdai_amount, usdai_spendable, wallet_for_user
 
 
 def vault_deposit(*, user: User, amount: Decimal) -> VaultDeposit:
     """Move ``amount`` of the user's USDai into the vault for sUSDai."""
-    amount = Decimal(amount)
-    if amount <= 0 or amount != money.usd(amount):
-        raise ValidationError({"amount": "Enter a positive amount (at most 6 decimals)."})
+    amount = usdai_amount(amount)
     with transaction.atomic():
-        account = usdai_account(user, lock=True)
-        balance = usdai_balance_of(account)
-        if amount > balance:
-            raise ValidationError({"amount": f"You hold {balance:,.2f} USDai; deposit at most that."})
+        account = usdai_spendable(user, amount, verb="deposit")
         wallet = wallet_for_user(user=user)
         key = uuid.uuid4().hex
         journal_post(

@@ -84,6 +84,23 @@ def usdai_account(user: User, *, lock: bool = False) -> LedgerAccount:
     return account
 
 
+def usdai_amount(amount) -> Decimal:
+    """A positive USDai amount, exact to the micro-dollar (else a field error)."""
+    amount = Decimal(amount)
+    if amount <= 0 or amount != money.usd(amount):
+        raise ValidationError({"amount": "Enter a positive amount (at most 6 decimals)."})
+    return amount
+
+
+def usdai_spendable(user: User, amount: Decimal, *, verb: str) -> LedgerAccount:
+    """The user's USDai account, locked, once it is known to hold ``amount`` (call inside a transaction)."""
+    account = usdai_account(user, lock=True)
+    balance = usdai_balance_of(account)
+    if amount > balance:
+        raise ValidationError({"amount": f"You hold {balance:,.2f} USDai; {verb} at most that."})
+    return account
+
+
 def usdai_buy(*, user: User, amount: Decimal, payment_method: str = "", idempotency_key: str = "") -> UsdaiPurchase:
     """Charge ``amount`` USD through the payment gateway and mint as much USDai to the user's wallet."""
     amount = Decimal(amount)
@@ -141,14 +158,9 @@ def usdai_withdraw(*, user: User, address: str, amount: Decimal) -> ChainOp:
         raise ValidationError(
             {"address": "Enter a checksummed (EIP-55) Ethereum address, 0x followed by 40 hex digits."}
         )
-    amount = Decimal(amount)
-    if amount <= 0 or amount != money.usd(amount):
-        raise ValidationError({"amount": "Enter a positive amount (at most 6 decimals)."})
+    amount = usdai_amount(amount)
     with transaction.atomic():
-        account = usdai_account(user, lock=True)
-        balance = usdai_balance_of(account)
-        if amount > balance:
-            raise ValidationError({"amount": f"You hold {balance:,.2f} USDai; send at most that."})
+        account = usdai_spendable(user, amount, verb="send")
         wallet = wallet_for_user(user=user)
         if address == wallet.address:
             raise ValidationError({"address": "That is your InfraFi wallet; enter an outside address."})

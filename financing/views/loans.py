@@ -1,15 +1,13 @@
 """Owner and lender financing pages (operators work in the admin)."""
 
-import csv
-
 from django.contrib import messages
-from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods
 
 from accounts.models import Role
 from accounts.permissions import role_required
 from accounts.selectors import owner_company_for_user
+from core.downloads import csv_download
 from core.forms import form_submit
 from financing import svg_charts
 from financing.forms import CollateralForm, LoanApplicationForm
@@ -94,9 +92,7 @@ def loan_book_page(request):
 
 @role_required(Role.LENDER)
 def loan_tape_csv(request):
-    response = HttpResponse(content_type="text/csv")
-    response["Content-Disposition"] = 'attachment; filename="infrafi-loan-tape.csv"'
-    writer = csv.writer(response)
+    response, writer = csv_download("infrafi-loan-tape.csv")
     writer.writerow(
         [
             "loan",

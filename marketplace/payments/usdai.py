@@ -1,7 +1,7 @@
 """Paying with a USDai balance.
 
 The balance lives in financing's ledger, which this app does not import: a
-USDai payment is made by ``financing.services.vault.booking_pay_usdai``,
+USDai payment is made by ``financing.services.wallets.booking_pay_usdai``,
 which debits the balance and then confirms the booking through this gateway
 in the same database transaction (it passes ``USDAI_LEDGER_DEBITED`` as the
 payment method). A refund succeeds at once; financing credits it back to the

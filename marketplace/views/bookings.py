@@ -1,13 +1,12 @@
 """Booking pages: book, checkout, a renter's bookings, cancel, invoices, and an
 owner's earnings. Thin: a form, one service, a template."""
 
-import csv
 from datetime import timedelta
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.http import Http404, HttpResponse
+from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
@@ -15,6 +14,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from accounts.models import Role
 from accounts.permissions import role_required
 from accounts.selectors import owner_company_for_user
+from core.downloads import csv_download
 from core.errors import ConflictError
 from core.forms import form_submit
 from marketplace.forms.bookings import BookingForm, EarningsPeriodForm, PayForm
@@ -119,9 +119,7 @@ def invoice(request, public_id):
 
 @role_required(Role.RENTER)
 def invoices_csv(request):
-    response = HttpResponse(content_type="text/csv")
-    response["Content-Disposition"] = 'attachment; filename="infrafi-invoices.csv"'
-    writer = csv.writer(response)
+    response, writer = csv_download("infrafi-invoices.csv")
     writer.writerow(
         [
             "invoice",
@@ -201,9 +199,7 @@ def owner_earnings(request):
 @role_required(Role.OWNER)
 def owner_earnings_csv(request):
     _, days, since, until, rows = _earnings(request)
-    response = HttpResponse(content_type="text/csv")
-    response["Content-Disposition"] = f'attachment; filename="infrafi-earnings-{days}d.csv"'
-    writer = csv.writer(response)
+    response, writer = csv_download(f"infrafi-earnings-{days}d.csv")
     writer.writerow(
         [
             "server",

@@ -7,18 +7,31 @@ one demo user per role (plus an operator) is created with a verified e-mail.
 
 import csv
 import zlib
+from datetime import date, timedelta
 from decimal import Decimal
 
 from allauth.account.models import EmailAddress
 from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import transaction
+from django.utils import timezone
 
 from accounts import services as account_services
 from accounts.models import OwnerCompany, OwnerMembership, User
+from financing.models import Collateral
+from financing.services.collateral import collateral_approve, collateral_register
+from financing.services.delinquency import loans_service
+from financing.services.loans import loan_apply, loan_approve, loan_max_amount
+from financing.services.revenue import ledger_pull
+from financing.services.vault import vault_daily, vault_deposit
+from financing.services.wallets import usdai_buy
 from marketplace.models import GpuModel, Listing, Region, Server
+from marketplace.services import bookings
 from marketplace.services.inventory import server_create
 from marketplace.services.listings import availability_weekly_add, listing_create
+from scheduler.models import Cluster, Job
+from scheduler.services.clusters import cluster_create_simulated
+from scheduler.services.jobs import job_submit
 
 DEMO_PASSWORD = "infrafi-demo-2026"
 DEMO_USERS = [
@@ -101,16 +114,6 @@ class Command(BaseCommand):
     def _financing(self) -> int:
         """Three Northwind servers with 60 days of delivered revenue, approved
         collateral and an approved loan at 60 % of what they could borrow."""
-        from datetime import date, timedelta
-
-        from django.utils import timezone
-
-        from financing.models import Collateral
-        from financing.services.collateral import collateral_approve, collateral_register
-        from financing.services.delinquency import loans_service
-        from financing.services.loans import loan_apply, loan_approve, loan_max_amount
-        from financing.services.revenue import ledger_pull
-        from marketplace.services import bookings
 
         company = OwnerCompany.objects.get(name=COMPANIES[0])
         servers = list(
@@ -151,8 +154,6 @@ class Command(BaseCommand):
 
         deliver(range(62, 21, -3))  # before the loans: the history they are appraised on
         # Lenders fund the vault first: USDai bought through the (offline) gateway, deposited for sUSDai.
-        from financing.services.vault import vault_deposit
-        from financing.services.wallets import usdai_buy
 
         lender = User.objects.get(email="lender@infrafi.test")
         usdai_buy(user=lender, amount=Decimal("250000.00"), idempotency_key="demo-lender-usdai")
@@ -177,7 +178,6 @@ class Command(BaseCommand):
             loan_approve(loan=loan, operator=operator, now=approved)
         deliver(range(19, 2, -3))  # after: revenue through the financed waterfall
         loans_service(now=now)
-        from financing.services.vault import vault_daily
 
         vault_daily()  # an epoch (report + proof-of-revenue anchor), T-bills above the buffer
         return len(servers)
@@ -185,14 +185,6 @@ class Command(BaseCommand):
     def _scheduler(self) -> int:
         """A simulated cluster per demo company (one node per server), and one
         renter's job on a booking that starts now, so the job page has life."""
-        from datetime import timedelta
-
-        from django.utils import timezone
-
-        from marketplace.services import bookings
-        from scheduler.models import Cluster, Job
-        from scheduler.services.clusters import cluster_create_simulated
-        from scheduler.services.jobs import job_submit
 
         for company in OwnerCompany.objects.filter(name__in=COMPANIES):
             if not Cluster.objects.filter(owner=company).exists():
