@@ -256,6 +256,8 @@ def test_redemptions_wait_in_order_when_liquidity_is_short(chain, lender):
     a.refresh_from_db()
     b.refresh_from_db()
     assert (a.request_id, b.request_id) == (0, 1)
+    # the first request (id 0) is first in line, the second behind it
+    assert redemption_estimate(redemption=a).position == 1
     assert redemption_estimate(redemption=b).position == 2
     vault_service()
     drain()

@@ -212,9 +212,10 @@ class RedemptionEstimate:
 
 def redemption_estimate(*, redemption: Redemption) -> RedemptionEstimate:
     """Queue position and an estimated payment date, from liquidity and recent inflows."""
-    ahead = Redemption.objects.filter(
-        status=Redemption.Status.QUEUED, request_id__lt=redemption.request_id or 2**62
-    ).exclude(pk=redemption.pk)
+    # A request not yet on chain (no id) waits behind every queued one; the first id is 0.
+    ahead = Redemption.objects.filter(status=Redemption.Status.QUEUED).exclude(pk=redemption.pk)
+    if redemption.request_id is not None:
+        ahead = ahead.filter(request_id__lt=redemption.request_id)
     shares_ahead = money.sum_of(ahead, "shares_left")
     books = vault_books()
     price = Decimal(1)  # the books' view: one share per dollar
