@@ -5,6 +5,9 @@ quoted schedules: $100,000 at 15 % over 12 months → $9,025.83 a month).
 Interest actually charged accrues per second on outstanding principal (the
 loan services do that); the schedule is the contract's plan. Amounts are
 whole cents; the last instalment takes the rounding so principal sums exactly.
+No instalment repays more than is left: on a small loan, cent rounding of the
+level payment or of the fixed principal could otherwise overshoot the
+balance and leave negative rows; once nothing is left, instalments are zero.
 """
 
 from dataclasses import dataclass
@@ -55,6 +58,7 @@ def schedule(principal: Decimal, apr: Decimal, months: int, kind: str = FIXED_PA
             part = fixed_principal
         else:
             raise ValueError(f"unknown schedule kind {kind!r}")
+        part = max(min(part, balance), Decimal(0))
         balance -= part
         rows.append(Instalment(n, interest + part, interest, part, balance))
     return rows

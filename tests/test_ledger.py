@@ -183,3 +183,26 @@ def test_schedules_repay_exactly(principal, apr_bp, months, kind):
     rows = schedules.schedule(Decimal(principal), Decimal(apr_bp) / 10000, months, kind)
     assert sum(r.principal for r in rows) == principal and rows[-1].balance_after == 0
     assert all(r.payment == r.interest + r.principal for r in rows)
+
+
+def test_a_small_fixed_principal_loan_has_no_negative_instalment():
+    # given $0.93 over 36 months: 36 × $0.03 of rounded principal would repay $1.08
+    rows = schedules.schedule(Decimal("0.93"), Decimal("0.15"), 36, schedules.FIXED_PRINCIPAL)
+    # then the first 31 instalments repay $0.03 each, nothing is repaid twice, and the rest are zero
+    assert [r.principal for r in rows[:31]] == [Decimal("0.03")] * 31
+    assert all(r.principal == 0 and r.balance_after == 0 for r in rows[31:])
+    assert sum(r.principal for r in rows) == Decimal("0.93")
+
+
+@given(
+    cents=st.integers(1, 100_000),
+    apr_bp=st.integers(0, 3000),
+    months=st.integers(1, 36),
+    kind=st.sampled_from([schedules.FIXED_PAYMENT, schedules.FIXED_PRINCIPAL]),
+)
+def test_schedules_of_any_size_never_go_negative(cents, apr_bp, months, kind):
+    principal = Decimal(cents) / 100
+    rows = schedules.schedule(principal, Decimal(apr_bp) / 10000, months, kind)
+    assert sum(r.principal for r in rows) == principal and rows[-1].balance_after == 0
+    assert all(r.principal >= 0 and r.interest >= 0 and r.balance_after >= 0 for r in rows)
+    assert all(a.balance_after >= b.balance_after for a, b in zip(rows, rows[1:], strict=False))
