@@ -1,5 +1,6 @@
 """The ledger and the waterfall: worked examples with every balance written out, and properties."""
 
+import itertools
 from datetime import timedelta
 from decimal import Decimal
 
@@ -205,4 +206,4 @@ def test_schedules_of_any_size_never_go_negative(cents, apr_bp, months, kind):
     rows = schedules.schedule(principal, Decimal(apr_bp) / 10000, months, kind)
     assert sum(r.principal for r in rows) == principal and rows[-1].balance_after == 0
     assert all(r.principal >= 0 and r.interest >= 0 and r.balance_after >= 0 for r in rows)
-    assert all(a.balance_after >= b.balance_after for a, b in zip(rows, rows[1:], strict=False))
+    assert all(a.balance_after >= b.balance_after for a, b in itertools.pairwise(rows))
