@@ -179,6 +179,13 @@ class Loan(models.Model):
     tenor_months = models.PositiveSmallIntegerField()
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.FIXED_PAYMENT)
     ltv_at_origination = models.DecimalField(max_digits=6, decimal_places=4)
+    reserve_funded = models.DecimalField(
+        max_digits=14,
+        decimal_places=2,
+        default=0,
+        help_text="Held back from the proceeds at origination for the debt-service reserve.",
+    )
+    reserve_released_at = models.DateTimeField(null=True, blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.APPLIED)
     applied_at = models.DateTimeField(auto_now_add=True)
     approved_at = models.DateTimeField(null=True, blank=True)

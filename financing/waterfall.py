@@ -1,9 +1,11 @@
 """The revenue waterfall: how one settlement's gross revenue is split. Pure.
 
 Unfinanced server: platform fee → owner residual.
-Financed server: platform fee → insurance premium → debt-service reserve
-top-up (until it holds the target) → interest due → principal due → cash
-sweep (a share of what is left while DSCR is below target) → owner residual.
+Financed server: platform fee → insurance premium → interest due →
+principal due → debt-service reserve replenishment (the reserve is funded
+at origination from the proceeds; revenue only refills what draws took) →
+cash sweep (a share of what is left while DSCR is below target) → owner
+residual. GPU rent reaches lenders before anything but fee and insurance.
 A foreclosed loan takes everything after costs until it is recovered.
 
 Each fee is a rate of the gross, rounded half-up to the micro-dollar; each
@@ -39,7 +41,7 @@ class LoanNeeds:
     foreclosed: bool = False
 
 
-LINES = ("platform_fee", "insurance", "reserve", "interest", "principal", "sweep", "owner")
+LINES = ("platform_fee", "insurance", "interest", "principal", "reserve", "sweep", "owner")
 
 
 def split(gross: Decimal, *, rates: Rates = Rates(), loan: LoanNeeds | None = None) -> dict[str, Decimal]:
@@ -63,9 +65,9 @@ def split(gross: Decimal, *, rates: Rates = Rates(), loan: LoanNeeds | None = No
             take("interest", loan.interest_due)
             take("principal", loan.outstanding_principal)
         else:
-            take("reserve", loan.reserve_shortfall)
             take("interest", loan.interest_due)
             take("principal", loan.principal_due)
+            take("reserve", loan.reserve_shortfall)
             if loan.dscr is not None and loan.dscr < rates.dscr_target:
                 remaining_principal = loan.outstanding_principal - out["principal"]
                 take("sweep", min(left * rates.sweep_share, remaining_principal))

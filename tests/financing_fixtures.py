@@ -1,5 +1,6 @@
 """A financed server for financing tests: approved collateral worth $20,000 and a
-$12,000, 12-month, 15 % loan on it (approved at T0), and a helper to settle revenue."""
+$12,000, 12-month, 15 % loan on it (approved at T0, from a vault a lender funded
+with $20,000), and a helper to settle revenue."""
 
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -9,11 +10,21 @@ import pytest
 from financing.models import Appraisal, Collateral
 from financing.services.collateral import collateral_register
 from financing.services.loans import loan_apply, loan_approve
+from financing.services.vault import vault_deposit
+from financing.services.wallets import usdai_buy
 from marketplace.models import Settlement
 from marketplace.services import bookings
-from tests.factories import make_listing
+from tests.factories import make_lender, make_listing
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+VAULT_FUNDS = Decimal("20000.00")
+
+
+def fund_vault(amount: Decimal = VAULT_FUNDS) -> None:
+    """A lender buys ``amount`` of USDai and deposits it: the vault has the cash to lend."""
+    lender = make_lender()
+    usdai_buy(user=lender, amount=amount)
+    vault_deposit(user=lender, amount=amount)
 
 
 def approved_collateral(
@@ -70,6 +81,7 @@ def loan(owner, operator, renter):
     loan = loan_apply(
         owner=owner.owner_membership.company, collateral=record, amount=Decimal("12000"), tenor_months=12, now=T0
     )
+    fund_vault()
     return loan_approve(loan=loan, operator=operator, now=T0)
 
 

@@ -118,14 +118,15 @@ def test_financed_split_in_order_with_a_sweep():
         "sweep": Decimal("17.000000"),
         "owner": Decimal("17.000000"),
     }
-    # short revenue stops the waterfall where it runs dry
-    short = waterfall.split(Decimal("20"), loan=needs)
-    assert (short["reserve"], short["interest"], short["principal"], short["owner"]) == (
-        Decimal("10.000000"),
-        Decimal("8.800000"),
+    # short revenue stops the waterfall where it runs dry: debt service first, the reserve's refill after it
+    short = waterfall.split(Decimal("40"), loan=needs)
+    assert (short["interest"], short["principal"], short["reserve"], short["owner"]) == (
+        Decimal("20.000000"),
+        Decimal("17.600000"),
         0,
         0,
     )
+    assert list(waterfall.LINES) == ["platform_fee", "insurance", "interest", "principal", "reserve", "sweep", "owner"]
     # foreclosed: everything after costs to the loan
     gone = waterfall.split(
         Decimal("100"),

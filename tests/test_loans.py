@@ -6,12 +6,13 @@ from decimal import Decimal
 import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
 
-from financing.models import Collateral, Instalment, JournalEntry, Loan
+from financing.models import ChainOp, Collateral, Instalment, JournalEntry, Loan
 from financing.selectors.ledger import balances
 from financing.services.loans import add_months, loan_apply, loan_approve, loan_max_amount, loan_reject
+from financing.services.vault import vault_daily
 from marketplace.models import Listing
 from tests.factories import make_owner
-from tests.financing_fixtures import approved_collateral
+from tests.financing_fixtures import approved_collateral, fund_vault
 
 pytestmark = pytest.mark.django_db
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -63,7 +64,10 @@ def test_other_bad_applications(owner, collateral):
 
 
 def test_worked_example_approval_schedules_pledges_and_disburses(owner, operator, collateral):
-    # given an application for $100,000 over 12 months at 15 % APR, fixed payment
+    # given a vault a lender funded with $120,000, of which the daily run put $108,000 in T-bills
+    fund_vault(Decimal("120000.00"))
+    assert vault_daily(today=NOW.date())["tbill_buy"] == Decimal("108000.00")
+    # and an application for $100,000 over 12 months at 15 % APR, fixed payment
     loan = loan_apply(
         owner=owner.owner_membership.company, collateral=collateral, amount=Decimal("100000"), tenor_months=12, now=NOW
     )
@@ -83,7 +87,30 @@ def test_worked_example_approval_schedules_pledges_and_disburses(owner, operator
     collateral.refresh_from_db()
     assert collateral.lien == Collateral.Lien.PLEDGED
     assert Listing.objects.get(server=collateral.server).financed is True
-    assert balances() == {f"principal:{loan.pk}": Decimal("100000.000000"), "vault_cash": Decimal("-100000.000000")}
+    # and the vault sold $88,000 of T-bills to lend $100,000 of cash (its $12,000 was not enough), on chain
+    # in that order; three payments ($27,077.49) are held back from the proceeds for the reserve
+    assert loan.reserve_funded == Decimal("27077.49")
+    books = balances()
+    assert {code: books[code] for code in books if not code.startswith("usdai:")} == {
+        f"principal:{loan.pk}": Decimal("100000.000000"),
+        "vault_cash": Decimal("0.000000"),  # 120,000 − 108,000 + 88,000 − 100,000
+        "tbill_holdings": Decimal("20000.000000"),
+        "susdai_holders": Decimal("-120000.000000"),
+        f"reserve:{loan.pk}": Decimal("-27077.490000"),
+        "gateway_clearing": Decimal("27077.490000"),  # the reserve's cash, held by the platform
+    }
+    recall, deploy = (
+        ChainOp.objects.get(key=f"loan:{loan.pk}:tbill-recall"),
+        ChainOp.objects.get(key=f"loan:{loan.pk}:deploy"),
+    )
+    assert (recall.function, recall.args, deploy.function, deploy.args) == (
+        "recall",
+        [str(88000 * 10**18)],
+        "deploy",
+        [str(100000 * 10**18)],
+    )
+    assert recall.pk < deploy.pk
+    entries = JournalEntry.objects.count()
     # and a second application against the same collateral is refused, approving twice too
     with pytest.raises(ValidationError):
         loan_apply(
@@ -95,7 +122,31 @@ def test_worked_example_approval_schedules_pledges_and_disburses(owner, operator
         )
     with pytest.raises(ValidationError):
         loan_approve(loan=loan, operator=operator, now=NOW)
-    assert JournalEntry.objects.count() == 1
+    assert JournalEntry.objects.count() == entries
+
+
+def test_a_loan_the_vault_cannot_fund_is_refused_and_nothing_is_written(owner, operator, collateral):
+    # given a vault with $30,000 (of which $27,000 in T-bills) and an application for $50,000
+    fund_vault(Decimal("30000.00"))
+    vault_daily(today=NOW.date())
+    loan = loan_apply(
+        owner=owner.owner_membership.company, collateral=collateral, amount=Decimal("50000"), tenor_months=24, now=NOW
+    )
+    before = (balances(), JournalEntry.objects.count(), ChainOp.objects.count())
+
+    # when an operator approves it, then it is refused with what the vault has
+    with pytest.raises(ValidationError) as exc:
+        loan_approve(loan=loan, operator=operator, now=NOW)
+    assert exc.value.message_dict["loan"] == [
+        "The vault cannot fund $50,000.00 now: $3,000.00 of its cash is free and $27,000.00 is in T-bills. "
+        "Approve it once lenders have deposited more."
+    ]
+    # and nothing changed: no schedule, no pledge, no entry, no chain call
+    loan.refresh_from_db()
+    collateral.refresh_from_db()
+    assert loan.status == Loan.Status.APPLIED and loan.instalments.count() == 0
+    assert collateral.lien == Collateral.Lien.FREE
+    assert (balances(), JournalEntry.objects.count(), ChainOp.objects.count()) == before
 
 
 def test_rejection(owner, operator, collateral):
@@ -126,6 +177,7 @@ def test_add_months_keeps_the_day_or_the_months_end():
 def test_operator_approves_collateral_and_loans_from_the_admin(owner, operator, client_as, collateral):
     from django.urls import reverse
 
+    fund_vault(Decimal("50000.00"))
     loan = loan_apply(
         owner=owner.owner_membership.company, collateral=collateral, amount=Decimal("50000"), tenor_months=24, now=NOW
     )
@@ -144,7 +196,7 @@ def test_operator_approves_collateral_and_loans_from_the_admin(owner, operator, 
         assert client.get(reverse(f"admin:financing_{name}_changelist")).status_code == 200
     # the inlines show the schedule and the postings, with nothing to edit
     loan_page = client.get(reverse("admin:financing_loan_change", args=[loan.pk])).content.decode()
-    entry = JournalEntry.objects.get()
+    entry = JournalEntry.objects.get(key=f"loan:{loan.pk}:disbursement")
     entry_page = client.get(reverse("admin:financing_journalentry_change", args=[entry.pk])).content.decode()
     assert "disbursement" in entry_page and 'name="postings-0-amount"' not in entry_page
     first_payment = str(loan.instalments.first().payment)

@@ -334,11 +334,12 @@ def test_a_title_is_minted_on_approval_pledged_by_a_loan_and_foreclosed(chain, o
     assert list(ChainAlert.objects.values_list("kind", "op_id")) == [("reverted", transfer.pk)]
     assert chain.call("CaliberNFT", "ownerOf", collateral.pk) == company_wallet.address
 
-    # when the loan defaults and is foreclosed
-    loans_service(now=DUE1 + timedelta(days=61))
+    # when the loan defaults (no revenue: the reserve held back at origination pays the first
+    # instalments, then the rest falls 60 days past due) and is foreclosed
+    loans_service(now=DUE1 + timedelta(days=200))
     loan.refresh_from_db()
     assert loan.status == Loan.Status.DEFAULTED
-    loan_foreclose(loan=loan, operator=operator, now=DUE1 + timedelta(days=62))
+    loan_foreclose(loan=loan, operator=operator, now=DUE1 + timedelta(days=201))
     drain()
 
     # then the title is the protocol's and the lien is gone
@@ -404,10 +405,11 @@ def test_a_loan_deploys_vault_cash_and_its_interest_streams_into_the_share_price
     epoch = epoch_close()
     drain()
 
-    # then principal came back ($461.384932, see test_waterfall_financed) and the vault's 90 % of
-    # the interest ($49.315068 less the 10 % protocol fee) is reported as profit
+    # then principal came back ($2,321.892466: instalment 1's and the sweep's, see
+    # test_waterfall_financed) and the vault's 90 % of the interest ($49.315068 less the 10 %
+    # protocol fee) is reported as profit
     assert (epoch.principal, epoch.profit, epoch.accrued) == (
-        Decimal("461.384932"),
+        Decimal("2321.892466"),
         Decimal("44.383561"),
         Decimal("0.000000"),
     )

@@ -15,20 +15,26 @@ MICRO = Decimal("0.000001")
 
 
 def test_worked_example_revenue_repays_the_loan(loan, renter):
-    # given a $12,000 loan at 15 % over 12 months: $1,083.10 a month, reserve target 3 × = $3,249.30
+    # given a $12,000 loan at 15 % over 12 months: $1,083.10 a month; 3 payments ($3,249.30) were held
+    # back from the proceeds for the reserve, from a vault a lender funded with $20,000
     assert loan.instalments.first().payment == Decimal("1083.10")
+    assert loan.reserve_funded == Decimal("3249.30")
     lid, owner = loan.pk, loan.owner.pk
+    lender_usdai = next(code for code in balances() if code.startswith("usdai:"))
 
     # when $4,000 of revenue is settled 10 days after disbursement
     settle(loan, renter, "4000.00", T0 + timedelta(days=10))
     settlements_journal()
 
-    # then: 5 % fee 200, 1 % insurance 40, reserve 3,249.30, then interest accrued over 10 days
-    # (12,000 × 15 % × 10/365 = 49.315068), then principal toward instalment 1 (933.10 due) with the rest
+    # then: 5 % fee 200, 1 % insurance 40, interest accrued over 10 days (12,000 × 15 % × 10/365 =
+    # 49.315068), instalment 1's principal (933.10), nothing to the reserve (it is full); DSCR is
+    # 3,800 net / 3,249.30 = 1.17 < 1.25, so half of the rest sweeps principal and half is the owner's
     interest = (Decimal("12000") * Decimal("0.15") * 10 / 365).quantize(MICRO, rounding=ROUND_HALF_UP)
     assert interest == Decimal("49.315068")
-    principal = Decimal("4000") - 200 - 40 - Decimal("3249.30") - interest
-    assert principal == Decimal("461.384932")
+    left = Decimal("4000") - 200 - 40 - interest - Decimal("933.10")
+    sweep = (left / 2).quantize(MICRO, rounding=ROUND_HALF_UP)
+    assert (left, sweep) == (Decimal("2777.584932"), Decimal("1388.792466"))
+    principal = Decimal("933.10") + sweep
     protocol = (interest * Decimal("0.10")).quantize(MICRO, rounding=ROUND_HALF_UP)
     assert balances() == {
         f"interest:{lid}": Decimal("0.000000"),  # accrued 49.315068, collected 49.315068
@@ -36,26 +42,27 @@ def test_worked_example_revenue_repays_the_loan(loan, renter):
         "protocol_fee": -protocol,  # 4.931507
         "insurance_payable": Decimal("-40.000000"),
         "platform_revenue": Decimal("-200.000000"),
-        f"principal:{lid}": Decimal("12000") - principal,  # 11,538.615068 outstanding
-        f"reserve:{lid}": Decimal("-3249.300000"),  # held for debt service
-        "vault_cash": Decimal("-12000") + interest - protocol + principal,  # net of the protocol fee
-        "gateway_clearing": -(interest - protocol + principal),  # cash moved from the gateway to the vault
+        f"principal:{lid}": Decimal("12000") - principal,  # 9,678.107534 outstanding
+        f"reserve:{lid}": Decimal("-3249.300000"),  # held back at origination
+        f"owner_payable:{owner}": -(left - sweep),  # 1,388.792466
+        "vault_cash": Decimal("20000") - 12000 + interest - protocol + principal,  # net of the protocol fee
+        "susdai_holders": Decimal("-20000.000000"),
+        lender_usdai: Decimal("0.000000"),  # bought 20,000 USDai and deposited it all
+        # the reserve held back, less the cash moved from the gateway to the vault
+        "gateway_clearing": Decimal("3249.30") - (interest - protocol + principal),
         "renter_escrow": Decimal("4000.000000"),  # no payment journaled in this example
     }
     assert sum(balances().values()) == 0
-    assert f"owner_payable:{owner}" not in balances()  # nothing left for the owner yet
 
-    # when a second $2,000 arrives 20 days after disbursement: the reserve is full, so after fees,
-    # interest (10 more days on the lower balance) and the rest of instalment 1's principal, the
-    # owner gets what is left (no sweep: DSCR is not below 1.25 with $5,700 net over 90 days)
+    # when a second $2,000 arrives 20 days after disbursement: instalment 1 is paid already and
+    # DSCR is 5,700 / 3,249.30 = 1.75, so after fees and 10 more days of interest the owner gets the rest
     settle(loan, renter, "2000.00", T0 + timedelta(days=20))
     settlements_journal()
     interest2 = ((Decimal("12000") - principal) * Decimal("0.15") * 10 / 365).quantize(MICRO, rounding=ROUND_HALF_UP)
-    principal2 = Decimal("933.10") - principal
-    owner_share = Decimal("2000") - 100 - 20 - interest2 - principal2
+    owner_share = Decimal("2000") - 100 - 20 - interest2
     books = balances()
-    assert books[f"principal:{lid}"] == Decimal("12000") - Decimal("933.10")  # instalment 1's principal, repaid
-    assert books[f"owner_payable:{owner}"] == -owner_share
+    assert books[f"principal:{lid}"] == Decimal("12000") - principal
+    assert books[f"owner_payable:{owner}"] == -(left - sweep) - owner_share
     assert books[f"reserve:{lid}"] == Decimal("-3249.300000")
     assert sum(books.values()) == 0
     assert JournalEntry.objects.filter(settlement__isnull=False).count() == 2

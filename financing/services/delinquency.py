@@ -4,7 +4,8 @@
 interest (and grace-rate interest) accrued to now; after the grace period the
 debt-service reserve pays overdue interest, then overdue principal; days past
 due are recorded; a loan ``LOAN_DEFAULT_DPD`` days past due defaults; a loan
-with nothing outstanding is repaid and its collateral's lien is cleared.
+with nothing outstanding is repaid, its collateral's lien is cleared and
+what its reserve still holds is released to the owner.
 
 ``loan_foreclose`` (an operator, on a defaulted loan): the lien becomes
 foreclosed and the server passes to the protocol's own owner company. Its
@@ -68,6 +69,14 @@ def loans_service(*, now: datetime | None = None) -> dict[str, int]:
                 if loan.status != Loan.Status.FORECLOSED:  # a foreclosed server stays the protocol's
                     Collateral.objects.filter(pk=loan.collateral_id).update(lien=Collateral.Lien.FREE)
                     title_lien(loan=loan, active=False)
+                    release = book.release_reserve(loan)
+                    if release:
+                        entries.add(
+                            key=f"loan:{loan.pk}:reserve-release",
+                            description=f"Reserve of repaid loan {loan.public_id} released to {loan.owner.name}",
+                            lines=release,
+                        )
+                        loan.reserve_released_at = now
                 loan.status, loan.repaid_at = Loan.Status.REPAID, now
                 Listing.objects.filter(server_id=loan.collateral.server_id).update(financed=False)
                 summary["repaid"] += 1
@@ -77,7 +86,7 @@ def loans_service(*, now: datetime | None = None) -> dict[str, int]:
             summary["serviced"] += 1
         entries.flush()
         book.save()
-        Loan.objects.bulk_update(loans, ["status", "days_past_due", "defaulted_at", "repaid_at"])
+        Loan.objects.bulk_update(loans, ["status", "days_past_due", "defaulted_at", "repaid_at", "reserve_released_at"])
     return summary
 
 

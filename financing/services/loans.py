@@ -23,6 +23,7 @@ from financing import lock_objects, schedules
 from financing.chain.client import usd_to_wei
 from financing.models import Appraisal, Collateral, Instalment, Loan
 from financing.services.ledger import Accounts, Line, journal_post, system_account
+from financing.services.liquidity import loan_liquidity_secure
 from financing.services.outbox import chainop_enqueue
 from financing.services.titles import title_lien
 from marketplace.models import Listing
@@ -123,6 +124,8 @@ def loan_approve(*, loan: Loan, operator: User, now: datetime | None = None) -> 
             problems.append("The collateral's latest appraisal no longer supports this amount.")
         if problems:
             raise ValidationError({"collateral": problems})
+        # The vault lends only cash it has: T-bills are sold first, or the approval is refused.
+        loan_liquidity_secure(amount=locked.principal, key=f"loan:{locked.pk}:tbill-recall")
         rows = schedules.schedule(locked.principal, locked.apr, locked.tenor_months, locked.kind)
         Instalment.objects.bulk_create(
             Instalment(
@@ -140,16 +143,23 @@ def loan_approve(*, loan: Loan, operator: User, now: datetime | None = None) -> 
         locked.approved_at = now
         locked.approved_by = operator
         locked.interest_accrued_to = now
-        locked.save(update_fields=["status", "approved_at", "approved_by", "interest_accrued_to"])
+        locked.reserve_funded = sum((row.payment for row in rows[: settings.LOAN_RESERVE_MONTHS]), Decimal(0))
+        locked.save(update_fields=["status", "approved_at", "approved_by", "interest_accrued_to", "reserve_funded"])
         collateral.lien = Collateral.Lien.PLEDGED
         collateral.save(update_fields=["lien"])
         Listing.objects.filter(server_id=collateral.server_id).update(financed=True)
+        # The whole principal leaves the vault; the owner receives it less the reserve,
+        # which the platform holds (in its cash) against the loan's debt service.
+        accounts = Accounts()
         journal_post(
             key=f"loan:{locked.pk}:disbursement",
-            description=f"Disbursement of loan {locked.public_id} to {locked.owner.name}",
+            description=f"Disbursement of loan {locked.public_id} to {locked.owner.name}, "
+            f"{locked.reserve_funded} held back for the reserve",
             lines=[
-                Line(Accounts().loan(locked, "principal"), locked.principal, "disbursement"),
+                Line(accounts.loan(locked, "principal"), locked.principal, "disbursement"),
                 Line(system_account("vault_cash"), -locked.principal, "disbursement"),
+                Line(system_account("gateway_clearing"), locked.reserve_funded, "reserve_funding"),
+                Line(accounts.loan(locked, "reserve"), -locked.reserve_funded, "reserve_funding"),
             ],
         )
         title_lien(loan=locked, active=True)

@@ -5,8 +5,8 @@ Interest accrues per second, simple, on outstanding principal:
 micro-dollar and posted (Dr the loan's interest receivable, Cr interest
 income) up to the moment revenue is applied. What the loan needs then:
 
-- reserve: ``LOAN_RESERVE_MONTHS`` (3) of the next scheduled payments, less
-  what the reserve holds;
+- reserve: ``LOAN_RESERVE_MONTHS`` (3) of the next scheduled payments (never
+  more than was held back at origination), less what the reserve holds;
 - interest: everything accrued and unpaid;
 - principal: the scheduled principal of every instalment due up to and
   including the next one, less principal already repaid (revenue during the
@@ -169,6 +169,17 @@ class LoanBook:
         state.reserve -= interest + principal
         return lines + self.apply(loan, parts)[1:]  # apply()'s first line is the reserve top-up (zero here)
 
+    def release_reserve(self, loan: Loan) -> list[Line]:
+        """A repaid loan's reserve goes back to its owner (what it still holds)."""
+        state = self.states[loan.pk]
+        if state.reserve <= 0:
+            return []
+        amount, state.reserve = state.reserve, Decimal(0)
+        return [
+            Line(self.accounts.loan(loan, "reserve"), amount, "reserve_release"),
+            Line(self.accounts.owner_payable(loan.owner_id, loan.owner.name), -amount, "reserve_release"),
+        ]
+
     def needs(self, loan: Loan, at: datetime) -> waterfall.LoanNeeds:
         state = self.states[loan.pk]
         upcoming = [i for i in state.instalments if i.due > at]
@@ -176,7 +187,7 @@ class LoanBook:
         last_number = upcoming[0].number if upcoming else loan.tenor_months
         scheduled = sum((i.principal for i in state.instalments if i.number <= last_number), Decimal(0))
         repaid = loan.principal - state.principal
-        reserve_target = sum(payments[: settings.LOAN_RESERVE_MONTHS], Decimal(0))
+        reserve_target = min(sum(payments[: settings.LOAN_RESERVE_MONTHS], Decimal(0)), loan.reserve_funded)
         debt_service = sum(payments[:3], Decimal(0))
         net = self._trailing_net(loan.collateral.server_id, at)
         return waterfall.LoanNeeds(

@@ -35,6 +35,7 @@ from financing.models import ChainOp, JournalEntry, Posting, Redemption, VaultDa
 from financing.selectors.vault import redemptions_sending, vault_books, vault_position
 from financing.services.epochs import epoch_close
 from financing.services.ledger import Line, journal_post, system_account
+from financing.services.liquidity import queued_redemptions, tbill_move
 from financing.services.outbox import chainop_enqueue
 from financing.services.wallets import usdai_amount, usdai_spendable, wallet_for_user
 
@@ -133,18 +134,17 @@ def vault_daily(*, today: date | None = None) -> dict:
     epoch_close()  # the interest reaches the chain before cash is moved
     with transaction.atomic():
         summary = vault_books()
-        queued = money.sum_of(Redemption.objects.filter(status=Redemption.Status.QUEUED), "shares_left")
-        buffer = max(summary.nav * settings.VAULT_LIQUIDITY_BUFFER, Decimal(queued))
+        buffer = max(summary.nav * settings.VAULT_LIQUIDITY_BUFFER, queued_redemptions())
         idle = summary.cash_on_chain
         if idle > buffer:
             amount = money.cents_down(idle - buffer)
             if amount > 0 and not _posted(f"tbill:buy:{today.isoformat()}"):
-                _tbill_move(amount, buy=True, key=f"tbill:buy:{today.isoformat()}")
+                tbill_move(amount, buy=True, key=f"tbill:buy:{today.isoformat()}")
                 out["tbill_buy"] = amount
         elif idle < buffer and summary.tbills > 0:
             amount = min(money.cents(buffer - idle), summary.tbills)
             if amount > 0 and not _posted(f"tbill:sell:{today.isoformat()}"):
-                _tbill_move(amount, buy=False, key=f"tbill:sell:{today.isoformat()}")
+                tbill_move(amount, buy=False, key=f"tbill:sell:{today.isoformat()}")
                 out["tbill_sell"] = amount
         income = money.sum_of(
             Posting.objects.filter(
@@ -160,16 +160,3 @@ def vault_daily(*, today: date | None = None) -> dict:
 
 def _posted(key: str) -> bool:
     return JournalEntry.objects.filter(key=key).exists()
-
-
-def _tbill_move(amount: Decimal, *, buy: bool, key: str) -> None:
-    sign = 1 if buy else -1
-    journal_post(
-        key=key,
-        description=f"{'Bought' if buy else 'Sold'} {amount} of T-bills",
-        lines=[
-            Line(system_account("tbill_holdings"), sign * amount, "tbill_buy" if buy else "tbill_sell"),
-            Line(system_account("vault_cash"), -sign * amount, "tbill_buy" if buy else "tbill_sell"),
-        ],
-    )
-    chainop_enqueue(key=key, contract="SUSDai", function="deploy" if buy else "recall", args=[usd_to_wei(amount)])
