@@ -83,3 +83,28 @@ def test_the_loan_books_trailing_revenue_equals_the_direct_sum(loan, renter, spa
     book = LoanBook([loan], window_start=window_start, window_end=window_end, accounts=Accounts())
     for at in (window_start, window_start + timedelta(hours=12), window_end):
         assert book._trailing_net(server.pk, at) == trailing_net_revenue(server=server, until=at), at
+
+
+def test_interest_that_arrives_after_the_days_run_counts_in_that_days_income(loan, renter):
+    # given the vault's daily run today, before any interest has come in
+    from django.utils import timezone
+
+    from financing.models import VaultDay
+    from financing.selectors.vault import realised_apr
+    from financing.services.vault import vault_daily
+
+    today = timezone.localdate()
+    vault_daily(today=today)
+    assert VaultDay.objects.get(date=today).income == 0
+
+    # when rent pays the loan's interest later the same day ($44.383561 reaches the vault, see above)
+    settle(loan, renter, "4000.00", T0 + timedelta(days=10))
+    settlements_journal()
+
+    # then tomorrow's run counts it in today's income (with the T-bill interest booked by that run,
+    # which is also entered today: $6,000 bought today × 4.5 % / 365), and lenders see a realised APR
+    tomorrow = today + timedelta(days=1)
+    tbill_interest = vault_daily(today=tomorrow)["tbill_interest"]
+    assert tbill_interest == (Decimal("6000") * Decimal("0.045") / 365).quantize(MICRO, rounding=ROUND_HALF_UP)
+    assert VaultDay.objects.get(date=today).income == Decimal("44.383561") + tbill_interest
+    assert realised_apr(days=7, today=tomorrow) > 0

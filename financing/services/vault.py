@@ -19,12 +19,14 @@ Ledger model (USD, 6 decimals):
 """
 
 import uuid
-from datetime import date
+from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Sum
+from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from accounts.models import User
@@ -146,16 +148,32 @@ def vault_daily(*, today: date | None = None) -> dict:
             if amount > 0 and not _posted(f"tbill:sell:{today.isoformat()}"):
                 tbill_move(amount, buy=False, key=f"tbill:sell:{today.isoformat()}")
                 out["tbill_sell"] = amount
-        income = money.sum_of(
-            Posting.objects.filter(
-                account__code="vault_cash",
-                line__in=("to_vault_interest", "tbill_interest"),
-                entry__created_at__date=today,
-            ),
-            "amount",
-        )
-        VaultDay.objects.update_or_create(date=today, defaults={"nav": vault_books().nav, "income": money.usd(income)})
+        VaultDay.objects.update_or_create(date=today, defaults={"nav": vault_books().nav, "income": Decimal(0)})
+        _vault_days_income(since=today - timedelta(days=APR_DAYS))
     return out
+
+
+APR_DAYS = 30  # the longest window realised APR looks back over
+
+
+def _vault_days_income(*, since: date) -> None:
+    """Each recorded day's income, from every entry dated that day: income that arrives after a
+    day's run (later the same day) is counted when the next run comes, not lost."""
+    income = dict(
+        Posting.objects.filter(
+            account__code="vault_cash",
+            line__in=("to_vault_interest", "tbill_interest"),
+            entry__created_at__date__gte=since,
+        )
+        .annotate(day=TruncDate("entry__created_at"))
+        .values("day")
+        .annotate(total=Sum("amount"))
+        .values_list("day", "total")
+    )
+    days = list(VaultDay.objects.filter(date__gte=since))
+    for day in days:
+        day.income = money.usd(income.get(day.date) or 0)
+    VaultDay.objects.bulk_update(days, ["income"])
 
 
 def _posted(key: str) -> bool:
