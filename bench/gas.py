@@ -3,12 +3,16 @@
 Deploys the committed artifacts (``contracts/build``), then reads the gas used
 from each receipt: the title's ``mint``, ``set_lien`` and ``foreclose``; the
 vault's first and a typical second ``deposit`` (a new holder, max approval; and
-with an exact approval), ``request_redeem``, ``report`` and ``service`` of one
-request; and ``anchor`` of the roots of epochs of 10, 1,000 and 100,000
+with an exact approval), ``request_redeem``, ``report`` (a profit, the accrual
+restated, a gain locked), a new holder's ``deposit`` after it (every term of
+the NAV live, accrual streaming and profit unlocking: its dearest path),
+``deploy``, ``write_down``, ``write_up``, ``cancel_redeem`` and ``service`` of
+one request; and ``anchor`` of the roots of epochs of 10, 1,000 and 100,000
 synthetic settlements, built with ``financing/merkle.py`` (build time too).
-Goals: mint ≤ 150k, typical deposit ≤ 120k, anchor ≤ 60k and the same for
-every epoch size (calldata aside: a zero byte in a root costs 12 gas less
-than a non-zero one, so the constancy check subtracts calldata).
+Goals: mint ≤ 150k, typical deposit (and the one after a report) ≤ 120k,
+anchor ≤ 60k and the same for every epoch size (calldata aside: a zero byte in
+a root costs 12 gas less than a non-zero one, so the constancy check subtracts
+calldata).
 
     python -m bench.gas
 """
@@ -33,7 +37,7 @@ def main() -> None:
     from financing.merkle import MerkleTree, leaf_hash
 
     w3 = Web3(EthereumTesterProvider(EthereumTester(PyEVMBackend())))
-    admin, registrar, loan_manager, operator, alice, bob, carol, _, protocol, _ = w3.eth.accounts
+    admin, registrar, loan_manager, operator, alice, bob, carol, dave, protocol, _ = w3.eth.accounts
 
     def send(fn, sender) -> dict:
         receipt = w3.eth.wait_for_transaction_receipt(fn.transact({"from": sender}))
@@ -55,10 +59,11 @@ def main() -> None:
     send(nft.functions.grantRole(nft.functions.REGISTRAR_ROLE().call(), registrar), admin)
     send(nft.functions.grantRole(nft.functions.LOAN_MANAGER_ROLE().call(), loan_manager), admin)
     send(anchor.functions.grantRole(anchor.functions.OPERATOR_ROLE().call(), operator), admin)
-    for holder in (alice, bob, carol):
+    for holder in (alice, bob, carol, dave):
         send(usdai.functions.mint(holder, 1_000_000 * WAD), admin)
     send(usdai.functions.approve(vault.address, MAX_UINT), alice)
     send(usdai.functions.approve(vault.address, MAX_UINT), bob)
+    send(usdai.functions.approve(vault.address, MAX_UINT), dave)
     send(usdai.functions.approve(vault.address, 1_000 * WAD), carol)
 
     gas = {
@@ -73,19 +78,26 @@ def main() -> None:
         "deposit_second": send(vault.functions.deposit(1_000 * WAD, bob), bob).gasUsed,
         "deposit_second_exact_allowance": send(vault.functions.deposit(1_000 * WAD, carol), carol).gasUsed,
         "request_redeem": send(vault.functions.request_redeem(100 * WAD), bob).gasUsed,
-        "report": send(vault.functions.report(10 * WAD, 5 * WAD), operator).gasUsed,
-        "service_one": send(vault.functions.service(1), operator).gasUsed,
+        "report": send(vault.functions.report(10 * WAD, 5 * WAD, 10**12), operator).gasUsed,
+        "deposit_after_report": send(vault.functions.deposit(1_000 * WAD, dave), dave).gasUsed,
+        "deploy": send(vault.functions.deploy(1_000 * WAD), operator).gasUsed,
+        "write_down": send(vault.functions.write_down(1 * WAD), operator).gasUsed,
+        "write_up": send(vault.functions.write_up(1 * WAD), operator).gasUsed,
     }
+    send(vault.functions.request_redeem(100 * WAD), bob)
+    gas["cancel_redeem"] = send(vault.functions.cancel_redeem(1), bob).gasUsed
+    gas["service_one"] = send(vault.functions.service(1), operator).gasUsed
 
     epochs = []
     for epoch, size in enumerate(EPOCH_SIZES, start=1):
-        leaves = [leaf_hash(f"settlement:{epoch}:{i}:{i * 7919 % 100_000}".encode()) for i in range(size)]
+        records = [f"settlement:{epoch}:{i}:{i * 7919 % 100_000}".encode() for i in range(size)]
+        leaves = [leaf_hash(record) for record in records]
         start = time.perf_counter()
         tree = MerkleTree(leaves)
         build_s = time.perf_counter() - start
         receipt = send(anchor.functions.anchor(epoch, tree.root), operator)
         tx_input = bytes(w3.eth.get_transaction(receipt.transactionHash).input)
-        assert anchor.functions.verify(epoch, leaves[-1], tree.proof(size - 1)).call()
+        assert anchor.functions.verify(epoch, records[-1], tree.proof(size - 1)).call()
         epochs.append(
             {
                 "settlements": size,
@@ -98,7 +110,7 @@ def main() -> None:
 
     goals = {
         "mint_ok": gas["mint"] <= 150_000,
-        "deposit_ok": gas["deposit_second"] <= 120_000,
+        "deposit_ok": max(gas["deposit_second"], gas["deposit_after_report"]) <= 120_000,
         "anchor_ok": max(e["anchor_gas"] for e in epochs) <= 60_000,
         "anchor_constant": len({e["anchor_gas_less_calldata"] for e in epochs}) == 1,
     }

@@ -40,6 +40,8 @@ api_v1 = [
     path("vault/deposits/", financing_api.VaultDepositApi.as_view(), name="vault-deposits"),
     path("vault/redemptions/", financing_api.RedemptionsApi.as_view(), name="vault-redemptions"),
     path("proof/settlements/<int:pk>/", financing_api.SettlementProofApi.as_view(), name="settlement-proof"),
+    path("owner/loans/", financing_api.LoanApplyApi.as_view(), name="owner-loans"),
+    path("owner/collateral/<int:pk>/limit/", financing_api.CollateralLimitApi.as_view(), name="collateral-limit"),
     *router.urls,
 ]
 

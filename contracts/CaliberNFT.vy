@@ -15,7 +15,8 @@
         A lean, non-enumerable ERC-721 (the enumerable extension and
         per-token URI storage would put `mint` well over its gas goal);
         roles come from snekmate's `access_control`, whose
-        `DEFAULT_ADMIN_ROLE` is the deployer.
+        `DEFAULT_ADMIN_ROLE` is the deployer. `safeTransferFrom` takes
+        at most 1,024 bytes of `data`.
 """
 
 
@@ -174,6 +175,12 @@ def transferFrom(owner: address, to: address, token_id: uint256):
 
 @external
 def safeTransferFrom(owner: address, to: address, token_id: uint256, data: Bytes[1_024] = b""):
+    """
+    @dev ERC-721 `safeTransferFrom`, with or without `data`. `data` is
+         capped at 1,024 bytes (Vyper needs a bound): a call with more
+         reverts at ABI decoding, a deviation from ERC-721's unbounded
+         `bytes`.
+    """
     self._transfer(owner, to, token_id)
     if to.is_contract:
         response: bytes4 = extcall IERC721Receiver(to).onERC721Received(msg.sender, owner, token_id, data)

@@ -10,6 +10,10 @@
         `financing/merkle.py`: SHA-256, leaf = SHA256(0x00 || data), inner
         node = SHA256(0x01 || min(a, b) || max(a, b)), an odd node promoted
         unchanged. Anchoring stores one root whatever the epoch's size.
+
+        `verify` takes the leaf's data, not its hash, and hashes it here
+        with the leaf prefix: an inner node, or the root with an empty
+        proof, can never pass for a leaf.
 """
 
 
@@ -36,6 +40,12 @@ OPERATOR_ROLE: public(constant(bytes32)) = keccak256("OPERATOR_ROLE")
 # @dev Stored in `_latest` while no epoch is anchored. The slot starts
 # non-zero so that every anchor costs the same (no zero-to-non-zero write).
 _NONE: constant(uint256) = max_value(uint256)
+
+# @dev The longest leaf record `verify` takes, in bytes. A settlement's
+# record (`financing.selectors.proofs.settlement_leaf_data`: at most 12
+# postings) is under 2,400 bytes even with every field at its column's
+# maximum length.
+MAX_LEAF_DATA: constant(uint256) = 4_096
 
 roots: public(HashMap[uint256, bytes32])
 _latest: uint256
@@ -72,25 +82,27 @@ def anchor(epoch: uint256, root: bytes32):
 @view
 def latest_epoch() -> uint256:
     """
-    @dev The highest anchored epoch (0 while none is).
+    @dev The highest anchored epoch; reverts while none is (so 0 always
+         means that epoch 0 was anchored).
     """
     latest: uint256 = self._latest
-    if latest == _NONE:
-        return 0
+    assert latest != _NONE, "RevenueAnchor: no epoch anchored"
     return latest
 
 
 @external
 @view
-def verify(epoch: uint256, leaf: bytes32, proof: DynArray[bytes32, 64]) -> bool:
+def verify(epoch: uint256, data: Bytes[MAX_LEAF_DATA], proof: DynArray[bytes32, 64]) -> bool:
     """
-    @dev Whether `proof` takes the leaf node `leaf` (already hashed,
-         SHA256(0x00 || data)) to the root anchored for `epoch`.
+    @dev Whether the leaf record `data` (its bytes, unhashed) is in the
+         tree anchored for `epoch`: its leaf node SHA256(0x00 || data),
+         followed up `proof` (sibling hashes, leaf upwards), reaches the
+         root.
     """
     root: bytes32 = self.roots[epoch]
     if root == empty(bytes32):
         return False
-    node: bytes32 = leaf
+    node: bytes32 = sha256(concat(b"\x00", data))
     for sibling: bytes32 in proof:
         if convert(node, uint256) <= convert(sibling, uint256):
             node = sha256(concat(b"\x01", node, sibling))

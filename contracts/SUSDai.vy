@@ -5,35 +5,70 @@
 @custom:contract-name SUSDai
 @license MIT
 @notice An ERC-4626 vault over USDai whose shares (sUSDai) earn the
-        interest of the protocol's GPU loans.
+        interest of the protocol's GPU loans. No lender can gain from
+        timing a deposit or an exit around a report: every price comes
+        from one NAV that moves smoothly.
 
         Assets. `idle` is the USDai the vault holds, tracked internally:
         tokens sent to the vault directly are not counted, which defeats
         donation-based inflation attacks. `deployed` is the book value of
         assets outside the vault (loans, T-bills); deploying burns idle
         USDai and recalling mints it back (the vault is a USDai minter).
-        `accrued_interest` is interest accrued by loans but not yet
-        received, as last reported.
 
-        Prices. Redemptions use the conservative NAV
-        `totalAssets() = idle + deployed - locked_profit()`; deposits use
-        the optimistic NAV `totalAssets() + accrued_interest`, so a new
-        depositor pays for interest accrued before they arrived. Both
-        convert with one virtual share and one virtual asset
-        (`x * (supply + 1) / (nav + 1)`) and round in the vault's favour.
+        NAV. `totalAssets() = idle + deployed + accrued() - locked_profit()`
+        is the one price of a share: deposits, mints, every preview,
+        `convertToShares`, `convertToAssets` and the redemption queue's
+        payouts all use it (there is no separate deposit NAV: the former
+        `deposit_nav` is gone). Conversions use one virtual share and one
+        virtual asset (`x * (supply + 1) / (nav + 1)`) and round in the
+        vault's favour: shares out and assets out down, assets in up.
 
-        Profit streaming. `report(profit, accrued)` mints `profit` USDai
-        to the vault and locks it; the lock decays linearly to zero over
-        `unlock_period` seconds, so the share price rises smoothly and
-        never jumps on a report.
+        Accrual. `accrued() = accrued_interest + accrual_rate *
+        (now - accrued_at)`: interest accrued by loans but not received
+        yet, as last reported, streamed per second at the rate the
+        operator reported, so the NAV rises between reports as the loans
+        earn.
+
+        Reports. `report(profit, accrued, rate)` mints `profit` USDai
+        (interest received) into idle and restates the accrual. What the
+        vault expected, `accrued()` just before, is already in the NAV;
+        only the difference `profit + accrued - expected` moves it. A
+        gain (a surprise) is locked; a loss is absorbed by locked profit
+        first, and the rest lowers the NAV for every holder pro rata.
+
+        Unlocking. Locked profit unlocks linearly to `unlock_end`:
+        `locked_profit() = locked * (unlock_end - now) / (unlock_end -
+        locked_at)`, rounded up (never a wei too early). A new gain G
+        joins what is still locked, R, with a weighted-average end
+        (Yearn V3): `unlock_end = now + (R * (unlock_end - now) + G *
+        unlock_period) / (R + G)`; so every gain is fully unlocked at most
+        `unlock_period` after it was locked, however often reports come.
+        With `unlock_period` 0 gains count at once.
+
+        Losses and recoveries. `write_down(amount)` books a loss on
+        deployed assets (an impairment, a write-off), absorbed by locked
+        profit first, then by holders pro rata; `write_up(amount)` books
+        a recovery, locked like a surprise gain so nobody can time a
+        deposit before a known recovery.
 
         Dead shares. The first deposit must exceed 10**6 wei; 10**6
         shares go to 0x...dEaD, so the supply can never return to zero.
 
-        Exits. `withdraw` and `redeem` revert: shares leave through a FIFO
-        queue (`request_redeem`, then the operator's `service`), paid out
-        of `idle` at the conservative price when serviced, partially if
-        `idle` runs short.
+        Exits. Shares leave through a FIFO queue: `request_redeem`
+        escrows them in the vault (at least `min_redemption`, unless they
+        are the caller's whole balance), the operator's `service` pays
+        them out of `idle` at the NAV of the moment it runs, partially if
+        `idle` runs short; queued shares keep their share of gains and
+        losses until paid. `cancel_redeem` gives a request's unpaid shares
+        back to its owner; `service` skips cancelled requests.
+
+        Deviations from EIP-4626. `withdraw` and `redeem` revert (exits go
+        through the queue), so `maxWithdraw` and `maxRedeem` return 0 and
+        `previewWithdraw` / `previewRedeem` quote the current NAV, not a
+        price anyone can get now: queue payouts are priced when serviced.
+        The first deposit must exceed 10**6 wei, a minimum `maxDeposit`
+        and `maxMint` cannot express; they return 0 only for the vault
+        itself as receiver (refused: its balance is the queue's escrow).
 """
 
 
@@ -101,14 +136,17 @@ symbol: public(constant(String[6])) = "sUSDai"
 DEAD: public(constant(address)) = 0x000000000000000000000000000000000000dEaD
 DEAD_SHARES: public(constant(uint256)) = 10**6
 
-# @dev The most requests one `service` call walks.
+# @dev The most queue entries (paid or skipped) one `service` call walks.
 MAX_SERVICE: constant(uint256) = 256
 
 
+# @dev `shares` is what is still unpaid; a request is done when it is 0,
+# paid in full or cancelled (then `cancelled` says which).
 struct Redemption:
     owner: address
     shares: uint256
     assets_paid: uint256
+    cancelled: bool
 
 
 asset: public(immutable(address))
@@ -117,11 +155,17 @@ unlock_period: public(immutable(uint256))
 
 idle: public(uint256)
 deployed: public(uint256)
-accrued_interest: public(uint256)
 
-# @dev Profit locked at the last report, and when that was.
+# @dev Interest accrued but not received, as of `accrued_at`, growing by
+# `accrual_rate` wei per second (all three set by the last report).
+accrued_interest: public(uint256)
+accrued_at: public(uint256)
+accrual_rate: public(uint256)
+
+# @dev Profit locked as of `locked_at`, unlocking linearly to `unlock_end`.
 locked: public(uint256)
-last_report: public(uint256)
+locked_at: public(uint256)
+unlock_end: public(uint256)
 
 min_redemption: public(uint256)
 redemptions: public(HashMap[uint256, Redemption])
@@ -133,6 +177,19 @@ queued_shares: public(uint256)
 event Reported:
     profit: uint256
     accrued: uint256
+    rate: uint256
+    gain: uint256
+    loss: uint256
+    locked: uint256
+
+event WrittenDown:
+    amount: uint256
+    absorbed_by_locked: uint256
+    deployed: uint256
+
+event WrittenUp:
+    amount: uint256
+    deployed: uint256
     locked: uint256
 
 event RedeemRequested:
@@ -146,6 +203,11 @@ event RedeemServiced:
     shares: uint256
     assets: uint256
     remaining_shares: uint256
+
+event RedeemCancelled:
+    id: indexed(uint256)
+    owner: indexed(address)
+    shares: uint256
 
 event Deployed:
     amount: uint256
@@ -163,8 +225,9 @@ event MinRedemptionSet:
 def __init__(asset_: address, unlock_period_: uint256, min_redemption_: uint256):
     """
     @param asset_ The USDai token; the deployer must make this vault a minter.
-    @param unlock_period_ Seconds over which a reported profit unlocks (0: at once).
-    @param min_redemption_ The smallest redemption request, in shares.
+    @param unlock_period_ Seconds over which a gain unlocks (0: at once).
+    @param min_redemption_ The smallest redemption request, in shares
+           (a holder's whole balance is accepted below it).
     """
     assert asset_ != empty(address), "sUSDai: asset is the zero address"
     asset = asset_
@@ -182,21 +245,30 @@ def __init__(asset_: address, unlock_period_: uint256, min_redemption_: uint256)
 
 @internal
 @view
+def _accrued() -> uint256:
+    rate: uint256 = self.accrual_rate
+    if rate == 0:
+        return self.accrued_interest
+    return self.accrued_interest + rate * (block.timestamp - self.accrued_at)
+
+
+@internal
+@view
 def _locked_profit() -> uint256:
     locked: uint256 = self.locked
     if locked == 0:
         return 0
-    elapsed: uint256 = block.timestamp - self.last_report
-    if elapsed >= unlock_period:
+    end: uint256 = self.unlock_end
+    if block.timestamp >= end:
         return 0
-    # Rounded up: the conservative NAV never counts a wei too early.
-    return math._mul_div(locked, unlock_period - elapsed, unlock_period, True)
+    # Rounded up: the NAV never counts a wei too early. locked_at <= now < end.
+    return math._mul_div(locked, unsafe_sub(end, block.timestamp), unsafe_sub(end, self.locked_at), True)
 
 
 @internal
 @view
 def _total_assets() -> uint256:
-    gross: uint256 = self.idle + self.deployed
+    gross: uint256 = self.idle + self.deployed + self._accrued()
     locked: uint256 = self._locked_profit()
     if locked >= gross:
         return 0
@@ -204,16 +276,46 @@ def _total_assets() -> uint256:
 
 
 @internal
-@view
-def _deposit_nav() -> uint256:
-    return self._total_assets() + self.accrued_interest
+def _lock(gain: uint256) -> uint256:
+    """
+    @dev Adds `gain` to the locked profit with a weighted-average unlock end.
+    @return uint256 The profit locked now.
+    """
+    remaining: uint256 = self._locked_profit()
+    if gain == 0 or unlock_period == 0:
+        return remaining
+    end: uint256 = block.timestamp + unlock_period
+    if remaining != 0:
+        # remaining != 0 means now < unlock_end, so the new end is after now.
+        end = block.timestamp + (remaining * (self.unlock_end - block.timestamp) + gain * unlock_period) // (remaining + gain)
+    locked: uint256 = remaining + gain
+    self.locked = locked
+    self.locked_at = block.timestamp
+    self.unlock_end = end
+    return locked
+
+
+@internal
+def _absorb(loss: uint256) -> (uint256, uint256):
+    """
+    @dev Takes as much of `loss` as it can from the locked profit (the unlock end stays).
+    @return (uint256, uint256) The part absorbed, and the profit locked now.
+    """
+    remaining: uint256 = self._locked_profit()
+    absorbed: uint256 = min(loss, remaining)
+    if absorbed == 0:
+        return 0, remaining
+    locked: uint256 = unsafe_sub(remaining, absorbed)
+    self.locked = locked
+    self.locked_at = block.timestamp
+    return absorbed, locked
 
 
 @external
 @view
 def totalAssets() -> uint256:
     """
-    @dev The conservative NAV: idle + deployed - locked profit.
+    @dev The NAV every price uses: idle + deployed + accrued() - locked_profit().
     """
     return self._total_assets()
 
@@ -222,18 +324,18 @@ def totalAssets() -> uint256:
 @view
 def locked_profit() -> uint256:
     """
-    @dev The part of reported profit that has not unlocked yet.
+    @dev The part of past gains that has not unlocked yet (rounded up).
     """
     return self._locked_profit()
 
 
 @external
 @view
-def deposit_nav() -> uint256:
+def accrued() -> uint256:
     """
-    @dev The optimistic NAV deposits are priced at: totalAssets() + accrued_interest.
+    @dev Interest accrued but not received, now: accrued_interest + accrual_rate * (now - accrued_at).
     """
-    return self._deposit_nav()
+    return self._accrued()
 
 
 # ---------------------------------------------------------------- conversions
@@ -243,7 +345,7 @@ def deposit_nav() -> uint256:
 @view
 def _preview_deposit(assets: uint256) -> uint256:
     supply: uint256 = erc20.totalSupply
-    shares: uint256 = math._mul_div(assets, supply + 1, self._deposit_nav() + 1, False)
+    shares: uint256 = math._mul_div(assets, supply + 1, self._total_assets() + 1, False)
     if supply == 0:
         # The first DEAD_SHARES go to the dead address.
         return shares - DEAD_SHARES if shares > DEAD_SHARES else 0
@@ -255,7 +357,7 @@ def _preview_deposit(assets: uint256) -> uint256:
 def _preview_mint(shares: uint256) -> uint256:
     supply: uint256 = erc20.totalSupply
     minted: uint256 = shares + DEAD_SHARES if supply == 0 else shares
-    return math._mul_div(minted, self._deposit_nav() + 1, supply + 1, True)
+    return math._mul_div(minted, self._total_assets() + 1, supply + 1, True)
 
 
 @internal
@@ -267,7 +369,7 @@ def _redeem_value(shares: uint256, total_assets: uint256, supply: uint256) -> ui
 @external
 @view
 def convertToShares(assets: uint256) -> uint256:
-    return math._mul_div(assets, erc20.totalSupply + 1, self._deposit_nav() + 1, False)
+    return math._mul_div(assets, erc20.totalSupply + 1, self._total_assets() + 1, False)
 
 
 @external
@@ -279,12 +381,23 @@ def convertToAssets(shares: uint256) -> uint256:
 @external
 @view
 def maxDeposit(receiver: address) -> uint256:
+    """
+    @dev 0 for the vault itself (refused); no cap otherwise. The first
+         deposit's minimum (over 10**6 wei) is not expressed here.
+    """
+    if receiver == self:
+        return 0
     return max_value(uint256)
 
 
 @external
 @view
 def maxMint(receiver: address) -> uint256:
+    """
+    @dev 0 for the vault itself (refused); no cap otherwise.
+    """
+    if receiver == self:
+        return 0
     return max_value(uint256)
 
 
@@ -303,12 +416,18 @@ def previewMint(shares: uint256) -> uint256:
 @external
 @view
 def previewRedeem(shares: uint256) -> uint256:
+    """
+    @dev What `shares` are worth at the current NAV (what `service` would pay now).
+    """
     return self._redeem_value(shares, self._total_assets(), erc20.totalSupply)
 
 
 @external
 @view
 def previewWithdraw(assets: uint256) -> uint256:
+    """
+    @dev The shares worth `assets` at the current NAV, rounded up.
+    """
     return math._mul_div(assets, erc20.totalSupply + 1, self._total_assets() + 1, True)
 
 
@@ -371,15 +490,19 @@ def redeem(shares: uint256, receiver: address, owner: address) -> uint256:
 @external
 def request_redeem(shares: uint256) -> uint256:
     """
-    @dev Escrows `shares` of the caller in the vault and queues them.
+    @dev Escrows `shares` of the caller in the vault and queues them. At
+         least `min_redemption`, unless they are the caller's whole balance.
     @return uint256 The request id.
     """
     assert shares != 0, "sUSDai: zero shares"
-    assert shares >= self.min_redemption, "sUSDai: below minimum"
-    assert shares <= erc20.balanceOf[msg.sender], "sUSDai: exceeds balance"
+    balance: uint256 = erc20.balanceOf[msg.sender]
+    assert shares <= balance, "sUSDai: exceeds balance"
+    assert shares == balance or shares >= self.min_redemption, "sUSDai: below minimum"
     erc20._transfer(msg.sender, self, shares)
     request_id: uint256 = self.queue_tail
-    self.redemptions[request_id] = Redemption(owner=msg.sender, shares=shares, assets_paid=0)
+    # Field by field: assets_paid and cancelled start at zero, and writing a zero slot costs gas.
+    self.redemptions[request_id].owner = msg.sender
+    self.redemptions[request_id].shares = shares
     self.queue_tail = request_id + 1
     self.queued_shares += shares
     log RedeemRequested(id=request_id, owner=msg.sender, shares=shares)
@@ -387,23 +510,49 @@ def request_redeem(shares: uint256) -> uint256:
 
 
 @external
+def cancel_redeem(request_id: uint256):
+    """
+    @dev Gives the request's unpaid shares back to its owner (the only
+         caller allowed); what was paid stays paid. `service` skips it.
+    """
+    assert request_id < self.queue_tail, "sUSDai: unknown request"
+    assert self.redemptions[request_id].owner == msg.sender, "sUSDai: not the request's owner"
+    assert not self.redemptions[request_id].cancelled, "sUSDai: request cancelled"
+    shares: uint256 = self.redemptions[request_id].shares
+    assert shares != 0, "sUSDai: request completed"
+    self.redemptions[request_id].shares = 0
+    self.redemptions[request_id].cancelled = True
+    self.queued_shares -= shares
+    erc20._transfer(self, msg.sender, shares)
+    log RedeemCancelled(id=request_id, owner=msg.sender, shares=shares)
+
+
+@external
 @view
 def position(request_id: uint256) -> uint256:
     """
-    @dev The number of waiting requests ahead of `request_id`.
+    @dev The number of queue entries ahead of `request_id`: cancelled
+         requests that `service` has not skipped yet count, so this is
+         an upper bound on the waiting requests ahead. Reverts for an
+         unknown, a cancelled or a completed request.
     """
     assert request_id < self.queue_tail, "sUSDai: unknown request"
-    assert request_id >= self.queue_head, "sUSDai: request completed"
-    return request_id - self.queue_head
+    assert not self.redemptions[request_id].cancelled, "sUSDai: request cancelled"
+    head: uint256 = self.queue_head
+    assert request_id >= head, "sUSDai: request completed"
+    return request_id - head
 
 
 @external
 def service(max_requests: uint256) -> uint256:
     """
     @dev Pays up to `max_requests` requests from the head of the queue,
-         in order, at the conservative price, out of `idle`. A request
-         that `idle` does not cover is paid in part and stays at the head.
-    @return uint256 The number of requests completed.
+         in order, at the current NAV, out of `idle`. A request that
+         `idle` does not cover is paid in part and stays at the head.
+         Cancelled requests on the way are skipped (the head moves past
+         them, no event): they count neither towards `max_requests` nor
+         towards the result. One call walks at most MAX_SERVICE entries.
+    @return uint256 The number of requests paid in full.
     """
     access_control._check_role(OPERATOR_ROLE, msg.sender)
     head: uint256 = self.queue_head
@@ -412,29 +561,40 @@ def service(max_requests: uint256) -> uint256:
     total_assets: uint256 = self._total_assets()
     supply: uint256 = erc20.totalSupply
     burnt: uint256 = 0
+    paid: uint256 = 0
     completed: uint256 = 0
-    for _: uint256 in range(min(max_requests, MAX_SERVICE), bound=MAX_SERVICE):
-        if head == tail or idle == 0:
+    for _: uint256 in range(MAX_SERVICE):
+        if head == tail or paid == max_requests:
             break
-        request: Redemption = self.redemptions[head]
-        shares: uint256 = request.shares
+        shares: uint256 = self.redemptions[head].shares
+        if shares == 0:
+            # Cancelled (a request paid in full is already behind the head).
+            head += 1
+            continue
+        if idle == 0:
+            break
         assets: uint256 = self._redeem_value(shares, total_assets, supply)
+        remaining: uint256 = 0
         if assets > idle:
             # Partial fill: the most shares whose value idle covers.
-            shares = math._mul_div(idle, supply + 1, total_assets + 1, False)
-            assets = self._redeem_value(shares, total_assets, supply)
-            if shares == 0:
+            part: uint256 = math._mul_div(idle, supply + 1, total_assets + 1, False)
+            if part == 0:
                 break
-        remaining: uint256 = request.shares - shares
-        self.redemptions[head] = Redemption(owner=request.owner, shares=remaining, assets_paid=request.assets_paid + assets)
+            assets = self._redeem_value(part, total_assets, supply)
+            remaining = shares - part
+            shares = part
+        owner: address = self.redemptions[head].owner
+        self.redemptions[head].shares = remaining
+        self.redemptions[head].assets_paid += assets
         erc20._burn(self, shares)
         idle -= assets
         total_assets -= assets
         supply -= shares
         burnt += shares
+        paid += 1
         if assets != 0:
-            assert extcall _USDAI.transfer(request.owner, assets, default_return_value=True), "sUSDai: transfer failed"
-        log RedeemServiced(id=head, owner=request.owner, shares=shares, assets=assets, remaining_shares=remaining)
+            assert extcall _USDAI.transfer(owner, assets, default_return_value=True), "sUSDai: transfer failed"
+        log RedeemServiced(id=head, owner=owner, shares=shares, assets=assets, remaining_shares=remaining)
         if remaining != 0:
             break
         head += 1
@@ -456,21 +616,66 @@ def set_min_redemption(shares: uint256):
 
 
 @external
-def report(profit: uint256, accrued: uint256):
+def report(profit: uint256, accrued: uint256, rate: uint256):
     """
-    @dev Mints `profit` USDai to the vault and locks it, to unlock linearly
-         over `unlock_period`; records `accrued` as the interest accrued
-         but not yet received.
+    @dev Books an epoch's interest. `profit`: interest received, in wei of
+         USDai, minted into idle. `accrued`: interest accrued but not
+         received, in wei, as of now. `rate`: how fast it accrues from
+         now on, in wei per second. Against `expected = accrued()` just
+         before, `profit + accrued - expected` is a gain, locked to
+         unlock linearly, or a loss, absorbed by locked profit first and
+         by every holder pro rata for the rest.
     """
     access_control._check_role(OPERATOR_ROLE, msg.sender)
-    locked: uint256 = self._locked_profit() + profit
+    expected: uint256 = self._accrued()
+    booked: uint256 = profit + accrued
+    gain: uint256 = 0
+    loss: uint256 = 0
+    if booked >= expected:
+        gain = unsafe_sub(booked, expected)
+    else:
+        loss = unsafe_sub(expected, booked)
     if profit != 0:
         extcall _USDAI.mint(self, profit)
         self.idle += profit
-    self.locked = locked
-    self.last_report = block.timestamp
     self.accrued_interest = accrued
-    log Reported(profit=profit, accrued=accrued, locked=locked)
+    self.accrued_at = block.timestamp
+    self.accrual_rate = rate
+    locked: uint256 = 0
+    if loss != 0:
+        locked = self._absorb(loss)[1]
+    else:
+        locked = self._lock(gain)
+    log Reported(profit=profit, accrued=accrued, rate=rate, gain=gain, loss=loss, locked=locked)
+
+
+@external
+def write_down(amount: uint256):
+    """
+    @dev Books a loss of `amount` wei on deployed assets (an impairment,
+         a write-off): absorbed by locked profit first, then by every
+         holder pro rata.
+    """
+    access_control._check_role(OPERATOR_ROLE, msg.sender)
+    deployed: uint256 = self.deployed
+    assert amount <= deployed, "sUSDai: not enough deployed"
+    deployed = unsafe_sub(deployed, amount)
+    self.deployed = deployed
+    absorbed: uint256 = self._absorb(amount)[0]
+    log WrittenDown(amount=amount, absorbed_by_locked=absorbed, deployed=deployed)
+
+
+@external
+def write_up(amount: uint256):
+    """
+    @dev Books a recovery of `amount` wei on deployed assets (an
+         impairment reversed), locked like a surprise gain.
+    """
+    access_control._check_role(OPERATOR_ROLE, msg.sender)
+    deployed: uint256 = self.deployed + amount
+    self.deployed = deployed
+    locked: uint256 = self._lock(amount)
+    log WrittenUp(amount=amount, deployed=deployed, locked=locked)
 
 
 @external

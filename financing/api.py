@@ -1,4 +1,5 @@
-"""Financing API (USDai wallet, sUSDai vault, proof of revenue), registered in ``config.urls``.
+"""Financing API (USDai wallet, sUSDai vault, proof of revenue, loan applications), registered in
+``config.urls``.
 
 The same services and selectors as the pages. Service ``ValidationError`` →
 400 with field messages; wrong role → 403. Decimals are strings.
@@ -12,13 +13,16 @@ from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.permissions import IsLender
-from financing.models import Redemption, UsdaiPurchase, VaultDeposit
+from accounts.permissions import IsLender, IsOwner
+from accounts.selectors import owner_company_for_user
+from financing.models import Collateral, Loan, Redemption, UsdaiPurchase, VaultDeposit
 from financing.selectors import vault as vault_selectors
 from financing.selectors.ledger import usdai_balance
+from financing.selectors.loans import borrowing_limit, loan_warnings
 from financing.selectors.proofs import settlement_proof_check
 from financing.selectors.vault import RedemptionEstimate, user_redemptions, wallet_address
 from financing.services import vault, wallets
+from financing.services.loans import loan_apply
 from marketplace.models import Settlement
 
 # --- Wallet ------------------------------------------------------------------------------
@@ -242,3 +246,86 @@ class SettlementProofApi(APIView):
                 "chain_error": check.chain_error,
             }
         return Response(SettlementProofSerializer(data).data)
+
+
+# --- Loans (owner) ---------------------------------------------------------------------------
+
+
+class BorrowingLimitSerializer(serializers.Serializer):
+    collateral = serializers.IntegerField(source="appraisal.collateral_id", allow_null=True)
+    appraisal_value = _money(source="appraisal.value")
+    depreciated_value = _money(source="appraisal.depreciated_value")
+    income_value = _money(source="appraisal.income_value")
+    income_approach = serializers.CharField(source="appraisal.income_approach", allow_null=True)
+    tenor_months = serializers.IntegerField()
+    ltv_limit = _rate()
+    ltv_maximum = _money()
+    monthly_income = _money(help_text="Projected net income a month, from the appraisal.")
+    min_dscr = _rate()
+    dscr_maximum = _money(help_text="The largest principal whose payments the projected income covers.")
+    maximum = _money()
+    minimum_principal = _money()
+    binding = serializers.CharField(help_text='"ltv", "dscr", or "appraisal" when not appraised yet.')
+    valuation = serializers.CharField(help_text='"income" or "depreciation": which value the appraisal took.')
+    reasons = serializers.ListField(child=serializers.CharField())
+
+
+class CollateralLimitApi(APIView):
+    """What the owner can borrow against one collateral record over 36 months, and what limits it."""
+
+    permission_classes = [IsOwner]
+
+    @extend_schema(responses=BorrowingLimitSerializer)
+    def get(self, request, pk: int):
+        company = owner_company_for_user(request.user)
+        collateral = get_object_or_404(Collateral, pk=pk, server__owner=company)
+        return Response(BorrowingLimitSerializer(borrowing_limit(collateral)).data)
+
+
+class LoanApplySerializer(serializers.Serializer):
+    collateral = serializers.IntegerField(help_text="The collateral record's id.")
+    amount = serializers.DecimalField(max_digits=14, decimal_places=2, help_text="USD.")
+    tenor_months = serializers.IntegerField(help_text="12 to 36.")
+    kind = serializers.CharField(default=Loan.Kind.FIXED_PAYMENT, help_text="fixed_payment or fixed_principal.")
+
+
+class LoanSerializer(serializers.ModelSerializer):
+    warnings = serializers.SerializerMethodField(help_text="E.g. a projected DSCR below the warning level.")
+
+    class Meta:
+        model = Loan
+        fields = [
+            "public_id",
+            "collateral",
+            "principal",
+            "apr",
+            "tenor_months",
+            "kind",
+            "status",
+            "ltv_at_origination",
+            "projected_monthly_income",
+            "scheduled_payment",
+            "projected_dscr",
+            "applied_at",
+            "warnings",
+        ]
+
+    def get_warnings(self, loan: Loan) -> list[str]:
+        return loan_warnings(loan)
+
+
+class LoanApplyApi(APIView):
+    """Apply for a loan against approved collateral: refused (400, field messages) above the
+    LTV limit, below the minimum principal or at a projected DSCR below the minimum; taken
+    with a warning at a thin projected DSCR."""
+
+    permission_classes = [IsOwner]
+
+    @extend_schema(request=LoanApplySerializer, responses={201: LoanSerializer})
+    def post(self, request):
+        data = LoanApplySerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        fields = dict(data.validated_data)
+        collateral = get_object_or_404(Collateral.objects.select_related("server"), pk=fields.pop("collateral"))
+        loan = loan_apply(owner=owner_company_for_user(request.user), collateral=collateral, **fields)
+        return Response(LoanSerializer(loan).data, status=status.HTTP_201_CREATED)

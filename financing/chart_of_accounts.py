@@ -14,6 +14,7 @@ SYSTEM_ACCOUNTS = [
     ("susdai_holders", "sUSDai holders: deposits less redemptions", "liability"),
     ("tbill_income", "Treasury-bill income", "income"),
     ("usdai_external", "USDai withdrawn to outside wallets", "liability"),
+    ("credit_losses", "Credit losses: impairments and write-offs less reversals", "expense"),
 ]
 
 
@@ -28,3 +29,9 @@ def owner_payable_code(owner_id: int) -> str:
 # The posting lines by which cash reaches the vault: repaid principal, interest net of
 # the protocol fee, T-bill interest. Each revenue epoch reports what they brought in.
 INFLOW_LINES = ("to_vault_principal", "to_vault_interest", "tbill_interest")
+
+
+# The posting lines that change what the vault's loans are worth without cash moving
+# (impairments, their reversal, write-offs beyond the allowance, a claim paid short).
+# Each epoch sends their net on the loan accounts to the chain (``write_down``/``write_up``).
+WRITE_LINES = ("impairment", "impairment_reversal", "write_off", "claim_shortfall")

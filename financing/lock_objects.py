@@ -40,9 +40,10 @@ def ledger_account_lock(account_id: int) -> LedgerAccount:
     return LedgerAccount.objects.select_for_update().get(pk=account_id)
 
 
-def redemption_lock(*, request_id: int) -> QuerySet:
-    """The redemption queued on chain under ``request_id``."""
-    return Redemption.objects.select_for_update().filter(request_id=request_id)
+def redemption_lock(*, request_id: int | None = None, pk: int | None = None) -> QuerySet:
+    """The redemption queued on chain under ``request_id`` (or with primary key ``pk``)."""
+    rows = Redemption.objects.select_for_update()
+    return rows.filter(request_id=request_id) if pk is None else rows.filter(pk=pk)
 
 
 def work_claim(queryset: QuerySet, *, batch: int | None = None) -> QuerySet:

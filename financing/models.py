@@ -144,9 +144,49 @@ class Appraisal(models.Model):
     trailing_days = models.PositiveIntegerField()
     remaining_life_years = models.DecimalField(max_digits=8, decimal_places=4)
     discount_rate = models.DecimalField(max_digits=6, decimal_places=4)
-    income_value = models.DecimalField(max_digits=14, decimal_places=2)
+    income_value = models.DecimalField(max_digits=14, decimal_places=2, help_text="The income value used.")
     value = models.DecimalField(max_digits=14, decimal_places=2)
     trigger = models.CharField(max_length=12, default="on_demand")
+    # Underwriting inputs (``financing.appraisal``): the hardware, the market it rents into,
+    # and the costs that stand between its rent and debt service.
+    gpu_model = models.CharField(max_length=64, blank=True)
+    gpu_count = models.PositiveSmallIntegerField(default=0, help_text="GPUs neither failed nor retired.")
+    depreciation_rate_source = models.CharField(max_length=200, blank=True)
+    market_rate = models.DecimalField(
+        max_digits=10, decimal_places=4, default=0, help_text="Going rate per GPU-hour for the model."
+    )
+    market_rate_source = models.CharField(max_length=200, blank=True)
+    market_listings = models.PositiveIntegerField(default=0, help_text="Live listings the market rate came from.")
+    listed_rate = models.DecimalField(
+        max_digits=10, decimal_places=2, null=True, blank=True, help_text="The server's own listed price."
+    )
+    rate = models.DecimalField(max_digits=10, decimal_places=4, default=0, help_text="Rate per GPU-hour used.")
+    trailing_utilisation = models.DecimalField(
+        max_digits=6, decimal_places=4, null=True, blank=True, help_text="The model's; empty without history."
+    )
+    market_booked_gpu_hours = models.DecimalField(max_digits=14, decimal_places=2, default=0)
+    market_available_gpu_hours = models.DecimalField(max_digits=14, decimal_places=2, default=0)
+    utilisation = models.DecimalField(max_digits=6, decimal_places=4, default=0, help_text="Utilisation used.")
+    utilisation_source = models.CharField(max_length=200, blank=True)
+    platform_fee = models.DecimalField(max_digits=6, decimal_places=4, default=0, help_text="Of gross revenue.")
+    insurance_rate = models.DecimalField(max_digits=6, decimal_places=4, default=0, help_text="Of gross revenue.")
+    opex_per_gpu_hour = models.DecimalField(
+        max_digits=10, decimal_places=4, default=0, help_text="Power and hosting, every hour of the year."
+    )
+    net_per_gpu_hour = models.DecimalField(
+        max_digits=10, decimal_places=4, default=0, help_text="Forward: rate × utilisation net of costs."
+    )
+    forward_income_value = models.DecimalField(max_digits=14, decimal_places=2, default=0)
+    trailing_gross_revenue = models.DecimalField(max_digits=14, decimal_places=6, default=0)
+    trailing_income_value = models.DecimalField(max_digits=14, decimal_places=2, default=0)
+    history_days = models.PositiveIntegerField(default=0, help_text="Days on the market, at most the window.")
+    trailing_weight = models.DecimalField(
+        max_digits=6, decimal_places=4, default=1, help_text="Weight of the server's own record in the income value."
+    )
+    income_approach = models.CharField(max_length=12, default="trailing", help_text="trailing, forward or blend.")
+    annual_net_income = models.DecimalField(
+        max_digits=14, decimal_places=2, default=0, help_text="The income the income value capitalises."
+    )
 
     class Meta:
         ordering = ["-as_of", "-id"]
@@ -165,6 +205,7 @@ class Loan(models.Model):
         DEFAULTED = "defaulted", "Defaulted"
         FORECLOSED = "foreclosed", "Foreclosed"
         REPAID = "repaid", "Repaid"
+        WRITTEN_OFF = "written_off", "Written off"
 
     class Kind(models.TextChoices):
         FIXED_PAYMENT = "fixed_payment", "Fixed payment"
@@ -179,6 +220,15 @@ class Loan(models.Model):
     tenor_months = models.PositiveSmallIntegerField()
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.FIXED_PAYMENT)
     ltv_at_origination = models.DecimalField(max_digits=6, decimal_places=4)
+    projected_monthly_income = models.DecimalField(
+        max_digits=14, decimal_places=2, null=True, blank=True, help_text="The appraisal's annual net income / 12."
+    )
+    scheduled_payment = models.DecimalField(
+        max_digits=14, decimal_places=2, null=True, blank=True, help_text="The schedule's largest monthly payment."
+    )
+    projected_dscr = models.DecimalField(
+        max_digits=8, decimal_places=4, null=True, blank=True, help_text="Projected income / scheduled payment."
+    )
     reserve_funded = models.DecimalField(
         max_digits=14,
         decimal_places=2,
@@ -186,7 +236,7 @@ class Loan(models.Model):
         help_text="Held back from the proceeds at origination for the debt-service reserve.",
     )
     reserve_released_at = models.DateTimeField(null=True, blank=True)
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.APPLIED)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.APPLIED)
     applied_at = models.DateTimeField(auto_now_add=True)
     approved_at = models.DateTimeField(null=True, blank=True)
     approved_by = models.ForeignKey("accounts.User", on_delete=models.PROTECT, null=True, blank=True, related_name="+")
@@ -195,6 +245,7 @@ class Loan(models.Model):
     defaulted_at = models.DateTimeField(null=True, blank=True)
     foreclosed_at = models.DateTimeField(null=True, blank=True)
     repaid_at = models.DateTimeField(null=True, blank=True)
+    written_off_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-applied_at"]
@@ -243,10 +294,48 @@ class InsuranceClaim(models.Model):
     policy_number = models.CharField(max_length=80)
     insurer = models.CharField(max_length=200)
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.OPEN)
+    amount_paid = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
+    settled_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-declared_at"]
         constraints = [models.CheckConstraint(condition=Q(amount_claimed__gt=0), name="claim_amount_positive")]
+
+
+class FirstLoss(models.Model):
+    """First-loss capital posted on one loan by its owner or a curator (USD.AI's FiLo):
+    it absorbs the loan's loss before sUSDai holders do, and earns a premium, a share of
+    the loan's interest, paid with what is left of it when the loan ends."""
+
+    class Status(models.TextChoices):
+        POSTED = "posted", "Posted"
+        CLOSED = "closed", "Closed"
+
+    loan = models.ForeignKey(Loan, on_delete=models.PROTECT, related_name="first_loss")
+    provider = models.ForeignKey("accounts.User", on_delete=models.PROTECT, related_name="first_loss")
+    amount = models.DecimalField(max_digits=14, decimal_places=2)
+    premium_share = models.DecimalField(
+        max_digits=6, decimal_places=4, help_text="Of the loan's interest net of the protocol fee."
+    )
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.POSTED)
+    absorbed = models.DecimalField(max_digits=14, decimal_places=2, default=0, help_text="Losses it paid.")
+    returned = models.DecimalField(
+        max_digits=14, decimal_places=6, default=0, help_text="Capital and premium paid back."
+    )
+    posted_at = models.DateTimeField(auto_now_add=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-posted_at", "-pk"]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="first_loss_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(premium_share__gte=0, premium_share__lte=1), name="first_loss_premium_share_0_1"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"first-loss {self.amount} on {self.loan}"
 
 
 # --- On chain: deployment, custody wallets, the outbox, epochs, the vault -------------
@@ -413,10 +502,13 @@ class Redemption(models.Model):
         REQUESTED = "requested", "Sending"
         QUEUED = "queued", "Queued"
         PAID = "paid", "Paid"
+        CANCELLING = "cancelling", "Cancelling"
+        CANCELLED = "cancelled", "Cancelled"
 
     user = models.ForeignKey("accounts.User", on_delete=models.PROTECT, related_name="redemptions")
     shares = models.DecimalField(max_digits=40, decimal_places=18)
     op = models.OneToOneField(ChainOp, on_delete=models.PROTECT, related_name="+")
+    cancel_op = models.OneToOneField(ChainOp, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
     request_id = models.BigIntegerField(null=True, blank=True, unique=True, help_text="The vault's queue id.")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.REQUESTED)
     shares_left = models.DecimalField(max_digits=40, decimal_places=18)

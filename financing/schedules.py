@@ -11,7 +11,7 @@ balance and leave negative rows; once nothing is left, instalments are zero.
 """
 
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 
 from core.money import CENT
 
@@ -62,3 +62,29 @@ def schedule(principal: Decimal, apr: Decimal, months: int, kind: str = FIXED_PA
         balance -= part
         rows.append(Instalment(n, interest + part, interest, part, balance))
     return rows
+
+
+def largest_payment(principal: Decimal, apr: Decimal, months: int, kind: str = FIXED_PAYMENT) -> Decimal:
+    """The most any one instalment asks (the first of a fixed-principal schedule)."""
+    return max(row.payment for row in schedule(principal, apr, months, kind))
+
+
+def max_principal(payment: Decimal, apr: Decimal, months: int, kind: str = FIXED_PAYMENT) -> Decimal:
+    """The largest principal, in whole cents, whose every instalment is at most ``payment``:
+    the level-payment (or first fixed-principal) formula inverted, then corrected by the
+    cent for the schedule's own rounding."""
+    if payment <= 0 or months <= 0:
+        return Decimal("0.00")
+    r = apr / 12
+    if kind == FIXED_PRINCIPAL:
+        estimate = payment / (Decimal(1) / months + r)
+    elif r == 0:
+        estimate = payment * months
+    else:
+        estimate = payment * (1 - (1 + r) ** -months) / r
+    principal = estimate.quantize(CENT, rounding=ROUND_DOWN)
+    while principal > 0 and largest_payment(principal, apr, months, kind) > payment:
+        principal -= CENT
+    while largest_payment(principal + CENT, apr, months, kind) <= payment:
+        principal += CENT
+    return max(principal, Decimal("0.00"))

@@ -101,6 +101,7 @@ def appraise(collateral: Collateral, value: str) -> None:
         remaining_life_years=Decimal("4.1"),
         discount_rate=Decimal("0.12"),
         income_value=Decimal(value),
+        annual_net_income=Decimal("60000"),  # $5,000 a month: covers the loans taken here
         value=Decimal(value),
     )
 

@@ -239,14 +239,60 @@ APPRAISAL_DEPRECIATION_RATE = Decimal(env("APPRAISAL_DEPRECIATION_RATE", default
 APPRAISAL_RESIDUAL_FLOOR = Decimal(env("APPRAISAL_RESIDUAL_FLOOR", default="0.10"))  # of the purchase price
 APPRAISAL_USEFUL_LIFE_YEARS = Decimal(env("APPRAISAL_USEFUL_LIFE_YEARS", default="5"))
 APPRAISAL_DISCOUNT_RATE = Decimal(env("APPRAISAL_DISCOUNT_RATE", default="0.12"))  # a year
+# Depreciation per GPU model (a key matches a model whose name contains it; the rate above is
+# the default): flagship training parts lose value fastest as each generation arrives, the
+# previous generation and inference parts have had their steepest fall already.
+APPRAISAL_DEPRECIATION_RATES = env.dict(
+    "APPRAISAL_DEPRECIATION_RATES",
+    cast={"value": Decimal},
+    default={
+        "B200": Decimal("0.20"),
+        "H200": Decimal("0.20"),
+        "H100": Decimal("0.20"),
+        "A100": Decimal("0.15"),
+        "L40S": Decimal("0.15"),
+    },
+)
+# The forward income of hardware without a rental record (financing.appraisal): the model's
+# going rate on the marketplace (these reference rates per GPU-hour when no other owner lists
+# the model), × the platform's trailing utilisation for the model, at most the cap (the default
+# when the model has fewer GPU-hours on the market than the minimum), net of the platform fee,
+# insurance and the operating cost of every hour.
+APPRAISAL_REFERENCE_RATES = env.dict(
+    "APPRAISAL_REFERENCE_RATES",
+    cast={"value": Decimal},
+    default={
+        "B200": Decimal("4.50"),
+        "H200": Decimal("3.00"),
+        "H100": Decimal("2.20"),
+        "A100": Decimal("1.30"),
+        "L40S": Decimal("0.85"),
+    },
+)
+APPRAISAL_UTILISATION_CAP = Decimal(env("APPRAISAL_UTILISATION_CAP", default="0.60"))
+APPRAISAL_UTILISATION_DEFAULT = Decimal(env("APPRAISAL_UTILISATION_DEFAULT", default="0.40"))
+APPRAISAL_UTILISATION_MIN_GPU_HOURS = Decimal(env("APPRAISAL_UTILISATION_MIN_GPU_HOURS", default="2160"))
+APPRAISAL_OPEX_PER_GPU_HOUR = Decimal(env("APPRAISAL_OPEX_PER_GPU_HOUR", default="0.25"))  # power and hosting
 LOAN_MAX_LTV = Decimal(env("LOAN_MAX_LTV", default="0.75"))  # at origination
 LOAN_MAINTENANCE_LTV = Decimal(env("LOAN_MAINTENANCE_LTV", default="0.85"))  # margin call above this
 LOAN_APR = Decimal(env("LOAN_APR", default="0.15"))
+LOAN_MIN_PRINCIPAL = Decimal(env("LOAN_MIN_PRINCIPAL", default="1000.00"))
+# Projected DSCR at application: the appraisal's net income a month over the schedule's largest
+# payment. Refused below the minimum, warned below the warning level.
+LOAN_MIN_DSCR = Decimal(env("LOAN_MIN_DSCR", default="1.00"))
+LOAN_WARN_DSCR = Decimal(env("LOAN_WARN_DSCR", default="1.25"))
 LOAN_PROTOCOL_FEE = Decimal(env("LOAN_PROTOCOL_FEE", default="0.10"))  # of interest collected
 LOAN_RESERVE_MONTHS = env.int("LOAN_RESERVE_MONTHS", default=3)
 LOAN_GRACE_DAYS = env.int("LOAN_GRACE_DAYS", default=5)
 LOAN_GRACE_APR = Decimal(env("LOAN_GRACE_APR", default="0.05"))  # extra, on principal overdue past the grace period
 LOAN_DEFAULT_DPD = env.int("LOAN_DEFAULT_DPD", default=60)
+# Loss recognition (financing.services.losses): the share of a loan's expected loss provided
+# for from so many days past due (all of it from default), and the haircut on the hardware's
+# appraised value that gives its recovery value.
+LOAN_IMPAIRMENT_STEPS = ((30, Decimal("0.25")),)
+LOAN_RECOVERY_HAIRCUT = Decimal(env("LOAN_RECOVERY_HAIRCUT", default="0.30"))
+# First-loss capital earns this a year on what was posted, as a share of the loan's interest.
+FIRST_LOSS_PREMIUM_APR = Decimal(env("FIRST_LOSS_PREMIUM_APR", default="0.20"))
 PROTOCOL_OWNER_NAME = env("PROTOCOL_OWNER_NAME", default="InfraFi Protocol")
 
 # --- Scheduler.

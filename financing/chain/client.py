@@ -68,6 +68,11 @@ def usd_to_wei(amount: Decimal) -> int:
     return int(micros) * WEI_PER_MICRO
 
 
+def rate_wei(usd_per_second: Decimal) -> int:
+    """A rate in USD a second as wei a second, rounded down (the vault never counts income early)."""
+    return int(Decimal(usd_per_second) * 10**18)
+
+
 def wei_to_usd(wei: int) -> Decimal:
     """USDai wei as USD, rounded down to the micro-dollar."""
     return (Decimal(wei) / WEI_PER_USD).quantize(MICRO, rounding=ROUND_DOWN)

@@ -34,6 +34,15 @@ def _queued(op: ChainOp, events: list[dict]) -> None:
             )
 
 
+@handles("SUSDai.cancel_redeem")
+def _cancelled(op: ChainOp, events: list[dict]) -> None:
+    for event in events:
+        if event["event"] == "RedeemCancelled":
+            lock_objects.redemption_lock(request_id=int(event["args"]["id"])).update(
+                status=Redemption.Status.CANCELLED, shares_left=0
+            )
+
+
 @handles("SUSDai.service")
 def _serviced(op: ChainOp, events: list[dict]) -> None:
     for event in events:

@@ -3,13 +3,14 @@
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 
 from django.conf import settings
 from django.db.models import Sum
 from django.utils import timezone
 
 from core import money
+from financing import schedules
 from financing.models import Appraisal, Collateral, JournalEntry, Loan, Posting
 from marketplace.models import Server, Settlement
 
@@ -29,6 +30,185 @@ def trailing_net_revenue(*, server: Server, until: datetime, days: int = TRAILIN
 
 
 WATERFALL_LINES = ("platform_fee", "insurance", "reserve", "interest", "principal", "owner")
+MAX_TENOR_MONTHS = 36
+
+
+@dataclass(frozen=True)
+class Projection:
+    """Debt-service coverage projected at application: the appraisal's net income a
+    month over the schedule's largest payment."""
+
+    monthly_income: Decimal
+    payment: Decimal
+    dscr: Decimal  # exact; shown to two places
+
+    @property
+    def covered(self) -> bool:
+        return self.dscr >= settings.LOAN_MIN_DSCR
+
+    @property
+    def thin(self) -> bool:
+        return self.dscr < settings.LOAN_WARN_DSCR
+
+
+def dscr_shown(dscr: Decimal) -> Decimal:
+    """Two places, rounded down: a DSCR of 0.999 is never shown as 1.00."""
+    return dscr.quantize(Decimal("0.01"), rounding=ROUND_DOWN)
+
+
+def monthly_income(appraisal: Appraisal | None) -> Decimal:
+    if appraisal is None:
+        return Decimal("0.00")
+    return (max(appraisal.annual_net_income, Decimal(0)) / 12).quantize(money.CENT, rounding=ROUND_DOWN)
+
+
+def loan_projection(*, appraisal: Appraisal, principal: Decimal, tenor_months: int, kind: str) -> Projection:
+    income = monthly_income(appraisal)
+    payment = schedules.largest_payment(principal, settings.LOAN_APR, tenor_months, kind)
+    return Projection(monthly_income=income, payment=payment, dscr=income / payment if payment else Decimal(0))
+
+
+@dataclass(frozen=True)
+class BorrowingLimit:
+    """What can be borrowed against a collateral record, and what limits it: the
+    lower of the LTV limit on the appraisal and the largest principal whose
+    payment the projected net income covers at the minimum DSCR."""
+
+    appraisal: Appraisal | None
+    tenor_months: int
+    kind: str
+    ltv_limit: Decimal
+    ltv_maximum: Decimal
+    monthly_income: Decimal
+    min_dscr: Decimal
+    dscr_maximum: Decimal
+    maximum: Decimal
+    minimum_principal: Decimal
+    binding: str  # "ltv", "dscr" or "appraisal" (none yet)
+    valuation: str  # "income" or "depreciation": which value the appraisal took
+    reasons: tuple[str, ...]
+
+    @property
+    def below_minimum(self) -> bool:
+        return self.maximum < self.minimum_principal
+
+
+def _income_reason(a: Appraisal) -> str:
+    if a.income_value > 0:
+        if a.income_approach == "trailing":
+            basis = f"this server's own record over the last {a.trailing_days} days"
+        else:
+            forward = (
+                f"{a.gpu_count} × {a.gpu_model} at ${a.rate:.2f}/GPU-hour × {a.utilisation:.0%} utilisation, "
+                f"${a.net_per_gpu_hour:.4f}/GPU-hour net of fee, insurance and power and hosting"
+            )
+            basis = (
+                f"the market forward ({forward})"
+                if a.income_approach == "forward"
+                else f"this server's {a.history_days} days on the market, the rest of the window at the market "
+                f"forward ({forward})"
+            )
+        return (
+            f"Income value ${a.income_value:,}: ${a.annual_net_income:,} a year of net income from {basis}, "
+            f"valued over the remaining {a.remaining_life_years:.2f} years at {a.discount_rate:.0%}."
+        )
+    if a.gpu_count == 0:
+        why = "the server has no GPU in service"
+    elif a.remaining_life_years <= 0:
+        why = "the hardware is past its useful life"
+    elif a.income_approach != "forward" and a.history_days >= a.trailing_days:
+        why = f"over the last {a.trailing_days} days on the market its rent did not cover its costs"
+    elif a.rate <= 0:
+        why = f"there is no market rate for {a.gpu_model} ({a.market_rate_source})"
+    elif a.net_per_gpu_hour <= 0:
+        why = (
+            f"${a.rate}/GPU-hour at {a.utilisation:.0%} utilisation, less fees and insurance, does not cover "
+            f"${a.opex_per_gpu_hour}/GPU-hour of power and hosting"
+        )
+    else:
+        why = "its projected net income is not positive"
+    return f"Income value $0.00: {why}."
+
+
+def borrowing_limit(
+    collateral: Collateral, *, tenor_months: int = MAX_TENOR_MONTHS, kind: str = Loan.Kind.FIXED_PAYMENT
+) -> BorrowingLimit:
+    appraisal = collateral.appraisals.order_by("-as_of", "-id").first()
+    ltv = settings.LOAN_MAX_LTV
+    minimum = settings.LOAN_MIN_PRINCIPAL
+    min_dscr = settings.LOAN_MIN_DSCR
+    if appraisal is None:
+        zero = Decimal("0.00")
+        return BorrowingLimit(
+            None,
+            tenor_months,
+            kind,
+            ltv,
+            zero,
+            zero,
+            min_dscr,
+            zero,
+            zero,
+            minimum,
+            "appraisal",
+            "",
+            ("Not appraised yet.",),
+        )
+    ltv_maximum = (appraisal.value * ltv).quantize(money.CENT, rounding=ROUND_DOWN)
+    income = monthly_income(appraisal)
+    dscr_maximum = schedules.max_principal(
+        (income / min_dscr).quantize(money.CENT, rounding=ROUND_DOWN), settings.LOAN_APR, tenor_months, kind
+    )
+    maximum = min(ltv_maximum, dscr_maximum)
+    binding = "dscr" if dscr_maximum < ltv_maximum else "ltv"
+    valuation = "income" if appraisal.income_value <= appraisal.depreciated_value else "depreciation"
+    lower, higher = (
+        ("income value", "depreciation value") if valuation == "income" else ("depreciation value", "income value")
+    )
+    reasons = [
+        f"Depreciation value ${appraisal.depreciated_value:,}: the purchase price less "
+        f"{appraisal.depreciation_rate:.0%} a year ({appraisal.depreciation_rate_source or 'rate'}) "
+        f"for {appraisal.age_years:.2f} years.",
+        _income_reason(appraisal),
+        f"The appraisal (${appraisal.value:,}) is the lower of the two: the {lower} binds, below the {higher}.",
+        f"LTV limit: {ltv:.0%} of ${appraisal.value:,} = ${ltv_maximum:,}.",
+        f"DSCR limit: projected net income of ${income:,} a month covers the payments of at most "
+        f"${dscr_maximum:,} over {tenor_months} months at {settings.LOAN_APR:.0%} APR (DSCR at least {min_dscr:.2f}).",
+    ]
+    reasons.append(
+        f"The DSCR limit binds: ${maximum:,}, below the LTV limit."
+        if binding == "dscr"
+        else f"The LTV limit binds: ${maximum:,}."
+    )
+    if maximum < minimum:
+        reasons.append(f"Below the ${minimum:,} minimum loan: nothing can be borrowed against it now.")
+    return BorrowingLimit(
+        appraisal,
+        tenor_months,
+        kind,
+        ltv,
+        ltv_maximum,
+        income,
+        min_dscr,
+        dscr_maximum,
+        maximum,
+        minimum,
+        binding,
+        valuation,
+        tuple(reasons),
+    )
+
+
+def loan_warnings(loan: Loan) -> list[str]:
+    """What an owner and an operator should know about an application that was accepted."""
+    if loan.projected_dscr is None or loan.projected_dscr >= settings.LOAN_WARN_DSCR:
+        return []
+    return [
+        f"Projected DSCR {dscr_shown(loan.projected_dscr)} is below {settings.LOAN_WARN_DSCR:.2f}: the server's "
+        f"projected net income of ${loan.projected_monthly_income:,} a month covers the "
+        f"${loan.scheduled_payment:,} payment with little to spare; a weak month draws on the reserve "
+        "and revenue is swept to repay early."
+    ]
 
 
 @dataclass(frozen=True)

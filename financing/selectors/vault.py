@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
+from django.conf import settings
 from django.db.models import Sum
 from django.utils import timezone
 
@@ -19,7 +20,7 @@ from core import money
 from financing.chain.client import ChainError, shares, wei_to_usd
 from financing.chain.node import get_chain
 from financing.chart_of_accounts import INFLOW_LINES
-from financing.models import Posting, Redemption, UsdaiPurchase, VaultDay, Wallet
+from financing.models import FirstLoss, JournalEntry, Loan, Posting, Redemption, UsdaiPurchase, VaultDay, Wallet
 from financing.selectors.ledger import codes_balance
 
 _WAITING = (Redemption.Status.REQUESTED, Redemption.Status.QUEUED)
@@ -93,11 +94,84 @@ class VaultSummary:
     chain_error: str = ""
 
 
+def loans_value() -> Decimal:
+    """What the vault's loans are worth: principal and claim receivables, less the allowance
+    for expected losses."""
+    return (
+        codes_balance(code__startswith="principal:")
+        + codes_balance(code__startswith="claim:")
+        + codes_balance(code__startswith="allowance:")
+    )
+
+
+@dataclass(frozen=True)
+class Accrual:
+    """Income the vault has earned and not yet received, and the rate it grows at."""
+
+    accrued: Decimal  # USD, to the moment asked
+    per_second: Decimal  # USD a second
+
+
+SECONDS_PER_YEAR = Decimal(365 * 24 * 3600)
+
+
+def vault_accrual(*, at: datetime | None = None) -> Accrual:
+    """Accrued income as of ``at``: each accruing loan's unpaid interest and its interest since
+    its last accrual, net of the protocol fee and of first-loss premiums, plus T-bill interest
+    since the last daily posting; and the rate all of it grows at."""
+    at = at or timezone.now()
+    loans = list(Loan.objects.filter(status=Loan.Status.ACTIVE).values_list("pk", "apr", "interest_accrued_to"))
+    codes = [f"{kind}:{pk}" for pk, _, _ in loans for kind in ("principal", "interest")]
+    balances = dict(
+        Posting.objects.filter(account__code__in=codes)
+        .values("account__code")
+        .annotate(total=Sum("amount"))
+        .values_list("account__code", "total")
+    )
+    premium = dict(
+        FirstLoss.objects.filter(loan_id__in=[pk for pk, _, _ in loans], status=FirstLoss.Status.POSTED)
+        .values("loan_id")
+        .annotate(share=Sum("premium_share"))
+        .values_list("loan_id", "share")
+    )
+    keep = 1 - settings.LOAN_PROTOCOL_FEE
+    accrued = per_second = Decimal(0)
+    for pk, apr, accrued_to in loans:
+        principal = max(Decimal(balances.get(f"principal:{pk}") or 0), Decimal(0))
+        unpaid = max(Decimal(balances.get(f"interest:{pk}") or 0), Decimal(0))
+        share = keep * (1 - min(Decimal(premium.get(pk) or 0), Decimal(1)))
+        rate = principal * apr / SECONDS_PER_YEAR
+        since = Decimal(max((at - accrued_to).total_seconds(), 0)) if accrued_to else Decimal(0)
+        accrued += (unpaid + rate * since) * share
+        per_second += rate * share
+    tbills = codes_balance(code="tbill_holdings")
+    if tbills > 0:
+        # T-bill interest is paid daily in arrears: what the run of date D posts covers the
+        # day up to D's start, so what has accrued since is from the start of the last date paid
+        # (or from the day after the first purchase).
+        rate = tbills * settings.TBILL_RATE / SECONDS_PER_YEAR
+        accrued += rate * Decimal(max((at - _tbill_accruing_since()).total_seconds(), 0))
+        per_second += rate
+    return Accrual(accrued=money.usd(accrued), per_second=per_second)
+
+
+def _tbill_accruing_since() -> datetime:
+    keys = JournalEntry.objects.filter(key__startswith="tbill:interest:").order_by("-key").values_list("key", flat=True)
+    last = keys.first()
+    if last:
+        day = date.fromisoformat(last.rsplit(":", 1)[1])
+    else:
+        buys = JournalEntry.objects.filter(key__startswith="tbill:buy:").order_by("key")
+        bought = buys.values_list("key", flat=True).first()
+        day = date.fromisoformat(bought.rsplit(":", 1)[1]) + timedelta(days=1) if bought else timezone.localdate()
+    return timezone.make_aware(datetime.combine(day, datetime.min.time()))
+
+
 def vault_books() -> VaultSummary:
     """The vault from the ledger alone (no chain call: safe inside a transaction)."""
     cash = codes_balance(code="vault_cash")
     tbills = codes_balance(code="tbill_holdings")
-    loans = codes_balance(code__startswith="principal:")
+    loans = loans_value()
     return VaultSummary(
         cash=cash,
         cash_on_chain=cash - unreported_inflows().total,

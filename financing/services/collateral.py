@@ -12,7 +12,7 @@ from accounts.models import OwnerCompany, User
 from core import money
 from financing import appraisal, lock_objects
 from financing.models import Appraisal, Collateral, InsuranceClaim
-from financing.selectors.loans import TRAILING_DAYS, trailing_net_revenue
+from financing.selectors.underwriting import market_facts
 from financing.services.titles import title_mint
 from marketplace.models import Gpu, Listing, Server
 
@@ -88,18 +88,49 @@ def collateral_approve(*, collateral: Collateral, operator: User, now: datetime 
 
 
 def appraisal_run(*, collateral: Collateral, now: datetime | None = None, trigger: str = "on_demand") -> Appraisal:
+    """Appraise the collateral now and store the result with every input it used:
+    the market's figures (``financing.selectors.underwriting``), the settings they
+    were read with and the assumptions made from them (``financing.appraisal``)."""
     now = now or timezone.now()
+    facts = market_facts(server=collateral.server, until=now)
+    model = facts.gpu_model
+    depreciation_rate, depreciation_source = appraisal.depreciation_rate_for(
+        model, settings.APPRAISAL_DEPRECIATION_RATES, settings.APPRAISAL_DEPRECIATION_RATE
+    )
+    reference = appraisal.model_entry(model, settings.APPRAISAL_REFERENCE_RATES)
+    market_rate, rate, rate_source = appraisal.rate_assumption(
+        model=model,
+        market_prices=list(facts.market_prices),
+        reference_rate=reference[1] if reference else None,
+        listed_rate=facts.listed_rate,
+    )
+    trailing_utilisation, utilisation, utilisation_source = appraisal.utilisation_assumption(
+        model=model,
+        booked_gpu_hours=facts.booked_gpu_hours,
+        available_gpu_hours=facts.available_gpu_hours,
+        minimum_gpu_hours=settings.APPRAISAL_UTILISATION_MIN_GPU_HOURS,
+        cap=settings.APPRAISAL_UTILISATION_CAP,
+        default=settings.APPRAISAL_UTILISATION_DEFAULT,
+        days=facts.window_days,
+    )
     inputs = appraisal.Inputs(
         purchase_price=collateral.purchase_price,
         age_years=(Decimal((now.date() - collateral.purchase_date).days) / Decimal("365.25")).quantize(
             Decimal("0.0001")
         ),
-        depreciation_rate=settings.APPRAISAL_DEPRECIATION_RATE,
+        depreciation_rate=depreciation_rate,
         residual_floor=settings.APPRAISAL_RESIDUAL_FLOOR,
-        trailing_net_revenue=trailing_net_revenue(server=collateral.server, until=now),
-        trailing_days=TRAILING_DAYS,
         useful_life_years=settings.APPRAISAL_USEFUL_LIFE_YEARS,
         discount_rate=settings.APPRAISAL_DISCOUNT_RATE,
+        gpu_count=facts.gpu_count,
+        trailing_gross_revenue=facts.trailing_gross_revenue,
+        trailing_days=facts.window_days,
+        history_days=facts.history_days,
+        rate=rate,
+        utilisation=utilisation,
+        platform_fee=settings.WATERFALL_PLATFORM_FEE,
+        insurance_rate=settings.WATERFALL_INSURANCE,
+        opex_per_gpu_hour=settings.APPRAISAL_OPEX_PER_GPU_HOUR,
     )
     result = appraisal.appraise(inputs)
     return Appraisal.objects.create(
@@ -107,10 +138,34 @@ def appraisal_run(*, collateral: Collateral, now: datetime | None = None, trigge
         as_of=now,
         age_years=inputs.age_years,
         depreciation_rate=inputs.depreciation_rate,
+        depreciation_rate_source=depreciation_source,
         residual_floor=inputs.residual_floor,
         depreciated_value=result.depreciated_value,
-        trailing_net_revenue=inputs.trailing_net_revenue.quantize(money.MICRO),
+        gpu_model=model,
+        gpu_count=inputs.gpu_count,
+        trailing_gross_revenue=money.usd(inputs.trailing_gross_revenue),
+        trailing_net_revenue=money.usd(inputs.trailing_gross_revenue * (1 - inputs.platform_fee)),
         trailing_days=inputs.trailing_days,
+        history_days=inputs.history_days,
+        trailing_weight=result.trailing_weight,
+        trailing_income_value=result.trailing_income_value,
+        market_rate=market_rate,
+        market_rate_source=rate_source,
+        market_listings=len(facts.market_prices),
+        listed_rate=facts.listed_rate,
+        rate=rate,
+        market_booked_gpu_hours=facts.booked_gpu_hours,
+        market_available_gpu_hours=facts.available_gpu_hours,
+        trailing_utilisation=trailing_utilisation,
+        utilisation=utilisation,
+        utilisation_source=utilisation_source,
+        platform_fee=inputs.platform_fee,
+        insurance_rate=inputs.insurance_rate,
+        opex_per_gpu_hour=inputs.opex_per_gpu_hour,
+        net_per_gpu_hour=result.net_per_gpu_hour.quantize(appraisal.RATE, rounding=money.ROUNDING),
+        forward_income_value=result.forward_income_value,
+        annual_net_income=result.annual_net_income,
+        income_approach=result.income_approach,
         remaining_life_years=result.remaining_life_years.quantize(Decimal("0.0001")),
         discount_rate=inputs.discount_rate,
         income_value=result.income_value,

@@ -25,6 +25,13 @@ from accounts.models import OwnerCompany, User
 from financing import lock_objects
 from financing.models import Collateral, Loan
 from financing.services.ledger import Accounts, EntryBatch
+from financing.services.losses import (
+    first_loss_close,
+    foreclosure_lines,
+    impairment_lines,
+    non_accrual_lines,
+    recovery_values,
+)
 from financing.services.servicing import LoanBook
 from financing.services.titles import title_foreclose, title_lien
 from marketplace.models import Listing, Server
@@ -47,6 +54,8 @@ def loans_service(*, now: datetime | None = None) -> dict[str, int]:
         book = LoanBook(loans, window_start=now, window_end=now, accounts=accounts)
         entries = EntryBatch()
         stamp = now.isoformat()
+        repaid: list[Loan] = []
+        recoveries = recovery_values(loans)
         for loan in loans:
             accrual = book.accrue(loan, now)
             if accrual:
@@ -65,7 +74,7 @@ def loans_service(*, now: datetime | None = None) -> dict[str, int]:
                 summary["reserve_draws"] += 1
             loan.days_past_due = book.days_past_due(loan, now)
             state = book.states[loan.pk]
-            if state.principal <= 0 and state.interest <= 0:
+            if state.principal <= 0 and state.interest <= 0 and state.claim <= 0:
                 if loan.status != Loan.Status.FORECLOSED:  # a foreclosed server stays the protocol's
                     Collateral.objects.filter(pk=loan.collateral_id).update(lien=Collateral.Lien.FREE)
                     title_lien(loan=loan, active=False)
@@ -79,12 +88,25 @@ def loans_service(*, now: datetime | None = None) -> dict[str, int]:
                         loan.reserve_released_at = now
                 loan.status, loan.repaid_at = Loan.Status.REPAID, now
                 Listing.objects.filter(server_id=loan.collateral.server_id).update(financed=False)
+                repaid.append(loan)
                 summary["repaid"] += 1
             elif loan.status == Loan.Status.ACTIVE and loan.days_past_due >= settings.LOAN_DEFAULT_DPD:
                 loan.status, loan.defaulted_at = Loan.Status.DEFAULTED, now
                 summary["defaulted"] += 1
+            # Losses follow the loan's condition: interest a defaulted loan did not pay leaves
+            # the books, and the allowance moves to the share of the expected loss its days
+            # past due call for (back to nothing when it is current or repaid).
+            loss_lines = non_accrual_lines(book, loan) + impairment_lines(book, loan, recoveries[loan.pk])
+            if loss_lines:
+                entries.add(
+                    key=f"loan:{loan.pk}:losses:{stamp}",
+                    description=f"Loss recognition on loan {loan.public_id}",
+                    lines=loss_lines,
+                )
             summary["serviced"] += 1
         entries.flush()
+        for loan in repaid:
+            first_loss_close(book=book, loan=loan, now=now)
         book.save()
         Loan.objects.bulk_update(loans, ["status", "days_past_due", "defaulted_at", "repaid_at", "reserve_released_at"])
     return summary
@@ -107,6 +129,16 @@ def loan_foreclose(*, loan: Loan, operator: User, now: datetime | None = None) -
             collateral = lock_objects.collateral_lock(locked.collateral_id)
             locked.status, locked.foreclosed_at = Loan.Status.FORECLOSED, now
             locked.save(update_fields=["status", "foreclosed_at"])
+            book = LoanBook([locked], window_start=now, window_end=now, accounts=Accounts())
+            lines = foreclosure_lines(book, locked)
+            if lines:
+                entries = EntryBatch()
+                entries.add(
+                    key=f"loan:{locked.pk}:foreclosure",
+                    description=f"Loss waterfall at the foreclosure of loan {locked.public_id}",
+                    lines=lines,
+                )
+                entries.flush()
             collateral.lien = Collateral.Lien.FORECLOSED
             collateral.save(update_fields=["lien"])
             Server.objects.filter(pk=collateral.server_id).update(owner=protocol_owner())

@@ -5,27 +5,33 @@ entry that put cash into the vault (repaid principal, net interest, T-bill
 interest) or settled revenue, and is in no epoch yet, into a new epoch, in
 one transaction that also queues the chain calls:
 
-- ``SUSDai.recall(principal)`` and ``SUSDai.report(profit, accrued)``: the
-  profit then streams into the share price over ``VAULT_UNLOCK_SECONDS``;
+- ``SUSDai.recall(principal)``: principal repaid or recovered comes home;
+- ``SUSDai.report(profit, accrued, rate)``: the cash income received, the
+  income accrued and not yet received as of the close, and the rate it accrues
+  at from then (``financing.selectors.vault.vault_accrual``). The vault counts
+  accrued income in its one price second by second, so only a surprise (income
+  beyond what was accruing) is locked and streams in; a shortfall (interest
+  reversed at default) is absorbed by locked profit first;
+- ``SUSDai.write_down(amount)`` or ``write_up(amount)``: the net change in what
+  the loans are worth without cash moving (impairments and their reversal,
+  write-offs, a claim paid short: ``WRITE_LINES``);
 - ``RevenueAnchor.anchor(epoch, root)``: the Merkle root (``financing.merkle``)
   of the epoch's settlements, one leaf per settlement in id order, whose data
   is ``financing.selectors.proofs.settlement_leaf_data``: anyone can take a settlement, recompute its
   leaf, follow its proof and compare with the root on chain.
 """
 
-from decimal import Decimal
-
-from django.conf import settings
 from django.db import transaction
 from django.db.models import Max, Q, Sum
 from django.utils import timezone
 
 from core import money
 from financing import lock_objects
-from financing.chain.client import usd_to_wei
-from financing.chart_of_accounts import INFLOW_LINES
+from financing.chain.client import rate_wei, usd_to_wei
+from financing.chart_of_accounts import INFLOW_LINES, WRITE_LINES
 from financing.models import EpochEntry, JournalEntry, Posting, RevenueEpoch
 from financing.selectors.proofs import epoch_tree
+from financing.selectors.vault import vault_accrual
 from financing.services.outbox import chainop_enqueue
 
 
@@ -35,7 +41,9 @@ def epoch_close(*, now=None) -> RevenueEpoch | None:
     with transaction.atomic():
         pending = lock_objects.journal_entries_claim(
             JournalEntry.objects.filter(
-                Q(settlement__isnull=False) | Q(postings__account__code="vault_cash", postings__line__in=INFLOW_LINES),
+                Q(settlement__isnull=False)
+                | Q(postings__account__code="vault_cash", postings__line__in=INFLOW_LINES)
+                | Q(postings__line__in=WRITE_LINES),
                 epoch_mark__isnull=True,
             )
         )
@@ -50,8 +58,13 @@ def epoch_close(*, now=None) -> RevenueEpoch | None:
         )
         principal = money.usd(sums.get("to_vault_principal") or 0)
         profit = money.usd((sums.get("to_vault_interest") or 0) + (sums.get("tbill_interest") or 0))
-        receivable = money.sum_of(Posting.objects.filter(account__code__startswith="interest:"))
-        accrued = money.usd(max(receivable, Decimal(0)) * (1 - settings.LOAN_PROTOCOL_FEE))
+        # The write lines' other side is credit losses: their net on the loan accounts is the
+        # change in what the loans are worth.
+        revalued = money.sum_of(
+            Posting.objects.filter(entry_id__in=ids, line__in=WRITE_LINES).exclude(account__code="credit_losses")
+        )
+        accrual = vault_accrual(at=now)
+        accrued = accrual.accrued
         number = (RevenueEpoch.objects.aggregate(n=Max("number"))["n"] or 0) + 1
         epoch = RevenueEpoch.objects.create(
             number=number, closed_at=now, settlements=0, principal=principal, profit=profit, accrued=accrued
@@ -63,13 +76,19 @@ def epoch_close(*, now=None) -> RevenueEpoch | None:
             chainop_enqueue(
                 key=f"epoch:{number}:recall", contract="SUSDai", function="recall", args=[usd_to_wei(principal)]
             )
-        if profit > 0 or accrued > 0:
+        if revalued:
             chainop_enqueue(
-                key=f"epoch:{number}:report",
+                key=f"epoch:{number}:revalue",
                 contract="SUSDai",
-                function="report",
-                args=[usd_to_wei(profit), usd_to_wei(accrued)],
+                function="write_up" if revalued > 0 else "write_down",
+                args=[usd_to_wei(abs(revalued))],
             )
+        chainop_enqueue(
+            key=f"epoch:{number}:report",
+            contract="SUSDai",
+            function="report",
+            args=[usd_to_wei(profit), usd_to_wei(accrued), rate_wei(accrual.per_second)],
+        )
         if tree is not None:
             epoch.root = "0x" + tree.root.hex()
             epoch.anchor_op = chainop_enqueue(

@@ -34,7 +34,19 @@ def system_account(code: str) -> LedgerAccount:
     return account
 
 
-LOAN_ACCOUNT_KINDS = {"principal": "asset", "interest": "asset", "reserve": "liability"}
+# Per-loan accounts: what the borrower owes (principal, interest), the debt-service
+# reserve held for the loan, the allowance for its expected loss (a contra-asset: a
+# credit balance), an insurance claim receivable on its hardware, the first-loss capital
+# posted on it and the premium that capital has earned.
+LOAN_ACCOUNT_KINDS = {
+    "principal": "asset",
+    "interest": "asset",
+    "reserve": "liability",
+    "allowance": "asset",
+    "claim": "asset",
+    "first_loss": "liability",
+    "premium": "liability",
+}
 
 
 class Accounts:

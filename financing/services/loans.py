@@ -1,7 +1,12 @@
 """Loans: application, approval and disbursement.
 
 An owner applies against approved collateral whose lien is free and whose
-insurance is in force, for at most ``LOAN_MAX_LTV`` of its latest appraisal.
+insurance is in force, for at least ``LOAN_MIN_PRINCIPAL``, at most
+``LOAN_MAX_LTV`` of its latest appraisal, and no more than the appraisal's
+projected net income can repay: the projected DSCR (net income a month over
+the schedule's largest payment) must be at least ``LOAN_MIN_DSCR``; below
+``LOAN_WARN_DSCR`` the application is taken with a warning
+(``financing.selectors.loans.loan_warnings``). The projection is stored on the loan.
 An operator approves: the schedule is fixed (``financing.schedules``), the
 lien is set, the server's listing is marked financed, and the principal
 leaves the vault in one journal entry (Dr the loan's principal receivable,
@@ -22,6 +27,7 @@ from core.money import CENT
 from financing import lock_objects, schedules
 from financing.chain.client import usd_to_wei
 from financing.models import Appraisal, Collateral, Instalment, Loan
+from financing.selectors.loans import MAX_TENOR_MONTHS, borrowing_limit, dscr_shown, loan_projection
 from financing.services.ledger import Accounts, Line, journal_post, system_account
 from financing.services.liquidity import loan_liquidity_secure
 from financing.services.outbox import chainop_enqueue
@@ -33,12 +39,12 @@ def latest_appraisal(collateral: Collateral) -> Appraisal | None:
     return collateral.appraisals.order_by("-as_of", "-id").first()
 
 
-def loan_max_amount(collateral: Collateral) -> Decimal:
-    """What can be borrowed against the collateral now (0 without an appraisal)."""
-    appraisal = latest_appraisal(collateral)
-    if appraisal is None:
-        return Decimal("0.00")
-    return (appraisal.value * settings.LOAN_MAX_LTV).quantize(CENT, rounding=ROUND_DOWN)
+def loan_max_amount(
+    collateral: Collateral, *, tenor_months: int = MAX_TENOR_MONTHS, kind: str = Loan.Kind.FIXED_PAYMENT
+) -> Decimal:
+    """What can be borrowed against the collateral now over ``tenor_months``: the lower of the
+    LTV and DSCR limits (0 without an appraisal); ``borrowing_limit`` says which binds and why."""
+    return borrowing_limit(collateral, tenor_months=tenor_months, kind=kind).maximum
 
 
 def _collateral_errors(collateral: Collateral, today) -> list[str]:
@@ -68,21 +74,41 @@ def loan_apply(
     problems = _collateral_errors(collateral, now.date())
     if problems:
         errors["collateral"] = problems
-    maximum = loan_max_amount(collateral)
     appraisal = latest_appraisal(collateral)
-    if amount is None or amount <= 0:
-        errors["amount"] = ["Borrow more than zero."]
-    elif amount != amount.quantize(CENT):
-        errors["amount"] = ["Amounts are in whole cents."]
-    elif amount > maximum:
-        value = appraisal.value if appraisal else Decimal(0)
-        errors["amount"] = [
-            f"At most ${maximum:,} can be borrowed: {settings.LOAN_MAX_LTV:.0%} of the latest appraisal (${value:,})."
-        ]
+    terms_ok = 12 <= tenor_months <= 36 and kind in Loan.Kind.values
     if not 12 <= tenor_months <= 36:
         errors["tenor_months"] = ["Choose a tenor of 12 to 36 months."]
     if kind not in Loan.Kind.values:
         errors["kind"] = [f"Choose one of: {', '.join(Loan.Kind.values)}."]
+    projection = None
+    if amount is None or amount <= 0:
+        errors["amount"] = ["Borrow more than zero."]
+    elif amount != amount.quantize(CENT):
+        errors["amount"] = ["Amounts are in whole cents."]
+    elif amount < settings.LOAN_MIN_PRINCIPAL:
+        errors["amount"] = [
+            f"Borrow at least ${settings.LOAN_MIN_PRINCIPAL:,}: below that a schedule's payments are too small "
+            "to service."
+        ]
+    elif appraisal is None:
+        errors["amount"] = ["This collateral has not been appraised yet."]
+    elif terms_ok:
+        limit = borrowing_limit(collateral, tenor_months=tenor_months, kind=kind)
+        projection = loan_projection(appraisal=appraisal, principal=amount, tenor_months=tenor_months, kind=kind)
+        if amount > limit.ltv_maximum:
+            errors["amount"] = [
+                f"At most ${limit.ltv_maximum:,} can be borrowed: {settings.LOAN_MAX_LTV:.0%} of the latest "
+                f"appraisal (${appraisal.value:,})."
+            ]
+            if appraisal.value == 0:
+                errors["amount"] += [reason for reason in limit.reasons[:2] if "$0.00" in reason]
+        elif not projection.covered:
+            errors["amount"] = [
+                f"Projected DSCR {dscr_shown(projection.dscr)} is below {settings.LOAN_MIN_DSCR:.2f}: the server's "
+                f"projected net income of ${projection.monthly_income:,} a month does not cover the "
+                f"${projection.payment:,} payment. At most ${limit.dscr_maximum:,} can be borrowed over "
+                f"{tenor_months} months on this schedule."
+            ]
     if errors:
         raise ValidationError(errors)
     try:
@@ -95,6 +121,9 @@ def loan_apply(
             tenor_months=tenor_months,
             kind=kind,
             ltv_at_origination=(amount / appraisal.value).quantize(Decimal("0.0001")),
+            projected_monthly_income=projection.monthly_income,
+            scheduled_payment=projection.payment,
+            projected_dscr=projection.dscr.quantize(Decimal("0.0001"), rounding=ROUND_DOWN),
         )
     except IntegrityError as exc:
         raise ValidationError({"collateral": ["This collateral already secures a loan or an application."]}) from exc
@@ -120,8 +149,14 @@ def loan_approve(*, loan: Loan, operator: User, now: datetime | None = None) -> 
             )
         collateral = lock_objects.collateral_lock(locked.collateral_id)
         problems = _collateral_errors(collateral, now.date())
-        if locked.principal > loan_max_amount(collateral):
-            problems.append("The collateral's latest appraisal no longer supports this amount.")
+        limit = borrowing_limit(collateral, tenor_months=locked.tenor_months, kind=locked.kind)
+        if locked.principal < settings.LOAN_MIN_PRINCIPAL:
+            problems.append(f"Loans start at ${settings.LOAN_MIN_PRINCIPAL:,}; reject this application.")
+        elif locked.principal > limit.maximum:
+            problems.append(
+                f"The collateral's latest appraisal no longer supports this amount: at most ${limit.maximum:,} "
+                f"(the {'DSCR' if limit.binding == 'dscr' else 'LTV'} limit)."
+            )
         if problems:
             raise ValidationError({"collateral": problems})
         # The vault lends only cash it has: T-bills are sold first, or the approval is refused.

@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 _SEND_LOCK_ID = 0x1F0C4A1
 # The calls whose receipts the books record (shares minted, a queue id, USDai paid out).
-RECORDED_CALLS = frozenset({"SUSDai.deposit", "SUSDai.request_redeem", "SUSDai.service"})
+RECORDED_CALLS = frozenset({"SUSDai.deposit", "SUSDai.request_redeem", "SUSDai.cancel_redeem", "SUSDai.service"})
 HANDLERS: dict[str, Callable[[ChainOp, list[dict]], None]] = {}  # "Contract.function" -> handler(op, events)
 
 

@@ -3,12 +3,15 @@
 Checks, each exact to the wei (ledger amounts are micro-dollars; 1 micro-dollar
 is 10¹² wei):
 
-- USDai total supply = USDai held for users + the vault's cash on chain;
+- USDai total supply = USDai held for users + the vault's cash on chain +
+  first-loss capital held by the protocol;
 - the vault's idle USDai = vault cash − inflows not yet reported − the
   sub-micro-dollar remainders of redemptions paid (the chain pays wei, the
   books micro-dollars, rounded down);
-- the vault's deployed assets = T-bills + loan principal + principal repaid
-  but not yet reported;
+- the vault's deployed assets = T-bills + what the loans are worth (principal
+  and claim receivables less the allowance for losses) + principal repaid but
+  not yet reported;
+- the first-loss capital the protocol holds = the operator's USDai;
 - each wallet's USDai = its ledger balance (+ its redemption remainders);
 - each title: owner (the owner's wallet, or the protocol after
   foreclosure) and lien (set while pledged).
@@ -23,7 +26,7 @@ from core import money
 from financing.chain.client import ChainError, address_for, usd_to_wei
 from financing.chain.node import get_chain
 from financing.models import ChainAlert, ChainOp, Collateral, LedgerAccount, Posting, Reconciliation, Wallet
-from financing.selectors.vault import unreported_inflows
+from financing.selectors.vault import loans_value, unreported_inflows
 
 
 def _balance(code_filter: dict) -> Decimal:
@@ -58,21 +61,23 @@ def chain_reconcile() -> Reconciliation:
         users_usdai = -_balance({"account__code__startswith": "usdai:"}) - _balance({"account__code": "usdai_external"})
         vault_cash = _balance({"account__code": "vault_cash"})
         on_chain_cash = vault_cash - pending.total
+        escrow = -_balance({"account__code__startswith": "first_loss:"})
         check(
             "USDai total supply (wei)",
             chain.call("USDai", "totalSupply"),
-            usd_to_wei(users_usdai + on_chain_cash),
+            usd_to_wei(users_usdai + on_chain_cash + escrow),
+        )
+        check(
+            "First-loss capital held by the protocol (wei)",
+            chain.call("USDai", "balanceOf", address_for(0)),
+            usd_to_wei(escrow),
         )
         check(
             "Vault idle USDai (wei)",
             chain.call("SUSDai", "idle"),
             usd_to_wei(on_chain_cash) - sum(dust.values()),
         )
-        deployed = (
-            _balance({"account__code": "tbill_holdings"})
-            + _balance({"account__code__startswith": "principal:"})
-            + pending.principal
-        )
+        deployed = _balance({"account__code": "tbill_holdings"}) + loans_value() + pending.principal
         check("Vault deployed: loans + T-bills (wei)", chain.call("SUSDai", "deployed"), usd_to_wei(deployed))
         for wallet in Wallet.objects.filter(user__isnull=False).select_related("user"):
             account = LedgerAccount.objects.filter(code=f"usdai:{wallet.user_id}").first()

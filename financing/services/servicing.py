@@ -29,7 +29,7 @@ from django.db.models import Q, Sum
 
 from core.money import MICRO
 from financing import lock_objects, waterfall
-from financing.models import Instalment, Loan, Posting
+from financing.models import FirstLoss, Instalment, Loan, Posting
 from financing.selectors.loans import TRAILING_DAYS
 from financing.services.ledger import LOAN_ACCOUNT_KINDS, Accounts, Line
 from marketplace.models import Settlement
@@ -44,6 +44,11 @@ class _State:
     principal: Decimal  # outstanding (debit balance of principal:<id>)
     interest: Decimal  # accrued, unpaid
     reserve: Decimal  # held (the credit balance of reserve:<id>, as a positive amount)
+    allowance: Decimal = Decimal(0)  # for expected loss (credit balance, positive)
+    claim: Decimal = Decimal(0)  # insurance claim receivable
+    first_loss: Decimal = Decimal(0)  # first-loss capital still standing (credit balance, positive)
+    premium: Decimal = Decimal(0)  # premium owed to first-loss providers (credit balance, positive)
+    premium_share: Decimal = Decimal(0)  # of the interest net of the protocol fee
     instalments: list[Instalment] = field(default_factory=list)
 
 
@@ -73,7 +78,23 @@ class LoanBook:
             return Decimal(sums.get(f"{purpose}:{loan.pk}") or 0).quantize(MICRO)
 
         for loan in loans:
-            self.states[loan.pk] = _State(loan, bal(loan, "principal"), bal(loan, "interest"), -bal(loan, "reserve"))
+            self.states[loan.pk] = _State(
+                loan,
+                principal=bal(loan, "principal"),
+                interest=bal(loan, "interest"),
+                reserve=-bal(loan, "reserve"),
+                allowance=-bal(loan, "allowance"),
+                claim=bal(loan, "claim"),
+                first_loss=-bal(loan, "first_loss"),
+                premium=-bal(loan, "premium"),
+            )
+        for loan_id, share in (
+            FirstLoss.objects.filter(loan_id__in=self.states, status=FirstLoss.Status.POSTED)
+            .values("loan_id")
+            .annotate(share=Sum("premium_share"))
+            .values_list("loan_id", "share")
+        ):
+            self.states[loan_id].premium_share = min(Decimal(share), Decimal(1))
         for inst in Instalment.objects.filter(loan_id__in=self.states).order_by("loan_id", "number"):
             self.states[inst.loan_id].instalments.append(inst)
         # Trailing 90-day revenue at any moment `at` of the batch [window_start, window_end]:
@@ -114,6 +135,11 @@ class LoanBook:
         state = self.states[loan.pk]
         start = loan.interest_accrued_to
         if start is None or until <= start:
+            return []
+        if loan.status != Loan.Status.ACTIVE:
+            # Non-accrual: a loan in default earns nothing more on the books; what it pays is
+            # cash (principal first), not income counted before it arrives.
+            loan.interest_accrued_to = until
             return []
         seconds = Decimal((until - start).total_seconds())
         amount = (state.principal * loan.apr * seconds / SECONDS_PER_YEAR).quantize(MICRO, rounding=ROUND_HALF_UP)
@@ -208,18 +234,21 @@ class LoanBook:
         state.interest -= interest
         state.principal -= principal
         protocol = (interest * settings.LOAN_PROTOCOL_FEE).quantize(MICRO, rounding=ROUND_HALF_UP)
+        premium = ((interest - protocol) * state.premium_share).quantize(MICRO, rounding=ROUND_HALF_UP)
+        state.premium += premium
         system = self.accounts.system
-        # The vault gets the principal and the interest net of the protocol's fee (the
-        # fee's cash stays with the platform); each epoch reports both on chain.
+        # The vault gets the principal and the interest net of the protocol's fee and of the
+        # first-loss premium (their cash stays with the platform); each epoch reports both on chain.
         return [
             Line(self.accounts.loan(loan, "reserve"), -parts["reserve"], "reserve"),
             Line(self.accounts.loan(loan, "interest"), -interest, "interest"),
             Line(self.accounts.loan(loan, "principal"), -principal, "principal"),
             Line(system("vault_cash"), principal, "to_vault_principal"),
-            Line(system("vault_cash"), interest - protocol, "to_vault_interest"),
-            Line(system("gateway_clearing"), -(principal + interest - protocol), "to_vault"),
-            Line(system("interest_income"), protocol, "protocol_fee"),
+            Line(system("vault_cash"), interest - protocol - premium, "to_vault_interest"),
+            Line(system("gateway_clearing"), -(principal + interest - protocol - premium), "to_vault"),
+            Line(system("interest_income"), protocol + premium, "protocol_fee"),
             Line(system("protocol_fee"), -protocol, "protocol_fee"),
+            Line(self.accounts.loan(loan, "premium"), -premium, "first_loss_premium"),
         ]
 
     def save(self) -> None:

@@ -19,11 +19,11 @@ Ledger model (USD, 6 decimals):
 """
 
 import uuid
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Sum
 from django.db.models.functions import TruncDate
@@ -74,8 +74,6 @@ def redemption_request(*, user: User, shares_amount: Decimal) -> Redemption:
     shares_amount = Decimal(shares_amount)
     if shares_amount <= 0 or shares_amount != shares_amount.quantize(money.SHARE):
         raise ValidationError({"shares": "Enter a positive number of shares (at most 18 decimals)."})
-    if shares_amount < settings.VAULT_MIN_REDEMPTION:
-        raise ValidationError({"shares": f"The smallest redemption is {settings.VAULT_MIN_REDEMPTION} sUSDai."})
     if not Wallet.objects.filter(user=user).exists():
         raise ValidationError({"shares": "You hold no sUSDai."})
     # Read the chain before taking the lock (no network call while holding a row lock).
@@ -88,6 +86,14 @@ def redemption_request(*, user: User, shares_amount: Decimal) -> Redemption:
         available = max(position.shares - redemptions_sending(user=user), Decimal(0))
         if shares_amount > available:
             raise ValidationError({"shares": f"You can redeem at most {available:,.6f} sUSDai."})
+        # Below the minimum only as a holder's whole balance, so that a small holder can always exit.
+        if shares_amount < settings.VAULT_MIN_REDEMPTION and shares_amount != available:
+            raise ValidationError(
+                {
+                    "shares": f"The smallest redemption is {settings.VAULT_MIN_REDEMPTION} sUSDai, "
+                    "or everything you hold."
+                }
+            )
         op = chainop_enqueue(
             key=f"vault:redeem:{uuid.uuid4().hex}",
             sender=wallet.index,
@@ -96,6 +102,30 @@ def redemption_request(*, user: User, shares_amount: Decimal) -> Redemption:
             args=[shares_wei(shares_amount)],
         )
         return Redemption.objects.create(user=user, shares=shares_amount, shares_left=shares_amount, op=op)
+
+
+def redemption_cancel(*, user: User, redemption: Redemption) -> Redemption:
+    """Take a queued redemption back: its unpaid shares return to the user's wallet (what was
+    already paid stays paid)."""
+    if redemption.user_id != user.pk:
+        raise PermissionDenied("This is not your redemption.")
+    with transaction.atomic():
+        wallet = lock_objects.wallet_lock(user=user).get()  # the wallet before its redemptions (LOCK_ORDER)
+        locked = lock_objects.redemption_lock(pk=redemption.pk).get()
+        if locked.status == Redemption.Status.REQUESTED:
+            raise ValidationError({"redemption": "This request is still being sent to the chain; try again shortly."})
+        if locked.status != Redemption.Status.QUEUED:
+            raise ValidationError({"redemption": f"This redemption is {locked.get_status_display().lower()}."})
+        locked.cancel_op = chainop_enqueue(
+            key=f"vault:cancel:{locked.pk}",
+            sender=wallet.index,
+            contract="SUSDai",
+            function="cancel_redeem",
+            args=[locked.request_id],
+        )
+        locked.status = Redemption.Status.CANCELLING
+        locked.save(update_fields=["status", "cancel_op"])
+    return locked
 
 
 def vault_service(*, max_requests: int = 50) -> ChainOp | None:
@@ -109,11 +139,13 @@ def vault_service(*, max_requests: int = 50) -> ChainOp | None:
     )
 
 
-def vault_daily(*, today: date | None = None) -> dict:
-    """Daily: close the epoch, accrue T-bill interest, rebalance cash against the buffer,
-    record the day for APR. Idempotent per date."""
-    today = today or timezone.localdate()
-    epoch_close()
+def vault_daily(*, today: date | None = None, now: datetime | None = None) -> dict:
+    """Daily: close the epoch, post T-bill interest, rebalance cash against the buffer,
+    record the day for APR. Idempotent per date. T-bill interest posted on a date is for the
+    day that ended at its start (the holdings carried into it), paid in arrears."""
+    now = now or timezone.now()
+    today = today or timezone.localdate(now)
+    epoch_close(now=now)
     out = {"tbill_interest": Decimal(0), "tbill_buy": Decimal(0), "tbill_sell": Decimal(0)}
     with transaction.atomic():
         # The day's interest is on the holdings carried into it: T-bills bought (or sold) by an
@@ -133,7 +165,7 @@ def vault_daily(*, today: date | None = None) -> dict:
                 ],
             )
             out["tbill_interest"] = interest
-    epoch_close()  # the interest reaches the chain before cash is moved
+    epoch_close(now=now)  # the interest reaches the chain before cash is moved
     with transaction.atomic():
         summary = vault_books()
         buffer = max(summary.nav * settings.VAULT_LIQUIDITY_BUFFER, queued_redemptions())

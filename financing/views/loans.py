@@ -1,5 +1,6 @@
 """Owner and lender financing pages (operators work in the admin)."""
 
+from django.conf import settings
 from django.contrib import messages
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods
@@ -14,12 +15,14 @@ from financing.forms import CollateralForm, LoanApplicationForm
 from financing.models import Collateral, Loan
 from financing.selectors.loans import (
     appraisal_history,
+    borrowing_limit,
     insurance_lapsed,
     loan_book,
     loan_flow_totals,
     loan_repayments,
     loan_revenue_by_month,
     loan_summary,
+    loan_warnings,
     margin_call,
     owner_collateral,
 )
@@ -52,10 +55,13 @@ def owner_financing(request):
     if action == "collateral" and form_submit(collateral_form, lambda d: collateral_register(owner=company, **d)):
         messages.success(request, "Collateral recorded; an operator will review it.")
         return redirect("financing:owner_financing")
-    if action == "loan" and form_submit(loan_form, lambda d: loan_apply(owner=company, **d)):
+    if action == "loan" and (done := form_submit(loan_form, lambda d: loan_apply(owner=company, **d))):
         messages.success(request, "Application sent; an operator will review it.")
+        for warning in loan_warnings(done.result):
+            messages.warning(request, warning)
         return redirect("financing:owner_financing")
     records = owner_collateral(company)
+    open_to_borrow = [c for c in records if c.approved_at and c.lien == Collateral.Lien.FREE]
     context = {
         "records": [
             (
@@ -65,6 +71,9 @@ def owner_financing(request):
             )
             for c in records
         ],
+        # What limits each "You can borrow" figure, and why.
+        "limits": [(c, borrowing_limit(c)) for c in open_to_borrow],
+        "ltv_limit": settings.LOAN_MAX_LTV,
         "loans": [
             loan_summary(loan) for loan in Loan.objects.filter(owner=company).select_related("collateral__server")
         ],
@@ -163,6 +172,7 @@ def _loan_page(request, loan: Loan, template: str):
     months = loan_revenue_by_month(loan)
     context = {
         "summary": loan_summary(loan),
+        "warnings": loan_warnings(loan),
         "instalments": loan.instalments.all(),
         "repayments": loan_repayments(loan),
         "months": months,
