@@ -21,13 +21,15 @@ _ROLE_MESSAGES = {
 }
 
 
-def role_required(role: str):
+def role_required(role: str, *others: str):
+    """The page needs ``role`` (or one of ``others``); the refusal names the first."""
+
     def decorator(view):
         @wraps(view)
         def wrapped(request, *args, **kwargs):
             if not request.user.is_authenticated:
                 return redirect_to_login(request.get_full_path())
-            if not user_has_role(request.user, role):
+            if not any(user_has_role(request.user, r) for r in (role, *others)):
                 raise PermissionDenied(_ROLE_MESSAGES[role])
             return view(request, *args, **kwargs)
 

@@ -39,6 +39,12 @@ api_v1 = [
     path("vault/", financing_api.VaultApi.as_view(), name="vault"),
     path("vault/deposits/", financing_api.VaultDepositApi.as_view(), name="vault-deposits"),
     path("vault/redemptions/", financing_api.RedemptionsApi.as_view(), name="vault-redemptions"),
+    path(
+        "vault/redemptions/<int:pk>/cancel/",
+        financing_api.RedemptionCancelApi.as_view(),
+        name="vault-redemption-cancel",
+    ),
+    path("vault/history/", financing_api.VaultHistoryApi.as_view(), name="vault-history"),
     path("proof/settlements/<int:pk>/", financing_api.SettlementProofApi.as_view(), name="settlement-proof"),
     path("owner/loans/", financing_api.LoanApplyApi.as_view(), name="owner-loans"),
     path("owner/collateral/<int:pk>/limit/", financing_api.CollateralLimitApi.as_view(), name="collateral-limit"),

@@ -15,6 +15,7 @@ from financing.models import (
     Posting,
 )
 from financing.selectors.ledger import account_balance
+from financing.selectors.loans import loan_warnings
 from financing.services.collateral import appraisal_run, collateral_approve, hardware_loss_declare
 from financing.services.delinquency import loan_foreclose
 from financing.services.loans import loan_approve, loan_reject
@@ -34,7 +35,16 @@ def _run(modeladmin, request, queryset, action, done: str) -> None:
 
 class AppraisalInline(ReadOnlyInline):
     model = Appraisal
-    fields = ["as_of", "trigger", "depreciated_value", "income_value", "value"]
+    fields = [
+        "as_of",
+        "trigger",
+        "depreciated_value",
+        "income_approach",
+        "forward_income_value",
+        "annual_net_income",
+        "income_value",
+        "value",
+    ]
 
 
 @admin.register(Collateral)
@@ -85,6 +95,7 @@ class LoanAdmin(ReadOnlyAdmin):
         "kind",
         "status",
         "ltv_at_origination",
+        "projected_dscr",
         "outstanding",
     ]
     list_filter = ["status", "kind"]
@@ -98,6 +109,9 @@ class LoanAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Approve and disburse the selected applications")
     def approve(self, request, queryset):
+        for loan in queryset.filter(status=Loan.Status.APPLIED):
+            for warning in loan_warnings(loan):
+                self.message_user(request, f"{loan}: {warning}", messages.WARNING)
         _run(self, request, queryset, lambda loan: loan_approve(loan=loan, operator=request.user), "approved")
 
     @admin.action(description="Foreclose the selected defaulted loans")

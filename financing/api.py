@@ -5,6 +5,8 @@ The same services and selectors as the pages. Service ``ValidationError`` →
 400 with field messages; wrong role → 403. Decimals are strings.
 """
 
+from decimal import ROUND_DOWN
+
 from django.conf import settings
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
@@ -91,9 +93,14 @@ class VaultSummarySerializer(serializers.Serializer):
     nav = _money()
     apr_7 = _rate(help_text="Realised over 7 days, a fraction; null without history.")
     apr_30 = _rate(help_text="Realised over 30 days, a fraction; null without history.")
-    redeem_price = _money(help_text="USDai per share when redeeming (unlocked profit only).")
-    deposit_price = _money(help_text="USDai per share when depositing (counts accrued interest).")
-    locked_profit = _money(help_text="Reported profit still streaming into the share price.")
+    apy_30 = _rate(help_text="The 30-day APR compounded daily, (1 + apr_30/365)^365 - 1; null without history.")
+    share_price = _shares(
+        help_text="USDai a share is worth: the one price for deposits and redemptions (accrued interest included)."
+    )
+    redeem_price = _money(source="share_price", rounding=ROUND_DOWN, help_text="share_price, kept for old clients.")
+    deposit_price = _money(source="share_price", rounding=ROUND_DOWN, help_text="share_price, kept for old clients.")
+    accrued = _money(help_text="Interest accrued and not yet received, counted in the share price.")
+    locked_profit = _money(help_text="Surprise income still streaming into the share price.")
     total_assets = _money(required=False)
     supply = _shares(required=False)
     chain_error = serializers.CharField(required=False)
@@ -108,23 +115,55 @@ class PositionSerializer(serializers.Serializer):
     error = serializers.CharField(required=False)
 
 
+class PnlSerializer(serializers.Serializer):
+    deposited = _money(help_text="Every deposit's USDai.")
+    redeemed = _money(help_text="USDai the redemption queue has paid.")
+    sending = _money(help_text="Deposits whose shares are not minted yet, counted at their amount.")
+    wallet_value = _money(help_text="Shares in the wallet at the share price.")
+    queued_value = _money(help_text="Shares escrowed in the queue at the share price.")
+    value = _money(help_text="wallet_value + queued_value + sending; null when the chain cannot be read.")
+    pnl = _money(help_text="value + redeemed - deposited.")
+    error = serializers.CharField()
+
+
 class VaultSerializer(serializers.Serializer):
     summary = VaultSummarySerializer()
     position = PositionSerializer()
+    pnl = PnlSerializer()
 
 
 class VaultApi(APIView):
-    """The vault (NAV split, share prices, realised APR) and the requesting lender's position."""
+    """The vault (NAV split, share price, realised APR and APY) and the requesting lender's
+    position and P&L."""
 
     permission_classes = [IsLender]
 
     @extend_schema(responses=VaultSerializer)
     def get(self, request):
+        position = vault_selectors.vault_position(user=request.user)
         data = {
             "summary": vault_selectors.vault_summary(),
-            "position": vault_selectors.vault_position(user=request.user),
+            "position": position,
+            "pnl": vault_selectors.lender_pnl(user=request.user, position=position),
         }
         return Response(VaultSerializer(data).data)
+
+
+class VaultDaySerializer(serializers.Serializer):
+    date = serializers.DateField()
+    nav = _money()
+    income = _money(help_text="Income earned that day (by economic date).")
+    share_price = _shares(help_text="Read from the chain by the day's run; null when it could not be.")
+
+
+class VaultHistoryApi(APIView):
+    """The vault's recorded days over the last 90, oldest first: NAV, income, share price."""
+
+    permission_classes = [IsLender]
+
+    @extend_schema(responses=VaultDaySerializer(many=True))
+    def get(self, request):
+        return Response(VaultDaySerializer(vault_selectors.vault_history(), many=True).data)
 
 
 class DepositSerializer(serializers.Serializer):
@@ -169,7 +208,7 @@ class RedemptionSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
     paid_at = serializers.DateTimeField(allow_null=True)
     position = serializers.IntegerField(allow_null=True, help_text="In the queue; null once paid.")
-    value = _money(help_text="What the shares left are worth at the redeem price; null once paid.")
+    value = _money(help_text="What the shares left are worth (books' view); null unless waiting.")
     estimate = serializers.DateField(allow_null=True, help_text="Estimated payment date; null when unknown.")
 
 
@@ -199,6 +238,19 @@ class RedemptionsApi(APIView):
             _redemption(redemption, vault_selectors.redemption_estimate(redemption=redemption)),
             status=status.HTTP_201_CREATED,
         )
+
+
+class RedemptionCancelApi(APIView):
+    """Cancel one of the requesting lender's queued redemptions: its unpaid shares come back
+    to the wallet once the chain confirms (status "cancelling", then "cancelled"). Another
+    lender's redemption is 404; one that is not queued is 400 with the reason."""
+
+    permission_classes = [IsLender]
+
+    @extend_schema(request=None, responses={200: RedemptionSerializer})
+    def post(self, request, pk: int):
+        redemption = get_object_or_404(Redemption, pk=pk, user=request.user)
+        return Response(_redemption(vault.redemption_cancel(user=request.user, redemption=redemption), None))
 
 
 # --- Proof of revenue (public) ------------------------------------------------------------

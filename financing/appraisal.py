@@ -13,8 +13,10 @@ Value = the lower of
 
 Net operating income is what rent leaves once the platform fee and insurance
 (shares of gross, as the waterfall takes them) and the operating cost of the
-hardware (power and hosting, ``opex`` per GPU-hour, paid every hour of the
-year whether the GPU is rented or not) are paid. It comes from two sources:
+hardware (power and hosting, ``opex`` per GPU-hour by model,
+``APPRAISAL_OPEX_RATES``, else ``APPRAISAL_OPEX_PER_GPU_HOUR``; paid every hour
+of the year whether the GPU is rented or not: hosting is, and idle power is not
+nothing) are paid. It comes from two sources:
 
 - **trailing** (actual): what the server grossed in the trailing window
   (``W`` = 90 days), ``G``, of which it was on the market for ``h ≤ W`` days;
@@ -22,18 +24,21 @@ year whether the GPU is rented or not) are paid. It comes from two sources:
 - **forward**: the platform's own market for the model, for hardware without
   a record: ``net/GPU-hour = rate × utilisation × (1 − fee − ins) − opex`` and
   ``F = net/GPU-hour × n × 8,760`` (``n`` GPUs in service). The rate is the
-  median live price of the model on the marketplace (other owners' listings;
-  a reference rate per model when there is none, and the source says so),
-  never above the server's own listed price. The utilisation is the
-  platform's trailing figure for the model, at most a cap; a default when the
-  model has too little history to measure.
+  median live price of the model on the marketplace (other owners' listings,
+  so that an owner cannot price its own collateral up; ``APPRAISAL_REFERENCE_RATES``
+  when there is none, and the source says so), never above the server's own
+  listed price. The utilisation is the platform's trailing figure for the
+  model (booked over available GPU-hours in the window), at most
+  ``APPRAISAL_UTILISATION_CAP``; ``APPRAISAL_UTILISATION_DEFAULT`` when the
+  model had fewer than ``APPRAISAL_UTILISATION_MIN_GPU_HOURS`` on the market.
 
 The annual income used is a credibility blend: ``A = (h / W) × T + (1 − h / W) × F``.
 A careful lender counts the server's own record for the part of the window it
 was on the market, and fills only the rest with the market assumption. This
 is, term by term, the server's actual window net (``G × (1 − fee − ins) × 365 / W``),
-plus the forward rent for the days it was not yet listed, less a full year
-of operating cost: actual earnings are never discounted in favour of an
+plus the forward net for the days it was not yet listed, less the operating
+cost of the days it was (the form computed, so that rent earned on a first,
+partial day ``h = 0`` counts as well): actual earnings are never discounted in favour of an
 assumption, a server that sat idle on the market for the whole window is
 worth what it earned (often nothing), a new server is valued on the market
 alone, and there is no cliff at day ``W`` where the assumption would drop away
@@ -128,8 +133,9 @@ def model_entry(model: str, table: dict[str, Decimal]) -> tuple[str, Decimal] | 
     return None
 
 
-def depreciation_rate_for(model: str, rates: dict[str, Decimal], default: Decimal) -> tuple[Decimal, str]:
-    """The model's rate from the table, else ``default``; with where it came from."""
+def model_rate(model: str, rates: dict[str, Decimal], default: Decimal) -> tuple[Decimal, str]:
+    """The model's rate from a per-model table (depreciation, operating cost), else
+    ``default``; with where it came from."""
     entry = model_entry(model, rates)
     if entry is None:
         return default, f"default rate ({model or 'no GPU model'} is not in the table)"
@@ -209,13 +215,11 @@ def appraise(inputs: Inputs) -> Result:
     window = max(inputs.trailing_days, 1)
     history = min(max(inputs.history_days, 0), window)
     weight = Decimal(history) / window
-    if history:
-        opex = inputs.opex_per_gpu_hour * gpus * 24 * history
-        trailing = (inputs.trailing_gross_revenue * keep - opex) * 365 / history
-        annual = _cents(weight * trailing + (1 - weight) * forward)
-    else:
-        trailing = None
-        annual = _cents(forward)
+    # (h/W)·T + (1 − h/W)·F, expanded so that revenue earned in a first, partial day counts too.
+    opex_a_year = inputs.opex_per_gpu_hour * gpus * HOURS_A_YEAR
+    actual = inputs.trailing_gross_revenue * keep * 365 / window
+    annual = _cents(actual - weight * opex_a_year + (1 - weight) * forward)
+    trailing = actual * window / history - opex_a_year if history else None
     income = annuity_value(annual, remaining, inputs.discount_rate)
     approach = FORWARD if history == 0 else TRAILING if history == window else BLEND
     return Result(

@@ -70,5 +70,34 @@ class RedemptionForm(forms.Form):
             self.fields["shares"].widget.attrs["min"] = str(minimum)
 
 
+class RedemptionCancelForm(forms.Form):
+    redemption = forms.IntegerField(min_value=1, widget=forms.HiddenInput)
+
+
+# --- Credit losses and first-loss capital ------------------------------------------------
+
+
+class FirstLossForm(forms.Form):
+    amount = forms.DecimalField(
+        max_digits=14,
+        decimal_places=2,
+        label="Amount (USDai)",
+        help_text="From your USDai balance; it absorbs this loan's loss before sUSDai holders do.",
+    )
+
+
+class WriteOffForm(forms.Form):
+    sale_proceeds = forms.DecimalField(
+        max_digits=14, decimal_places=2, initial=0, label="Sale proceeds (USD)", help_text="What the hardware sold for."
+    )
+
+
+class ClaimSettleForm(forms.Form):
+    claim = forms.IntegerField(min_value=1, widget=forms.HiddenInput)
+    amount_paid = forms.DecimalField(
+        max_digits=14, decimal_places=2, label="Amount paid (USD)", help_text="Zero if the insurer denied the claim."
+    )
+
+
 class ProofLookupForm(forms.Form):
     settlement = forms.IntegerField(min_value=1, label="Settlement id")

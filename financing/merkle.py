@@ -24,7 +24,10 @@ algorithm, exactly:
    where the node is the promoted odd one. ``j`` halves at each level.
 6. Verification: ``h = leaf``; for each ``p`` in the proof, in order,
    ``h = SHA256(0x01 || min(h, p) || max(h, p))``; the proof is valid when
-   ``h`` equals the root.
+   ``h`` equals the root. On chain, ``RevenueAnchor.verify(epoch, data,
+   proof)`` takes the record's bytes (at most 4,096), not its leaf, and
+   computes the leaf itself, so an inner node or the root can never be
+   passed off as a leaf there.
 """
 
 from hashlib import sha256

@@ -173,6 +173,7 @@ class Appraisal(models.Model):
     opex_per_gpu_hour = models.DecimalField(
         max_digits=10, decimal_places=4, default=0, help_text="Power and hosting, every hour of the year."
     )
+    opex_source = models.CharField(max_length=200, blank=True)
     net_per_gpu_hour = models.DecimalField(
         max_digits=10, decimal_places=4, default=0, help_text="Forward: rate × utilisation net of costs."
     )
@@ -522,11 +523,18 @@ class Redemption(models.Model):
 
 
 class VaultDay(models.Model):
-    """The vault's state at the end of a day, for realised APR."""
+    """The vault's state at the end of a day, for realised APR and the share-price history."""
 
     date = models.DateField(unique=True)
     nav = models.DecimalField(max_digits=20, decimal_places=6, help_text="Cash + T-bills + loan principal.")
     income = models.DecimalField(max_digits=20, decimal_places=6, help_text="Net interest and T-bill income that day.")
+    share_price = models.DecimalField(
+        max_digits=38,
+        decimal_places=18,
+        null=True,
+        blank=True,
+        help_text="USDai a share was worth on chain at the day's run; empty when the chain could not be read.",
+    )
 
     class Meta:
         ordering = ["-date"]

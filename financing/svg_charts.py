@@ -101,10 +101,20 @@ def flow(totals: dict[str, Decimal], keys=tuple(COLORS)) -> SafeString:
     return format_html("{}", mark_safe(svg + "".join(parts) + "</svg>"))  # noqa: S308
 
 
-def line_chart(points: list[tuple[str, Decimal]], label: str) -> SafeString:
-    """A small line chart (e.g. appraisal history)."""
+def line_chart(
+    points: list[tuple[str, Decimal]],
+    label: str,
+    *,
+    prefix: str = "$",
+    places: int = 2,
+    axis_places: int | None = None,
+    empty: str = "Not enough appraisals for a chart yet.",
+) -> SafeString:
+    """A small line chart (appraisal history, share-price history): each point's value to
+    ``places`` decimals, the axis to ``axis_places`` (whole units by default for dollars)."""
     if len(points) < 2:
-        return mark_safe('<p class="muted">Not enough appraisals for a chart yet.</p>')
+        return format_html('<p class="muted">{}</p>', empty)
+    axis_places = (0 if prefix == "$" else places) if axis_places is None else axis_places
     width, height, pad = 720, 180, 50
     values = [v for _, v in points]
     lo, hi = min(values), max(values)
@@ -112,15 +122,17 @@ def line_chart(points: list[tuple[str, Decimal]], label: str) -> SafeString:
     step = Decimal(width - 2 * pad) / (len(points) - 1)
     coords = [(pad + i * step, height - 30 - (v - lo) / span * (height - 60)) for i, v in enumerate(values)]
     path = " ".join(f"{'M' if i == 0 else 'L'}{x:.1f},{y:.1f}" for i, (x, y) in enumerate(coords))
+    prefix = escape(prefix)
     dots = "".join(
-        f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="#0f766e"><title>{escape(d)}: ${v:,.2f}</title></circle>'
+        f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="#0f766e"><title>{escape(d)}: {prefix}{v:,.{places}f}</title>'
+        "</circle>"
         for (x, y), (d, v) in zip(coords, points, strict=True)
     )
     svg = (
         f'<svg viewBox="0 0 {width} {height}" width="100%" role="img" aria-label="{escape(label)}">'
         f'<path d="{path}" fill="none" stroke="#0f766e" stroke-width="2"/>{dots}'
-        f'<text x="2" y="14" font-size="10">${hi:,.0f}</text>'
-        f'<text x="2" y="{height - 30}" font-size="10">${lo:,.0f}</text>'
+        f'<text x="2" y="14" font-size="10">{prefix}{hi:,.{axis_places}f}</text>'
+        f'<text x="2" y="{height - 30}" font-size="10">{prefix}{lo:,.{axis_places}f}</text>'
         f'<text x="{pad}" y="{height - 8}" font-size="10">{escape(points[0][0])}</text>'
         f'<text x="{width - pad}" y="{height - 8}" font-size="10" text-anchor="end">{escape(points[-1][0])}</text>'
         "</svg>"

@@ -142,12 +142,14 @@ def test_deposit_then_redeem_on_the_vault_page(chain, lender, client_as, setting
     assert page.status_code == 200
     assert '<dd id="position-shares">60.000000</dd>' in html
     assert '<dd id="position-value">$60.00</dd>' in html
-    assert '<div class="stat" id="redeem-price">1.000000</div>' in html
+    assert '<div class="stat" id="share-price">1.000000</div>' in html
     assert "not enough history" in html  # no VaultDay yet
     assert "At least 10 sUSDai" in html
 
     below = client.post(reverse("financing:vault"), {"action": "redeem", "redeem-shares": "5"})
-    assert below.status_code == 400 and "The smallest redemption is 10 sUSDai." in below.content.decode()
+    assert below.status_code == 400 and "The smallest redemption is 10 sUSDai, or everything you hold." in (
+        below.content.decode()
+    )
     assert not Redemption.objects.exists()
     above = client.post(reverse("financing:vault"), {"action": "redeem", "redeem-shares": "61"})
     assert above.status_code == 400 and "You can redeem at most 60.000000 sUSDai." in above.content.decode()
@@ -210,7 +212,8 @@ def test_api_deposit_and_redemption_with_field_errors(chain, lender, api_as, set
     assert vault["summary"]["redeem_price"] == "1.000000" and vault["summary"]["apr_7"] is None
 
     below = api.post("/api/v1/vault/redemptions/", {"shares": "9.99"}, format="json")
-    assert below.status_code == 400 and below.json() == {"shares": ["The smallest redemption is 10 sUSDai."]}
+    assert below.status_code == 400
+    assert below.json() == {"shares": ["The smallest redemption is 10 sUSDai, or everything you hold."]}
     assert not Redemption.objects.exists()
     queued = api.post("/api/v1/vault/redemptions/", {"shares": "12.5"}, format="json")
     assert queued.status_code == 201

@@ -85,8 +85,11 @@ def test_the_loan_books_trailing_revenue_equals_the_direct_sum(loan, renter, spa
         assert book._trailing_net(server.pk, at) == trailing_net_revenue(server=server, until=at), at
 
 
-def test_interest_that_arrives_after_the_days_run_counts_in_that_days_income(loan, renter):
+def test_interest_that_arrives_after_the_days_run_counts_on_the_day_it_was_earned(loan, renter):
     # given the vault's daily run today, before any interest has come in
+    from datetime import UTC, datetime, time
+
+    from django.conf import settings
     from django.utils import timezone
 
     from financing.models import VaultDay
@@ -97,14 +100,23 @@ def test_interest_that_arrives_after_the_days_run_counts_in_that_days_income(loa
     vault_daily(today=today)
     assert VaultDay.objects.get(date=today).income == 0
 
-    # when rent pays the loan's interest later the same day ($44.383561 reaches the vault, see above)
-    settle(loan, renter, "4000.00", T0 + timedelta(days=10))
+    # when rent for usage that ended at noon today pays the loan's interest, journaled after the run
+    noon = datetime.combine(today, time(12), tzinfo=UTC)
+    settle(loan, renter, "4000.00", noon)
     settlements_journal()
+    seconds = Decimal((noon - T0).total_seconds())
+    interest = (Decimal("12000") * Decimal("0.15") * seconds / (365 * 86400)).quantize(MICRO, rounding=ROUND_HALF_UP)
+    to_vault = interest - (interest * settings.LOAN_PROTOCOL_FEE).quantize(MICRO, rounding=ROUND_HALF_UP)
 
-    # then tomorrow's run counts it in today's income (with the T-bill interest booked by that run,
-    # which is also entered today: $6,000 bought today × 4.5 % / 365), and lenders see a realised APR
+    # then tomorrow's run counts it in today's income, with the T-bill interest that run posts for
+    # today (paid in arrears: $6,000 bought today × 4.5 % / 365); tomorrow has earned nothing yet
     tomorrow = today + timedelta(days=1)
     tbill_interest = vault_daily(today=tomorrow)["tbill_interest"]
     assert tbill_interest == (Decimal("6000") * Decimal("0.045") / 365).quantize(MICRO, rounding=ROUND_HALF_UP)
-    assert VaultDay.objects.get(date=today).income == Decimal("44.383561") + tbill_interest
-    assert realised_apr(days=7, today=tomorrow) > 0
+    day = VaultDay.objects.get(date=today)
+    assert day.income == to_vault + tbill_interest
+    assert VaultDay.objects.get(date=tomorrow).income == 0
+    # and lenders see today's income over today's NAV, annualised (tomorrow, still coming in, is left out)
+    expected = ((to_vault + tbill_interest) / day.nav * 365).quantize(Decimal("0.0001"))
+    assert realised_apr(days=7, today=tomorrow) == expected > 0
+    assert realised_apr(days=7, today=today) is None  # no complete day yet

@@ -272,7 +272,24 @@ APPRAISAL_REFERENCE_RATES = env.dict(
 APPRAISAL_UTILISATION_CAP = Decimal(env("APPRAISAL_UTILISATION_CAP", default="0.60"))
 APPRAISAL_UTILISATION_DEFAULT = Decimal(env("APPRAISAL_UTILISATION_DEFAULT", default="0.40"))
 APPRAISAL_UTILISATION_MIN_GPU_HOURS = Decimal(env("APPRAISAL_UTILISATION_MIN_GPU_HOURS", default="2160"))
-APPRAISAL_OPEX_PER_GPU_HOUR = Decimal(env("APPRAISAL_OPEX_PER_GPU_HOUR", default="0.25"))  # power and hosting
+# Power (with cooling) and hosting per GPU-hour, by model: a T4 draws a tenth of a B200. Models
+# not in the table take the default, a flagship's cost.
+APPRAISAL_OPEX_PER_GPU_HOUR = Decimal(env("APPRAISAL_OPEX_PER_GPU_HOUR", default="0.25"))
+APPRAISAL_OPEX_RATES = env.dict(
+    "APPRAISAL_OPEX_RATES",
+    cast={"value": Decimal},
+    default={
+        "B200": Decimal("0.35"),
+        "H200": Decimal("0.25"),
+        "H100": Decimal("0.25"),
+        "A100": Decimal("0.15"),
+        "L40S": Decimal("0.12"),
+        "V100": Decimal("0.10"),
+        "P100": Decimal("0.09"),
+        "A10": Decimal("0.06"),
+        "T4": Decimal("0.04"),
+    },
+)
 LOAN_MAX_LTV = Decimal(env("LOAN_MAX_LTV", default="0.75"))  # at origination
 LOAN_MAINTENANCE_LTV = Decimal(env("LOAN_MAINTENANCE_LTV", default="0.85"))  # margin call above this
 LOAN_APR = Decimal(env("LOAN_APR", default="0.15"))

@@ -103,6 +103,11 @@ class Migration(migrations.Migration):
         ),
         migrations.AddField(
             model_name='appraisal',
+            name='opex_source',
+            field=models.CharField(blank=True, max_length=200),
+        ),
+        migrations.AddField(
+            model_name='appraisal',
             name='platform_fee',
             field=models.DecimalField(decimal_places=4, default=0, help_text='Of gross revenue.', max_digits=6),
         ),

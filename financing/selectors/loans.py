@@ -6,12 +6,13 @@ from datetime import datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
 
 from django.conf import settings
-from django.db.models import Sum
+from django.db.models import Q, Sum
 from django.utils import timezone
 
 from core import money
 from financing import schedules
-from financing.models import Appraisal, Collateral, JournalEntry, Loan, Posting
+from financing.chart_of_accounts import owner_payable_code
+from financing.models import Appraisal, Collateral, FirstLoss, InsuranceClaim, JournalEntry, Loan, Posting
 from marketplace.models import Server, Settlement
 
 # The window of delivered revenue that appraisals and debt-service coverage look at.
@@ -221,16 +222,30 @@ class LoanSummary:
     ltv: Decimal | None
     dscr: Decimal | None
     next_instalment: object | None
+    allowance: Decimal = Decimal(0)  # the impairment: provision for the loan's expected loss
+    claim: Decimal = Decimal(0)  # insurance claim receivable (lost hardware, booked at foreclosure)
+    written_off: Decimal = Decimal(0)  # principal charged off, and any claim paid short of its receivable
+
+    @property
+    def net_value(self) -> Decimal:
+        """What the loan is worth to the vault: principal and claim, less the allowance."""
+        return self.outstanding + self.claim - self.allowance
+
+
+_CHARGED_OFF = ("write_off", "claim_shortfall")
 
 
 def loan_summary(loan: Loan, *, now: datetime | None = None) -> LoanSummary:
     now = now or timezone.now()
-    codes = [f"principal:{loan.pk}", f"interest:{loan.pk}", f"reserve:{loan.pk}"]
-    sums = {
-        row["account__code"]: money.usd(row["total"])
-        for row in Posting.objects.filter(account__code__in=codes).values("account__code").annotate(total=Sum("amount"))
-    }
-    outstanding = sums.get(codes[0], Decimal(0))
+    codes = {kind: f"{kind}:{loan.pk}" for kind in ("principal", "interest", "reserve", "allowance", "claim")}
+    rows = (
+        Posting.objects.filter(account__code__in=codes.values())
+        .values("account__code")
+        .annotate(total=Sum("amount"), charged=Sum("amount", filter=Q(line__in=_CHARGED_OFF)))
+    )
+    sums = {row["account__code"]: money.usd(row["total"]) for row in rows}
+    charged = {row["account__code"]: money.usd(row["charged"] or 0) for row in rows}
+    outstanding = sums.get(codes["principal"], Decimal(0))
     appraisal = loan.collateral.appraisals.order_by("-as_of", "-id").first()
     upcoming = list(loan.instalments.filter(due__gt=now).order_by("number")[:3])
     debt_service = sum((i.payment for i in upcoming), Decimal(0))
@@ -238,18 +253,57 @@ def loan_summary(loan: Loan, *, now: datetime | None = None) -> LoanSummary:
     return LoanSummary(
         loan=loan,
         outstanding=outstanding,
-        interest_accrued=sums.get(codes[1], Decimal(0)),
-        reserve=-sums.get(codes[2], Decimal(0)),
+        interest_accrued=sums.get(codes["interest"], Decimal(0)),
+        reserve=-sums.get(codes["reserve"], Decimal(0)),
         appraisal=appraisal,
         ltv=(outstanding / appraisal.value).quantize(Decimal("0.0001")) if appraisal and appraisal.value else None,
         dscr=(net / debt_service).quantize(Decimal("0.01")) if debt_service else None,
         next_instalment=upcoming[0] if upcoming else None,
+        allowance=-sums.get(codes["allowance"], Decimal(0)),
+        claim=sums.get(codes["claim"], Decimal(0)),
+        written_off=-(charged.get(codes["principal"], Decimal(0)) + charged.get(codes["claim"], Decimal(0))),
     )
 
 
 def loan_book() -> list[LoanSummary]:
     loans = Loan.objects.exclude(status__in=[Loan.Status.REJECTED]).select_related("owner", "collateral__server")
     return [loan_summary(loan) for loan in loans.order_by("-applied_at")]
+
+
+@dataclass(frozen=True)
+class LoanBookTotals:
+    """The loan book in sum. The averages are weighted by outstanding principal, over the loans
+    with principal outstanding (LTV over those with an appraisal); None when there are none."""
+
+    principal: Decimal  # outstanding
+    claims: Decimal
+    allowance: Decimal
+    net_value: Decimal  # principal + claims - allowance: what the vault counts in its NAV
+    written_off: Decimal
+    weighted_apr: Decimal | None
+    weighted_ltv: Decimal | None
+
+
+def loan_book_totals(summaries: list[LoanSummary]) -> LoanBookTotals:
+    def total(values) -> Decimal:
+        return sum(values, Decimal(0))
+
+    live = [s for s in summaries if s.outstanding > 0]
+    appraised = [s for s in live if s.appraisal and s.appraisal.value > 0]
+    weight, ltv_weight = total(s.outstanding for s in live), total(s.outstanding for s in appraised)
+    apr = total(s.outstanding * s.loan.apr for s in live) / weight if weight else None
+    # Each loan's LTV is its outstanding principal over its appraisal, unrounded.
+    ltv_sum = total(s.outstanding * s.outstanding / s.appraisal.value for s in appraised)
+    ltv = ltv_sum / ltv_weight if ltv_weight else None
+    return LoanBookTotals(
+        principal=total(s.outstanding for s in summaries),
+        claims=total(s.claim for s in summaries),
+        allowance=total(s.allowance for s in summaries),
+        net_value=total(s.net_value for s in summaries),
+        written_off=total(s.written_off for s in summaries),
+        weighted_apr=apr.quantize(Decimal("0.0001")) if apr is not None else None,
+        weighted_ltv=ltv.quantize(Decimal("0.0001")) if ltv is not None else None,
+    )
 
 
 def loan_revenue_by_month(loan: Loan) -> list[tuple[str, dict[str, Decimal]]]:
@@ -303,3 +357,165 @@ def insurance_lapsed(summary: LoanSummary, today=None) -> bool:
 
 def margin_call(summary: LoanSummary) -> bool:
     return summary.ltv is not None and summary.ltv > settings.LOAN_MAINTENANCE_LTV
+
+
+# --- A loan's losses, first-loss capital and reserve; the owner's revenue ----------------------
+
+
+@dataclass(frozen=True)
+class FirstLossPosition:
+    provider_id: int
+    provider: str  # "the owner (<company>)" or "curator #<user id>": lenders do not see each other's e-mail
+    amount: Decimal
+    premium_share: Decimal  # of the loan's interest net of the protocol fee
+    status: str
+    absorbed: Decimal  # losses it paid
+    returned: Decimal  # capital and premium paid back
+    posted_at: datetime
+    closed_at: datetime | None
+
+
+@dataclass(frozen=True)
+class FirstLossBook:
+    positions: tuple[FirstLossPosition, ...]
+    posted: Decimal  # every position's amount
+    standing: Decimal  # capital still ahead of lenders (the credit balance of first_loss:<loan>)
+    premium_owed: Decimal  # premium earned, paid when the loan ends (premium:<loan>)
+
+
+def loan_first_loss(loan: Loan) -> FirstLossBook:
+    """First-loss capital posted on the loan, newest first, and what of it stands."""
+    owners = set(loan.owner.memberships.values_list("user_id", flat=True))
+    rows = FirstLoss.objects.filter(loan=loan).order_by("-posted_at", "-pk")
+    positions = tuple(
+        FirstLossPosition(
+            provider_id=row.provider_id,
+            provider=f"the owner ({loan.owner.name})" if row.provider_id in owners else f"curator #{row.provider_id}",
+            amount=row.amount,
+            premium_share=row.premium_share,
+            status=row.get_status_display(),
+            absorbed=row.absorbed,
+            returned=row.returned,
+            posted_at=row.posted_at,
+            closed_at=row.closed_at,
+        )
+        for row in rows
+    )
+    balances = _balances(loan, ("first_loss", "premium"))
+    return FirstLossBook(
+        positions=positions,
+        posted=sum((p.amount for p in positions), Decimal(0)),
+        standing=-balances["first_loss"],
+        premium_owed=-balances["premium"],
+    )
+
+
+@dataclass(frozen=True)
+class Claim:
+    pk: int
+    declared_at: datetime
+    description: str
+    insurer: str
+    policy_number: str
+    amount_claimed: Decimal
+    status: str  # InsuranceClaim.Status
+    status_display: str
+    amount_paid: Decimal | None
+    settled_at: datetime | None
+
+    @property
+    def is_open(self) -> bool:
+        return self.status == InsuranceClaim.Status.OPEN
+
+
+def loan_claims(loan: Loan) -> list[Claim]:
+    """Insurance claims on the loan's collateral, newest first."""
+    return [
+        Claim(
+            pk=c.pk,
+            declared_at=c.declared_at,
+            description=c.description,
+            insurer=c.insurer,
+            policy_number=c.policy_number,
+            amount_claimed=c.amount_claimed,
+            status=c.status,
+            status_display=c.get_status_display(),
+            amount_paid=c.amount_paid,
+            settled_at=c.settled_at,
+        )
+        for c in InsuranceClaim.objects.filter(collateral_id=loan.collateral_id).order_by("-declared_at", "-pk")
+    ]
+
+
+@dataclass(frozen=True)
+class ReserveHistory:
+    """The loan's debt-service reserve (``reserve:<loan>``), line by line:
+    ``held = funded + topped_up − drawn − applied − released``."""
+
+    funded: Decimal  # held back from the proceeds at origination
+    topped_up: Decimal  # refilled from revenue by the waterfall
+    drawn: Decimal  # paid debt service that revenue did not cover
+    applied: Decimal  # paid principal down at foreclosure
+    released: Decimal  # paid back to the owner when the loan was repaid
+    released_at: datetime | None
+    held: Decimal
+
+
+def loan_reserve(loan: Loan) -> ReserveHistory:
+    by_line = dict(
+        Posting.objects.filter(account__code=f"reserve:{loan.pk}")
+        .values("line")
+        .annotate(total=Sum("amount"))
+        .values_list("line", "total")
+    )
+
+    def line(name: str) -> Decimal:
+        return money.usd(abs(by_line.get(name) or 0))
+
+    return ReserveHistory(
+        funded=line("reserve_funding"),
+        topped_up=line("reserve"),
+        drawn=line("reserve_draw"),
+        applied=line("reserve_applied"),
+        released=line("reserve_release"),
+        released_at=loan.reserve_released_at,
+        held=money.usd(-sum((Decimal(v) for v in by_line.values()), Decimal(0))),
+    )
+
+
+@dataclass(frozen=True)
+class OwnerRevenue:
+    """What the server's renters paid and what the waterfall left its owner (the loan's
+    borrower), over the settlements the loan page's charts show."""
+
+    gross: Decimal
+    to_owner: Decimal  # the owner's line of each settlement, after fee, insurance, reserve and debt service
+    reserve_released: Decimal  # paid to the owner from the reserve when the loan was repaid
+
+    @property
+    def waterfall_took(self) -> Decimal:
+        return self.gross - self.to_owner
+
+    @property
+    def owner_percent(self) -> Decimal | None:
+        return (self.to_owner / self.gross * 100).quantize(Decimal("0.01")) if self.gross else None
+
+
+def owner_revenue(loan: Loan) -> OwnerRevenue:
+    settlements = Posting.objects.filter(entry__settlement__server_id=loan.collateral.server_id)
+    gross = money.sum_of(settlements.filter(line="gross"))
+    to_owner = -money.sum_of(settlements.filter(line="owner", account__code=owner_payable_code(loan.owner_id)))
+    return OwnerRevenue(
+        gross=money.usd(gross), to_owner=money.usd(to_owner), reserve_released=loan_reserve(loan).released
+    )
+
+
+def _balances(loan: Loan, kinds: tuple[str, ...]) -> dict[str, Decimal]:
+    codes = {f"{kind}:{loan.pk}": kind for kind in kinds}
+    sums = dict(
+        Posting.objects.filter(account__code__in=codes)
+        .values("account__code")
+        .annotate(total=Sum("amount"))
+        .values_list("account__code", "total")
+    )
+    return {kind: money.usd(sums.get(code) or 0) for code, kind in codes.items()}

@@ -17,10 +17,20 @@ from django.utils import timezone
 from accounts.models import User
 from accounts.selectors import lender_profile_for_user, user_has_mfa
 from core import money
-from financing.chain.client import ChainError, shares, wei_to_usd
+from financing.chain.client import ChainError, shares, shares_wei, wei_to_usd
 from financing.chain.node import get_chain
 from financing.chart_of_accounts import INFLOW_LINES
-from financing.models import FirstLoss, JournalEntry, Loan, Posting, Redemption, UsdaiPurchase, VaultDay, Wallet
+from financing.models import (
+    FirstLoss,
+    JournalEntry,
+    Loan,
+    Posting,
+    Redemption,
+    UsdaiPurchase,
+    VaultDay,
+    VaultDeposit,
+    Wallet,
+)
 from financing.selectors.ledger import codes_balance
 
 _WAITING = (Redemption.Status.REQUESTED, Redemption.Status.QUEUED)
@@ -76,22 +86,40 @@ def unreported_inflows() -> Inflows:
 
 @dataclass(frozen=True)
 class VaultSummary:
-    """Cash, T-bills and loans (ledger); share prices (chain); realised APR (daily history)."""
+    """Cash, T-bills and loans (ledger); the share price, accrued interest and profit still
+    locked (chain); realised APR (daily history).
+
+    The vault has one share price for deposits and redemptions alike
+    (``convertToAssets(1e18)``): interest is counted in it second by second as it accrues,
+    only surprise income (beyond what was accrued) streams in over the unlock period, and a
+    loss lowers it for every holder at once."""
 
     cash: Decimal
     cash_on_chain: Decimal  # vault cash less the inflows not yet reported to the chain
     tbills: Decimal
     loans: Decimal
-    nav: Decimal
+    nav: Decimal  # the books' NAV, the vault's TVL
     apr_7: Decimal | None
     apr_30: Decimal | None
     inflow_per_day: Decimal
-    redeem_price: Decimal | None = None  # None when the chain was not asked or could not be
-    deposit_price: Decimal | None = None
-    locked_profit: Decimal | None = None
+    # From the chain; None when it was not asked or could not be.
+    share_price: Decimal | None = None  # USDai a share is worth, 18 decimals
+    accrued: Decimal | None = None  # interest accrued, not yet received, counted in the price
+    locked_profit: Decimal | None = None  # surprise gains still streaming into the price
     total_assets: Decimal | None = None
     supply: Decimal | None = None
     chain_error: str = ""
+
+    @property
+    def apy_30(self) -> Decimal | None:
+        return apy(self.apr_30)
+
+
+def apy(apr: Decimal | None) -> Decimal | None:
+    """A simple annual rate compounded daily: ``(1 + apr/365)^365 − 1`` (a fraction, 4 dp)."""
+    if apr is None:
+        return None
+    return ((1 + apr / 365) ** 365 - 1).quantize(Decimal("0.0001"))
 
 
 def loans_value() -> Decimal:
@@ -185,16 +213,14 @@ def vault_books() -> VaultSummary:
 
 
 def vault_summary() -> VaultSummary:
-    """The vault's books and, from the chain, its share prices and locked profit."""
+    """The vault's books and, from the chain, its share price, accrued interest and locked profit."""
     books = vault_books()
     try:
         c = get_chain()
-        one = 10**18
-        deposit_shares = c.call("SUSDai", "convertToShares", one)
         return replace(
             books,
-            redeem_price=wei_to_usd(c.call("SUSDai", "convertToAssets", one)),
-            deposit_price=(Decimal(one) / Decimal(deposit_shares)).quantize(money.MICRO) if deposit_shares else None,
+            share_price=shares(c.call("SUSDai", "convertToAssets", 10**18)),  # USDai has 18 decimals too
+            accrued=wei_to_usd(c.call("SUSDai", "accrued")),
             locked_profit=wei_to_usd(c.call("SUSDai", "locked_profit")),
             total_assets=wei_to_usd(c.call("SUSDai", "totalAssets")),
             supply=shares(c.call("SUSDai", "totalSupply")),
@@ -220,9 +246,18 @@ def vault_inflows_since(since: datetime) -> Decimal:
 
 
 def realised_apr(*, days: int, today: date | None = None) -> Decimal | None:
-    """Income over the trailing ``days`` against the average NAV, annualised (simple)."""
+    """The income the vault actually earned over the last ``days`` complete days against its
+    average NAV, annualised (simple): ``Σ income / average NAV × 365 / days recorded``, over
+    the days the daily run recorded in ``[today − days, today)``; None without one.
+
+    Each day's income is what the vault earned that day, by economic date (a settlement's
+    interest on the day its usage ended, T-bill interest on the day it accrued; see
+    ``financing.services.vault._vault_days_income``), not the day it was booked: weeks of
+    settlements journaled at once (the demo seed, a backlog after an outage) count on their
+    own days, not all on one. Today is left out: its income is still coming in (its
+    settlements through the day, its T-bill interest with tomorrow's run)."""
     today = today or timezone.localdate()
-    rows = list(VaultDay.objects.filter(date__gt=today - timedelta(days=days), date__lte=today))
+    rows = list(VaultDay.objects.filter(date__gte=today - timedelta(days=days), date__lt=today))
     if not rows:
         return None
     average = sum((r.nav for r in rows), Decimal(0)) / len(rows)
@@ -230,6 +265,26 @@ def realised_apr(*, days: int, today: date | None = None) -> Decimal | None:
         return None
     income = sum((r.income for r in rows), Decimal(0))
     return (income / average * Decimal(365) / len(rows)).quantize(Decimal("0.0001"))
+
+
+@dataclass(frozen=True)
+class VaultDayPoint:
+    """One recorded day: NAV, income earned that day, and the share price its run read."""
+
+    date: date
+    nav: Decimal
+    income: Decimal
+    share_price: Decimal | None  # None when the run could not read the chain (or was not that day's)
+
+
+def vault_history(*, days: int = 90, today: date | None = None) -> list[VaultDayPoint]:
+    """The days the daily run recorded over the trailing ``days``, oldest first."""
+    today = today or timezone.localdate()
+    rows = VaultDay.objects.filter(date__gt=today - timedelta(days=days), date__lte=today).order_by("date")
+    return [
+        VaultDayPoint(date=d, nav=nav, income=income, share_price=price)
+        for d, nav, income, price in rows.values_list("date", "nav", "income", "share_price")
+    ]
 
 
 # --- A lender's position and redemptions ---------------------------------------------------
@@ -272,6 +327,53 @@ def vault_position(*, user: User) -> VaultPosition:
     )
 
 
+@dataclass(frozen=True)
+class LenderPnl:
+    """What a lender put into the vault, took out and holds now: ``pnl = value + redeemed −
+    deposited``. ``value`` is the shares in the wallet and the shares escrowed in the queue
+    (queued, or being cancelled) at the share price, plus deposits not on chain yet at their
+    amount (their shares are not minted yet). The chain's figures are ``None`` when it cannot
+    be read, and ``error`` says why."""
+
+    deposited: Decimal  # every deposit's USDai
+    redeemed: Decimal  # USDai the queue has paid
+    sending: Decimal  # deposits whose shares are not minted yet
+    wallet_value: Decimal | None
+    queued_value: Decimal | None
+    value: Decimal | None
+    pnl: Decimal | None
+    error: str = ""
+
+
+_ESCROWED = (Redemption.Status.QUEUED, Redemption.Status.CANCELLING)  # shares the vault holds for the queue
+
+
+def lender_pnl(*, user: User, position: VaultPosition | None = None) -> LenderPnl:
+    """The lender's P&L in the vault (pass ``position`` when it is already read)."""
+    deposits = VaultDeposit.objects.filter(user=user)
+    redemptions = Redemption.objects.filter(user=user)
+    deposited = money.usd(money.sum_of(deposits))
+    sending = money.usd(money.sum_of(deposits.filter(shares__isnull=True)))
+    redeemed = money.usd(money.sum_of(redemptions, "paid"))
+    escrowed = money.sum_of(redemptions.filter(status__in=_ESCROWED), "shares_left")
+    position = position or vault_position(user=user)
+    error = position.error
+    queued_value = None
+    if not error:
+        try:
+            queued_value = (
+                wei_to_usd(get_chain().call("SUSDai", "convertToAssets", shares_wei(escrowed)))
+                if escrowed
+                else Decimal(0)
+            )
+        except ChainError as exc:
+            error = str(exc)
+    if error:
+        return LenderPnl(deposited, redeemed, sending, position.value, None, None, None, error=error)
+    value = position.value + queued_value + sending
+    return LenderPnl(deposited, redeemed, sending, position.value, queued_value, value, value + redeemed - deposited)
+
+
 def redemptions_sending(*, user: User) -> Decimal:
     """Shares asked to redeem whose request is not on chain yet (still in the user's wallet there)."""
     return money.sum_of(Redemption.objects.filter(user=user, status=Redemption.Status.REQUESTED), "shares")
@@ -310,6 +412,6 @@ def redemption_estimate(*, redemption: Redemption) -> RedemptionEstimate:
 
 
 def user_redemptions(*, user: User) -> list[tuple[Redemption, RedemptionEstimate | None]]:
-    """The user's redemptions, newest first, each with its queue position and estimate while unpaid."""
+    """The user's redemptions, newest first, each with its queue position and estimate while it waits."""
     rows = Redemption.objects.filter(user=user).order_by("-created_at", "-pk")
-    return [(r, None if r.status == Redemption.Status.PAID else redemption_estimate(redemption=r)) for r in rows]
+    return [(r, redemption_estimate(redemption=r) if r.status in _WAITING else None) for r in rows]

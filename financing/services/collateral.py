@@ -94,10 +94,11 @@ def appraisal_run(*, collateral: Collateral, now: datetime | None = None, trigge
     now = now or timezone.now()
     facts = market_facts(server=collateral.server, until=now)
     model = facts.gpu_model
-    depreciation_rate, depreciation_source = appraisal.depreciation_rate_for(
+    depreciation_rate, depreciation_source = appraisal.model_rate(
         model, settings.APPRAISAL_DEPRECIATION_RATES, settings.APPRAISAL_DEPRECIATION_RATE
     )
     reference = appraisal.model_entry(model, settings.APPRAISAL_REFERENCE_RATES)
+    opex, opex_source = appraisal.model_rate(model, settings.APPRAISAL_OPEX_RATES, settings.APPRAISAL_OPEX_PER_GPU_HOUR)
     market_rate, rate, rate_source = appraisal.rate_assumption(
         model=model,
         market_prices=list(facts.market_prices),
@@ -130,7 +131,7 @@ def appraisal_run(*, collateral: Collateral, now: datetime | None = None, trigge
         utilisation=utilisation,
         platform_fee=settings.WATERFALL_PLATFORM_FEE,
         insurance_rate=settings.WATERFALL_INSURANCE,
-        opex_per_gpu_hour=settings.APPRAISAL_OPEX_PER_GPU_HOUR,
+        opex_per_gpu_hour=opex,
     )
     result = appraisal.appraise(inputs)
     return Appraisal.objects.create(
@@ -162,6 +163,7 @@ def appraisal_run(*, collateral: Collateral, now: datetime | None = None, trigge
         platform_fee=inputs.platform_fee,
         insurance_rate=inputs.insurance_rate,
         opex_per_gpu_hour=inputs.opex_per_gpu_hour,
+        opex_source=opex_source,
         net_per_gpu_hour=result.net_per_gpu_hour.quantize(appraisal.RATE, rounding=money.ROUNDING),
         forward_income_value=result.forward_income_value,
         annual_net_income=result.annual_net_income,

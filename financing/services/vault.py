@@ -19,20 +19,22 @@ Ledger model (USD, 6 decimals):
 """
 
 import uuid
+from collections import defaultdict
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
-from django.db.models import Sum
+from django.db.models import Q, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from accounts.models import User
 from core import money
 from financing import lock_objects
-from financing.chain.client import shares_wei, usd_to_wei
+from financing.chain.client import ChainError, shares, shares_wei, usd_to_wei
+from financing.chain.node import get_chain
 from financing.models import ChainOp, JournalEntry, Posting, Redemption, VaultDay, VaultDeposit, Wallet
 from financing.selectors.vault import redemptions_sending, vault_books, vault_position
 from financing.services.epochs import epoch_close
@@ -141,8 +143,12 @@ def vault_service(*, max_requests: int = 50) -> ChainOp | None:
 
 def vault_daily(*, today: date | None = None, now: datetime | None = None) -> dict:
     """Daily: close the epoch, post T-bill interest, rebalance cash against the buffer,
-    record the day for APR. Idempotent per date. T-bill interest posted on a date is for the
-    day that ended at its start (the holdings carried into it), paid in arrears."""
+    record the day for APR and, once the books are committed, the day's share price read from
+    the chain. Idempotent per date. T-bill interest posted on a date is for the day that ended
+    at its start (the holdings carried into it), paid in arrears.
+
+    Only the run for the current date records a share price (a price read now is not an
+    earlier day's); a chain that cannot be read leaves it empty and the run goes on."""
     now = now or timezone.now()
     today = today or timezone.localdate(now)
     epoch_close(now=now)
@@ -182,30 +188,55 @@ def vault_daily(*, today: date | None = None, now: datetime | None = None) -> di
                 out["tbill_sell"] = amount
         VaultDay.objects.update_or_create(date=today, defaults={"nav": vault_books().nav, "income": Decimal(0)})
         _vault_days_income(since=today - timedelta(days=APR_DAYS))
+    if today == timezone.localdate():
+        _vault_day_share_price(today)  # after the transaction: no chain call while holding locks
     return out
 
 
 APR_DAYS = 30  # the longest window realised APR looks back over
+TBILL_INTEREST = "tbill:interest:"  # the key of a day's T-bill interest, + the ISO date it is posted for
 
 
 def _vault_days_income(*, since: date) -> None:
-    """Each recorded day's income, from every entry dated that day: income that arrives after a
-    day's run (later the same day) is counted when the next run comes, not lost."""
-    income = dict(
-        Posting.objects.filter(
-            account__code="vault_cash",
-            line__in=("to_vault_interest", "tbill_interest"),
-            entry__created_at__date__gte=since,
-        )
-        .annotate(day=TruncDate("entry__created_at"))
-        .values("day")
-        .annotate(total=Sum("amount"))
-        .values_list("day", "total")
+    """Each recorded day's income, on the day it was earned (its economic date), not the day
+    it reached the books: a settlement's interest on the day its usage ended
+    (``interval_end``), T-bill interest on the day it accrued (the day before the date it is
+    posted for, see ``vault_daily``), anything else on the day it was booked. Income booked
+    after a day's run (a settlement journaled late, or weeks of settlements journaled at
+    once) is counted in its own day when the next run comes, so realised APR, the income in
+    the window over the average NAV, is not inflated by a backlog landing on one day."""
+    # An entry is booked on or after the day it was earned: the booking date bounds the scan.
+    postings = Posting.objects.filter(
+        account__code="vault_cash",
+        line__in=("to_vault_interest", "tbill_interest"),
+        entry__created_at__date__gte=since,
     )
+    tbill = Q(entry__key__startswith=TBILL_INTEREST)
+    income: dict[date, Decimal] = defaultdict(Decimal)
+    for by, rows in (
+        ("entry__settlement__interval_end", postings.filter(entry__settlement__isnull=False)),
+        ("entry__created_at", postings.filter(entry__settlement__isnull=True).exclude(tbill)),
+    ):
+        for day, total in (
+            rows.annotate(day=TruncDate(by)).values("day").annotate(total=Sum("amount")).values_list("day", "total")
+        ):
+            income[day] += total
+    for key, amount in postings.filter(tbill).values_list("entry__key", "amount"):
+        income[date.fromisoformat(key.removeprefix(TBILL_INTEREST)) - timedelta(days=1)] += amount
     days = list(VaultDay.objects.filter(date__gte=since))
     for day in days:
         day.income = money.usd(income.get(day.date) or 0)
     VaultDay.objects.bulk_update(days, ["income"])
+
+
+def _vault_day_share_price(day: date) -> None:
+    """The chain's share price, ``convertToAssets(1e18)``, into the day's row (a ChainError
+    leaves it empty)."""
+    try:
+        wei = get_chain().call("SUSDai", "convertToAssets", 10**18)
+    except ChainError:
+        return
+    VaultDay.objects.filter(date=day).update(share_price=shares(wei))  # USDai has 18 decimals, as shares do
 
 
 def _posted(key: str) -> bool:

@@ -16,8 +16,15 @@ from accounts.models import Role
 from accounts.permissions import role_required
 from core.forms import form_submit
 from financing import merkle, svg_charts
-from financing.forms import ProofLookupForm, RedemptionForm, UsdaiBuyForm, UsdaiSendForm, VaultDepositForm
-from financing.models import ChainAlert, ChainOp, Collateral
+from financing.forms import (
+    ProofLookupForm,
+    RedemptionCancelForm,
+    RedemptionForm,
+    UsdaiBuyForm,
+    UsdaiSendForm,
+    VaultDepositForm,
+)
+from financing.models import ChainAlert, ChainOp, Collateral, Redemption
 from financing.selectors import vault as vault_selectors
 from financing.selectors.chain import chain_operations
 from financing.selectors.ledger import usdai_balance
@@ -68,13 +75,15 @@ def wallet(request):
 @role_required(Role.LENDER)
 @require_http_methods(["GET", "POST"])
 def vault_page(request):
-    """sUSDai: share price, NAV split, realised APR; deposit USDai, queue a redemption."""
+    """sUSDai: the share price and its history, NAV split, realised APR and APY; the lender's
+    position and P&L; deposit USDai, queue a redemption, cancel a queued one."""
     user = request.user
     action = request.POST.get("action") if request.method == "POST" else None
     deposit_form = VaultDepositForm(request.POST if action == "deposit" else None, prefix="deposit")
     redeem_form = RedemptionForm(
         request.POST if action == "redeem" else None, minimum=settings.VAULT_MIN_REDEMPTION, prefix="redeem"
     )
+    cancel_form = RedemptionCancelForm(request.POST if action == "cancel" else None, prefix="cancel")
     if action == "deposit" and form_submit(deposit_form, lambda d: vault.vault_deposit(user=user, **d)):
         messages.success(request, f"Deposited {deposit_form.cleaned_data['amount']:,.2f} USDai into the vault.")
         return redirect("financing:vault")
@@ -83,20 +92,41 @@ def vault_page(request):
     ):
         messages.success(request, "Redemption queued; it is paid first in, first out.")
         return redirect("financing:vault")
+    if action == "cancel" and form_submit(
+        cancel_form,
+        lambda d: vault.redemption_cancel(
+            user=user, redemption=get_object_or_404(Redemption, pk=d["redemption"], user=user)
+        ),
+    ):
+        messages.success(request, "Cancelling the redemption: its shares come back to your wallet.")
+        return redirect("financing:vault")
     summary = vault_selectors.vault_summary()
+    position = vault_selectors.vault_position(user=user)
+    history = vault_selectors.vault_history()
     context = {
         "summary": summary,
         "apr_7": _percent(summary.apr_7),
         "apr_30": _percent(summary.apr_30),
+        "apy_30": _percent(summary.apy_30),
+        "unlock_days": settings.VAULT_UNLOCK_SECONDS / 86400,
         "nav_chart": svg_charts.nav_split({key: getattr(summary, key) for key in ("loans", "tbills", "cash")}),
-        "position": vault_selectors.vault_position(user=user),
+        "price_chart": svg_charts.line_chart(
+            [(f"{d.date:%Y-%m-%d}", d.share_price) for d in history if d.share_price is not None],
+            "Share price history",
+            places=6,
+            prefix="",
+            empty="Not enough days recorded for a share-price chart yet.",
+        ),
+        "position": position,
+        "pnl": vault_selectors.lender_pnl(user=user, position=position),
         "balance": usdai_balance(user=user),
         "redemptions": user_redemptions(user=user),
         "minimum": settings.VAULT_MIN_REDEMPTION,
         "deposit_form": deposit_form,
         "redeem_form": redeem_form,
+        "cancel_form": cancel_form,
     }
-    status = 400 if (deposit_form.errors or redeem_form.errors) else 200
+    status = 400 if (deposit_form.errors or redeem_form.errors or cancel_form.errors) else 200
     return render(request, "financing/vault.html", context, status=status)
 
 

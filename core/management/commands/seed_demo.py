@@ -113,12 +113,18 @@ class Command(BaseCommand):
 
     def _financing(self) -> int:
         """Three Northwind servers with 60 days of delivered revenue, approved
-        collateral and an approved loan at 60 % of what they could borrow."""
+        collateral and, where the appraisal carries one, an approved loan at 60 %
+        of what they could borrow."""
 
         company = OwnerCompany.objects.get(name=COMPANIES[0])
+        # Hardware of a published specification: an undisclosed model has no reference rate,
+        # operating cost or resale market to appraise it on.
         servers = list(
             Server.objects.filter(
-                owner=company, listing__gpus_in_service__gte=4, listing__always_available=True
+                owner=company,
+                listing__gpus_in_service__gte=4,
+                listing__always_available=True,
+                listing__gpu_model__undisclosed=False,
             ).order_by("hostname")[:3]
         )
         if not servers or Collateral.objects.filter(server__in=servers).exists():
@@ -158,6 +164,7 @@ class Command(BaseCommand):
         lender = User.objects.get(email="lender@infrafi.test")
         usdai_buy(user=lender, amount=Decimal("250000.00"), idempotency_key="demo-lender-usdai")
         vault_deposit(user=lender, amount=Decimal("200000.00"))
+        financed = 0
         for server in servers:
             collateral = collateral_register(
                 owner=company,
@@ -173,14 +180,24 @@ class Command(BaseCommand):
                 today=approved.date(),
             )
             collateral = collateral_approve(collateral=collateral, operator=operator, now=approved)
-            amount = (loan_max_amount(collateral) * Decimal("0.6")).quantize(Decimal("1"))
+            maximum = loan_max_amount(collateral)
+            if maximum * Decimal("0.6") < settings.LOAN_MIN_PRINCIPAL:
+                continue  # its appraisal cannot carry a loan: the owner's page says why
+            amount = (maximum * Decimal("0.6")).quantize(Decimal("1"))
             loan = loan_apply(owner=company, collateral=collateral, amount=amount, tenor_months=36, now=approved)
             loan_approve(loan=loan, operator=operator, now=approved)
+            financed += 1
         deliver(range(19, 2, -3))  # after: revenue through the financed waterfall
         loans_service(now=now)
 
-        vault_daily()  # an epoch (report + proof-of-revenue anchor), T-bills above the buffer
-        return len(servers)
+        # The vault's daily job for each simulated day since the loans, today last: epochs
+        # (report + proof-of-revenue anchor), T-bills above the buffer, a day of T-bill interest
+        # each, and a row per day for realised APR, whose income is each settlement's on the
+        # day its usage ended. One run over the whole history would book 20 days of income on
+        # today alone. (Each day's NAV is today's: the history is built after the fact.)
+        for back in range((now - approved).days, -1, -1):
+            vault_daily(now=now - timedelta(days=back))
+        return financed
 
     def _scheduler(self) -> int:
         """A simulated cluster per demo company (one node per server), and one
