@@ -30,6 +30,8 @@ LOCK_ORDER: tuple[str, ...] = (
     # financing
     "financing.Loan",
     "financing.Collateral",
+    "financing.InsuranceClaim",
+    "financing.FirstLoss",
     "financing.Wallet",
     "financing.LedgerAccount",
     "financing.Redemption",

@@ -1,6 +1,7 @@
 """Financing's row locks, and the only place it takes them (see ``core/locks.py``).
 
-Order: Loan → Collateral → Wallet → LedgerAccount → Redemption, by primary
+Order: Loan → Collateral → InsuranceClaim → FirstLoss → Wallet → LedgerAccount →
+Redemption, by primary
 key within a model; financing locks them before calling down into
 marketplace services (which lock Server → Listing → Booking → Payment).
 Work queues (settlements, payments, refunds, journal entries for an epoch)
@@ -9,7 +10,16 @@ are claimed with ``skip_locked``: they never wait, so they cannot deadlock.
 
 from django.db.models import QuerySet
 
-from financing.models import Collateral, JournalEntry, LedgerAccount, Loan, Redemption, Wallet
+from financing.models import (
+    Collateral,
+    FirstLoss,
+    InsuranceClaim,
+    JournalEntry,
+    LedgerAccount,
+    Loan,
+    Redemption,
+    Wallet,
+)
 
 
 def loan_lock(loan_id: int) -> Loan:
@@ -24,6 +34,15 @@ def loans_lock(queryset: QuerySet) -> QuerySet:
 
 def collateral_lock(collateral_id: int) -> Collateral:
     return Collateral.objects.select_for_update().get(pk=collateral_id)
+
+
+def claim_lock(claim_id: int) -> InsuranceClaim:
+    return InsuranceClaim.objects.select_for_update().select_related("collateral__server__owner").get(pk=claim_id)
+
+
+def first_loss_lock(loan: Loan) -> list[FirstLoss]:
+    """The first-loss positions standing on a loan, in pk order."""
+    return list(FirstLoss.objects.select_for_update().filter(loan=loan, status=FirstLoss.Status.POSTED).order_by("pk"))
 
 
 def wallet_lock(**holder) -> QuerySet:

@@ -3,7 +3,7 @@ waterfall at foreclosure (reserve, first-loss capital, the insurance claim), rec
 the write-off. Worked examples on the shared $12,000 loan (see tests/financing_fixtures.py)."""
 
 from datetime import timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -59,9 +59,7 @@ def test_worked_example_a_loss_from_delinquency_to_write_off(loan, renter, opera
 
     # default (60 days past due): interest stops and what was accrued unpaid is reversed;
     # all of the expected loss is provided for
-    unpaid_before = sum(
-        Posting.objects.filter(account__code=f"interest:{lid}").values_list("amount", flat=True), ZERO
-    )
+    unpaid_before = sum(Posting.objects.filter(account__code=f"interest:{lid}").values_list("amount", flat=True), ZERO)
     income_before = books["interest_income"]
     defaulted_at = serve_daily_until(loan, status=Loan.Status.DEFAULTED, start=at30)
     books = balances()
@@ -170,7 +168,9 @@ def test_the_loss_waterfall_reserve_first_loss_then_the_claim_paid_short(loan, o
     assert books[f"first_loss:{lid}"] == 0
     assert books[f"principal:{lid}"] == 0 and books[f"claim:{lid}"] == claim_booked
     assert books.get(f"allowance:{lid}", ZERO) == 0
-    applied = Posting.objects.filter(account__code="vault_cash", line="to_vault_principal", entry__key__endswith="foreclosure")
+    applied = Posting.objects.filter(
+        account__code="vault_cash", line="to_vault_principal", entry__key__endswith="foreclosure"
+    )
     assert sum(applied.values_list("amount", flat=True), ZERO) == reserve_left + Decimal("1200.00")
 
     # the insurer pays $2,000 less than the receivable: a loss, written down
@@ -212,8 +212,8 @@ def test_first_loss_earns_its_premium_and_gets_its_capital_back_when_the_loan_is
     premium = -books[f"premium:{lid}"]
     interest_entry = Posting.objects.get(account__code=f"interest:{lid}", line="interest")
     collected = -interest_entry.amount
-    net = collected - (collected * Decimal("0.10")).quantize(Decimal("0.000001"))
-    assert premium == (net * Decimal("0.1333")).quantize(Decimal("0.000001"))
+    net = collected - (collected * Decimal("0.10")).quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP)
+    assert premium == (net * Decimal("0.1333")).quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP)
     to_vault = Posting.objects.get(entry=interest_entry.entry, line="to_vault_interest").amount
     assert to_vault == net - premium
 

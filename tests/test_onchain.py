@@ -415,32 +415,40 @@ def test_a_loan_deploys_vault_cash_and_its_interest_streams_into_the_share_price
         Decimal("0.000000"),
     )
     principal, profit = usd_to_wei(epoch.principal), usd_to_wei(epoch.profit)
+    # from now on the loan's interest accrues on chain, second by second, at the vault's share:
+    # what is left of the principal × 15 % × 90 % (after the protocol fee), a second
+    left = Decimal("12000") - epoch.principal
+    rate = int(left * Decimal("0.15") * Decimal("0.9") / Decimal(365 * 86400) * E18)
     recall = ChainOp.objects.get(key=f"epoch:{epoch.number}:recall")
     report = ChainOp.objects.get(key=f"epoch:{epoch.number}:report")
     assert (recall.status, report.status) == ("confirmed", "confirmed")
-    assert recall.args == [str(principal)] and report.args == [str(profit), "0"]
+    assert recall.args == [str(principal)] and report.args == [str(profit), "0", str(rate)]
     assert chain.call("SUSDai", "deployed") == 12000 * E18 - principal
     assert chain.call("SUSDai", "idle") == 8000 * E18 + principal + profit
+    # nothing was accruing before: the whole profit is a surprise, locked to stream in over the period
     assert chain.call("SUSDai", "locked") == profit
-    assert chain.call("SUSDai", "last_report") == report.block_timestamp
-    assert chain.call("SUSDai", "locked_profit") > 0
-    gross = 20000 * E18 + profit
-    assert chain.call("SUSDai", "totalAssets") == gross - locked_profit(
-        profit, chain.block_timestamp() - report.block_timestamp
-    )
+    assert chain.call("SUSDai", "locked_at") == report.block_timestamp == chain.call("SUSDai", "accrued_at")
+    assert chain.call("SUSDai", "unlock_end") == report.block_timestamp + settings.VAULT_UNLOCK_SECONDS
+    assert chain.call("SUSDai", "accrual_rate") == rate
     prices.append(share_price(chain))
 
-    # when half the unlock period has passed: half the profit counts (the lock rounds up)
+    def nav(elapsed: int) -> int:
+        return 20000 * E18 + profit + rate * elapsed - locked_profit(profit, elapsed)
+
+    # when half the unlock period has passed: half the profit counts (the lock rounds up), and
+    # half a period of the loan's interest
     half = settings.VAULT_UNLOCK_SECONDS // 2
     chain.advance_to(report.block_timestamp + half)
     assert chain.call("SUSDai", "locked_profit") == locked_profit(profit, half) == profit // 2
-    assert chain.call("SUSDai", "totalAssets") == 20000 * E18 + profit - profit // 2
+    assert chain.call("SUSDai", "accrued") == rate * half
+    assert chain.call("SUSDai", "totalAssets") == nav(half)
     prices.append(share_price(chain))
 
     # when the whole period has passed: all of it
     chain.advance_to(report.block_timestamp + settings.VAULT_UNLOCK_SECONDS)
     assert chain.call("SUSDai", "locked_profit") == 0
-    assert chain.call("SUSDai", "totalAssets") == gross
+    gross = nav(settings.VAULT_UNLOCK_SECONDS)
+    assert chain.call("SUSDai", "totalAssets") == gross == 20000 * E18 + profit + rate * settings.VAULT_UNLOCK_SECONDS
     prices.append(share_price(chain))
 
     # and the share price never went down
@@ -484,14 +492,16 @@ def test_every_settlement_of_an_epoch_is_provable_against_the_anchored_root(chai
         assert proof.leaf == "0x" + leaf.hex()
         path = [bytes.fromhex(p[2:]) for p in proof.proof]
         assert merkle.verify(leaf, path, bytes.fromhex(epoch.root[2:])) is True
-        assert chain.call("RevenueAnchor", "verify", epoch.number, leaf, path) is True
+        # the chain hashes the record itself, with the leaf's domain prefix: a node is never a leaf
+        assert chain.call("RevenueAnchor", "verify", epoch.number, proof.data.encode(), path) is True
+        assert chain.call("RevenueAnchor", "verify", epoch.number, leaf, path) is False
 
         # a record altered by one character does not verify
-        tampered = merkle.leaf_hash(proof.data.replace('"gross":"', '"gross":"9').encode())
-        assert merkle.verify(tampered, path, bytes.fromhex(epoch.root[2:])) is False
-        assert chain.call("RevenueAnchor", "verify", epoch.number, tampered, path) is False
-        # nor does a true leaf against another epoch
-        assert chain.call("RevenueAnchor", "verify", epoch.number + 1, leaf, path) is False
+        altered = proof.data.replace('"gross":"', '"gross":"9').encode()
+        assert merkle.verify(merkle.leaf_hash(altered), path, bytes.fromhex(epoch.root[2:])) is False
+        assert chain.call("RevenueAnchor", "verify", epoch.number, altered, path) is False
+        # nor does a true record against another epoch
+        assert chain.call("RevenueAnchor", "verify", epoch.number + 1, proof.data.encode(), path) is False
 
 
 # --- 6. The RPC down; a crash after the broadcast ------------------------------------------
@@ -787,7 +797,8 @@ def test_cash_above_the_buffer_goes_to_t_bills_which_accrue_daily(chain, lender)
         "tbill_sell": Decimal("0"),
     }
     drain()
-    assert ChainOp.objects.get(key="epoch:1:report").args == [str(usd_to_wei(interest)), "0"]
+    rate = int(Decimal("9000") * settings.TBILL_RATE / Decimal(365 * 86400) * E18)
+    assert ChainOp.objects.get(key="epoch:1:report").args == [str(usd_to_wei(interest)), "0", str(rate)]
     assert chain.call("SUSDai", "locked") == usd_to_wei(interest)
     assert chain.call("SUSDai", "deployed") == usd_to_wei(Decimal("9000.99"))
     assert chain.call("SUSDai", "idle") == usd_to_wei(Decimal("1000") + interest - Decimal("0.99"))

@@ -269,23 +269,22 @@ def claim_settle(
     if amount_paid < 0 or amount_paid != money.cents(amount_paid):
         raise ValidationError({"amount_paid": "Enter the amount paid in dollars and cents (zero if denied)."})
     now = now or timezone.now()
+    loan = (
+        Loan.objects.filter(
+            collateral_id=claim.collateral_id, status__in=[*LIVE, Loan.Status.WRITTEN_OFF, Loan.Status.REPAID]
+        )
+        .order_by("-applied_at")
+        .first()
+    )
     with transaction.atomic():
-        claim = InsuranceClaim.objects.select_for_update().get(pk=claim.pk)
+        loan = lock_objects.loan_lock(loan.pk) if loan else None  # the loan before its claim (LOCK_ORDER)
+        claim = lock_objects.claim_lock(claim.pk)
         if claim.status != InsuranceClaim.Status.OPEN:
             raise ValidationError({"claim": "This claim is already settled."})
-        loan = (
-            Loan.objects.filter(
-                collateral_id=claim.collateral_id, status__in=[*LIVE, Loan.Status.WRITTEN_OFF, Loan.Status.REPAID]
-            )
-            .select_related("collateral", "owner")
-            .order_by("-applied_at")
-            .first()
-        )
         lines: list[Line] = []
         accounts = Accounts()
         left = amount_paid
         if loan is not None:
-            loan = lock_objects.loan_lock(loan.pk)
             book = LoanBook([loan], window_start=now, window_end=now, accounts=accounts)
             state = book.states[loan.pk]
             if state.claim > 0:
@@ -328,6 +327,8 @@ def claim_settle(
 def first_loss_post(*, user: User, loan: Loan, amount: Decimal) -> FirstLoss:
     """Post ``amount`` of the user's USDai as first-loss capital on a live loan."""
     amount = usdai_amount(amount)
+    if amount != money.cents(amount):
+        raise ValidationError({"amount": "Enter an amount in dollars and cents."})
     with transaction.atomic():
         locked = lock_objects.loan_lock(loan.pk)
         if locked.status != Loan.Status.ACTIVE:
@@ -367,7 +368,7 @@ def first_loss_post(*, user: User, loan: Loan, amount: Decimal) -> FirstLoss:
 
 def first_loss_close(*, book: LoanBook, loan: Loan, now: datetime) -> None:
     """When a loan ends: return each provider's capital left and premium earned, pro rata."""
-    positions = list(FirstLoss.objects.select_for_update().filter(loan=loan, status=FirstLoss.Status.POSTED))
+    positions = lock_objects.first_loss_lock(loan)
     if not positions:
         return
     state = book.states[loan.pk]
