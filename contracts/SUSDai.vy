@@ -29,7 +29,7 @@
         operator reported, so the NAV rises between reports as the loans
         earn.
 
-        Reports. `report(profit, accrued, rate)` mints `profit` USDai
+        Reports. `report(profit, accrued, rate, as_of)` mints `profit` USDai
         (interest received) into idle and restates the accrual. What the
         vault expected, `accrued()` just before, is already in the NAV;
         only the difference `profit + accrued - expected` moves it. A
@@ -616,19 +616,25 @@ def set_min_redemption(shares: uint256):
 
 
 @external
-def report(profit: uint256, accrued: uint256, rate: uint256):
+def report(profit: uint256, accrued: uint256, rate: uint256, as_of: uint256):
     """
     @dev Books an epoch's interest. `profit`: interest received, in wei of
          USDai, minted into idle. `accrued`: interest accrued but not
-         received, in wei, as of now. `rate`: how fast it accrues from
-         now on, in wei per second. Against `expected = accrued()` just
-         before, `profit + accrued - expected` is a gain, locked to
-         unlock linearly, or a loss, absorbed by locked profit first and
-         by every holder pro rata for the rest.
+         received, in wei, as of `as_of` (the moment the books closed the
+         epoch: the transaction is mined later, and the interest of the
+         seconds between counts at `rate`; a moment after the block's
+         counts as the block's). `rate`: how
+         fast it accrues from `as_of` on, in wei per second. Against
+         `expected = accrued()` just before, `profit + accrued() after -
+         expected` is a gain, locked to unlock linearly, or a loss,
+         absorbed by locked profit first and by every holder pro rata
+         for the rest.
     """
     access_control._check_role(OPERATOR_ROLE, msg.sender)
+    # A clock ahead of the chain's counts as now.
+    since: uint256 = min(as_of, block.timestamp)
     expected: uint256 = self._accrued()
-    booked: uint256 = profit + accrued
+    booked: uint256 = profit + accrued + rate * (block.timestamp - since)
     gain: uint256 = 0
     loss: uint256 = 0
     if booked >= expected:
@@ -639,7 +645,7 @@ def report(profit: uint256, accrued: uint256, rate: uint256):
         extcall _USDAI.mint(self, profit)
         self.idle += profit
     self.accrued_interest = accrued
-    self.accrued_at = block.timestamp
+    self.accrued_at = since
     self.accrual_rate = rate
     locked: uint256 = 0
     if loss != 0:

@@ -453,6 +453,9 @@ class RevenueEpoch(models.Model):
     principal = models.DecimalField(max_digits=20, decimal_places=6)
     profit = models.DecimalField(max_digits=20, decimal_places=6, help_text="Net interest and T-bill income.")
     accrued = models.DecimalField(max_digits=20, decimal_places=6, help_text="Interest accrued, not yet received.")
+    rate = models.DecimalField(
+        max_digits=30, decimal_places=18, default=0, help_text="USD a second the vault accrues from the close."
+    )
     anchor_op = models.OneToOneField(ChainOp, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
 
     class Meta:

@@ -25,6 +25,7 @@ MIN_REDEMPTION = WAD
 DEAD = "0x000000000000000000000000000000000000dEaD"
 DEAD_SHARES = 10**6
 MAX_UINT = 2**256 - 1
+AT_BLOCK = 2**64  # a report "as of" later than its block counts as of the block
 RECORD = bytes.fromhex("11" * 32)
 MISSING_ROLE = "access_control: account is missing role"
 
@@ -456,7 +457,7 @@ def test_profit_streams_linearly_and_the_price_never_jumps(c):
     assert price_before == WAD
 
     # when the operator reports a profit of 100 (no accrual)
-    receipt = send(c.vault.functions.report(100 * WAD, 0, 0), c.operator)
+    receipt = send(c.vault.functions.report(100 * WAD, 0, 0, AT_BLOCK), c.operator)
     t0 = c.vault.functions.locked_at().call()
 
     # then all of it is a gain, locked to unlock over one period: total assets and the share price do not move
@@ -489,13 +490,13 @@ def test_profit_streams_linearly_and_the_price_never_jumps(c):
 def test_a_second_gain_unlocks_by_the_weighted_average_end(c):
     # given 100 locked at t0, half unlocked by t1
     send(c.vault.functions.deposit(1_000 * WAD, c.alice), c.alice)
-    send(c.vault.functions.report(100 * WAD, 0, 0), c.operator)
+    send(c.vault.functions.report(100 * WAD, 0, 0, AT_BLOCK), c.operator)
     t1 = c.vault.functions.locked_at().call() + UNLOCK // 2
     travel(c, t1)
     assert pending(c.vault.functions.totalAssets()) == 1_050 * WAD
 
     # when 60 more is reported at t1
-    receipt = send(c.vault.functions.report(60 * WAD, 0, 0), c.operator)
+    receipt = send(c.vault.functions.report(60 * WAD, 0, 0, AT_BLOCK), c.operator)
 
     # then 50 + 60 is locked, total assets did not jump, and the lock ends at the weighted average:
     # t1 + (50 * UNLOCK / 2 + 60 * UNLOCK) / 110, not a fresh full period after t1
@@ -517,12 +518,12 @@ def test_linear_unlocking_under_hourly_zero_gain_reports(c):
     send(c.vault.functions.deposit(1_000 * WAD, c.alice), c.alice)
     t0 = now(c)
     travel(c, t0)
-    send(c.vault.functions.report(168 * WAD, 0, 0), c.operator)
+    send(c.vault.functions.report(168 * WAD, 0, 0, AT_BLOCK), c.operator)
 
     # when the operator reports every hour for a week with nothing new
     for hour in range(1, 169):
         travel(c, t0 + 3600 * hour)
-        receipt = send(c.vault.functions.report(0, 0, 0), c.operator)
+        receipt = send(c.vault.functions.report(0, 0, 0, AT_BLOCK), c.operator)
 
         # then the lock follows the straight line from 168 at t0 to 0 at t0 + UNLOCK (1 per hour)
         assert events(c.vault, "Reported", receipt)[0]["locked"] == (168 - hour) * WAD
@@ -542,7 +543,7 @@ def test_hourly_equal_gains_are_fully_unlocked_one_period_after_the_last(c):
     for hour in range(168):
         t = t0 + 3600 * hour
         travel(c, t)
-        send(c.vault.functions.report(WAD, 0, 0), c.operator)
+        send(c.vault.functions.report(WAD, 0, 0, AT_BLOCK), c.operator)
         state = lock_after_gain(state, t, WAD)
 
         # then each gain joins the lock with the weighted-average end
@@ -561,7 +562,7 @@ def test_accrued_interest_streams_at_the_reported_rate(c):
     # given alice's 1,000 and a report of nothing received, nothing accrued yet, accruing 0.001 per second
     send(c.vault.functions.deposit(1_000 * WAD, c.alice), c.alice)
     rate = 10**15
-    receipt = send(c.vault.functions.report(0, 0, rate), c.operator)
+    receipt = send(c.vault.functions.report(0, 0, rate, AT_BLOCK), c.operator)
     t0 = c.vault.functions.accrued_at().call()
     assert events(c.vault, "Reported", receipt) == [
         {"profit": 0, "accrued": 0, "rate": rate, "gain": 0, "loss": 0, "locked": 0}
@@ -574,7 +575,7 @@ def test_accrued_interest_streams_at_the_reported_rate(c):
     assert pending(c.vault.functions.totalAssets()) == 1_001 * WAD
 
     # when the interest arrives as expected (1 received, nothing left accrued)
-    receipt = send(c.vault.functions.report(WAD, 0, rate), c.operator)
+    receipt = send(c.vault.functions.report(WAD, 0, rate, AT_BLOCK), c.operator)
 
     # then nothing moves: no gain, no loss, nothing locked
     assert events(c.vault, "Reported", receipt) == [
@@ -586,7 +587,7 @@ def test_accrued_interest_streams_at_the_reported_rate(c):
 
     # when, 1,000 seconds on, the interest expected does not come
     travel(c, t0 + 2_000)
-    receipt = send(c.vault.functions.report(0, 0, 0), c.operator)
+    receipt = send(c.vault.functions.report(0, 0, 0, AT_BLOCK), c.operator)
 
     # then the shortfall is a loss (nothing locked to absorb it): the NAV falls back
     assert events(c.vault, "Reported", receipt) == [
@@ -595,17 +596,42 @@ def test_accrued_interest_streams_at_the_reported_rate(c):
     assert c.vault.functions.totalAssets().call() == 1_001 * WAD
 
 
+def test_a_report_counts_the_seconds_between_the_books_closing_and_its_block(c):
+    # given a vault earning 10**12 wei a second since a report at t0
+    send(c.vault.functions.deposit(1_000 * WAD, c.alice), c.alice)
+    t0 = c.tester.get_block_by_number("latest")["timestamp"] + 10
+    travel(c, t0)
+    rate = 10**12
+    send(c.vault.functions.report(0, 0, rate, AT_BLOCK), c.operator)
+    # when the books close an hour later with exactly what accrued, and the report is mined 90 s after that
+    closed = t0 + 3_600
+    travel(c, closed + 90)
+    receipt = send(c.vault.functions.report(0, rate * 3_600, rate, closed), c.operator)
+    # then nothing was a surprise and nothing a loss: the 90 s count at the rate, from the books' close
+    (event,) = events(c.vault, "Reported", receipt)
+    assert (event["gain"], event["loss"]) == (0, 0)
+    assert c.vault.functions.accrued_at().call() == closed
+    travel(c, closed + 100)
+    assert pending(c.vault.functions.accrued()) == rate * (3_600 + 100)
+    # and a report "as of" a moment after its block counts as of the block
+    travel(c, closed + 200)
+    receipt = send(c.vault.functions.report(0, rate * (3_600 + 200), rate, closed + 10_000), c.operator)
+    assert c.vault.functions.accrued_at().call() == closed + 200
+    (event,) = events(c.vault, "Reported", receipt)
+    assert (event["gain"], event["loss"]) == (0, 0)
+
+
 def test_a_report_shortfall_is_absorbed_by_locked_profit_first(c):
     # given 100 of accrued interest reported as a surprise (locked), half unlocked
     send(c.vault.functions.deposit(1_000 * WAD, c.alice), c.alice)
-    send(c.vault.functions.report(0, 100 * WAD, 0), c.operator)
+    send(c.vault.functions.report(0, 100 * WAD, 0, AT_BLOCK), c.operator)
     t0 = c.vault.functions.locked_at().call()
     assert c.vault.functions.totalAssets().call() == 1_000 * WAD
     travel(c, t0 + UNLOCK // 2)
     assert pending(c.vault.functions.totalAssets()) == 1_050 * WAD
 
     # when the next report says only 20 is accrued (80 short)
-    receipt = send(c.vault.functions.report(0, 20 * WAD, 0), c.operator)
+    receipt = send(c.vault.functions.report(0, 20 * WAD, 0, AT_BLOCK), c.operator)
 
     # then the 50 still locked absorbs 50 and the other 30 lowers the NAV
     assert events(c.vault, "Reported", receipt) == [
@@ -619,7 +645,7 @@ def test_deposit_price_equals_redeem_price(c):
     # given alice's 1,000, 100 of interest accrued (a locked surprise, half unlocked) and accrual running
     send(c.vault.functions.deposit(1_000 * WAD, c.alice), c.alice)
     rate = 10**12
-    send(c.vault.functions.report(0, 100 * WAD, rate), c.operator)
+    send(c.vault.functions.report(0, 100 * WAD, rate, AT_BLOCK), c.operator)
     t0 = c.vault.functions.accrued_at().call()
     t1 = t0 + UNLOCK // 2
     travel(c, t1)
@@ -649,7 +675,7 @@ def test_deposit_price_equals_redeem_price(c):
 
 def _report_and_deposit(c, t1, rate, *, deposit_first):
     with OneBlock(c) as block:
-        report = (c.vault.functions.report(rate * 3_600 + 40 * WAD, 5 * WAD, rate), c.operator)
+        report = (c.vault.functions.report(rate * 3_600 + 40 * WAD, 5 * WAD, rate, AT_BLOCK), c.operator)
         deposit = (c.vault.functions.deposit(500 * WAD, c.bob), c.bob)
         for fn, sender in (deposit, report) if deposit_first else (report, deposit):
             block.send(fn, sender)
@@ -664,7 +690,7 @@ def test_depositing_just_before_or_just_after_a_report_moves_no_value(c):
     # given alice's 1,000 accruing 0.0001 per second, an hour after the last report
     send(c.vault.functions.deposit(1_000 * WAD, c.alice), c.alice)
     rate = 10**14
-    send(c.vault.functions.report(0, 0, rate), c.operator)
+    send(c.vault.functions.report(0, 0, rate, AT_BLOCK), c.operator)
     t1 = c.vault.functions.accrued_at().call() + 3_600
     travel(c, t1)
     alice_at_t1 = pending(c.vault.functions.convertToAssets(1_000 * WAD - DEAD_SHARES))
@@ -700,7 +726,7 @@ def test_write_down_is_absorbed_by_locked_profit_then_shared_pro_rata(c):
     send(c.vault.functions.deposit(1_000 * WAD, c.alice), c.alice)
     send(c.vault.functions.deposit(1_000 * WAD, c.bob), c.bob)
     send(c.vault.functions.deploy(1_000 * WAD), c.operator)
-    send(c.vault.functions.report(100 * WAD, 0, 0), c.operator)
+    send(c.vault.functions.report(100 * WAD, 0, 0, AT_BLOCK), c.operator)
     t0 = c.vault.functions.locked_at().call()
     travel(c, t0 + UNLOCK // 2)
 
@@ -877,7 +903,7 @@ def test_fifo_redemption_queue(c):
 def test_service_respects_max_requests_and_pays_at_the_current_price(c):
     # given 1,000 plus 100 of fully unlocked profit, and two requests of 100 shares
     send(c.vault.functions.deposit(1_000 * WAD, c.alice), c.alice)
-    send(c.vault.functions.report(100 * WAD, 0, 0), c.operator)
+    send(c.vault.functions.report(100 * WAD, 0, 0, AT_BLOCK), c.operator)
     travel(c, c.vault.functions.unlock_end().call())
     send(c.vault.functions.request_redeem(100 * WAD), c.alice)
     send(c.vault.functions.request_redeem(100 * WAD), c.alice)
@@ -1041,7 +1067,7 @@ def test_vault_operator_functions_are_operator_only(c):
     send(c.vault.functions.deposit(1_000 * WAD, c.alice), c.alice)
     send(c.vault.functions.request_redeem(WAD), c.alice)
     for fn in (
-        c.vault.functions.report(WAD, 0, 0),
+        c.vault.functions.report(WAD, 0, 0, AT_BLOCK),
         c.vault.functions.write_down(0),
         c.vault.functions.write_up(0),
         c.vault.functions.service(1),
@@ -1155,7 +1181,7 @@ def test_gas_goals(c):
     send(c.vault.functions.deposit(1_000 * WAD, c.alice), c.alice)
     deposit_gas = send(c.vault.functions.deposit(1_000 * WAD, c.bob), c.bob).gasUsed
     # a deposit with every term of the NAV live: accrual streaming, profit unlocking
-    send(c.vault.functions.report(10 * WAD, 5 * WAD, 10**12), c.operator)
+    send(c.vault.functions.report(10 * WAD, 5 * WAD, 10**12, AT_BLOCK), c.operator)
     deposit_after_report_gas = send(c.vault.functions.deposit(1_000 * WAD, c.carol), c.carol).gasUsed
     anchor_gas = []
     for epoch, size in enumerate((10, 1_000), start=1):

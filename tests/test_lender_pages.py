@@ -96,7 +96,7 @@ def test_the_vault_page_shows_one_share_price_realised_apr_apy_tvl_and_the_price
     # given $100 in the vault, and a report of $5 accrued interest, a surprise gain that is locked
     # and half unlocked since
     deposit(lender, "100")
-    report = operator_call(chain, "test:report", "report", 0, 5 * E18, 0)
+    report = operator_call(chain, "test:report", "report", 0, 5 * E18, 0, 2**64)
     half = settings.VAULT_UNLOCK_SECONDS // 2
     chain.advance_to(report.block_timestamp + half)
     supply = chain.call("SUSDai", "totalSupply")
@@ -255,7 +255,7 @@ def test_a_lenders_pnl_is_value_plus_redeemed_less_deposited(chain, lender, clie
     settings.VAULT_MIN_REDEMPTION = Decimal("10")
     # given $100 deposited, and $10 of surprise profit reported and fully unlocked
     deposit(lender, "100")
-    report = operator_call(chain, "test:profit", "report", 10 * E18, 0, 0)
+    report = operator_call(chain, "test:profit", "report", 10 * E18, 0, 0, 2**64)
     chain.advance_to(report.block_timestamp + settings.VAULT_UNLOCK_SECONDS + 1)
     # when 30 shares are redeemed and paid, 20 more wait in the queue, and $10 more is on its way in
     redemption_request(user=lender, shares_amount=Decimal("30"))

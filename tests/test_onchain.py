@@ -22,6 +22,7 @@ from financing.models import (
     Loan,
     Posting,
     Redemption,
+    RevenueEpoch,
     UsdaiPurchase,
     VaultDeposit,
     Wallet,
@@ -422,25 +423,31 @@ def test_a_loan_deploys_vault_cash_and_its_interest_streams_into_the_share_price
     recall = ChainOp.objects.get(key=f"epoch:{epoch.number}:recall")
     report = ChainOp.objects.get(key=f"epoch:{epoch.number}:report")
     assert (recall.status, report.status) == ("confirmed", "confirmed")
-    assert recall.args == [str(principal)] and report.args == [str(profit), "0", str(rate)]
+    closed = int(epoch.closed_at.timestamp())
+    assert recall.args == [str(principal)] and report.args == [str(profit), "0", str(rate), str(closed)]
     assert chain.call("SUSDai", "deployed") == 12000 * E18 - principal
     assert chain.call("SUSDai", "idle") == 8000 * E18 + principal + profit
-    # nothing was accruing before: the whole profit is a surprise, locked to stream in over the period
-    assert chain.call("SUSDai", "locked") == profit
-    assert chain.call("SUSDai", "locked_at") == report.block_timestamp == chain.call("SUSDai", "accrued_at")
+    # nothing was accruing before: the whole profit is a surprise, and so is the interest of the
+    # seconds between the books' close and the report's block; both are locked to stream in
+    lag = report.block_timestamp - closed
+    surprise = profit + rate * lag
+    assert chain.call("SUSDai", "accrued_at") == closed
+    assert chain.call("SUSDai", "locked") == surprise
+    assert chain.call("SUSDai", "locked_at") == report.block_timestamp
     assert chain.call("SUSDai", "unlock_end") == report.block_timestamp + settings.VAULT_UNLOCK_SECONDS
     assert chain.call("SUSDai", "accrual_rate") == rate
     prices.append(share_price(chain))
 
     def nav(elapsed: int) -> int:
-        return 20000 * E18 + profit + rate * elapsed - locked_profit(profit, elapsed)
+        """The NAV ``elapsed`` seconds after the report's block."""
+        return 20000 * E18 + profit + rate * (lag + elapsed) - locked_profit(surprise, elapsed)
 
-    # when half the unlock period has passed: half the profit counts (the lock rounds up), and
-    # half a period of the loan's interest
+    # when half the unlock period has passed: half the surprise counts (the lock rounds up), and
+    # the loan's interest since the close
     half = settings.VAULT_UNLOCK_SECONDS // 2
     chain.advance_to(report.block_timestamp + half)
-    assert chain.call("SUSDai", "locked_profit") == locked_profit(profit, half) == profit // 2
-    assert chain.call("SUSDai", "accrued") == rate * half
+    assert chain.call("SUSDai", "locked_profit") == locked_profit(surprise, half) == -(-surprise // 2)
+    assert chain.call("SUSDai", "accrued") == rate * (lag + half)
     assert chain.call("SUSDai", "totalAssets") == nav(half)
     prices.append(share_price(chain))
 
@@ -448,7 +455,8 @@ def test_a_loan_deploys_vault_cash_and_its_interest_streams_into_the_share_price
     chain.advance_to(report.block_timestamp + settings.VAULT_UNLOCK_SECONDS)
     assert chain.call("SUSDai", "locked_profit") == 0
     gross = nav(settings.VAULT_UNLOCK_SECONDS)
-    assert chain.call("SUSDai", "totalAssets") == gross == 20000 * E18 + profit + rate * settings.VAULT_UNLOCK_SECONDS
+    assert gross == 20000 * E18 + profit + rate * (lag + settings.VAULT_UNLOCK_SECONDS)
+    assert chain.call("SUSDai", "totalAssets") == gross
     prices.append(share_price(chain))
 
     # and the share price never went down
@@ -798,8 +806,17 @@ def test_cash_above_the_buffer_goes_to_t_bills_which_accrue_daily(chain, lender)
     }
     drain()
     rate = int(Decimal("9000") * settings.TBILL_RATE / Decimal(365 * 86400) * E18)
-    assert ChainOp.objects.get(key="epoch:1:report").args == [str(usd_to_wei(interest)), "0", str(rate)]
-    assert chain.call("SUSDai", "locked") == usd_to_wei(interest)
+    epoch = RevenueEpoch.objects.get(number=1)
+    assert ChainOp.objects.get(key="epoch:1:report").args == [
+        str(usd_to_wei(interest)),
+        "0",
+        str(rate),
+        str(int(epoch.closed_at.timestamp())),
+    ]
+    # nothing was accruing before: the interest is a surprise, with the seconds between the close and the block
+    report = ChainOp.objects.get(key="epoch:1:report")
+    lag = report.block_timestamp - int(epoch.closed_at.timestamp())
+    assert chain.call("SUSDai", "locked") == usd_to_wei(interest) + rate * lag
     assert chain.call("SUSDai", "deployed") == usd_to_wei(Decimal("9000.99"))
     assert chain.call("SUSDai", "idle") == usd_to_wei(Decimal("1000") + interest - Decimal("0.99"))
 

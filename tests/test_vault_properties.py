@@ -20,7 +20,7 @@ import os
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from tests.test_contracts import DEAD, DEAD_SHARES, UNLOCK, WAD, chain, send, travel  # noqa: F401 (fixture)
+from tests.test_contracts import AT_BLOCK, DEAD, DEAD_SHARES, UNLOCK, WAD, chain, send, travel  # noqa: F401 (fixture)
 
 PHASES = [Phase.explicit, Phase.reuse, Phase.generate] + ([Phase.shrink] if os.environ.get("HYPOTHESIS_SHRINK") else [])
 MICRO = 10**12  # one micro-dollar in wei
@@ -35,7 +35,13 @@ operation = st.one_of(
     st.tuples(st.just("service"), st.integers(1, 5)),
     st.tuples(st.just("deploy"), st.integers(1, 100)),
     st.tuples(st.just("recall"), st.integers(1, 100)),
-    st.tuples(st.just("report"), st.integers(0, 100), st.integers(-500 * WAD, 500 * WAD), st.integers(0, 10**15)),
+    st.tuples(
+        st.just("report"),
+        st.integers(0, 100),
+        st.integers(-500 * WAD, 500 * WAD),
+        st.integers(0, 10**15),
+        st.integers(0, 600),
+    ),
     st.tuples(st.just("write_down"), st.integers(1, 100)),
     st.tuples(st.just("write_up"), st.integers(1, 1_000 * WAD)),
 )
@@ -133,9 +139,11 @@ def apply(vault: Vault, op: tuple, t: int) -> None:
         rate = vault.get("accrual_rate")
         expected = vault.get("accrued_interest") + (rate * (t - vault.get("accrued_at")) if rate else 0)
         profit = expected * op[1] // 100  # interest received: part of what was accruing
-        accrued = max(expected - profit + op[2], 0)
+        # the books closed ``lag`` seconds before the report is mined: their accrued is as of then
+        lag = min(op[4], t - START)
+        accrued = max(expected - profit + op[2] - op[3] * lag, 0)
         travel(c, t)
-        send(c.vault.functions.report(profit, accrued, op[3]), c.operator)
+        send(c.vault.functions.report(profit, accrued, op[3], t - lag), c.operator)
     elif kind == "write_down":
         amount = vault.get("deployed") * op[1] // 100
         if not amount:
@@ -195,7 +203,7 @@ def test_no_interleaving_moves_value_between_lenders_and_every_wei_is_accounted(
     rate = vault.get("accrual_rate")
     expected = vault.get("accrued_interest") + (rate * (t - vault.get("accrued_at")) if rate else 0)
     travel(chain, t)
-    send(chain.vault.functions.report(expected, 0, 0), chain.operator)
+    send(chain.vault.functions.report(expected, 0, 0, AT_BLOCK), chain.operator)
     t = max(t, vault.get("unlock_end")) + 1
     for _ in range(10):
         if vault.get("queue_head") == vault.get("queue_tail"):

@@ -2,13 +2,16 @@
 
 ``epoch_close`` (hourly, and before the daily vault work) takes every journal
 entry that put cash into the vault (repaid principal, net interest, T-bill
-interest) or settled revenue, and is in no epoch yet, into a new epoch, in
+interest), settled revenue, changed what the loans are worth
+(``WRITE_LINES``) or what the vault accrues (``ACCRUAL_LINES``: a loan
+disbursed, a loan in default), and is in no epoch yet, into a new epoch, in
 one transaction that also queues the chain calls:
 
 - ``SUSDai.recall(principal)``: principal repaid or recovered comes home;
-- ``SUSDai.report(profit, accrued, rate)``: the cash income received, the
-  income accrued and not yet received as of the close, and the rate it accrues
-  at from then (``financing.selectors.vault.vault_accrual``). The vault counts
+- ``SUSDai.report(profit, accrued, rate, as_of)``: the cash income received,
+  the income accrued and not yet received as of the close (``as_of``: the
+  transaction is mined later, and the chain adds the seconds between at the
+  rate), and the rate it accrues at from then (``financing.selectors.vault.vault_accrual``). The vault counts
   accrued income in its one price second by second, so only a surprise (income
   beyond what was accruing) is locked and streams in; a shortfall (interest
   reversed at default) is absorbed by locked profit first;
@@ -21,6 +24,8 @@ one transaction that also queues the chain calls:
   leaf, follow its proof and compare with the root on chain.
 """
 
+from decimal import ROUND_DOWN, Decimal
+
 from django.db import transaction
 from django.db.models import Max, Q, Sum
 from django.utils import timezone
@@ -28,7 +33,7 @@ from django.utils import timezone
 from core import money
 from financing import lock_objects
 from financing.chain.client import rate_wei, usd_to_wei
-from financing.chart_of_accounts import INFLOW_LINES, WRITE_LINES
+from financing.chart_of_accounts import ACCRUAL_LINES, INFLOW_LINES, WRITE_LINES
 from financing.models import EpochEntry, JournalEntry, Posting, RevenueEpoch
 from financing.selectors.proofs import epoch_tree
 from financing.selectors.vault import vault_accrual
@@ -43,7 +48,8 @@ def epoch_close(*, now=None) -> RevenueEpoch | None:
             JournalEntry.objects.filter(
                 Q(settlement__isnull=False)
                 | Q(postings__account__code="vault_cash", postings__line__in=INFLOW_LINES)
-                | Q(postings__line__in=WRITE_LINES),
+                | Q(postings__line__in=WRITE_LINES)
+                | Q(postings__line__in=ACCRUAL_LINES),
                 epoch_mark__isnull=True,
             )
         )
@@ -66,8 +72,15 @@ def epoch_close(*, now=None) -> RevenueEpoch | None:
         accrual = vault_accrual(at=now)
         accrued = accrual.accrued
         number = (RevenueEpoch.objects.aggregate(n=Max("number"))["n"] or 0) + 1
+        last = RevenueEpoch.objects.order_by("-number").values("accrued", "rate").first()
         epoch = RevenueEpoch.objects.create(
-            number=number, closed_at=now, settlements=0, principal=principal, profit=profit, accrued=accrued
+            number=number,
+            closed_at=now,
+            settlements=0,
+            principal=principal,
+            profit=profit,
+            accrued=accrued,
+            rate=accrual.per_second.quantize(Decimal("1e-18"), rounding=ROUND_DOWN),
         )
         EpochEntry.objects.bulk_create([EpochEntry(entry_id=pk, epoch=epoch) for pk in ids])
         entries, tree = epoch_tree(epoch)
@@ -83,12 +96,14 @@ def epoch_close(*, now=None) -> RevenueEpoch | None:
                 function="write_up" if revalued > 0 else "write_down",
                 args=[usd_to_wei(abs(revalued))],
             )
-        chainop_enqueue(
-            key=f"epoch:{number}:report",
-            contract="SUSDai",
-            function="report",
-            args=[usd_to_wei(profit), usd_to_wei(accrued), rate_wei(accrual.per_second)],
-        )
+        # A report whenever the vault has income or accrues, or did until now (nothing to say otherwise).
+        if profit or accrued or epoch.rate or (last and (last["accrued"] or last["rate"])):
+            chainop_enqueue(
+                key=f"epoch:{number}:report",
+                contract="SUSDai",
+                function="report",
+                args=[usd_to_wei(profit), usd_to_wei(accrued), rate_wei(epoch.rate), int(now.timestamp())],
+            )
         if tree is not None:
             epoch.root = "0x" + tree.root.hex()
             epoch.anchor_op = chainop_enqueue(

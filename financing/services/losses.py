@@ -169,6 +169,11 @@ def foreclosure_lines(book: LoanBook, loan: Loan) -> list[Line]:
         )
     first_loss = min(state.first_loss, max(state.principal, ZERO))
     if first_loss > 0:
+        # The capital is USDai the protocol holds: it is burnt, and the epoch's recall mints as
+        # much into the vault (as the principal it repaid).
+        chainop_enqueue(
+            key=f"loan:{loan.pk}:first-loss-burn", contract="USDai", function="burn", args=[usd_to_wei(first_loss)]
+        )
         state.first_loss -= first_loss
         lines += _to_vault(
             book,
