@@ -35,6 +35,7 @@ LOCK_ORDER: tuple[str, ...] = (
     "financing.Wallet",
     "financing.LedgerAccount",
     "financing.Redemption",
+    "financing.TbillAccrual",
     # marketplace
     "marketplace.Server",
     "marketplace.Listing",

@@ -18,6 +18,7 @@ from financing.models import (
     LedgerAccount,
     Loan,
     Redemption,
+    TbillAccrual,
     Wallet,
 )
 
@@ -75,3 +76,9 @@ def journal_entries_claim(queryset: QuerySet) -> QuerySet:
     """Journal entries for an epoch (unordered claim; the caller sorts the ids)."""
     assert queryset.model is JournalEntry
     return queryset.select_for_update(skip_locked=True, of=("self",))
+
+
+def tbill_accrual_lock(*, now) -> TbillAccrual:
+    """The one T-bill accrual row (created at ``now`` the first time)."""
+    TbillAccrual.objects.get_or_create(pk=1, defaults={"accrued_to": now})
+    return TbillAccrual.objects.select_for_update().get(pk=1)

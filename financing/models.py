@@ -525,6 +525,13 @@ class Redemption(models.Model):
         constraints = [models.CheckConstraint(condition=Q(shares__gt=0), name="redemption_shares_positive")]
 
 
+class TbillAccrual(models.Model):
+    """One row: the moment T-bill interest has been posted up to (interest accrues per
+    second on the holdings, and is posted before every move and at every daily run)."""
+
+    accrued_to = models.DateTimeField()
+
+
 class VaultDay(models.Model):
     """The vault's state at the end of a day, for realised APR and the share-price history."""
 

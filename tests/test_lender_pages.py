@@ -191,14 +191,18 @@ def test_realised_apr_counts_each_settlements_interest_on_the_day_its_usage_ende
     # given the daily run on two days before any rent came in
     d3 = timezone.localdate()
     d1, d2 = d3 - timedelta(days=2), d3 - timedelta(days=1)
-    tbill = {d: vault_daily(today=d)["tbill_interest"] for d in (d1, d2)}  # d2's run pays d1's T-bills
+
+    def run(d):  # the daily run, five past midnight
+        return vault_daily(today=d, now=datetime.combine(d, time(0, 5), tzinfo=UTC))["tbill_interest"]
+
+    tbill = {d: run(d) for d in (d1, d2)}  # d2's run pays the T-bills' day since d1's run
     assert VaultDay.objects.get(date=d1).income == tbill[d2] > 0
 
     # when rent for usage that ended on each of those days is journaled at once, today
     first = settle(loan, renter, "4000.00", datetime.combine(d1, time(12), tzinfo=UTC))
     second = settle(loan, renter, "2000.00", datetime.combine(d2, time(12), tzinfo=UTC))
     settlements_journal()
-    tbill[d3] = vault_daily(today=d3)["tbill_interest"]
+    tbill[d3] = run(d3)
 
     # then each day has its own settlement's interest (and the T-bill interest earned that day),
     # and today, on whose date all of it was booked, has earned nothing yet
@@ -230,12 +234,13 @@ def test_the_demo_seed_shows_the_income_it_earned_each_day():
         account__code="vault_cash", line="to_vault_interest", entry__settlement__isnull=False
     ).values_list("entry__settlement__interval_end", "amount"):
         interest[end.date()] = interest.get(end.date(), ZERO) + amount
-    tbill = {
-        datetime.strptime(key.rsplit(":", 1)[1], "%Y-%m-%d").date() - timedelta(days=1): amount
-        for key, amount in Posting.objects.filter(account__code="vault_cash", line="tbill_interest").values_list(
-            "entry__key", "amount"
-        )
-    }
+    tbill: dict = {}
+    for key, amount in Posting.objects.filter(account__code="vault_cash", line="tbill_interest").values_list(
+        "entry__key", "amount"
+    ):
+        start, end = (datetime.fromisoformat(m) for m in key.removeprefix("tbill:interest:").split("/"))
+        day = timezone.localdate(start + (end - start) / 2)  # the accrual's midpoint
+        tbill[day] = tbill.get(day, ZERO) + amount
     for day in days:
         assert day.income == interest.get(day.date, ZERO) + tbill.get(day.date, ZERO), day.date
     assert sum(interest.values()) > 0

@@ -99,9 +99,9 @@ def apply(vault: Vault, op: tuple, t: int) -> None:
     if kind == "deposit":
         if vault.get("totalSupply") == 0 and op[2] <= DEAD_SHARES:
             return
-        if vault.get("previewDeposit", op[2]) == 0:
-            return
         travel(c, t)
+        if c.vault.functions.previewDeposit(op[2]).call(block_identifier="pending") == 0:
+            return
         send(c.vault.functions.deposit(op[2], getattr(c, actor)), getattr(c, actor))
         after = vault.values(t)
         assert op[2] - tolerance <= after[actor] - before[actor] <= op[2]  # rounded in the vault's favour

@@ -97,7 +97,8 @@ def test_interest_that_arrives_after_the_days_run_counts_on_the_day_it_was_earne
     from financing.services.vault import vault_daily
 
     today = timezone.localdate()
-    vault_daily(today=today)
+    run = datetime.combine(today, time(0, 5), tzinfo=UTC)  # the daily run, five past midnight
+    vault_daily(today=today, now=run)
     assert VaultDay.objects.get(date=today).income == 0
 
     # when rent for usage that ended at noon today pays the loan's interest, journaled after the run
@@ -109,9 +110,9 @@ def test_interest_that_arrives_after_the_days_run_counts_on_the_day_it_was_earne
     to_vault = interest - (interest * settings.LOAN_PROTOCOL_FEE).quantize(MICRO, rounding=ROUND_HALF_UP)
 
     # then tomorrow's run counts it in today's income, with the T-bill interest that run posts for
-    # today (paid in arrears: $6,000 bought today × 4.5 % / 365); tomorrow has earned nothing yet
+    # the day since today's run ($6,000 bought then × 4.5 % / 365); tomorrow has earned nothing yet
     tomorrow = today + timedelta(days=1)
-    tbill_interest = vault_daily(today=tomorrow)["tbill_interest"]
+    tbill_interest = vault_daily(today=tomorrow, now=run + timedelta(days=1))["tbill_interest"]
     assert tbill_interest == (Decimal("6000") * Decimal("0.045") / 365).quantize(MICRO, rounding=ROUND_HALF_UP)
     day = VaultDay.objects.get(date=today)
     assert day.income == to_vault + tbill_interest

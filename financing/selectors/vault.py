@@ -22,10 +22,10 @@ from financing.chain.node import get_chain
 from financing.chart_of_accounts import INFLOW_LINES
 from financing.models import (
     FirstLoss,
-    JournalEntry,
     Loan,
     Posting,
     Redemption,
+    TbillAccrual,
     UsdaiPurchase,
     VaultDay,
     VaultDeposit,
@@ -174,25 +174,16 @@ def vault_accrual(*, at: datetime | None = None) -> Accrual:
         per_second += rate * share
     tbills = codes_balance(code="tbill_holdings")
     if tbills > 0:
-        # T-bill interest is paid daily in arrears: what the run of date D posts covers the
-        # day up to D's start, so what has accrued since is from the start of the last date paid
-        # (or from the day after the first purchase).
+        # T-bill interest is posted to the second, up to the last posting: what accrued since.
         rate = tbills * settings.TBILL_RATE / SECONDS_PER_YEAR
-        accrued += rate * Decimal(max((at - _tbill_accruing_since()).total_seconds(), 0))
+        accrued += rate * Decimal(max((at - _tbill_accruing_since(at)).total_seconds(), 0))
         per_second += rate
     return Accrual(accrued=money.usd(accrued), per_second=per_second)
 
 
-def _tbill_accruing_since() -> datetime:
-    keys = JournalEntry.objects.filter(key__startswith="tbill:interest:").order_by("-key").values_list("key", flat=True)
-    last = keys.first()
-    if last:
-        day = date.fromisoformat(last.rsplit(":", 1)[1])
-    else:
-        buys = JournalEntry.objects.filter(key__startswith="tbill:buy:").order_by("key")
-        bought = buys.values_list("key", flat=True).first()
-        day = date.fromisoformat(bought.rsplit(":", 1)[1]) + timedelta(days=1) if bought else timezone.localdate()
-    return timezone.make_aware(datetime.combine(day, datetime.min.time()))
+def _tbill_accruing_since(at: datetime) -> datetime:
+    """When T-bill interest was last posted to (``financing.services.liquidity.tbill_accrue``)."""
+    return TbillAccrual.objects.values_list("accrued_to", flat=True).first() or at
 
 
 def vault_books() -> VaultSummary:

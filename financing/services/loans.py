@@ -160,7 +160,7 @@ def loan_approve(*, loan: Loan, operator: User, now: datetime | None = None) -> 
         if problems:
             raise ValidationError({"collateral": problems})
         # The vault lends only cash it has: T-bills are sold first, or the approval is refused.
-        loan_liquidity_secure(amount=locked.principal, key=f"loan:{locked.pk}:tbill-recall")
+        loan_liquidity_secure(amount=locked.principal, key=f"loan:{locked.pk}:tbill-recall", now=now)
         rows = schedules.schedule(locked.principal, locked.apr, locked.tenor_months, locked.kind)
         Instalment.objects.bulk_create(
             Instalment(

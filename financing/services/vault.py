@@ -21,7 +21,7 @@ Ledger model (USD, 6 decimals):
 import uuid
 from collections import defaultdict
 from datetime import date, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -39,7 +39,7 @@ from financing.models import ChainOp, JournalEntry, Posting, Redemption, VaultDa
 from financing.selectors.vault import redemptions_sending, vault_books, vault_position
 from financing.services.epochs import epoch_close
 from financing.services.ledger import Line, journal_post, system_account
-from financing.services.liquidity import queued_redemptions, tbill_move
+from financing.services.liquidity import queued_redemptions, tbill_accrue, tbill_move
 from financing.services.outbox import chainop_enqueue
 from financing.services.wallets import usdai_amount, usdai_spendable, wallet_for_user
 
@@ -144,34 +144,17 @@ def vault_service(*, max_requests: int = 50) -> ChainOp | None:
 def vault_daily(*, today: date | None = None, now: datetime | None = None) -> dict:
     """Daily: close the epoch, post T-bill interest, rebalance cash against the buffer,
     record the day for APR and, once the books are committed, the day's share price read from
-    the chain. Idempotent per date. T-bill interest posted on a date is for the day that ended
-    at its start (the holdings carried into it), paid in arrears.
+    the chain. Idempotent per date. T-bill interest is posted to the second (``tbill_accrue``):
+    from the last posting, which every T-bill move also makes, to ``now``.
 
     Only the run for the current date records a share price (a price read now is not an
     earlier day's); a chain that cannot be read leaves it empty and the run goes on."""
     now = now or timezone.now()
     today = today or timezone.localdate(now)
-    epoch_close(now=now)
     out = {"tbill_interest": Decimal(0), "tbill_buy": Decimal(0), "tbill_sell": Decimal(0)}
     with transaction.atomic():
-        # The day's interest is on the holdings carried into it: T-bills bought (or sold) by an
-        # earlier run of the same day earn from the next day, so a second run adds nothing.
-        moves = [f"tbill:buy:{today.isoformat()}", f"tbill:sell:{today.isoformat()}"]
-        tbills = money.usd(
-            money.sum_of(Posting.objects.filter(account__code="tbill_holdings").exclude(entry__key__in=moves), "amount")
-        )
-        interest = (tbills * settings.TBILL_RATE / 365).quantize(money.MICRO, rounding=ROUND_HALF_UP)
-        if interest > 0 and not _posted(f"tbill:interest:{today.isoformat()}"):
-            journal_post(
-                key=f"tbill:interest:{today.isoformat()}",
-                description=f"T-bill interest for {today}",
-                lines=[
-                    Line(system_account("vault_cash"), interest, "tbill_interest"),
-                    Line(system_account("tbill_income"), -interest, "tbill_interest"),
-                ],
-            )
-            out["tbill_interest"] = interest
-    epoch_close(now=now)  # the interest reaches the chain before cash is moved
+        out["tbill_interest"] = tbill_accrue(now=now)
+    epoch_close(now=now)  # the day's inflows and the interest reach the chain before cash is moved
     with transaction.atomic():
         summary = vault_books()
         buffer = max(summary.nav * settings.VAULT_LIQUIDITY_BUFFER, queued_redemptions())
@@ -179,12 +162,12 @@ def vault_daily(*, today: date | None = None, now: datetime | None = None) -> di
         if idle > buffer:
             amount = money.cents_down(idle - buffer)
             if amount > 0 and not _posted(f"tbill:buy:{today.isoformat()}"):
-                tbill_move(amount, buy=True, key=f"tbill:buy:{today.isoformat()}")
+                tbill_move(amount, buy=True, key=f"tbill:buy:{today.isoformat()}", now=now)
                 out["tbill_buy"] = amount
         elif idle < buffer and summary.tbills > 0:
             amount = min(money.cents(buffer - idle), summary.tbills)
             if amount > 0 and not _posted(f"tbill:sell:{today.isoformat()}"):
-                tbill_move(amount, buy=False, key=f"tbill:sell:{today.isoformat()}")
+                tbill_move(amount, buy=False, key=f"tbill:sell:{today.isoformat()}", now=now)
                 out["tbill_sell"] = amount
         VaultDay.objects.update_or_create(date=today, defaults={"nav": vault_books().nav, "income": Decimal(0)})
         _vault_days_income(since=today - timedelta(days=APR_DAYS))
@@ -194,14 +177,14 @@ def vault_daily(*, today: date | None = None, now: datetime | None = None) -> di
 
 
 APR_DAYS = 30  # the longest window realised APR looks back over
-TBILL_INTEREST = "tbill:interest:"  # the key of a day's T-bill interest, + the ISO date it is posted for
+TBILL_INTEREST = "tbill:interest:"  # + the ISO moments the posting accrued from and to, "from/to"
 
 
 def _vault_days_income(*, since: date) -> None:
     """Each recorded day's income, on the day it was earned (its economic date), not the day
     it reached the books: a settlement's interest on the day its usage ended
-    (``interval_end``), T-bill interest on the day it accrued (the day before the date it is
-    posted for, see ``vault_daily``), anything else on the day it was booked. Income booked
+    (``interval_end``), T-bill interest on the day its accrual's midpoint falls in (a daily
+    run's posting covers the day before), anything else on the day it was booked. Income booked
     after a day's run (a settlement journaled late, or weeks of settlements journaled at
     once) is counted in its own day when the next run comes, so realised APR, the income in
     the window over the average NAV, is not inflated by a backlog landing on one day."""
@@ -222,7 +205,8 @@ def _vault_days_income(*, since: date) -> None:
         ):
             income[day] += total
     for key, amount in postings.filter(tbill).values_list("entry__key", "amount"):
-        income[date.fromisoformat(key.removeprefix(TBILL_INTEREST)) - timedelta(days=1)] += amount
+        start, end = (datetime.fromisoformat(moment) for moment in key.removeprefix(TBILL_INTEREST).split("/"))
+        income[timezone.localdate(start + (end - start) / 2)] += amount
     days = list(VaultDay.objects.filter(date__gte=since))
     for day in days:
         day.income = money.usd(income.get(day.date) or 0)
