@@ -36,7 +36,7 @@ INFLOW_LINES = ("to_vault_principal", "to_vault_interest", "tbill_interest")
 # Each epoch sends their net on the loan accounts to the chain (``write_down``/``write_up``).
 WRITE_LINES = ("impairment", "impairment_reversal", "write_off", "claim_shortfall")
 
-# Entries that change what the vault earns from now on, without cash or value moving: a loan
-# disbursed starts accruing, a loan in default stops (its unpaid interest reversed). Each is
-# taken into the next epoch so that the chain's accrual rate follows at once.
-ACCRUAL_LINES = ("disbursement", "non_accrual")
+# Entries that change what the vault earns from now on, without income or value moving: a loan
+# disbursed starts accruing, a loan in default stops (its unpaid interest reversed), T-bills
+# bought or sold. Each is taken into the next epoch so that the chain's accrual rate follows.
+ACCRUAL_LINES = ("disbursement", "non_accrual", "tbill_buy", "tbill_sell")

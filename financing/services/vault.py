@@ -171,6 +171,8 @@ def vault_daily(*, today: date | None = None, now: datetime | None = None) -> di
                 out["tbill_sell"] = amount
         VaultDay.objects.update_or_create(date=today, defaults={"nav": vault_books().nav, "income": Decimal(0)})
         _vault_days_income(since=today - timedelta(days=APR_DAYS))
+    if out["tbill_buy"] or out["tbill_sell"]:
+        epoch_close(now=now)  # the chain's accrual rate follows the T-bills at once
     if today == timezone.localdate():
         _vault_day_share_price(today)  # after the transaction: no chain call while holding locks
     return out
