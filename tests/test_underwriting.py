@@ -15,13 +15,16 @@ from django.core.exceptions import ValidationError
 from django.urls import reverse
 
 from financing import appraisal, schedules
-from financing.models import Instalment, JournalEntry, Loan
+from financing.models import Instalment, JournalEntry, Loan, Posting
+from financing.selectors.ledger import balances
 from financing.selectors.loans import borrowing_limit, loan_warnings
 from financing.services.collateral import collateral_approve, collateral_register
 from financing.services.loans import loan_apply, loan_approve, loan_max_amount
+from financing.services.revenue import settlements_journal
 from marketplace.models import Listing
 from marketplace.services import bookings
 from tests.factories import make_listing
+from tests.financing_fixtures import fund_vault, settle
 
 pytestmark = pytest.mark.django_db
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -88,7 +91,7 @@ def written() -> tuple[int, int, int]:
     return Loan.objects.count(), Instalment.objects.count(), JournalEntry.objects.count()
 
 
-def test_worked_example_a_new_8xh100_is_valued_on_the_market_forward_and_can_borrow(
+def test_worked_example_a_new_8xh100_is_valued_on_the_market_forward_borrows_and_pays_its_first_instalment(
     owner, other_owner, renter, operator
 ):
     # given the H100 market and a new server with no rental history
@@ -155,6 +158,44 @@ def test_worked_example_a_new_8xh100_is_valued_on_the_market_forward_and_can_bor
     )
     assert loan.ltv_at_origination == Decimal("0.4883")  # 100,000 / 204,805.35
     assert loan_warnings(loan) == []
+
+    # when lenders have put $150,000 in the vault and an operator approves it
+    fund_vault(Decimal("150000.00"))
+    loan = loan_approve(loan=loan, operator=operator, now=NOW)
+
+    # then three payments are held back for the reserve and the owner receives the rest
+    books = balances()
+    assert loan.reserve_funded == 3 * Decimal("3466.53") == Decimal("10399.59")
+    assert books[f"principal:{loan.pk}"] == Decimal("100000.00")
+    assert -books[f"reserve:{loan.pk}"] == Decimal("10399.59")
+    first = loan.instalments.get(number=1)
+    assert (first.payment, first.interest, first.principal) == (
+        Decimal("3466.53"),
+        Decimal("1250.00"),  # 100,000 × 15 % / 12
+        Decimal("2216.53"),
+    )
+
+    # when the server's first rent, $6,000 for usage that ended 20 days in, reaches the waterfall
+    at = NOW + timedelta(days=20)
+    settle(loan, renter, "6000.00", at)
+    settlements_journal()
+
+    # then the fee (5 %) and insurance (1 %) come first, then 20 days of interest, then the
+    # first instalment's principal; the reserve is full; DSCR 5,700 / 10,399.59 < 1.25, so
+    # half of what is left sweeps principal and the owner has the rest
+    books = balances()
+    interest = (Decimal("100000") * Decimal("0.15") * 20 / 365).quantize(Decimal("0.000001"))
+    assert interest == Decimal("821.917808")
+    left = Decimal("6000") - Decimal("300") - Decimal("60") - interest - Decimal("2216.53")
+    sweep = (left / 2).quantize(Decimal("0.000001"))
+    assert books[f"interest:{loan.pk}"] == 0
+    assert books[f"principal:{loan.pk}"] == Decimal("100000") - Decimal("2216.53") - sweep
+    assert -books[f"reserve:{loan.pk}"] == Decimal("10399.59")
+    fee = (interest * Decimal("0.10")).quantize(Decimal("0.000001"))
+    to_vault = Posting.objects.filter(account__code="vault_cash", line="to_vault_interest").get().amount
+    assert to_vault == interest - fee  # GPU rent reaches lenders: the interest, less the protocol's 10 %
+    assert books[f"owner_payable:{owner.owner_membership.company.pk}"] == -(left - sweep)
+    assert sum(books.values()) == 0
 
 
 def test_without_a_listing_of_the_model_the_reference_rate_is_used_and_the_source_says_so(owner, operator):
