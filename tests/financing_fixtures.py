@@ -102,3 +102,16 @@ def settle(loan, renter, gross: str, at: datetime) -> Settlement:
         gpu_seconds=3600,
         gross_amount=Decimal(gross),
     )
+
+
+def serve_daily_until(loan, *, status=None, dpd=None, start=T0, days=400) -> datetime:
+    """Service the loan once a day until it reaches ``status`` or ``dpd`` days past due; returns when."""
+    from financing.services.delinquency import loans_service
+
+    for day in range(1, days):
+        at = start + timedelta(days=day)
+        loans_service(now=at)
+        loan.refresh_from_db()
+        if (status and loan.status == status) or (dpd is not None and loan.days_past_due >= dpd):
+            return at
+    raise AssertionError("never reached")

@@ -42,7 +42,7 @@ from financing.services.vault import redemption_request, vault_daily, vault_depo
 from financing.services.wallets import usdai_buy
 from tests.chain_fixtures import drain
 from tests.factories import make_lender
-from tests.financing_fixtures import T0, approved_collateral, fund_vault, settle
+from tests.financing_fixtures import T0, approved_collateral, fund_vault, serve_daily_until, settle
 
 pytestmark = pytest.mark.django_db
 E18 = 10**18
@@ -424,16 +424,6 @@ def test_the_loan_book_totals_and_its_averages_weighted_by_outstanding_principal
         ("6000.000000", "0.000000", "0.000000"),
         ("12000.000000", "0.000000", "0.000000"),
     ]
-
-
-def serve_daily_until(loan, *, status=None, dpd=None, start=T0, days=400):
-    for day in range(1, days):
-        at = start + timedelta(days=day)
-        loans_service(now=at)
-        loan.refresh_from_db()
-        if (status and loan.status == status) or (dpd is not None and loan.days_past_due >= dpd):
-            return at
-    raise AssertionError("never reached")
 
 
 def test_an_impaired_loan_then_its_write_off_by_an_operator_on_the_book_and_the_loan_page(

@@ -16,7 +16,7 @@ from financing.services.losses import claim_settle, first_loss_post, loan_write_
 from financing.services.revenue import settlements_journal
 from financing.services.wallets import usdai_buy
 from tests.factories import make_lender
-from tests.financing_fixtures import T0, settle
+from tests.financing_fixtures import T0, serve_daily_until, settle
 
 pytestmark = pytest.mark.django_db
 ZERO = Decimal(0)
@@ -28,17 +28,6 @@ def reappraise(loan, value: str) -> None:
     latest.pk = None
     latest.as_of, latest.value = T0 + timedelta(hours=1), Decimal(value)
     latest.save()
-
-
-def serve_daily_until(loan, *, status=None, dpd=None, start=T0, days=400):
-    """Service the loan once a day until it reaches ``status`` or ``dpd``; returns when."""
-    for day in range(1, days):
-        at = start + timedelta(days=day)
-        loans_service(now=at)
-        loan.refresh_from_db()
-        if (status and loan.status == status) or (dpd is not None and loan.days_past_due >= dpd):
-            return at
-    raise AssertionError("never reached")
 
 
 def test_worked_example_a_loss_from_delinquency_to_write_off(loan, renter, operator):

@@ -157,31 +157,19 @@ def foreclosure_lines(book: LoanBook, loan: Loan) -> list[Line]:
     an open claim is booked as a receivable; the rest is impaired to the recovery value."""
     state = book.states[loan.pk]
     lines: list[Line] = list(non_accrual_lines(book, loan))
-    reserve = min(state.reserve, max(state.principal, ZERO))
-    if reserve > 0:
-        state.reserve -= reserve
-        lines += _to_vault(
-            book,
-            loan,
-            reserve,
-            Line(book.accounts.loan(loan, "reserve"), reserve, "reserve_applied"),
-            "reserve_applied",
-        )
-    first_loss = min(state.first_loss, max(state.principal, ZERO))
-    if first_loss > 0:
-        # The capital is USDai the protocol holds: it is burnt, and the epoch's recall mints as
-        # much into the vault (as the principal it repaid).
-        chainop_enqueue(
-            key=f"loan:{loan.pk}:first-loss-burn", contract="USDai", function="burn", args=[usd_to_wei(first_loss)]
-        )
-        state.first_loss -= first_loss
-        lines += _to_vault(
-            book,
-            loan,
-            first_loss,
-            Line(book.accounts.loan(loan, "first_loss"), first_loss, "first_loss_applied"),
-            "first_loss_applied",
-        )
+    for layer in ("reserve", "first_loss"):  # the loss layers ahead of lenders, in order
+        amount = min(getattr(state, layer), max(state.principal, ZERO))
+        if amount <= 0:
+            continue
+        if layer == "first_loss":
+            # The capital is USDai the protocol holds: it is burnt, and the epoch's recall mints
+            # as much into the vault (as the principal it repaid).
+            chainop_enqueue(
+                key=f"loan:{loan.pk}:first-loss-burn", contract="USDai", function="burn", args=[usd_to_wei(amount)]
+            )
+        setattr(state, layer, getattr(state, layer) - amount)
+        line = f"{layer}_applied"
+        lines += _to_vault(book, loan, amount, Line(book.accounts.loan(loan, layer), amount, line), line)
     claimed = money.usd(
         money.sum_of(
             InsuranceClaim.objects.filter(collateral_id=loan.collateral_id, status=InsuranceClaim.Status.OPEN),
