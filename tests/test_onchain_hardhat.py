@@ -26,6 +26,7 @@ from marketplace.services import bookings
 from tests.chain_fixtures import drain
 from tests.factories import make_listing
 from tests.hardhat_node import CHAIN_ID, HARDHAT_KEYS
+from tests.test_onchain_losses import lost_server
 
 pytestmark = pytest.mark.django_db
 E18 = 10**18
@@ -129,3 +130,24 @@ def test_the_vault_titles_and_revenue_anchor_run_on_a_hardhat_node(
     report = chain_reconcile()
     assert report.mismatches == 0, [c for c in report.checks if not c["ok"]]
     assert report.in_flight == 0
+
+
+def test_a_lost_servers_loss_is_written_down_for_every_lender_alike_on_a_hardhat_node(
+    hardhat_rpc_url, settings, request, owner, operator
+):
+    # given fresh contracts on the node (as above)
+    settings.CHAIN_RPC_URL = hardhat_rpc_url
+    settings.CHAIN_SIGNER_KEY = HARDHAT_KEYS[0]
+    chain_node.chain_reset()
+    request.addfinalizer(chain_node.chain_reset)
+    node = rpc_chain(hardhat_rpc_url)
+    ChainDeployment.objects.create(chain_id=node.chain_id, addresses=deploy(node), operator=address_for(0))
+
+    # then the credit audit's loss scenario runs there as on the in-process EVM: non-accrual,
+    # foreclosure, the claim paid short and written down on chain, a late lender at the
+    # written-down price, every lender paid their share and the queue empty, the books = the chain
+    def step(at):
+        epoch_close(now=at)  # the node keeps its own clock: a close "ahead" of it counts as its block
+        assert drain()["failed"] == 0
+
+    lost_server(owner, operator, step=step, dead_shares=10**6)
