@@ -9,6 +9,7 @@ import time
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
+from django.db import close_old_connections, connections
 from django.utils.module_loading import import_string
 
 logger = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ class Command(BaseCommand):
             now = time.monotonic()
             for name, (task, every) in schedule.items():
                 if once or now >= due[name]:
+                    reconnect()
                     try:
                         result = import_string(task).run()
                         self.stdout.write(f"{name}: {result}")
@@ -38,3 +40,13 @@ class Command(BaseCommand):
             if once:
                 return
             time.sleep(tick)
+
+
+def reconnect() -> None:
+    """What a request cycle does for a web worker: drop database connections that a restart, a
+    failover or an idle timeout closed (or that an earlier task left broken), so the next query
+    opens a fresh one. Without it one dropped connection fails every task for ever."""
+    for connection in connections.all(initialized_only=True):
+        if connection.connection is not None and not connection.in_atomic_block and not connection.is_usable():
+            connection.close()
+    close_old_connections()
