@@ -465,3 +465,57 @@ def test_a_downtime_refund_is_reserved_once_per_failure(fleet, renter):
     assert first.amount == Decimal("1.00") and first.status == Refund.Status.SUCCEEDED  # 2 GPUs × ¼ h × $2.00
     assert again is None and booking.refunds.count() == 1
     assert booking.amount_refunded == Decimal("1.00") and booking.lost_gpu_seconds == 2 * 900
+
+
+@pytest.mark.parametrize("crash_in", ["booking_move", "booking_interrupt"])
+def test_a_crash_during_failover_leaves_the_job_live_and_the_next_tick_fails_it_over_once(
+    renter, monkeypatch, crash_in
+):
+    # given a job running on gpu-a, an equivalent free GPU on gpu-b, and gpu-a lost
+    owner_a, owner_b = make_owner(), make_owner()
+    a = make_listing(owner_a, gpu_count=2, price="2.00", hostname="gpu-a")
+    b = make_listing(owner_b, gpu_count=2, price="1.80", hostname="gpu-b")
+    sim_a = clusters.cluster_create_simulated(owner=owner_a.owner_membership.company, name="a")
+    clusters.cluster_create_simulated(owner=owner_b.owner_membership.company, name="b")
+    booking = paid_booking(renter, a, hours=4)
+    job = submit(booking, renter)
+    t0 = booking.start
+    jobs.jobs_tick(now=t0)
+    jobs.jobs_tick(now=t0 + timedelta(hours=1))
+    failed_at = t0 + timedelta(hours=1, minutes=1)
+    clusters.simulated_node_set_ready(cluster=sim_a, node_name="gpu-a", ready=False, now=failed_at)
+    noticed = failed_at + timedelta(minutes=10)
+
+    # when the worker dies at the named step of the failover (the process is gone: nothing after it runs)
+    real = getattr(bookings, crash_in)
+
+    def crash(**kwargs):
+        if crash_in == "booking_interrupt":
+            real(**kwargs)  # it did its work, then the process died before the failover finished
+        raise RuntimeError("worker killed")
+
+    monkeypatch.setattr(bookings, crash_in, crash)
+    assert jobs.jobs_tick(now=noticed).get("error") == 1
+    monkeypatch.setattr(bookings, crash_in, real)
+
+    # then nothing of the failover stuck: the job is live, the booking still on gpu-a, nothing refunded
+    job.refresh_from_db()
+    booking.refresh_from_db()
+    assert job.status in Job.LIVE and booking.server_id == a.server_id
+    assert not Refund.objects.filter(booking=booking, reason=Refund.Reason.DOWNTIME).exists()
+    assert not BookingGpu.objects.filter(booking=booking, server_id=b.server_id).exists()
+
+    # and the next tick fails it over, once, refunding from when it failed (not from the retry)
+    retried = noticed + timedelta(minutes=2)
+    assert jobs.jobs_tick(now=retried).get("failover") == 1
+    job.refresh_from_db()
+    booking.refresh_from_db()
+    assert booking.server_id == b.server_id and job.status == Job.Status.PENDING and job.node_name == "gpu-b"
+    downtime = Refund.objects.get(booking=booking, reason=Refund.Reason.DOWNTIME)
+    lost = int((retried - failed_at).total_seconds())
+    assert downtime.amount == money.cents_down(Decimal("2.00") * 2 * lost / 3600)
+    assert booking.lost_gpu_seconds == 2 * lost
+    jobs.jobs_tick(now=retried + timedelta(seconds=10))
+    job.refresh_from_db()
+    assert job.status == Job.Status.RUNNING
+    assert Refund.objects.filter(booking=booking, reason=Refund.Reason.DOWNTIME).count() == 1

@@ -496,7 +496,26 @@ def _launch(job: Job, booking: Booking, now: datetime) -> Advance:
 
 
 def _relaunch_elsewhere(job: Job, booking: Booking, now: datetime, *, failed_at: datetime, reason: str) -> Advance:
-    """Interrupted: fail over to an equivalent GPU if one is free, refund the lost time."""
+    """Interrupted: fail over to an equivalent GPU if one is free, refund the lost time.
+
+    The bookkeeping — the job interrupted, the booking moved, the lost time refunded, the job
+    back to pending — is one transaction: a crash anywhere in it leaves the job live, and the
+    next tick fails it over again. Only the failure's moment is committed first (as the live
+    job's ``finished_at``), so the retry refunds from when it failed, not from when it retried."""
+    failed_at = job.finished_at or failed_at  # noted by an earlier try that did not get through
+    Job.objects.filter(pk=job.pk).update(finished_at=failed_at)
+    with transaction.atomic():
+        job_lock(job.pk)  # Job before Booking (core/locks.py)
+        advance = _fail_over_books(job, booking, now, failed_at=failed_at, reason=reason)
+    if advance is not None:
+        return advance
+    job.refresh_from_db()
+    booking.refresh_from_db()
+    return Advance.FAILOVER if _launch(job, booking, now) == Advance.LAUNCHED else Advance.FAILOVER_PENDING
+
+
+def _fail_over_books(job: Job, booking: Booking, now: datetime, *, failed_at: datetime, reason: str) -> Advance | None:
+    """The failover's bookkeeping (in the caller's transaction); None when the job is to be resubmitted."""
     _event(job, failed_at, "interrupted", f"Interrupted on {job.node_name or 'its node'}: {reason}")
     Job.objects.filter(pk=job.pk).update(
         status=Job.Status.INTERRUPTED, message=f"Interrupted: {reason}"[:500], finished_at=failed_at
@@ -524,9 +543,7 @@ def _relaunch_elsewhere(job: Job, booking: Booking, now: datetime, *, failed_at:
     Job.objects.filter(pk=job.pk).update(
         status=Job.Status.PENDING, finished_at=None, k8s_name="", k8s_uid="", message="Resubmitting."
     )
-    job.refresh_from_db()
-    booking.refresh_from_db()
-    return Advance.FAILOVER if _launch(job, booking, now) == Advance.LAUNCHED else Advance.FAILOVER_PENDING
+    return None
 
 
 def _equivalent_listing(booking: Booking, now: datetime) -> Listing | None:
