@@ -18,6 +18,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Min
 from django.utils import timezone
 
 from financing import lock_objects, waterfall
@@ -121,6 +122,9 @@ def settlements_journal(*, batch: int = 500) -> int:
         if not rows:
             return 0
         loans = live_loans_for_servers(row.server_id for row in rows)
+        rows = _in_settlement_order(rows, loans)
+        if not rows:
+            return 0
         accounts = Accounts()
         book = LoanBook(
             list(loans.values()),
@@ -135,6 +139,27 @@ def settlements_journal(*, batch: int = 500) -> int:
         book.save()
         Settlement.objects.filter(pk__in=[row.pk for row in rows]).update(processed_at=now)
     return len(rows)
+
+
+def _in_settlement_order(rows: list[_Row], loans: dict) -> list[_Row]:
+    """The claimed rows whose loan can take them now: a financed server's settlements are applied
+    in settlement order, so when another worker holds an earlier one (it claimed it and waits
+    for the loan this worker locked), this worker leaves that server's later ones for its next
+    run instead of applying them first."""
+    claimed = {row.pk for row in rows}
+    first = {}
+    for row in rows:
+        first.setdefault(row.server_id, row.pk)
+    held_elsewhere = {
+        server_id
+        for server_id, earliest in Settlement.objects.filter(processed_at__isnull=True, server_id__in=list(loans))
+        .exclude(pk__in=claimed)
+        .values("server_id")
+        .annotate(earliest=Min("pk"))
+        .values_list("server_id", "earliest")
+        if earliest < first[server_id]
+    }
+    return [row for row in rows if row.server_id not in held_elsewhere]
 
 
 def _journal_settlement(row: _Row, loan, book, accounts, entries, rates) -> None:
