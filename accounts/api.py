@@ -2,7 +2,9 @@
 
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
+from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from accounts.selectors import (
@@ -36,3 +38,9 @@ class MeApi(APIView):
             "billing_name": (renter.billing_name or None) if renter else None,
         }
         return Response(MeOutputSerializer(data).data)
+
+
+class TokenApi(ObtainAuthToken):
+    """DRF's token endpoint with the project's parsers (its own list has the unbounded JSON parser)."""
+
+    parser_classes = api_settings.DEFAULT_PARSER_CLASSES

@@ -82,8 +82,8 @@ class OwnerCompanyForm(forms.Form):
     )
 
 
-class MemberAddForm(forms.Form):
-    email = forms.EmailField(label="E-mail of the new member")
+class MemberInviteForm(forms.Form):
+    email = forms.EmailField(label="E-mail of the person to invite")
 
 
 class LenderWalletForm(forms.Form):

@@ -5,7 +5,7 @@ then LenderProfile): the apps above lock their own rows before a profile.
 Call these inside ``transaction.atomic()``.
 """
 
-from accounts.models import LenderProfile, RenterProfile, User
+from accounts.models import CompanyInvitation, LenderProfile, RenterProfile, User
 
 
 def renter_profile_lock(user: User) -> RenterProfile:
@@ -21,3 +21,10 @@ def lender_profile_lock(user: User) -> LenderProfile:
 def _profile_lock(model, user: User):
     profile, _ = model.objects.select_for_update().get_or_create(user=user)
     return profile
+
+
+def company_invitation_lock(token: str) -> CompanyInvitation | None:
+    """The invitation with ``token`` (and its company), locked; ``None`` when there is none."""
+    return (
+        CompanyInvitation.objects.select_for_update(of=("self",)).select_related("company").filter(token=token).first()
+    )

@@ -1,3 +1,5 @@
+import secrets
+
 from django.contrib.auth.models import AbstractUser, BaseUserManager
 from django.db import models
 from django.db.models import Q
@@ -87,6 +89,45 @@ class OwnerMembership(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} @ {self.company}"
+
+
+def _invitation_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+class CompanyInvitation(models.Model):
+    """An administrator's invitation of an e-mail address into a company.
+
+    The membership exists only once the invitee accepts: nobody is enrolled
+    without consent. An address gets at most one pending invitation per
+    company; the token is the invitee's proof, sent to the address.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        ACCEPTED = "accepted", "Accepted"
+        DECLINED = "declined", "Declined"
+
+    company = models.ForeignKey(OwnerCompany, on_delete=models.CASCADE, related_name="invitations")
+    email = models.EmailField(help_text="Stored lower-case.")
+    invited_by = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, related_name="+")
+    token = models.CharField(max_length=64, unique=True, default=_invitation_token, editable=False)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    created_at = models.DateTimeField(auto_now_add=True)
+    responded_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["company", "email"],
+                condition=Q(status="pending"),
+                name="one_pending_invitation_per_company_and_email",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.email} → {self.company} ({self.status})"
 
 
 class RenterProfile(models.Model):

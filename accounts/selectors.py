@@ -1,6 +1,12 @@
 """Reads about users and their roles."""
 
-from accounts.models import LenderProfile, OwnerCompany, OwnerMembership, RenterProfile, Role, User
+from datetime import timedelta
+
+from django.utils import timezone
+
+from accounts.models import CompanyInvitation, LenderProfile, OwnerCompany, OwnerMembership, RenterProfile, Role, User
+
+INVITATION_TTL = timedelta(days=14)
 
 _CACHE_ATTR = "_infrafi_roles"
 
@@ -43,6 +49,25 @@ def owner_company_for_user(user: User) -> OwnerCompany | None:
 
 def owner_company_members(company: OwnerCompany):
     return OwnerMembership.objects.filter(company=company).select_related("user").order_by("user__email")
+
+
+def owner_company_is_admin(*, company: OwnerCompany, user: User) -> bool:
+    return OwnerMembership.objects.filter(company=company, user=user, level=OwnerMembership.Level.ADMIN).exists()
+
+
+def company_invitations_pending_for_user(user: User):
+    """Unexpired pending invitations addressed to the user's e-mail, newest first."""
+    if not user.is_authenticated or not user.email:
+        return CompanyInvitation.objects.none()
+    return CompanyInvitation.objects.filter(
+        email=user.email.strip().lower(),
+        status=CompanyInvitation.Status.PENDING,
+        created_at__gte=timezone.now() - INVITATION_TTL,
+    ).select_related("company")
+
+
+def company_invitations_pending_for_company(company: OwnerCompany):
+    return CompanyInvitation.objects.filter(company=company, status=CompanyInvitation.Status.PENDING).order_by("email")
 
 
 def renter_profile_for_user(user: User) -> RenterProfile | None:

@@ -3,15 +3,25 @@
 Granting a role creates the profile behind it; the operations are idempotent
 (granting a role twice changes nothing) and validate with ``full_clean`` so
 the API and the pages report the same field messages.
+
+A company is joined only by accepting an invitation: an administrator invites
+an e-mail address (the answer is the same whether or not the address has an
+account), and the membership exists once the invitee accepts. Only an
+administrator changes the company's details (its payout account) or invites.
 """
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from accounts.lock_objects import lender_profile_lock, renter_profile_lock
-from accounts.models import LenderProfile, OwnerCompany, OwnerMembership, RenterProfile, Role, User
-from accounts.selectors import user_roles_forget
+from accounts.lock_objects import company_invitation_lock, lender_profile_lock, renter_profile_lock
+from accounts.models import CompanyInvitation, LenderProfile, OwnerCompany, OwnerMembership, RenterProfile, Role, User
+from accounts.selectors import INVITATION_TTL, owner_company_is_admin, user_roles_forget
+
+NOT_AN_ADMIN = "Only an administrator of the company can do this."
+INVITATION_INVALID = "This invitation is no longer valid."
 
 
 def renter_role_grant(*, user: User) -> RenterProfile:
@@ -54,15 +64,24 @@ def owner_company_create(*, user: User, name: str) -> OwnerCompany:
     return company
 
 
+def _admin_required(*, company: OwnerCompany, user: User) -> None:
+    if not owner_company_is_admin(company=company, user=user):
+        raise PermissionDenied(NOT_AN_ADMIN)
+
+
 def owner_company_update(
     *,
     company: OwnerCompany,
+    by: User,
     name: str,
     payout_account_holder: str = "",
     payout_iban: str = "",
     payout_bic: str = "",
     payout_wallet_address: str = "",
 ) -> OwnerCompany:
+    """Change the company's name and payout details; ``by`` must be an administrator
+    (``PermissionDenied`` otherwise): the payout account decides where money goes."""
+    _admin_required(company=company, user=by)
     name = name.strip()
     if OwnerCompany.objects.filter(name__iexact=name).exclude(pk=company.pk).exists():
         raise ValidationError({"name": "A company with this name already exists."})
@@ -76,19 +95,92 @@ def owner_company_update(
     return company
 
 
-def owner_company_member_add(*, company: OwnerCompany, email: str) -> OwnerMembership:
-    """Add an existing user to the company as a member (grants the owner role)."""
-    user = User.objects.filter(email__iexact=email.strip()).first()
-    if user is None:
-        raise ValidationError({"email": "No user has this e-mail address; ask them to sign up first."})
-    existing = OwnerMembership.objects.filter(user=user).select_related("company").first()
-    if existing is not None:
-        if existing.company_id == company.pk:
-            return existing
-        raise ValidationError({"email": "This user already belongs to another company."})
-    membership = OwnerMembership.objects.create(company=company, user=user)
+def company_invitation_send(*, company: OwnerCompany, invited_by: User, email: str, link: str) -> CompanyInvitation:
+    """Invite ``email`` into ``company``; ``invited_by`` must be an administrator.
+
+    Never looks the address up among users, and does the same whether or not it
+    has an account (or already belongs to a company): the inviter learns
+    nothing about who is registered. Inviting an address twice keeps the one
+    pending invitation and sends it again. ``link`` is the page where the
+    invitee accepts or declines (``accounts:invitations``, absolute).
+    """
+    _admin_required(company=company, user=invited_by)
+    email = email.strip().lower()
+    try:
+        with transaction.atomic():
+            invitation, _ = CompanyInvitation.objects.get_or_create(
+                company=company,
+                email=email,
+                status=CompanyInvitation.Status.PENDING,
+                defaults={"invited_by": invited_by},
+            )
+    except IntegrityError:  # a concurrent invitation of the same address won
+        invitation = CompanyInvitation.objects.get(
+            company=company, email=email, status=CompanyInvitation.Status.PENDING
+        )
+    transaction.on_commit(lambda: _invitation_mail(invitation, link))
+    return invitation
+
+
+def _invitation_mail(invitation: CompanyInvitation, link: str) -> None:
+    send_mail(
+        subject=f"You are invited to join {invitation.company.name} on InfraFi",
+        message=(
+            f"{invitation.company.name} invites you to act for it on InfraFi as a member.\n\n"
+            f"Sign in (or sign up with this address) and accept or decline at {link}\n\n"
+            "If you did not expect this, ignore this e-mail: nothing happens unless you accept."
+        ),
+        from_email=None,
+        recipient_list=[invitation.email],
+    )
+
+
+def company_invitation_accept(*, token: str, user: User) -> OwnerMembership:
+    """Accept a pending invitation addressed to ``user``'s e-mail: the user
+    becomes a member (not an administrator) of the company and gains the owner role.
+    """
+    with transaction.atomic():
+        invitation = _invitation_for(token=token, user=user)
+        if OwnerMembership.objects.filter(user=user).exists():
+            raise ValidationError("You already belong to a company; leave it before joining another.")
+        try:
+            with transaction.atomic():
+                membership = OwnerMembership.objects.create(
+                    company=invitation.company, user=user, level=OwnerMembership.Level.MEMBER
+                )
+        except IntegrityError as exc:  # a concurrent acceptance or company creation won
+            raise ValidationError("You already belong to a company; leave it before joining another.") from exc
+        _invitation_close(invitation, CompanyInvitation.Status.ACCEPTED)
     user_roles_forget(user)
     return membership
+
+
+def company_invitation_decline(*, token: str, user: User) -> CompanyInvitation:
+    """Decline a pending invitation addressed to ``user``'s e-mail; nothing else changes."""
+    with transaction.atomic():
+        invitation = _invitation_for(token=token, user=user)
+        _invitation_close(invitation, CompanyInvitation.Status.DECLINED)
+    return invitation
+
+
+def _invitation_for(*, token: str, user: User) -> CompanyInvitation:
+    """The pending, unexpired invitation with ``token`` addressed to ``user``, locked;
+    one message for every reason it is not, so a token reveals nothing."""
+    invitation = company_invitation_lock(token)
+    if (
+        invitation is None
+        or invitation.status != CompanyInvitation.Status.PENDING
+        or invitation.email != (user.email or "").strip().lower()
+        or invitation.created_at < timezone.now() - INVITATION_TTL
+    ):
+        raise ValidationError(INVITATION_INVALID)
+    return invitation
+
+
+def _invitation_close(invitation: CompanyInvitation, status: str) -> None:
+    invitation.status = status
+    invitation.responded_at = timezone.now()
+    invitation.save(update_fields=["status", "responded_at"])
 
 
 def lender_role_grant(*, user: User, wallet_address: str = "") -> LenderProfile:

@@ -9,6 +9,8 @@ urlpatterns = [
     path("billing/", views.billing, name="billing"),
     path("company/", views.company, name="company"),
     path("wallet/", views.wallet, name="wallet"),
+    path("invitations/", views.invitations, name="invitations"),
+    path("invitations/<str:token>/", views.invitation_respond, name="invitation_respond"),
     path("api-token/", views.api_token, name="api_token"),
     path("api-token/rotate/", views.api_token_rotate, name="api_token_rotate"),
 ]

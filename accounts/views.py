@@ -1,7 +1,8 @@
-"""Account pages: the role chooser, profile pages, the API token."""
+"""Account pages: the role chooser, profile pages, company invitations, the API token."""
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
@@ -11,15 +12,18 @@ from accounts import services
 from accounts.forms import (
     CompanyCreateForm,
     LenderWalletForm,
-    MemberAddForm,
+    MemberInviteForm,
     OwnerCompanyForm,
     RenterBillingForm,
 )
 from accounts.models import Role
 from accounts.permissions import role_required
 from accounts.selectors import (
+    company_invitations_pending_for_company,
+    company_invitations_pending_for_user,
     lender_profile_for_user,
     owner_company_for_user,
+    owner_company_is_admin,
     owner_company_members,
     renter_profile_for_user,
     user_has_mfa,
@@ -39,11 +43,12 @@ ROLE_DASHBOARDS = {
 def dashboard(request):
     """Landing page after login: one card per role; a single role goes straight there."""
     held = user_roles(request.user)
-    if len(held) == 1:
+    invitations = list(company_invitations_pending_for_user(request.user))
+    if len(held) == 1 and not invitations:
         (only,) = held
         return redirect(ROLE_DASHBOARDS[only])
     cards = [(role, reverse(ROLE_DASHBOARDS[role])) for role in Role if role.value in held]
-    return render(request, "accounts/dashboard.html", {"cards": cards})
+    return render(request, "accounts/dashboard.html", {"cards": cards, "invitations": invitations})
 
 
 @login_required
@@ -89,24 +94,63 @@ def company(request):
     action = request.POST.get("action", "company") if request.method == "POST" else None
     initial = {name: getattr(company, name) for name in OwnerCompanyForm.base_fields}
     form = OwnerCompanyForm(request.POST if action == "company" else None, initial=initial)
-    member_form = MemberAddForm(request.POST if action == "member" else None, prefix="member")
+    member_form = MemberInviteForm(request.POST if action == "member" else None, prefix="member")
+    link = request.build_absolute_uri(reverse("accounts:invitations"))
+    # The services refuse a plain member (PermissionDenied: 403).
     if action == "member" and form_submit(
-        member_form, lambda d: services.owner_company_member_add(company=company, email=d["email"])
+        member_form,
+        lambda d: services.company_invitation_send(
+            company=company, invited_by=request.user, email=d["email"], link=link
+        ),
     ):
-        messages.success(request, "Member added.")
+        # The same answer whether or not the address has an account.
+        messages.success(request, f"Invitation sent to {member_form.cleaned_data['email']}.")
         return redirect("accounts:company")
-    if action == "company" and form_submit(form, lambda d: services.owner_company_update(company=company, **d)):
+    if action == "company" and form_submit(
+        form, lambda d: services.owner_company_update(company=company, by=request.user, **d)
+    ):
         messages.success(request, "Company details saved.")
         return redirect("accounts:company")
+    is_admin = owner_company_is_admin(company=company, user=request.user)
     context = {
         "company": company,
         "form": form,
         "member_form": member_form,
         "members": owner_company_members(company),
+        "invitations": company_invitations_pending_for_company(company) if is_admin else [],
+        "is_admin": is_admin,
         "mfa_enabled": user_has_mfa(request.user),
     }
     status = 400 if (form.errors or member_form.errors) else 200
     return render(request, "accounts/company.html", context, status=status)
+
+
+@login_required
+def invitations(request):
+    """The company invitations addressed to the signed-in user's e-mail."""
+    pending = company_invitations_pending_for_user(request.user)
+    return render(request, "accounts/invitations.html", {"invitations": pending})
+
+
+@login_required
+@require_POST
+def invitation_respond(request, token: str):
+    """Accept or decline one invitation (``action``: ``accept`` or ``decline``)."""
+    accept = request.POST.get("action") == "accept"
+    try:
+        if accept:
+            membership = services.company_invitation_accept(token=token, user=request.user)
+        else:
+            services.company_invitation_decline(token=token, user=request.user)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        pending = company_invitations_pending_for_user(request.user)
+        return render(request, "accounts/invitations.html", {"invitations": pending}, status=400)
+    if accept:
+        messages.success(request, f"You are now a member of {membership.company.name}.")
+        return redirect("marketplace:owner_dashboard")
+    messages.success(request, "Invitation declined.")
+    return redirect("accounts:invitations")
 
 
 @role_required(Role.LENDER)

@@ -2,11 +2,10 @@ from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
-from rest_framework.authtoken.views import obtain_auth_token
 from rest_framework.routers import DefaultRouter
 
 from accounts import views as account_views
-from accounts.api import MeApi
+from accounts.api import MeApi, TokenApi
 from financing import api as financing_api
 from marketplace.api import bookings as booking_api
 from marketplace.api import inventory as inventory_api
@@ -27,7 +26,7 @@ router.register("jobs", scheduler_api.JobViewSet, basename="job")
 
 api_v1 = [
     path("me/", MeApi.as_view(), name="me"),
-    path("auth/token/", obtain_auth_token, name="token"),
+    path("auth/token/", TokenApi.as_view(), name="token"),
     path("inventory/servers/import/", inventory_api.ServerImportApi.as_view(), name="server-import"),
     path("search/", listing_api.SearchApi.as_view(), name="search"),
     path("owner/earnings/", booking_api.OwnerEarningsApi.as_view(), name="owner-earnings"),

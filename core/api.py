@@ -1,4 +1,5 @@
-"""API plumbing shared by every app: errors in one shape.
+"""API plumbing shared by every app: errors in one shape, and the integer
+ranges of the database's columns (the JSON parser is in ``core.parsers``).
 
 Services raise Django's ``ValidationError``; the API turns it into HTTP 400
 with field messages, the same messages the HTML forms show.
@@ -28,3 +29,11 @@ def exception_handler(exc, context):
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied(detail=str(exc) or None)
     return drf_exception_handler(exc, context)
+
+
+# PostgreSQL column ranges: a serializer field that feeds a column says its
+# ``max_value``, so an out-of-range number is a 400 with a field message, not
+# a DataError (500) from the database.
+SMALLINT_MAX = 2**15 - 1
+INTEGER_MAX = 2**31 - 1
+BIGINT_MAX = 2**63 - 1

@@ -8,7 +8,8 @@ Work queues (settlements, payments, refunds, journal entries for an epoch)
 are claimed with ``skip_locked``: they never wait, so they cannot deadlock.
 """
 
-from django.db.models import QuerySet
+from django.db import connection
+from django.db.models import Max, QuerySet
 
 from financing.models import (
     Collateral,
@@ -51,9 +52,26 @@ def wallet_lock(**holder) -> QuerySet:
     return Wallet.objects.select_for_update().filter(**holder).order_by("pk")
 
 
-def wallet_last_lock() -> QuerySet:
-    """The wallet with the highest index, to take the next index after it."""
-    return Wallet.objects.select_for_update().order_by("-index")
+# pg_advisory_xact_lock key of the wallet index (any constant no other lock uses).
+WALLET_INDEX_LOCK_KEY = 0x57414C4C4554  # "WALLET"
+
+
+def wallet_index_lock() -> int:
+    """Take the wallet-index lock, then return the highest index in use (0: only the operator).
+
+    Held to the end of the transaction (a transaction-level advisory lock), so
+    one new wallet at a time reads the maximum and inserts the next index:
+    two first purchases cannot take the same index, and a rolled-back
+    creation gives its index back (indexes stay dense and stable for the
+    outbox). Locking the highest wallet row did not serialise anything when
+    there was none, nor against a row inserted meanwhile. Taken at the
+    ``financing.Wallet`` step of ``LOCK_ORDER``. SQLite needs no lock: its
+    transactions take the database's write lock at BEGIN (IMMEDIATE).
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [WALLET_INDEX_LOCK_KEY])
+    return Wallet.objects.aggregate(last=Max("index"))["last"] or 0
 
 
 def ledger_account_lock(account_id: int) -> LedgerAccount:

@@ -473,18 +473,42 @@ class EpochEntry(models.Model):
 
 
 class UsdaiPurchase(models.Model):
-    """USDai bought through the payment gateway, minted 1:1 to the buyer's wallet."""
+    """USDai bought through the payment gateway, minted 1:1 to the buyer's wallet.
+
+    Written (pending, with its idempotency key) before the card is charged, so
+    every charge the gateway makes is a row here; completed exactly once, by
+    ``usdai_buy`` or by the sweep (``usdai_purchases_sweep``) after a crash."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
 
     user = models.ForeignKey("accounts.User", on_delete=models.PROTECT, related_name="usdai_purchases")
     amount = models.DecimalField(max_digits=14, decimal_places=2)
     gateway = models.CharField(max_length=16)
-    reference = models.CharField(max_length=120, unique=True)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
+    idempotency_key = models.CharField(
+        max_length=160, unique=True, help_text="Sent with the charge: a retry never charges twice."
+    )
+    payment_method = models.CharField(max_length=100, blank=True, help_text="Kept to present the same charge again.")
+    reference = models.CharField(max_length=120, blank=True, help_text="The PaymentIntent id, once known.")
+    failure_message = models.CharField(max_length=300, blank=True)
     is_test = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
-        constraints = [models.CheckConstraint(condition=Q(amount__gt=0), name="usdai_purchase_positive")]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="usdai_purchase_positive"),
+            models.UniqueConstraint(
+                fields=["gateway", "reference"], condition=~Q(reference=""), name="usdai_purchase_reference_unique"
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="succeeded") | ~Q(reference=""), name="usdai_purchase_succeeded_has_reference"
+            ),
+        ]
 
 
 class VaultDeposit(models.Model):

@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from financing.services import collateral, delinquency, epochs, outbox, reconcile, revenue, vault
+from financing.services import collateral, delinquency, epochs, outbox, reconcile, revenue, vault, wallets
 
 
 @shared_task
@@ -44,3 +44,8 @@ def vault_daily() -> dict:
 @shared_task
 def chain_reconcile() -> int:
     return reconcile.chain_reconcile().mismatches
+
+
+@shared_task
+def usdai_purchases_sweep() -> dict[str, int]:
+    return wallets.usdai_purchases_sweep()

@@ -111,8 +111,19 @@ class PaymentAdmin(ReadOnlyAdmin):
 
 @admin.register(Refund)
 class RefundAdmin(ReadOnlyAdmin):
-    list_display = ["booking", "amount", "reason", "status", "reference", "created_at"]
-    list_filter = ["reason", "status"]
+    # Failed refunds are the operator's alert: filter on status, read why and when the retry is due.
+    list_display = [
+        "booking",
+        "amount",
+        "reason",
+        "status",
+        "reference",
+        "attempt",
+        "failure_message",
+        "next_attempt_at",
+        "created_at",
+    ]
+    list_filter = ["status", "reason"]
     search_fields = ["reference", "booking__public_id"]
 
 

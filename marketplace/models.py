@@ -5,7 +5,7 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
-from django.db.models.functions import Upper
+from django.db.models.functions import Round, Upper
 
 from accounts.models import OwnerCompany
 
@@ -425,11 +425,31 @@ class Refund(models.Model):
     amount = models.DecimalField(max_digits=14, decimal_places=6)
     reason = models.CharField(max_length=16, choices=Reason.choices)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempt = models.PositiveSmallIntegerField(
+        default=1, help_text="A failed refund sent again is a new attempt, under a new idempotency key."
+    )
+    failure_message = models.CharField(max_length=300, blank=True)
+    next_attempt_at = models.DateTimeField(
+        null=True, blank=True, help_text="Failed: when the retry task sends it again (empty: an operator must act)."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["created_at"]
-        constraints = [models.CheckConstraint(condition=Q(amount__gt=0), name="refund_amount_positive")]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="refund_amount_positive"),
+            # Whole cents: a refund counts only what the gateway can send.
+            models.CheckConstraint(condition=Q(amount=Round(models.F("amount"), 2)), name="refund_whole_cents"),
+            models.CheckConstraint(
+                condition=Q(next_attempt_at__isnull=True) | Q(status="failed"), name="refund_retry_only_when_failed"
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "next_attempt_at"], name="refund_status_retry")]
+
+    @property
+    def gateway_key(self) -> str:
+        """The idempotency key of this attempt at the gateway."""
+        return self.idempotency_key if self.attempt == 1 else f"{self.idempotency_key}-attempt-{self.attempt}"
 
 
 class UsageRecord(models.Model):

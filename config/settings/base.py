@@ -136,6 +136,12 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # JSON nested deeper than core.parsers.JSON_MAX_DEPTH is a 400, before it reaches the decoder.
+    "DEFAULT_PARSER_CLASSES": [
+        "core.parsers.BoundedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -226,6 +232,7 @@ CELERY_BEAT_SCHEDULE = {
     "financing-epoch-close": {"task": "financing.tasks.epoch_close", "schedule": 3600.0},
     "financing-vault-daily": {"task": "financing.tasks.vault_daily", "schedule": 24 * 3600.0},
     "financing-chain-reconcile": {"task": "financing.tasks.chain_reconcile", "schedule": 3600.0},
+    "financing-usdai-purchases-sweep": {"task": "financing.tasks.usdai_purchases_sweep", "schedule": 120.0},
 }
 
 # --- Financing: the waterfall's rates (fractions of each settlement's gross).

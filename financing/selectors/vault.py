@@ -54,7 +54,12 @@ def wallet_address(*, user: User) -> str:
 
 
 def usdai_purchases(*, user: User, limit: int = 10) -> list[UsdaiPurchase]:
-    return list(UsdaiPurchase.objects.filter(user=user).order_by("-created_at", "-pk")[:limit])
+    """The user's completed purchases, newest first (pending or failed ones are not "bought")."""
+    return list(
+        UsdaiPurchase.objects.filter(user=user, status=UsdaiPurchase.Status.SUCCEEDED).order_by("-created_at", "-pk")[
+            :limit
+        ]
+    )
 
 
 # --- The vault's books -------------------------------------------------------------------

@@ -3,18 +3,25 @@
 Each service changes the ledger and queues its chain effect
 (``chainop_enqueue``) in one database transaction.
 
+Buying runs in three steps (pending purchase committed, charge, completion),
+recovered by ``usdai_purchases_sweep``: see ``usdai_buy``. Wallet indexes are
+allocated under ``lock_objects.wallet_index_lock``.
+
 Ledger model (USD, 6 decimals): buying USDai debits gateway clearing and
 credits ``usdai:<user>`` (USDai held for the user), and the same amount is
 minted to the user's custodial wallet; paying a booking with USDai is the
 reverse, and the USDai is burned; a refund of a USDai payment mints it back.
 """
 
+import logging
 import uuid
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from accounts.models import OwnerCompany, User
 from core import money
@@ -32,18 +39,24 @@ from marketplace.payments.base import GatewayError, PaymentDeclined
 from marketplace.payments.usdai import USDAI_LEDGER_DEBITED
 from marketplace.services.bookings import booking_pay
 
+logger = logging.getLogger(__name__)
 
-def _next_index() -> int:
-    last = lock_objects.wallet_last_lock().values_list("index", flat=True).first()
-    return (last or 0) + 1
+# A pending purchase younger than this is a buy still in progress: the sweep leaves it alone.
+SWEEP_AFTER = timedelta(minutes=5)
+# Past this, the gateway may have forgotten the idempotency key (Stripe: 24 h), and presenting
+# the charge again could make a second one.
+SWEEP_REPLAY_LIMIT = timedelta(hours=23)
 
 
 def _wallet_create(**holder) -> Wallet:
     with transaction.atomic():
+        # The index lock first, then the holder: a racing first use of the same holder
+        # waits here and then finds the wallet the other one committed.
+        last = lock_objects.wallet_index_lock()
         wallet = lock_objects.wallet_lock(**holder).first()
         if wallet is not None:
             return wallet
-        index = _next_index()
+        index = last + 1
         wallet = Wallet.objects.create(index=index, address=address_for(index), **holder)
         chainop_enqueue(key=f"wallet:{index}:gas", to=wallet.address, value=settings.CHAIN_WALLET_GAS_WEI)
         if "user" in holder:
@@ -102,7 +115,24 @@ def usdai_spendable(user: User, amount: Decimal, *, verb: str) -> LedgerAccount:
 
 
 def usdai_buy(*, user: User, amount: Decimal, payment_method: str = "", idempotency_key: str = "") -> UsdaiPurchase:
-    """Charge ``amount`` USD through the payment gateway and mint as much USDai to the user's wallet."""
+    """Charge ``amount`` USD through the payment gateway and mint as much USDai to the user's wallet.
+
+    Three steps, so that a captured charge is always a purchase:
+
+    1. write the purchase, pending, with the idempotency key of its charge
+       (and the buyer's wallet), and commit;
+    2. charge under that key, holding no lock (the gateway never charges one
+       key twice: the same call again answers the first charge);
+    3. complete it in a second transaction: succeeded, the ledger entry, the
+       mint queued, exactly once (``_purchase_complete``).
+
+    A declined card, a card that needs 3-D Secure, or a request the gateway
+    refuses marks the purchase failed (nothing charged, nothing posted).
+    ``idempotency_key`` names the caller's attempt: the same key again returns
+    that purchase, charged once. Recovery: a crash, or a gateway that does not
+    answer, between steps 1 and 3 leaves the purchase pending, and
+    ``usdai_purchases_sweep`` completes or fails it.
+    """
     amount = Decimal(amount)
     if amount != money.cents(amount):
         raise ValidationError({"amount": "Enter whole cents."})
@@ -111,32 +141,115 @@ def usdai_buy(*, user: User, amount: Decimal, payment_method: str = "", idempote
             {"amount": f"Buy between ${settings.USDAI_MIN_PURCHASE:,} and ${settings.USDAI_MAX_PURCHASE:,}."}
         )
     gateway = get_gateway()
-    key = idempotency_key or f"usdai-{user.pk}-{uuid.uuid4().hex}"
+    purchase = _purchase_open(
+        user=user, amount=amount, gateway=gateway, payment_method=payment_method, idempotency_key=idempotency_key
+    )
+    if purchase.status == UsdaiPurchase.Status.SUCCEEDED:
+        return purchase
+    if purchase.status == UsdaiPurchase.Status.FAILED:
+        raise ValidationError({"payment_method": purchase.failure_message or "This purchase did not go through."})
     try:
-        result = gateway.charge(
-            booking_id="",
-            amount=amount,
-            idempotency_key=key,
-            payment_method=payment_method,
-            description=f"USDai for {user}",
-        )
+        result = _purchase_charge(purchase, gateway)
     except PaymentDeclined as exc:
-        raise ValidationError({"payment_method": f"Your card was declined: {exc}"}) from exc
+        message = f"Your card was declined: {exc}"
+        _purchase_fail(purchase_id=purchase.pk, reference=exc.reference, message=message)
+        raise ValidationError({"payment_method": message}) from exc
     except GatewayError as exc:
-        raise ValidationError({"payment_method": "The payment service did not answer; try again."}) from exc
-    if result.status != "succeeded":
-        raise ValidationError({"payment_method": "This card needs a further step; use another card."})
+        if exc.retryable:
+            # Charged or not, we cannot tell: the purchase stays pending for the sweep.
+            message = "The payment service did not answer; the purchase completes or is cancelled in minutes."
+            raise ValidationError({"payment_method": message}) from exc
+        _purchase_fail(purchase_id=purchase.pk, message=f"The payment service refused the payment: {exc}")
+        raise ValidationError({"payment_method": "The payment service refused this payment; try again."}) from exc
+    return _purchase_settle(purchase=purchase, result=result, raise_refusal=True)
+
+
+def _purchase_open(*, user: User, amount: Decimal, gateway, payment_method: str, idempotency_key: str) -> UsdaiPurchase:
+    """Step 1: the pending purchase (or the caller's earlier attempt under the same key), committed."""
     with transaction.atomic():
-        purchase, created = UsdaiPurchase.objects.get_or_create(
-            reference=result.reference,
-            defaults={"user": user, "amount": amount, "gateway": gateway.name, "is_test": gateway.is_test},
-        )
-        if not created:
+        wallet_for_user(user=user)
+        if not idempotency_key:
+            purchase = UsdaiPurchase.objects.create(
+                user=user,
+                amount=amount,
+                gateway=gateway.name,
+                is_test=gateway.is_test,
+                payment_method=payment_method,
+                idempotency_key=f"usdai-new-{uuid.uuid4().hex}",
+            )
+            purchase.idempotency_key = f"usdai-purchase-{purchase.pk}"
+            purchase.save(update_fields=["idempotency_key"])
             return purchase
+        key = f"usdai-{user.pk}-{idempotency_key}"
+        try:
+            with transaction.atomic():
+                purchase, _ = UsdaiPurchase.objects.get_or_create(
+                    idempotency_key=key,
+                    defaults={
+                        "user": user,
+                        "amount": amount,
+                        "gateway": gateway.name,
+                        "is_test": gateway.is_test,
+                        "payment_method": payment_method,
+                    },
+                )
+        except IntegrityError:
+            purchase = UsdaiPurchase.objects.get(idempotency_key=key)
+    if purchase.amount != amount or purchase.gateway != gateway.name or purchase.payment_method != payment_method:
+        raise ValidationError({"amount": "This purchase was already made with other details."})
+    return purchase
+
+
+def _purchase_charge(purchase: UsdaiPurchase, gateway=None):
+    """Step 2: the charge of a purchase; always the same request for one purchase, so the same charge."""
+    gateway = gateway or get_gateway(purchase.gateway)
+    return gateway.charge(
+        booking_id="",
+        amount=purchase.amount,
+        idempotency_key=purchase.idempotency_key,
+        payment_method=purchase.payment_method,
+        description=f"USDai purchase {purchase.pk}",
+        metadata={"usdai_purchase": str(purchase.pk)},
+    )
+
+
+def _purchase_settle(*, purchase: UsdaiPurchase, result, raise_refusal: bool) -> UsdaiPurchase:
+    """What the gateway's answer means for a pending purchase: completed, failed, or still pending."""
+    if result.status == "succeeded":
+        return _purchase_complete(purchase_id=purchase.pk, reference=result.reference)
+    if result.status == "processing":
+        # Settles later at the gateway: keep the reference, the sweep reads it back.
+        UsdaiPurchase.objects.filter(pk=purchase.pk, status=UsdaiPurchase.Status.PENDING).update(
+            reference=result.reference
+        )
+        purchase.refresh_from_db()
+        return purchase
+    message = "This card needs a further step; use another card."
+    _purchase_fail(purchase_id=purchase.pk, reference=result.reference, message=message)
+    if raise_refusal:
+        raise ValidationError({"payment_method": message})
+    purchase.refresh_from_db()
+    return purchase
+
+
+def _purchase_complete(*, purchase_id: int, reference: str) -> UsdaiPurchase:
+    """Step 3: mark the purchase succeeded, credit the USDai and queue the mint; exactly once.
+
+    The conditional update is the claim: of two callers (the buy and the
+    sweep), the second waits on the row and then matches nothing.
+    """
+    with transaction.atomic():
+        won = UsdaiPurchase.objects.filter(pk=purchase_id, status=UsdaiPurchase.Status.PENDING).update(
+            status=UsdaiPurchase.Status.SUCCEEDED, reference=reference, failure_message="", completed_at=timezone.now()
+        )
+        purchase = UsdaiPurchase.objects.select_related("user").get(pk=purchase_id)
+        if not won:
+            return purchase
+        user, amount = purchase.user, purchase.amount
         wallet = wallet_for_user(user=user)
         journal_post(
             key=f"usdai:buy:{purchase.pk}",
-            description=f"{user} bought {amount} USDai ({gateway.name} {result.reference})",
+            description=f"{user} bought {amount} USDai ({purchase.gateway} {reference})",
             lines=[
                 Line(system_account("gateway_clearing"), amount, "usdai_buy"),
                 Line(usdai_account(user), -amount, "usdai_buy"),
@@ -149,6 +262,58 @@ def usdai_buy(*, user: User, amount: Decimal, payment_method: str = "", idempote
             args=[wallet.address, usd_to_wei(amount)],
         )
     return purchase
+
+
+def _purchase_fail(*, purchase_id: int, message: str, reference: str = "") -> bool:
+    """Mark a pending purchase failed (nothing was captured); false if it was settled meanwhile."""
+    changes = {"status": UsdaiPurchase.Status.FAILED, "failure_message": message[:300], "completed_at": timezone.now()}
+    if reference:
+        changes["reference"] = reference
+    with transaction.atomic():
+        return bool(UsdaiPurchase.objects.filter(pk=purchase_id, status=UsdaiPurchase.Status.PENDING).update(**changes))
+
+
+def usdai_purchases_sweep(
+    *, older_than: timedelta = SWEEP_AFTER, now: datetime | None = None, batch: int = 100
+) -> dict[str, int]:
+    """Periodic: complete or fail the purchases left pending (a crash or a timeout after step 1).
+
+    A purchase whose PaymentIntent is known is read back (``retrieve``); one
+    whose charge never came back is presented again, the same request under
+    the same idempotency key, which the gateway answers with the first
+    charge's PaymentIntent if there was one (Stripe keeps keys 24 hours; a
+    purchase older than ``SWEEP_REPLAY_LIMIT`` without a reference is left
+    to an operator, logged, rather than risk a second charge). Then it is
+    settled as ``usdai_buy`` would have: exactly once, whoever gets there
+    first. Only purchases older than ``older_than`` are swept, so a buy in
+    progress finishes on its own. Returns how many succeeded, failed, or are
+    still pending.
+    """
+    now = now or timezone.now()
+    done = {"succeeded": 0, "failed": 0, "pending": 0}
+    pending = UsdaiPurchase.objects.filter(status=UsdaiPurchase.Status.PENDING, created_at__lt=now - older_than)
+    for purchase in pending.order_by("pk")[:batch]:
+        try:
+            if purchase.reference:
+                result = get_gateway(purchase.gateway).retrieve(reference=purchase.reference)
+            elif purchase.created_at < now - SWEEP_REPLAY_LIMIT:
+                logger.error("USDai purchase %s is pending without a charge reference; check the gateway", purchase.pk)
+                done["pending"] += 1
+                continue
+            else:
+                result = _purchase_charge(purchase)
+        except PaymentDeclined as exc:
+            _purchase_fail(purchase_id=purchase.pk, reference=exc.reference, message=f"Your card was declined: {exc}")
+        except GatewayError as exc:
+            if not exc.retryable:
+                _purchase_fail(purchase_id=purchase.pk, message=f"The payment service refused the payment: {exc}")
+            else:
+                logger.warning("USDai purchase %s: the gateway did not answer: %s", purchase.pk, exc)
+        else:
+            _purchase_settle(purchase=purchase, result=result, raise_refusal=False)
+        purchase.refresh_from_db()
+        done[purchase.status] += 1
+    return done
 
 
 def usdai_withdraw(*, user: User, address: str, amount: Decimal) -> ChainOp:

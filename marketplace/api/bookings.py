@@ -20,13 +20,14 @@ from rest_framework.views import APIView
 
 from accounts.permissions import IsOperator, IsOwner, IsRenter
 from accounts.selectors import owner_company_for_user
+from core.api import BIGINT_MAX
 from marketplace.models import Booking, Listing
 from marketplace.selectors import bookings as booking_selectors
 from marketplace.services import bookings
 
 
 class BookingRequestSerializer(serializers.Serializer):
-    listing = serializers.IntegerField()
+    listing = serializers.IntegerField(min_value=1, max_value=BIGINT_MAX)
     gpu_count = serializers.IntegerField(min_value=1, max_value=16)
     start = serializers.DateTimeField()
     end = serializers.DateTimeField()
@@ -92,7 +93,7 @@ class UsageSerializer(serializers.Serializer):
     key = serializers.CharField(max_length=200)
     interval_start = serializers.DateTimeField()
     interval_end = serializers.DateTimeField()
-    gpu_seconds = serializers.IntegerField(min_value=0)
+    gpu_seconds = serializers.IntegerField(min_value=0, max_value=BIGINT_MAX)
 
 
 class SettlementSerializer(serializers.Serializer):

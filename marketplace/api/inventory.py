@@ -16,6 +16,7 @@ from rest_framework.views import APIView
 
 from accounts.permissions import IsOwner
 from accounts.selectors import owner_company_for_user
+from core.api import BIGINT_MAX, INTEGER_MAX
 from marketplace.models import Gpu, GpuModel, Region, Server
 from marketplace.selectors.inventory import gpu_list_for_owner, gpu_model_list, region_list, server_list_for_owner
 from marketplace.services import inventory
@@ -66,8 +67,8 @@ class ServerUpdateSerializer(serializers.Serializer):
     serial_number = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
     region = serializers.SlugRelatedField(slug_field="code", queryset=Region.objects.all())
     data_centre = serializers.CharField(max_length=120, required=False, allow_blank=True, default="")
-    cpu_milli = serializers.IntegerField(min_value=1000)
-    memory_mib = serializers.IntegerField(min_value=1024)
+    cpu_milli = serializers.IntegerField(min_value=1000, max_value=INTEGER_MAX)
+    memory_mib = serializers.IntegerField(min_value=1024, max_value=BIGINT_MAX)
 
 
 class ServerCreateSerializer(ServerUpdateSerializer):
@@ -79,7 +80,7 @@ class ServerCreateSerializer(ServerUpdateSerializer):
 
 
 class GpuCreateSerializer(serializers.Serializer):
-    server = serializers.IntegerField()
+    server = serializers.IntegerField(min_value=1, max_value=BIGINT_MAX)
     serial = serializers.CharField(max_length=64)
     model = serializers.SlugRelatedField(
         slug_field="name", queryset=GpuModel.objects.all(), required=False, allow_null=True, default=None
@@ -116,6 +117,7 @@ class ServerViewSet(viewsets.GenericViewSet):
     permission_classes = [IsOwner]
     serializer_class = ServerOutputSerializer
     queryset = Server.objects.none()  # for the schema; requests use the owner's servers
+    lookup_value_regex = r"\d+"  # ``/servers/abc/`` is a 404, not a ValueError
 
     def _company(self):
         return owner_company_for_user(self.request.user)
@@ -160,6 +162,7 @@ class GpuViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     permission_classes = [IsOwner]
     serializer_class = GpuSerializer
     queryset = Gpu.objects.none()  # for the schema; requests use the owner's GPUs
+    lookup_value_regex = r"\d+"
 
     def get_queryset(self):
         return gpu_list_for_owner(owner=owner_company_for_user(self.request.user))

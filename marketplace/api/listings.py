@@ -17,6 +17,7 @@ from rest_framework.views import APIView
 
 from accounts.permissions import IsOwner
 from accounts.selectors import owner_company_for_user
+from core.api import BIGINT_MAX, INTEGER_MAX
 from marketplace.forms.listings import SearchForm
 from marketplace.models import AvailabilityRule, Listing, Server
 from marketplace.selectors import bookings as booking_selectors
@@ -51,6 +52,8 @@ class ListingSerializer(serializers.ModelSerializer):
 
 
 SEARCH_PAGE_SIZE = 20
+# Far past any real result set, and keeps the SQL offset inside a bigint.
+SEARCH_MAX_PAGE = 10_000
 
 
 class SearchApi(APIView):
@@ -91,6 +94,8 @@ class SearchApi(APIView):
             number = max(1, int(request.query_params.get("page", 1)))
         except ValueError:
             return Response({"page": ["A page number, from 1."]}, status=status.HTTP_400_BAD_REQUEST)
+        if number > SEARCH_MAX_PAGE:
+            raise Http404("Invalid page.")
         page = listing_search_page(form.to_query(), offset=(number - 1) * size, limit=size)
         if number > 1 and not page.rows:
             raise Http404("Invalid page.")
@@ -128,6 +133,7 @@ class ListingViewSet(viewsets.ReadOnlyModelViewSet):
 
     permission_classes = [AllowAny]
     serializer_class = ListingSerializer
+    lookup_value_regex = r"\d+"
 
     def get_queryset(self):
         return Listing.objects.select_related("server", "region", "gpu_model").order_by("price_per_gpu_hour", "id")
@@ -144,12 +150,12 @@ class ListingViewSet(viewsets.ReadOnlyModelViewSet):
 
 class ListingTermsSerializer(serializers.Serializer):
     price_per_gpu_hour = serializers.DecimalField(max_digits=10, decimal_places=2)
-    min_duration_minutes = serializers.IntegerField(default=60)
-    max_duration_minutes = serializers.IntegerField(default=30 * 24 * 60)
+    min_duration_minutes = serializers.IntegerField(default=60, max_value=INTEGER_MAX)
+    max_duration_minutes = serializers.IntegerField(default=30 * 24 * 60, max_value=INTEGER_MAX)
 
 
 class ListingCreateSerializer(ListingTermsSerializer):
-    server = serializers.IntegerField()
+    server = serializers.IntegerField(min_value=1, max_value=BIGINT_MAX)
 
 
 class ListingStatusSerializer(serializers.Serializer):
@@ -169,6 +175,7 @@ class OwnerListingViewSet(viewsets.GenericViewSet):
     permission_classes = [IsOwner]
     serializer_class = ListingSerializer
     queryset = Listing.objects.none()  # for the schema
+    lookup_value_regex = r"\d+"
 
     def get_queryset(self):
         return Listing.objects.filter(server__owner=owner_company_for_user(self.request.user)).select_related(

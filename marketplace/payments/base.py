@@ -107,12 +107,27 @@ class PaymentGateway(Protocol):
     is_test: bool  # true for the offline gateway: the UI labels its payments as test payments
 
     def charge(
-        self, *, booking_id: str, amount: Decimal, idempotency_key: str, payment_method: str = "", description: str = ""
+        self,
+        *,
+        booking_id: str,
+        amount: Decimal,
+        idempotency_key: str,
+        payment_method: str = "",
+        description: str = "",
+        metadata: dict[str, str] | None = None,
     ) -> PaymentResult:
         """Create and confirm a payment for ``amount`` USD (whole cents).
 
         Raises ``PaymentDeclined`` when the card is refused, ``GatewayError``
-        otherwise. The same ``idempotency_key`` never charges twice.
+        otherwise. The same ``idempotency_key`` never charges twice: the same
+        call again answers the first call's payment. ``metadata`` is stored
+        with the payment (beside ``booking_id``) for whoever reads it back.
+        """
+
+    def retrieve(self, *, reference: str) -> PaymentResult:
+        """The payment ``reference`` as the gateway holds it now (its status may have moved on).
+
+        Raises ``GatewayError`` (not retryable when there is no such payment).
         """
 
     def refund(self, *, payment_reference: str, amount: Decimal, idempotency_key: str) -> RefundResult:

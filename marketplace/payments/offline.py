@@ -9,6 +9,7 @@ import hashlib
 from decimal import Decimal
 
 from marketplace.payments.base import (
+    GatewayError,
     GatewayEvent,
     PaymentEvent,
     PaymentResult,
@@ -27,9 +28,22 @@ class OfflineGateway:
     is_test = True
 
     def charge(
-        self, *, booking_id: str, amount: Decimal, idempotency_key: str, payment_method: str = "", description: str = ""
+        self,
+        *,
+        booking_id: str,
+        amount: Decimal,
+        idempotency_key: str,
+        payment_method: str = "",
+        description: str = "",
+        metadata: dict[str, str] | None = None,
     ) -> PaymentResult:
         return PaymentResult(reference=_ref("offpi", idempotency_key), status="succeeded", amount=amount)
+
+    def retrieve(self, *, reference: str) -> PaymentResult:
+        # No state is kept, so the amount is not known (0); every payment made here succeeded.
+        if not reference.startswith("offpi_"):
+            raise GatewayError(f"No payment {reference} here.", retryable=False)
+        return PaymentResult(reference=reference, status="succeeded", amount=Decimal(0))
 
     def refund(self, *, payment_reference: str, amount: Decimal, idempotency_key: str) -> RefundResult:
         return RefundResult(reference=_ref("offre", idempotency_key), status="succeeded", amount=amount)

@@ -13,7 +13,8 @@ Stripe-compatible server (localstripe in tests); empty means Stripe itself.
 
 ``charge`` creates and confirms a PaymentIntent in one request; without a
 payment method it creates an unconfirmed one and returns its
-``client_secret`` for Stripe.js to confirm in the browser. ``refund`` refunds
+``client_secret`` for Stripe.js to confirm in the browser. ``retrieve`` reads
+a PaymentIntent back (a decline raises as in ``charge``). ``refund`` refunds
 part or all of a PaymentIntent. Both send the caller's idempotency key as the
 request's ``Idempotency-Key``, so a retried call never charges or refunds
 twice (Stripe keeps keys for at least 24 hours).
@@ -174,13 +175,20 @@ class StripeGateway:
         )
 
     def charge(
-        self, *, booking_id: str, amount: Decimal, idempotency_key: str, payment_method: str = "", description: str = ""
+        self,
+        *,
+        booking_id: str,
+        amount: Decimal,
+        idempotency_key: str,
+        payment_method: str = "",
+        description: str = "",
+        metadata: dict[str, str] | None = None,
     ) -> PaymentResult:
         params: dict[str, Any] = {
             "amount": to_cents(amount),
             "currency": "usd",
             "payment_method_types": ["card"],
-            "metadata": {"booking_id": booking_id},
+            "metadata": {**(metadata or {}), "booking_id": booking_id},
         }
         if description:
             params["description"] = description
@@ -199,6 +207,16 @@ class StripeGateway:
         except stripe.StripeError as error:
             raise _gateway_error(error) from error
 
+        return self._result(intent)
+
+    def retrieve(self, *, reference: str) -> PaymentResult:
+        try:
+            intent = self._client.v1.payment_intents.retrieve(reference)
+        except stripe.StripeError as error:
+            raise _gateway_error(error) from error
+        return self._result(intent)
+
+    def _result(self, intent) -> PaymentResult:
         failure = getattr(intent, "last_payment_error", None)
         if intent.status == "requires_payment_method" and failure:
             raise PaymentDeclined(

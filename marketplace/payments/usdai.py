@@ -12,6 +12,7 @@ import hashlib
 from decimal import Decimal
 
 from marketplace.payments.base import (
+    GatewayError,
     GatewayEvent,
     PaymentDeclined,
     PaymentEvent,
@@ -33,11 +34,24 @@ class UsdaiGateway:
     is_test = False
 
     def charge(
-        self, *, booking_id: str, amount: Decimal, idempotency_key: str, payment_method: str = "", description: str = ""
+        self,
+        *,
+        booking_id: str,
+        amount: Decimal,
+        idempotency_key: str,
+        payment_method: str = "",
+        description: str = "",
+        metadata: dict[str, str] | None = None,
     ) -> PaymentResult:
         if payment_method != USDAI_LEDGER_DEBITED:
             raise PaymentDeclined("Pay with USDai from the booking's checkout page.")
         return PaymentResult(reference=_ref("usdai", idempotency_key), status="succeeded", amount=amount)
+
+    def retrieve(self, *, reference: str) -> PaymentResult:
+        # No state is kept, so the amount is not known (0); every payment made here succeeded.
+        if not reference.startswith("usdai_"):
+            raise GatewayError(f"No payment {reference} here.", retryable=False)
+        return PaymentResult(reference=reference, status="succeeded", amount=Decimal(0))
 
     def refund(self, *, payment_reference: str, amount: Decimal, idempotency_key: str) -> RefundResult:
         return RefundResult(reference=_ref("usdaire", idempotency_key), status="succeeded", amount=amount)

@@ -22,6 +22,15 @@ are locked through ``marketplace.lock_objects``, in the order of
 ``core/locks.py`` (server, then booking, then payment).
 Network calls to the payment gateway happen outside any transaction:
 reserve, commit, call, then confirm.
+
+Refunds: a refund is reserved (its ``Refund`` row) and counted in
+``amount_refunded`` in the one transaction that changes the booking's totals,
+in whole cents (the sub-cent rest is earned), and sent after the commit.
+``amount_refunded`` counts pending and succeeded refunds only: one the
+gateway rejects is marked failed, leaves the count (its money is back in
+escrow), is logged as an alert and, when a retry can help, is sent again by
+``refunds_retry`` with backoff. ``refunds_retry`` is also the recovery path
+of a process that stops between the commit and the gateway call.
 """
 
 import logging
@@ -32,7 +41,6 @@ from decimal import Decimal
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import F
 from django.utils import timezone
 
 from accounts.models import User
@@ -302,10 +310,13 @@ def booking_pay(
 def payment_succeeded(*, gateway: str, reference: str, amount: Decimal, booking_public_id: str = "") -> Booking | None:
     """Record a successful payment (from the charge call or a webhook); idempotent.
 
-    A payment that arrives after its booking expired or was cancelled is
-    refunded at once: the GPUs may be gone.
+    A payment that arrives after its booking expired, was cancelled or was
+    already paid is refunded at once: the GPUs may be gone. The refund is
+    reserved in the transaction that records the payment, so the money is
+    never paid in without a refund to send; it is sent after the commit, and
+    ``refunds_retry`` sends it if the process stops in between.
     """
-    late = False
+    refund = None
     with transaction.atomic():
         payment = _payment_of(gateway=gateway, reference=reference, booking_public_id=booking_public_id)
         if payment is not None:
@@ -324,18 +335,23 @@ def payment_succeeded(*, gateway: str, reference: str, amount: Decimal, booking_
         payment.status = Payment.Status.SUCCEEDED
         payment.failure_message = ""
         payment.save(update_fields=["status", "reference", "failure_message", "updated_at"])
-        booking.amount_paid = F("amount_paid") + payment.amount
+        booking.amount_paid = booking.amount_paid + payment.amount
         if booking.status == Booking.Status.PENDING_PAYMENT:
             booking.status = Booking.Status.CONFIRMED
             booking.confirmed_at = timezone.now()
             booking.expires_at = None
         else:
-            late = True
-        booking.save(update_fields=["amount_paid", "status", "confirmed_at", "expires_at"])
-        booking.refresh_from_db()
-    if late:
-        _refund(booking=booking, amount=payment.amount, reason=Refund.Reason.CANCELLATION, key="late-payment")
-        booking.refresh_from_db()
+            refund = _refund_reserve(
+                booking,
+                amount=payment.amount,
+                reason=Refund.Reason.CANCELLATION,
+                key=f"late-payment-{payment.pk}",
+                payment=payment,
+            )
+        booking.save(update_fields=["amount_paid", "amount_refunded", "status", "confirmed_at", "expires_at"])
+    if refund is not None:
+        refund_send(refund=refund)
+    booking.refresh_from_db()
     return booking
 
 
@@ -360,53 +376,230 @@ def payment_failed(*, gateway: str, reference: str, message: str = "") -> None:
 # --- Refunds --------------------------------------------------------------------
 
 
-def _refund(*, booking: Booking, amount: Decimal, reason: str, key: str) -> Refund | None:
-    """Reserve a refund (committed), then ask the gateway for it.
+REFUND_MAX_ATTEMPTS = 5
+REFUND_RETRY_BACKOFF = timedelta(minutes=5)  # doubled after each failed attempt
+REFUND_RETRY_BACKOFF_MAX = timedelta(days=1)
+_GATEWAY_FAILED = ("failed", "canceled")
 
-    ``amount`` must already be counted in ``booking.amount_refunded`` by the
-    caller, except for late payments, which are counted here.
+
+def _refund_reserve(
+    locked: Booking, *, amount: Decimal, reason: str, key: str, payment: Payment | None = None
+) -> Refund | None:
+    """Reserve a refund of ``amount`` (whole cents) and count it on the booking.
+
+    The caller holds the booking's row lock, runs this in the transaction
+    that changes the booking's totals and saves ``amount_refunded`` with
+    them: a refund is counted if and only if its row exists. Sending is the
+    caller's next step, after the commit (``refund_send``). Returns None when
+    there is nothing to refund.
     """
-    amount = money.cents_down(amount)
+    if amount != money.cents_down(amount):
+        raise ValueError(f"a refund is whole cents, not {amount}")
     if amount <= 0:
         return None
-    with transaction.atomic():
-        locked = booking_lock(booking.pk)
-        payment = locked.payments.filter(status=Payment.Status.SUCCEEDED).order_by("created_at").first()
-        if payment is None:
-            return None
-        refund, created = Refund.objects.get_or_create(
-            idempotency_key=f"booking-{locked.public_id}-refund-{key}",
-            defaults={"booking": locked, "payment": payment, "amount": amount, "reason": reason},
-        )
-        if created and key == "late-payment":
-            Booking.objects.filter(pk=locked.pk).update(amount_refunded=F("amount_refunded") + amount)
-    if refund.status == Refund.Status.PENDING:
-        refund_send(refund=refund)
+    payment = payment or locked.payments.filter(status=Payment.Status.SUCCEEDED).order_by("created_at").first()
+    if payment is None:
+        return None
+    refund = Refund.objects.create(
+        booking=locked,
+        payment=payment,
+        idempotency_key=f"booking-{locked.public_id}-refund-{key}",
+        amount=amount,
+        reason=reason,
+    )
+    locked.amount_refunded = locked.amount_refunded + amount
     return refund
 
 
-def refund_send(*, refund: Refund) -> Refund:
-    """Send a reserved refund to the gateway; safe to retry (idempotent by key)."""
+def refund_send(*, refund: Refund, now: datetime | None = None) -> Refund:
+    """Send a reserved (pending) refund to the gateway and record its answer; safe to retry.
+
+    Each attempt has its own idempotency key at the gateway, so resending a
+    pending refund never refunds twice. A refund the gateway refuses for
+    good (``GatewayError(retryable=False)``) or reports ``failed`` is marked
+    failed (see ``_refund_failed``); a gateway that cannot be reached leaves
+    it pending for ``refunds_retry``. Call it outside any transaction.
+    """
+    refund = Refund.objects.select_related("payment").get(pk=refund.pk)
+    if refund.status != Refund.Status.PENDING:
+        return refund
     gateway = get_gateway(refund.payment.gateway)
     try:
         result = gateway.refund(
-            payment_reference=refund.payment.reference, amount=refund.amount, idempotency_key=refund.idempotency_key
+            payment_reference=refund.payment.reference, amount=refund.amount, idempotency_key=refund.gateway_key
         )
     except GatewayError as exc:
-        logger.warning("refund %s not sent yet: %s", refund.idempotency_key, exc)
-        return refund
-    status = Refund.Status.SUCCEEDED if result.status == "succeeded" else Refund.Status.PENDING
-    if result.status == "failed":
-        status = Refund.Status.FAILED
-    Refund.objects.filter(pk=refund.pk).update(reference=result.reference, status=status)
-    refund.refresh_from_db()
+        if exc.retryable:
+            logger.warning("refund %s not sent yet: %s", refund.idempotency_key, exc)
+            return refund
+        return _refund_record(refund, status="failed", message=str(exc), retryable=False, now=now)
+    return _refund_record(
+        refund, status=result.status, reference=result.reference, message="The gateway refused the refund.", now=now
+    )
+
+
+def _refund_record(
+    refund: Refund,
+    *,
+    status: str,
+    reference: str = "",
+    message: str = "",
+    retryable: bool = True,
+    now: datetime | None = None,
+) -> Refund:
+    """Apply what the gateway says of one refund (its answer, or a webhook naming it).
+
+    ``status`` is the gateway's (``RefundResult.status``): succeeded, failed
+    or canceled decide the refund; anything else leaves it pending. Every
+    change of a refund's status happens under its booking's row lock, so a
+    send and a webhook cannot both decide it.
+    """
+    with transaction.atomic():
+        locked = booking_lock(refund.booking_id)
+        refund = Refund.objects.select_related("payment").get(pk=refund.pk)
+        if refund.status != Refund.Status.PENDING:
+            if refund.status == Refund.Status.SUCCEEDED and status in _GATEWAY_FAILED:
+                # Already journaled as sent: only an operator can undo that.
+                logger.error(
+                    "ALERT refund %s of booking %s succeeded, now reported %s: %s",
+                    refund.reference,
+                    locked.public_id,
+                    status,
+                    message,
+                )
+            return refund
+        if reference:
+            refund.reference = reference
+        if status == "succeeded":
+            refund.status = Refund.Status.SUCCEEDED
+        elif status in _GATEWAY_FAILED:
+            _refund_failed(locked, refund, message=message, retryable=retryable, now=now or timezone.now())
+        refund.save(update_fields=["reference", "status", "failure_message", "next_attempt_at"])
     return refund
 
 
-def refunds_retry() -> int:
-    """Periodic: resend refunds that the gateway has not confirmed."""
-    pending = Refund.objects.filter(status=Refund.Status.PENDING).select_related("payment")
-    return sum(1 for r in pending if refund_send(refund=r).status == Refund.Status.SUCCEEDED)
+def _refund_failed(locked: Booking, refund: Refund, *, message: str, retryable: bool, now: datetime) -> None:
+    """Mark a pending refund failed: it no longer counts as refunded, and an operator is alerted.
+
+    ``amount_refunded`` counts pending and succeeded refunds only, so the
+    refused amount is back in the booking's escrow, where the ledger holds
+    it too (only succeeded refunds are journaled). A retryable failure gets
+    a ``next_attempt_at`` (exponential backoff, ``REFUND_MAX_ATTEMPTS`` in
+    all); otherwise it waits for an operator (admin: refunds, status failed).
+    """
+    refund.status = Refund.Status.FAILED
+    refund.failure_message = message[:300]
+    refund.next_attempt_at = None
+    if retryable and refund.attempt < REFUND_MAX_ATTEMPTS:
+        refund.next_attempt_at = now + min(REFUND_RETRY_BACKOFF * 2 ** (refund.attempt - 1), REFUND_RETRY_BACKOFF_MAX)
+    locked.amount_refunded = locked.amount_refunded - refund.amount
+    locked.save(update_fields=["amount_refunded"])
+    logger.error(
+        "ALERT refund %s of booking %s (%s USD, attempt %s) failed: %s; %s",
+        refund.idempotency_key,
+        locked.public_id,
+        refund.amount,
+        refund.attempt,
+        message,
+        f"retried at {refund.next_attempt_at.isoformat()}" if refund.next_attempt_at else "an operator must act",
+    )
+
+
+def _refund_again(*, refund: Refund, now: datetime) -> Refund | None:
+    """Reserve a failed refund again (a new attempt, a new idempotency key), then send it."""
+    with transaction.atomic():
+        locked = booking_lock(refund.booking_id)
+        refund = Refund.objects.get(pk=refund.pk)
+        if refund.status != Refund.Status.FAILED or refund.next_attempt_at is None or refund.next_attempt_at > now:
+            return None
+        if refund.amount > locked.escrow:
+            # Earned meanwhile (the booking ran on): what is left is not the renter's to take back.
+            refund.next_attempt_at = None
+            refund.save(update_fields=["next_attempt_at"])
+            logger.error(
+                "ALERT refund %s of booking %s exceeds its escrow %s; an operator must act",
+                refund.idempotency_key,
+                locked.public_id,
+                locked.escrow,
+            )
+            return None
+        refund.status = Refund.Status.PENDING
+        refund.attempt = refund.attempt + 1
+        refund.reference = ""
+        refund.next_attempt_at = None
+        refund.save(update_fields=["status", "attempt", "reference", "next_attempt_at"])
+        locked.amount_refunded = locked.amount_refunded + refund.amount
+        locked.save(update_fields=["amount_refunded"])
+    return refund_send(refund=refund, now=now)
+
+
+def refunds_retry(*, now: datetime | None = None) -> int:
+    """Periodic: resend refunds the gateway has not confirmed, and failed ones that are due.
+
+    This is the recovery path of every refund: a refund is reserved (and
+    counted) in the transaction that decides it and sent after the commit,
+    so a process that stops in between leaves a pending row, sent here.
+    Returns how many refunds succeeded.
+    """
+    now = now or timezone.now()
+    succeeded = 0
+    for refund in Refund.objects.filter(status=Refund.Status.PENDING).order_by("pk"):
+        succeeded += refund_send(refund=refund, now=now).status == Refund.Status.SUCCEEDED
+    due = Refund.objects.filter(status=Refund.Status.FAILED, next_attempt_at__lte=now).order_by("pk")
+    for refund in due:
+        again = _refund_again(refund=refund, now=now)
+        succeeded += again is not None and again.status == Refund.Status.SUCCEEDED
+    return succeeded
+
+
+def refund_event_apply(
+    *, gateway: str, payment_reference: str, refund_reference: str, refund_status: str, amount: Decimal
+) -> Refund | None:
+    """A refund webhook: apply the event's status to the one refund it names.
+
+    The refund is matched by its id at the gateway (``Refund.reference``).
+    An event that names no refund (a Charge without its refunds listed)
+    confirms the payment's sent pending refunds only when the total it
+    reports refunded is exactly what was sent. An event for a refund whose id
+    is not recorded yet, while one of the payment's refunds awaits its id,
+    raises ``RefundNotRecorded`` so that the stored event is handled again.
+    """
+    if not refund_reference:
+        _refunds_confirmed_by_total(gateway=gateway, payment_reference=payment_reference, total=amount)
+        return None
+    refund = Refund.objects.filter(payment__gateway=gateway, reference=refund_reference).first()
+    if refund is None:
+        awaiting = Refund.objects.filter(
+            payment__gateway=gateway,
+            payment__reference=payment_reference,
+            status=Refund.Status.PENDING,
+            reference="",
+        )
+        if awaiting.exists():
+            raise RefundNotRecorded(f"refund {refund_reference} is not recorded yet")
+        logger.warning("refund %s/%s matches no refund", gateway, refund_reference)
+        return None
+    return _refund_record(
+        refund, status=refund_status, message=f"The gateway reported the refund {refund_status or 'unknown'}."
+    )
+
+
+class RefundNotRecorded(Exception):
+    """A refund event arrived before the refund's gateway id was recorded; handle it later."""
+
+
+def _refunds_confirmed_by_total(*, gateway: str, payment_reference: str, total: Decimal) -> None:
+    payment = Payment.objects.filter(gateway=gateway, reference=payment_reference).first()
+    if payment is None:
+        return
+    with transaction.atomic():
+        booking_lock(payment.booking_id)
+        refunds = list(payment.refunds.exclude(status=Refund.Status.FAILED).exclude(reference=""))
+        sent = [r for r in refunds if r.status == Refund.Status.PENDING]
+        if sent and sum((r.amount for r in refunds), Decimal(0)) == total:
+            Refund.objects.filter(pk__in=[r.pk for r in sent]).update(status=Refund.Status.SUCCEEDED)
+        else:
+            logger.info("refund event of %s/%s (%s refunded) confirms no refund", gateway, payment_reference, total)
 
 
 # --- Delivery and settlement ------------------------------------------------------
@@ -471,10 +664,10 @@ def booking_record_usage(
         return None
 
 
-def _settle_remainder(locked: Booking, *, refund: Decimal, at: datetime) -> None:
-    """Earn what is left in escrow after ``refund``: the sub-cent remainder of
-    a final refund, or the unrefunded part of a cancelled hour."""
-    rest = locked.amount_paid - locked.amount_earned - locked.amount_refunded - refund
+def _settle_remainder(locked: Booking, *, at: datetime) -> None:
+    """Earn what is left in escrow once the final refund is counted: its sub-cent
+    remainder, or the unrefunded part of a cancelled hour."""
+    rest = locked.amount_paid - locked.amount_earned - locked.amount_refunded
     if rest > 0:
         Settlement.objects.create(
             booking=locked,
@@ -489,20 +682,25 @@ def _settle_remainder(locked: Booking, *, refund: Decimal, at: datetime) -> None
 
 
 def booking_complete(*, booking: Booking, now: datetime | None = None) -> Booking:
-    """At the end: refund undelivered time (to the cent, rounded down) and close."""
+    """At the end: refund undelivered time (to the cent, rounded down) and close.
+
+    The refund is reserved with the booking's new totals in one transaction
+    and sent after the commit; ``refunds_retry`` is the recovery path.
+    """
     now = now or timezone.now()
     with transaction.atomic():
         locked = booking_lock(booking.pk)
         if locked.status not in Booking.PAID_LIVE or locked.end > now:
             return locked
-        refund = money.cents_down(locked.escrow)
-        _settle_remainder(locked, refund=refund, at=locked.end)
-        locked.amount_refunded = locked.amount_refunded + refund
+        amount = money.cents_down(locked.escrow)
+        refund = _refund_reserve(locked, amount=amount, reason=Refund.Reason.UNDELIVERED, key="final")
+        _settle_remainder(locked, at=locked.end)
         nothing_delivered = locked.delivered_gpu_seconds == 0 and locked.amount_paid > 0
         locked.status = Booking.Status.REFUNDED if nothing_delivered else Booking.Status.COMPLETED
         locked.finished_at = now
         locked.save(update_fields=["amount_earned", "amount_refunded", "status", "finished_at"])
-    _refund(booking=locked, amount=refund, reason=Refund.Reason.UNDELIVERED, key="final")
+    if refund is not None:
+        refund_send(refund=refund)
     locked.refresh_from_db()
     return locked
 
@@ -513,7 +711,9 @@ def booking_cancel(*, booking: Booking, renter: User, now: datetime | None = Non
     After the start the GPUs are released from the end of the hour in which
     the renter cancelled; that hour and the time before it stay paid. The
     booking keeps its booked window (the invoice bills it, then lists the
-    refund); its GPU holds end early.
+    refund); its GPU holds end early. The refund is whole cents, reserved with
+    the booking's new totals in one transaction and sent after the commit
+    (recovery: ``refunds_retry``).
     """
     now = now or timezone.now()
     if booking.renter_id != renter.pk:
@@ -529,16 +729,18 @@ def booking_cancel(*, booking: Booking, renter: User, now: datetime | None = Non
         if locked.status not in Booking.PAID_LIVE:
             raise ValidationError({"booking": f"A {locked.get_status_display().lower()} booking cannot be cancelled."})
         if now < locked.start:
-            refund = locked.escrow
+            due = locked.escrow
             new_end = None
         else:
             unused_hours = int((locked.end - now) // HOUR)
             if unused_hours < 1:
                 raise ValidationError({"booking": "Less than an hour remains; there is nothing to refund."})
-            refund = min(Decimal(locked.gpu_count) * unused_hours * locked.price_per_gpu_hour, locked.escrow)
+            due = min(Decimal(locked.gpu_count) * unused_hours * locked.price_per_gpu_hour, locked.escrow)
             new_end = locked.end - unused_hours * HOUR
-        _settle_remainder(locked, refund=refund, at=now)
-        locked.amount_refunded = locked.amount_refunded + refund
+        # What can be sent: whole cents. The sub-cent rest is earned (``_settle_remainder``).
+        amount = money.cents_down(due)
+        refund = _refund_reserve(locked, amount=amount, reason=Refund.Reason.CANCELLATION, key="cancel")
+        _settle_remainder(locked, at=now)
         locked.status = Booking.Status.CANCELLED
         locked.finished_at = now
         if new_end is not None:
@@ -546,7 +748,8 @@ def booking_cancel(*, booking: Booking, renter: User, now: datetime | None = Non
         else:
             _release(locked)
         locked.save(update_fields=["amount_earned", "amount_refunded", "status", "finished_at"])
-    _refund(booking=locked, amount=refund, reason=Refund.Reason.CANCELLATION, key="cancel")
+    if refund is not None:
+        refund_send(refund=refund)
     locked.refresh_from_db()
     return locked
 
@@ -592,15 +795,10 @@ def booking_interrupt(*, booking: Booking, failed_at: datetime, resumed_at: date
             return None
         # The refund is reserved in the same transaction as the booking's totals,
         # so a crash cannot count money as refunded without a refund to send.
-        refund = Refund.objects.create(
-            booking=locked,
-            payment=payment,
-            idempotency_key=idempotency_key,
-            amount=amount,
-            reason=Refund.Reason.DOWNTIME,
+        refund = _refund_reserve(
+            locked, amount=amount, reason=Refund.Reason.DOWNTIME, key=f"downtime-{key}", payment=payment
         )
         locked.lost_gpu_seconds = locked.lost_gpu_seconds + lost
-        locked.amount_refunded = locked.amount_refunded + amount
         locked.save(update_fields=["lost_gpu_seconds", "amount_refunded"])
     return refund_send(refund=refund)
 

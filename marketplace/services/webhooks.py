@@ -7,21 +7,22 @@ adapter what the stored event means (``translate_event``, a ``PaymentEvent``)
 and acts on that alone: the provider's event types and payload fields stay in
 the adapter. Handling tolerates any order of delivery: a success is never
 undone by a later failure event, a success that overtakes our own record of
-the payment finds it by the booking id the event carries, and replays change
-nothing.
+the payment finds it by the booking id the event carries, a refund event
+changes only the refund it names (by its id at the gateway), and replays
+change nothing.
 """
 
 import logging
 from decimal import Decimal
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError
 from django.db.models import F
 from django.utils import timezone
 
-from marketplace.models import Refund, WebhookEvent
+from marketplace.models import WebhookEvent
 from marketplace.payments import get_gateway
 from marketplace.payments.base import EventKind, GatewayEvent
-from marketplace.services.bookings import payment_failed, payment_succeeded
+from marketplace.services.bookings import payment_failed, payment_succeeded, refund_event_apply
 
 logger = logging.getLogger(__name__)
 
@@ -78,26 +79,19 @@ def webhook_handle(*, row: WebhookEvent) -> None:
         elif event.kind is EventKind.PAYMENT_FAILED:
             payment_failed(gateway=row.gateway, reference=event.payment_reference, message=event.failure_message)
         elif event.kind is EventKind.REFUNDED:
-            _refunds_confirmed(gateway=row.gateway, payment_reference=event.payment_reference)
+            refund_event_apply(
+                gateway=row.gateway,
+                payment_reference=event.payment_reference,
+                refund_reference=event.refund_reference,
+                refund_status=event.refund_status,
+                amount=event.amount,
+            )
         else:
             logger.info("webhook %s of type %s needs no action", row.event_id, row.type)
     except Exception as exc:
         WebhookEvent.objects.filter(pk=row.pk).update(error=f"{type(exc).__name__}: {exc}"[:2000])
         raise
     WebhookEvent.objects.filter(pk=row.pk).update(processed_at=timezone.now(), error="")
-
-
-def _refunds_confirmed(*, gateway: str, payment_reference: str) -> None:
-    """Mark every sent (referenced) pending refund of the payment as succeeded.
-
-    Any refund event of the payment confirms them all, whatever refund it
-    names and whatever its status; the event carries the refund's id and
-    status (``refund_reference``, ``refund_status``) for matching one by one.
-    """
-    with transaction.atomic():
-        Refund.objects.filter(
-            payment__gateway=gateway, payment__reference=payment_reference, status=Refund.Status.PENDING
-        ).exclude(reference="").update(status=Refund.Status.SUCCEEDED)
 
 
 def webhooks_retry() -> int:

@@ -2,6 +2,7 @@
 
 import logging
 
+from django.core.exceptions import ImproperlyConfigured
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
@@ -23,6 +24,10 @@ def stripe_webhook(request):
         )
     except SignatureError as exc:
         return JsonResponse({"error": str(exc)}, status=400)
+    except ImproperlyConfigured:
+        # No Stripe keys (the offline gateway): there is no endpoint to deliver to.
+        # Nothing was stored, and a 404 is not worth Stripe's retries.
+        return JsonResponse({"error": "Stripe webhooks are not configured here."}, status=404)
     except Exception:
         # Stored with its error; Stripe delivers again and the retry task runs too.
         logger.exception("stripe webhook handling failed")
