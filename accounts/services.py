@@ -8,11 +8,20 @@ A company is joined only by accepting an invitation: an administrator invites
 an e-mail address (the answer is the same whether or not the address has an
 account), and the membership exists once the invitee accepts. Only an
 administrator changes the company's details (its payout account) or invites.
+
+The API token is issued for the same proof as a login (password, and a TOTP code
+when the account has one) and under the same lockout as the login form.
 """
 
+from allauth.account.adapter import get_adapter as get_account_adapter
+from allauth.core import ratelimit
+from allauth.core.internal.ratelimit import get_rates
+from allauth.mfa.models import Authenticator
+from allauth.mfa.totp.internal.auth import TOTP
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
+from django.http import HttpRequest
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
@@ -217,6 +226,53 @@ def user_roles_grant(*, user: User, roles: list[str], company_name: str = "", wa
             owner_company_create(user=user, name=company_name)
         if Role.LENDER in roles:
             lender_role_grant(user=user, wallet_address=wallet_address)
+
+
+TOKEN_BAD_CREDENTIALS = "Unable to log in with provided credentials."
+TOKEN_NEEDS_CODE = "This account uses two-factor authentication: send a current code."
+
+
+class LoginLocked(Exception):
+    """Too many failed logins for this account or address: retrying helps only after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, *, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def api_token_obtain(*, request: HttpRequest, email: str, password: str, code: str = "") -> Token:
+    """The user's API token, for the same proof the login form asks: the password and,
+    when TOTP is on, a current code (a used code is refused, as on the form).
+
+    Failures share the login form's lockout (allauth's ``login_failed`` rate: per
+    address and per account, in the shared cache): a wrong password or a wrong code
+    here counts there, and an account locked there raises ``LoginLocked`` here.
+    """
+    adapter = get_account_adapter(request)
+    try:
+        # allauth's own authenticate: it counts a failure and takes back the count of a success.
+        user = adapter.authenticate(request, email=email, password=password)
+    except ValidationError as exc:
+        if exc.code == "too_many_login_attempts":
+            raise LoginLocked(exc.messages[0], retry_after=_login_lockout_seconds()) from exc
+        raise
+    if user is None:
+        raise ValidationError(TOKEN_BAD_CREDENTIALS)
+    totp = Authenticator.objects.filter(user=user, type=Authenticator.Type.TOTP).first()
+    if totp is not None and not (code and TOTP(totp).validate_code(code.strip())):
+        # The password was right, so allauth took its count back: a wrong code counts instead.
+        ratelimit.consume(
+            request, action="login_failed", key=adapter._get_login_attempts_cache_key(request, email=email)
+        )
+        raise ValidationError({"code": TOKEN_NEEDS_CODE})
+    token, _ = Token.objects.get_or_create(user=user)
+    return token
+
+
+def _login_lockout_seconds() -> int:
+    """The longest window of the ``login_failed`` rates: by then every counted failure has expired."""
+    rates = get_rates(app="allauth.account", action="login_failed")
+    return int(max((rate.duration for rate in rates), default=60))
 
 
 def api_token_rotate(*, user: User) -> Token:

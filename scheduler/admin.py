@@ -15,8 +15,8 @@ class NodeInline(ReadOnlyInline):
 
 @admin.register(Cluster)
 class ClusterAdmin(admin.ModelAdmin):
-    list_display = ["name", "owner", "kind", "health", "checked_at", "synced_at"]
-    list_filter = ["kind", "health"]
+    list_display = ["name", "owner", "kind", "health", "private_network_allowed", "checked_at", "synced_at"]
+    list_filter = ["kind", "health", "private_network_allowed"]
     search_fields = ["name", "owner__name", "api_server"]
     exclude = ["kubeconfig_sealed"]
     readonly_fields = ["owner", "kind", "api_server", "health", "health_message", "checked_at", "synced_at"]

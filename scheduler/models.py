@@ -34,6 +34,10 @@ class Cluster(models.Model):
     kind = models.CharField(max_length=12, choices=Kind.choices)
     kubeconfig_sealed = models.TextField(blank=True, help_text="Fernet-sealed kubeconfig; never shown again.")
     api_server = models.CharField(max_length=300, blank=True, help_text="The API server's URL, for display.")
+    private_network_allowed = models.BooleanField(
+        default=False,
+        help_text="An operator allows this cluster's API server on a private, loopback or link-local address.",
+    )
     health = models.CharField(max_length=10, choices=Health.choices, default=Health.UNKNOWN)
     health_message = models.CharField(max_length=500, blank=True)
     checked_at = models.DateTimeField(null=True, blank=True)

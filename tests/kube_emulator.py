@@ -304,6 +304,7 @@ class KubeCluster:
         method: str | None = None,
         path: str | None = None,
         delay: float = 0.0,
+        message: str | None = None,
     ) -> Fault:
         """Answer the next ``count`` matching requests with ``status`` (after ``delay`` seconds).
 
@@ -334,7 +335,7 @@ class KubeCluster:
                 "status": "Failure",
                 "code": status,
                 "reason": "InjectedByTest",
-                "message": f"injected {status}",
+                "message": message or f"injected {status}",
             }
             return kmock.Response(status=status, payload=body)
 
@@ -612,7 +613,9 @@ def kube_cluster() -> Iterator[KubeCluster]:
 def kube_backend(kube_cluster: KubeCluster) -> Iterator[Any]:
     from scheduler.backends.kubernetes import KubernetesBackend
 
-    backend = KubernetesBackend(kube_cluster.kubeconfig, timeout=2, retries=2, backoff=0.01)
+    backend = KubernetesBackend(
+        kube_cluster.kubeconfig, timeout=2, retries=2, backoff=0.01, private_network_allowed=True
+    )
     try:
         yield backend
     finally:

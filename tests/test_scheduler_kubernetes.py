@@ -22,6 +22,8 @@ IMAGE = "ghcr.io/acme/trainer:1.4"
 def _fast_kube(settings):
     settings.SCHEDULER_KUBE_TIMEOUT_SECONDS = 2
     settings.SCHEDULER_KUBE_RETRIES = 2
+    # The emulator listens on 127.0.0.1: this deployment allows that host (production allows none).
+    settings.SCHEDULER_ALLOWED_PRIVATE_HOSTS = ["127.0.0.1"]
 
 
 @pytest.fixture

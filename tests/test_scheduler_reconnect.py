@@ -11,7 +11,7 @@ from django.db import connection
 
 
 @pytest.mark.django_db(transaction=True)
-def test_run_scheduler_reconnects_after_the_database_drops_its_connection(caplog):
+def test_run_scheduler_reconnects_after_the_database_drops_its_connection(catalogue, caplog):
     # given the scheduler's connection, terminated by the server
     connection.ensure_connection()
     pid = connection.connection.info.backend_pid

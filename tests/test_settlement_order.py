@@ -16,7 +16,7 @@ from tests.financing_fixtures import T0, settle
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 
-def test_a_worker_holding_an_earlier_settlement_keeps_the_loans_revenue_in_order(loan, renter):
+def test_a_worker_holding_an_earlier_settlement_keeps_the_loans_revenue_in_order(catalogue, loan, renter):
     if connection.vendor != "postgresql":
         pytest.skip("needs PostgreSQL")
     first = settle(loan, renter, "3000.00", T0 + timedelta(days=10))

@@ -8,6 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import environ
+from csp.constants import NONE, SELF, UNSAFE_INLINE
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -31,6 +32,22 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"].setdefault("timeout", 20)
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Cache: login lockouts, API throttles and used TOTP codes live here, so every
+# worker must see the same one: Redis through REDIS_URL. Without it (the embedded
+# demo, one process) a per-process LocMem cache.
+REDIS_URL = env("REDIS_URL", default="")
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "infrafi",
+            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -56,6 +73,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -63,7 +81,27 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
+    "core.middleware.NoStoreForSignedInMiddleware",
 ]
+
+# Content-Security-Policy (django-csp) on every response. No inline script anywhere (event
+# handlers are in static/js/site.js); style="" attributes stay (progress bars, spacing), so
+# style-src-attr alone allows them. Stripe is Checkout (a redirect to Stripe's page): no
+# Stripe.js and no Stripe frames here. The API docs (Swagger UI, Redoc) bring their own inline
+# script and styles and show only the public schema: they are the one exception.
+CONTENT_SECURITY_POLICY = {
+    "EXCLUDE_URL_PREFIXES": ["/api/docs/", "/api/redoc/"],
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "style-src-attr": [UNSAFE_INLINE],
+        "img-src": [SELF, "data:"],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
@@ -124,6 +162,14 @@ MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
 MFA_TOTP_ISSUER = "InfraFi"
 # Accept one 30-second step of clock drift either way (RFC 6238 §6).
 MFA_TOTP_TOLERANCE = 1
+# Failed logins: wrong passwords on the login form and on the API token endpoint, and
+# wrong TOTP codes on the endpoint, share one count per account (allauth's form counts
+# its TOTP step per user, apart). At most 10 a minute from one address and 5 per account
+# in 5 minutes; then the account is locked (429 on the API) until the window passes.
+ACCOUNT_RATE_LIMITS = {"login_failed": env("ACCOUNT_LOGIN_FAILED_RATE", default="10/m/ip,5/5m/key")}
+# How many reverse proxies set X-Forwarded-For in front of the app: 0 (embedded) takes
+# REMOTE_ADDR; behind one proxy, 1. allauth's and DRF's per-address limits both use it.
+ALLAUTH_TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
 
 EMAIL_BACKEND = env("DJANGO_EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env("DJANGO_DEFAULT_FROM_EMAIL", default="InfraFi <noreply@infrafi.local>")
@@ -146,6 +192,18 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "core.api.exception_handler",
+    # Per address (anonymous) or per user, in the shared cache; the token endpoint
+    # (a password guess per request) has its own, stricter scope.
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.AnonRateThrottle",
+        "rest_framework.throttling.UserRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": env("API_THROTTLE_ANON", default="60/min"),
+        "user": env("API_THROTTLE_USER", default="600/min"),
+        "token": env("API_THROTTLE_TOKEN", default="10/min"),
+    },
+    "NUM_PROXIES": env.int("TRUSTED_PROXY_COUNT", default=0),
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "InfraFi API",
@@ -326,6 +384,9 @@ PROTOCOL_OWNER_NAME = env("PROTOCOL_OWNER_NAME", default="InfraFi Protocol")
 SCHEDULER_ENCRYPTION_KEYS = env.list("SCHEDULER_ENCRYPTION_KEYS", default=[])
 SCHEDULER_KUBE_TIMEOUT_SECONDS = env.float("SCHEDULER_KUBE_TIMEOUT_SECONDS", default=10.0)
 SCHEDULER_KUBE_RETRIES = env.int("SCHEDULER_KUBE_RETRIES", default=3)
+# Hosts (names or addresses) whose API servers may be private, loopback or link-local. Empty in
+# production: an operator allows one cluster at a time in the admin (Cluster.private_network_allowed).
+SCHEDULER_ALLOWED_PRIVATE_HOSTS = env.list("SCHEDULER_ALLOWED_PRIVATE_HOSTS", default=[])
 SCHEDULER_JOB_TTL_SECONDS = env.int("SCHEDULER_JOB_TTL_SECONDS", default=3600)
 # The simulated cluster: seconds from creation until a pod runs.
 SCHEDULER_SIM_START_SECONDS = env.int("SCHEDULER_SIM_START_SECONDS", default=5)

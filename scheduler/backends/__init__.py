@@ -23,4 +23,6 @@ def backend_for(cluster: Cluster, *, clock: Callable[[], datetime] = timezone.no
         crypto.unseal(cluster.kubeconfig_sealed),
         timeout=settings.SCHEDULER_KUBE_TIMEOUT_SECONDS,
         retries=settings.SCHEDULER_KUBE_RETRIES,
+        private_network_allowed=cluster.private_network_allowed,
+        allowed_private_hosts=settings.SCHEDULER_ALLOWED_PRIVATE_HOSTS,
     )

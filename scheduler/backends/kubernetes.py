@@ -13,16 +13,29 @@ The kubeconfig comes from a GPU owner, so it is untrusted input: only inline
 credentials are accepted (``token``, ``client-certificate-data``...). Exec
 plugins, auth providers and file paths would run commands or read files on
 our servers, and are refused with ``KubeconfigInvalid``.
+
+Its server URL is untrusted too (SSRF): before a backend is built, the API
+server's host is resolved and every address must be public (not loopback,
+link-local, private, unique-local, unspecified, multicast or reserved), else
+``PrivateAddressRefused``, unless the caller says an operator allowed it. The
+client is then pinned to the address that was checked (TLS still verifies the
+host name), so a DNS answer that changes afterwards cannot redirect it; a
+backend is built per use, so each use resolves again. Redirects are not
+followed, and an upstream's error body is logged, never put in our errors.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import http
+import ipaddress
+import logging
+import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import urllib3
 import yaml
@@ -47,6 +60,7 @@ from scheduler.backends.base import (
 )
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 CONTAINER_NAME = "main"
 # The Job controller labels its pods with both (the unprefixed one before Kubernetes 1.27 only).
@@ -56,11 +70,22 @@ RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_BACKOFF_SECONDS = 10.0
 # Kubeconfig keys that make the client run a program or read a local file.
 UNSAFE_USER_KEYS = ("exec", "auth-provider", "tokenFile", "client-certificate", "client-key", "username", "password")
-UNSAFE_CLUSTER_KEYS = ("certificate-authority",)
+# A proxy would be a second outbound address, unchecked.
+UNSAFE_CLUSTER_KEYS = ("certificate-authority", "proxy-url")
 
 
 class KubeconfigInvalid(BackendError):
     """The kubeconfig cannot be used: malformed, incomplete, or it asks for files or programs."""
+
+
+class PrivateAddressRefused(BackendError):
+    """The API server resolves to a non-public address and no operator allowed this cluster."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        super().__init__(
+            f"The cluster's API server resolves to a private address ({address}); an operator must allow it."
+        )
 
 
 class _NotFound(BackendError):
@@ -88,14 +113,57 @@ def _condition(conditions: Iterable[Any] | None, type_: str) -> Any | None:
 
 
 def _api_message(exc: ApiException) -> str:
-    """The ``message`` of the Status the server answered with, else the HTTP reason."""
+    """A generic reason for the status; the upstream's body and reason phrase are only logged."""
+    logger.info("kubernetes API answered HTTP %s %s: %.2000s", exc.status, exc.reason, exc.body)
     try:
-        body = json.loads(exc.body or "")
-    except (TypeError, ValueError):
-        body = None
-    if isinstance(body, dict) and body.get("message"):
-        return str(body["message"])
-    return str(exc.reason or "")
+        return http.HTTPStatus(exc.status).phrase
+    except ValueError:
+        return "unexpected status"
+
+
+def _public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether ``ip`` (and any IPv4 address embedded in it) is a public unicast address."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if embedded is not None and not _public(embedded):
+            return False
+        if ip in ipaddress.IPv6Network("64:ff9b::/96"):  # NAT64: the IPv4 address is the last 32 bits
+            return _public(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return ip.is_global and not (
+        ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_reserved or ip.is_unspecified
+    )
+
+
+def api_server_address(host: str, port: int) -> str:
+    """The address to connect to for ``host``: all it resolves to must be public, else ``PrivateAddressRefused``."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise BackendError(f"Could not resolve the API server's host {host!r}.") from exc
+    addresses = [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
+    for ip in addresses:
+        if not _public(ip):
+            raise PrivateAddressRefused(str(ip))
+    if not addresses:
+        raise BackendError(f"Could not resolve the API server's host {host!r}.")
+    return str(addresses[0])
+
+
+def _pin(configuration: client.Configuration, allowed_hosts: Collection[str], allow_private: bool) -> None:
+    """Check the configured server's addresses and point the client at the checked one."""
+    parts = urlsplit(configuration.host)
+    host = parts.hostname or ""
+    if allow_private or host in allowed_hosts:
+        return
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    address = api_server_address(host, port)
+    netloc = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+    configuration.host = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:  # a name: TLS sends it (SNI) and checks the certificate against it
+        if parts.scheme == "https" and not configuration.tls_server_name:
+            configuration.tls_server_name = host
 
 
 def _parse_kubeconfig(kubeconfig: str | dict, context: str | None) -> dict:
@@ -153,7 +221,11 @@ class KubernetesBackend:
         timeout: float = 10,
         retries: int = 3,
         backoff: float = 0.2,
+        private_network_allowed: bool = False,
+        allowed_private_hosts: Collection[str] = (),
     ) -> None:
+        """``private_network_allowed``: an operator allowed this cluster; ``allowed_private_hosts``: host
+        names or addresses the deployment allows (``SCHEDULER_ALLOWED_PRIVATE_HOSTS``)."""
         config = _parse_kubeconfig(kubeconfig, context)
         configuration = client.Configuration()
         try:
@@ -162,7 +234,9 @@ class KubernetesBackend:
             )
         except (ConfigException, KeyError, TypeError, ValueError, AttributeError) as exc:
             raise KubeconfigInvalid(f"The kubeconfig cannot be loaded: {exc}") from exc
+        _pin(configuration, allowed_private_hosts, private_network_allowed)
         # Our own loop retries (with backoff, on the statuses we choose); urllib3's would multiply it.
+        # retries=False also makes urllib3 return a redirect instead of following it (to an unchecked host).
         configuration.retries = False
         self._api = client.ApiClient(configuration=configuration)
         self._timeout = (timeout, timeout)  # (connect, read); the client ignores a float
@@ -293,7 +367,7 @@ class KubernetesBackend:
                 status = exc.status or 0
                 if status == 0:  # the client's wrapping of TLS errors: retrying will not fix a certificate
                     raise BackendError(f"Could not {what}: {exc.reason}") from exc
-                message = f"Could not {what}: HTTP {status} {_api_message(exc)}".rstrip()
+                message = f"Could not {what}: HTTP {status} {_api_message(exc)}"
                 if status in (401, 403):
                     raise BackendForbidden(message) from exc
                 if status == 404:

@@ -1,7 +1,8 @@
 """Clusters: connect (kubeconfig validated, sealed), simulated clusters, node sync.
 
-A kubeconfig is checked before it is kept: it must parse, reach its API
-server, and be allowed to create Jobs. It is then sealed (``crypto``) and
+A kubeconfig is checked before it is kept: it must parse, name an API server
+on a public address (unless the deployment allows that host, or an operator
+allowed the cluster in the admin), reach it, and be allowed to create Jobs. It is then sealed (``crypto``) and
 never shown again. Node sync matches nodes to the owner's servers by
 hostname and flags what differs from the owner's declaration, for the
 operator. An unreachable cluster is marked unhealthy; nothing else changes.
@@ -12,6 +13,7 @@ import re
 from datetime import datetime
 
 import yaml
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -73,15 +75,18 @@ def _api_server(config: dict) -> str:
 def cluster_connect(*, owner: OwnerCompany, name: str, kubeconfig: str, now: datetime | None = None) -> Cluster:
     """Validate a kubeconfig against its cluster, then keep it sealed and sync the nodes."""
     # Lazy: the kubernetes SDK is slow to load and the embedded (simulated) mode never needs it.
-    from scheduler.backends.kubernetes import KubernetesBackend
+    from scheduler.backends.kubernetes import KubernetesBackend, PrivateAddressRefused
 
     now = now or timezone.now()
     _validate_name(owner, name)
     config = kubeconfig_parse(kubeconfig)
     api_server = _api_server(config)
     try:
-        backend = KubernetesBackend(config)
+        # No cluster row yet, so no operator flag: only the deployment's allowlist applies.
+        backend = KubernetesBackend(config, allowed_private_hosts=settings.SCHEDULER_ALLOWED_PRIVATE_HOSTS)
         backend.check()
+    except PrivateAddressRefused as exc:
+        raise ValidationError({"kubeconfig": str(exc)}) from exc
     except BackendForbidden as exc:
         raise ValidationError(
             {"kubeconfig": f"The cluster answered, but these credentials cannot create Jobs: {exc}"}
