@@ -78,3 +78,15 @@ def catalogue(transactional_db):
     from marketplace.models import GpuModel, Region
 
     load_catalogue(GpuModel, Region)
+
+
+@pytest.fixture
+def stripe_mode(settings, localstripe):
+    """The Stripe gateway, pointed at a fresh localstripe."""
+    localstripe.reset()
+    settings.PAYMENT_GATEWAY = "stripe"
+    settings.STRIPE_SECRET_KEY = localstripe.api_key
+    settings.STRIPE_API_BASE = localstripe.url
+    settings.STRIPE_WEBHOOK_SECRET = localstripe.webhook_secret
+    settings.STRIPE_TIMEOUT_SECONDS = 5
+    return localstripe

@@ -207,17 +207,6 @@ def test_a_refund_the_gateway_reports_failed_is_uncounted_alerted_and_retried_wi
 
 
 @pytest.fixture
-def stripe_mode(settings, localstripe):
-    localstripe.reset()
-    settings.PAYMENT_GATEWAY = "stripe"
-    settings.STRIPE_SECRET_KEY = localstripe.api_key
-    settings.STRIPE_API_BASE = localstripe.url
-    settings.STRIPE_WEBHOOK_SECRET = localstripe.webhook_secret
-    settings.STRIPE_TIMEOUT_SECONDS = 5
-    return localstripe
-
-
-@pytest.fixture
 def stripe_booking(stripe_mode, renter, owner):
     listing = make_listing(owner, price="3.25", gpu_count=2)
     start = next_hour(2)

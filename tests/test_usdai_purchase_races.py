@@ -33,17 +33,6 @@ def _needs_postgres():
         pytest.skip("needs PostgreSQL (set DATABASE_URL); CI runs it there")
 
 
-@pytest.fixture
-def stripe_mode(settings, localstripe):
-    localstripe.reset()
-    settings.PAYMENT_GATEWAY = "stripe"
-    settings.STRIPE_SECRET_KEY = localstripe.api_key
-    settings.STRIPE_API_BASE = localstripe.url
-    settings.STRIPE_WEBHOOK_SECRET = localstripe.webhook_secret
-    settings.STRIPE_TIMEOUT_SECONDS = 5
-    return localstripe
-
-
 def race(threads: int, attempt) -> list[str]:
     """Start ``threads`` threads at once (a barrier), each calling ``attempt(i)``:
     "ok", "refused: <messages>" for a ValidationError, or "error: <type>" for
