@@ -50,6 +50,7 @@ class ClusterViewSet(viewsets.GenericViewSet):
     permission_classes = [IsOwner]
     serializer_class = ClusterSerializer
     queryset = Cluster.objects.none()  # for the schema
+    lookup_value_regex = r"\d+"  # anything else is a 404, not a lookup that fails
 
     def _owner(self):
         owner = owner_company_for_user(self.request.user)
@@ -148,6 +149,7 @@ class JobViewSet(viewsets.GenericViewSet):
     permission_classes = [IsRenter]
     serializer_class = JobSerializer
     lookup_field = "public_id"
+    lookup_value_regex = r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
     queryset = Job.objects.none()  # for the schema
 
     def get_queryset(self):

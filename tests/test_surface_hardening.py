@@ -116,6 +116,13 @@ def test_a_non_integer_server_id_is_a_404(owner, api_as):
     assert api.get("/api/v1/listings/abc/").status_code == 404
 
 
+def test_a_malformed_cluster_or_job_id_is_a_404(owner, renter, api_as):
+    assert api_as(owner).get("/api/v1/owner/clusters/abc/").status_code == 404
+    assert api_as(owner).post("/api/v1/owner/clusters/abc/sync/").status_code == 404
+    assert api_as(renter).get("/api/v1/jobs/not-a-uuid/").status_code == 404
+    assert api_as(renter).get("/api/v1/jobs/00000000-0000-0000-0000-000000000000/").status_code == 404
+
+
 def test_an_out_of_range_page_is_a_404(owner, api_as, client):
     make_listing(owner)
     huge = "1000000000000000000"
