@@ -351,6 +351,9 @@ class ChainDeployment(models.Model):
     addresses = models.JSONField(help_text="Contract name → checksummed address.")
     operator = models.CharField(max_length=42)
     genesis_timestamp = models.BigIntegerField(null=True, blank=True, help_text="Embedded chain only.")
+    genesis_hash = models.CharField(
+        max_length=66, blank=True, help_text="Block 0's hash when deployed; another one means the chain was reset."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:

@@ -21,7 +21,7 @@ def loans_service() -> dict[str, int]:
 
 
 @shared_task
-def chain_send() -> dict[str, int]:
+def chain_send() -> dict[str, int | str]:
     return outbox.chain_send()
 
 

@@ -16,6 +16,11 @@ def availability_extend() -> int:
 
 
 @shared_task
+def payments_sweep() -> dict[str, int]:
+    return bookings.payments_sweep()
+
+
+@shared_task
 def refunds_retry() -> int:
     return bookings.refunds_retry()
 

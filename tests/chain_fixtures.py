@@ -27,7 +27,8 @@ def drain(max_rounds: int = 20) -> dict[str, int]:
     for _ in range(max_rounds):
         done = outbox.chain_send()
         for k, v in done.items():
-            total[k] += v
+            if k in total:  # "halted" (a reset chain) is a reason, not a count
+                total[k] += v
         if not done["confirmed"] and not done["failed"]:
             break
     return total

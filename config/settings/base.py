@@ -267,6 +267,10 @@ STRIPE_WEBHOOK_SECRET = env("STRIPE_WEBHOOK_SECRET", default="")
 # A Stripe-compatible server (e.g. localstripe in tests); empty means Stripe itself.
 STRIPE_API_BASE = env("STRIPE_API_BASE", default="")
 STRIPE_TIMEOUT_SECONDS = env.int("STRIPE_TIMEOUT_SECONDS", default=20)
+# The payments sweep reads back from the gateway a payment still pending after this long (a worker
+# that died after the charge), and stops at the maximum age (the hold has expired by then).
+PAYMENT_SWEEP_AFTER_MINUTES = env.int("PAYMENT_SWEEP_AFTER_MINUTES", default=10)
+PAYMENT_SWEEP_MAX_AGE_HOURS = env.int("PAYMENT_SWEEP_MAX_AGE_HOURS", default=24)
 
 # --- Bookings.
 BOOKING_PAYMENT_HOLD_MINUTES = env.int("BOOKING_PAYMENT_HOLD_MINUTES", default=15)
@@ -283,6 +287,7 @@ CELERY_BEAT_SCHEDULE = {
     "marketplace-extend-availability": {"task": "marketplace.tasks.availability_extend", "schedule": 24 * 3600.0},
     "marketplace-retry-refunds": {"task": "marketplace.tasks.refunds_retry", "schedule": 300.0},
     "marketplace-retry-webhooks": {"task": "marketplace.tasks.webhooks_retry", "schedule": 300.0},
+    "marketplace-sweep-payments": {"task": "marketplace.tasks.payments_sweep", "schedule": 180.0},
     "scheduler-tick": {"task": "scheduler.tasks.jobs_tick", "schedule": 15.0},
     "scheduler-node-sync": {"task": "scheduler.tasks.clusters_sync", "schedule": 300.0},
     "financing-chain-send": {"task": "financing.tasks.chain_send", "schedule": 5.0},

@@ -290,6 +290,22 @@ class Chain:
     def block_timestamp(self) -> int:
         return self.w3.eth.get_block("latest")["timestamp"]
 
+    def genesis_hash(self) -> str:
+        """The hash of block 0 ("0x…"): a chain reset (same chain id) gives a new one."""
+        try:
+            return "0x" + bytes(self.w3.eth.get_block(0)["hash"]).hex().removeprefix("0x")
+        except Exception as exc:
+            raise ChainError(f"RPC: {exc}", retryable=True) from exc
+
+    def has_code(self, name: str) -> bool:
+        """Whether contract ``name``'s recorded address holds code on this chain."""
+        if name not in self.addresses:
+            return False
+        try:
+            return len(self.w3.eth.get_code(self.addresses[name])) > 0
+        except Exception as exc:
+            raise ChainError(f"RPC: {exc}", retryable=True) from exc
+
 
 class EmbeddedChain(Chain):
     """The in-process EVM. Block times follow the wall clock (each transaction

@@ -60,14 +60,40 @@ def _connect() -> Chain:
 
 
 def _record_deployment(chain: EmbeddedChain) -> None:
+    if ChainDeployment.objects.filter(chain_id=chain.chain_id).exists():
+        return
     ChainDeployment.objects.get_or_create(
         chain_id=chain.chain_id,
         defaults={
             "addresses": chain.addresses,
             "operator": address_for(0),
             "genesis_timestamp": chain.genesis_timestamp,
+            "genesis_hash": chain.genesis_hash(),
         },
     )
+
+
+def chain_reset_reason(chain: Chain) -> str:
+    """Why ``chain`` is not the recorded deployment any more ("" when it is).
+
+    A JSON-RPC node restarted with the same chain id (a wiped development
+    chain) has a new block 0 and no code at our addresses: nothing sent to it
+    would match the books. The embedded chain is rebuilt from the database, so
+    it is always the recorded one. Two reads (block 0 and one ``eth_getCode``)."""
+    if chain.embedded:
+        return ""
+    deployment = ChainDeployment.objects.filter(chain_id=chain.chain_id).first()
+    if deployment is None:
+        return f"no contracts recorded for chain {chain.chain_id}"
+    if deployment.genesis_hash:
+        genesis = chain.genesis_hash()
+        if genesis != deployment.genesis_hash:
+            return f"chain {chain.chain_id} has genesis {genesis}, the deployment recorded {deployment.genesis_hash}"
+    if not chain.has_code("SUSDai"):
+        return (
+            f"no code at the recorded SUSDai address {deployment.addresses.get('SUSDai', '')} on chain {chain.chain_id}"
+        )
+    return ""
 
 
 def _mined(queryset):

@@ -27,6 +27,11 @@ its approvals). A call that reverts is marked failed, the operator is
 alerted, and sending goes on. One sender at a time: on PostgreSQL an
 advisory lock.
 
+A reset chain (a JSON-RPC node restarted with the same chain id: a new
+block 0, no code at the recorded addresses) halts sending before anything is
+signed: one ``chain_reset`` alert, and every row waits. Recovery:
+``manage.py chain_reset_recover`` (README, "On chain").
+
 The chain itself comes from ``financing.chain.node.get_chain`` (the embedded
 chain is rebuilt there from the rows this outbox mined).
 """
@@ -41,7 +46,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from financing.chain.client import Chain, ChainError, Reverted
-from financing.chain.node import chain_applied, get_chain
+from financing.chain.node import chain_applied, chain_reset_reason, get_chain
 from financing.models import ChainAlert, ChainOp
 
 log = logging.getLogger(__name__)
@@ -128,9 +133,10 @@ class _SendLock:
                 cursor.execute("SELECT pg_advisory_unlock(%s)", [_SEND_LOCK_ID])
 
 
-def chain_send(*, max_ops: int = 200, now=None) -> dict[str, int]:
-    """Send queued rows in order until one must wait; returns counts."""
-    summary = {"confirmed": 0, "failed": 0, "waiting": 0}
+def chain_send(*, max_ops: int = 200, now=None) -> dict[str, int | str]:
+    """Send queued rows in order until one must wait; returns counts (and ``halted``
+    with the reason when the chain is not the recorded deployment)."""
+    summary: dict[str, int | str] = {"confirmed": 0, "failed": 0, "waiting": 0}
     with _SendLock() as held:
         if not held:
             return summary
@@ -145,6 +151,17 @@ def chain_send(*, max_ops: int = 200, now=None) -> dict[str, int]:
         except ChainError as exc:
             _note_unreachable(exc)
             summary["waiting"] = ChainOp.objects.filter(status__in=_OPEN).count()
+            return summary
+        try:
+            reset = chain_reset_reason(chain)
+        except ChainError as exc:
+            _note_unreachable(exc)
+            summary["waiting"] = ChainOp.objects.filter(status__in=_OPEN).count()
+            return summary
+        if reset:
+            _alert_reset(reset)
+            summary["waiting"] = ChainOp.objects.filter(status__in=_OPEN).count()
+            summary["halted"] = "chain reset"
             return summary
         for _ in range(max_ops):
             op = ChainOp.objects.filter(status__in=_OPEN).order_by("pk").first()
@@ -162,6 +179,12 @@ def chain_send(*, max_ops: int = 200, now=None) -> dict[str, int]:
 
 
 _OPEN = (ChainOp.Status.PENDING, ChainOp.Status.SIGNED)
+
+
+def _alert_reset(reason: str) -> None:
+    """One open alert for a reset chain, however many sends it stops."""
+    if not ChainAlert.objects.filter(kind="chain_reset", resolved_at__isnull=True).exists():
+        _alert("chain_reset", f"Sending halted: the chain is not the recorded deployment ({reason}).")
 
 
 def _note_unreachable(exc: Exception) -> None:

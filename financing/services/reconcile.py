@@ -17,14 +17,17 @@ is 10¹² wei):
   foreclosure) and lien (set while pledged).
 
 Rows still in the outbox make differences that are not errors: the report
-counts them, and mismatches are alerted only when nothing is in flight.
+counts them, and mismatches are alerted only when nothing is in flight. A
+reset chain (not the recorded deployment: another block 0, no code at the
+recorded addresses) is one failing check, "Chain is the recorded deployment",
+alerted even with rows in flight (they cannot land).
 """
 
 from decimal import Decimal
 
 from core import money
 from financing.chain.client import ChainError, address_for, usd_to_wei
-from financing.chain.node import get_chain
+from financing.chain.node import chain_reset_reason, get_chain
 from financing.models import ChainAlert, ChainOp, Collateral, LedgerAccount, Posting, Reconciliation, Wallet
 from financing.selectors.vault import loans_value, unreported_inflows
 
@@ -45,6 +48,10 @@ def _redemption_dust() -> dict[str, int]:
     return dust
 
 
+class _Reset(Exception):
+    """The chain is not the recorded deployment: the other checks would compare nothing."""
+
+
 def chain_reconcile() -> Reconciliation:
     in_flight = ChainOp.objects.filter(status__in=[ChainOp.Status.PENDING, ChainOp.Status.SIGNED]).count()
     checks: list[dict] = []
@@ -54,8 +61,13 @@ def chain_reconcile() -> Reconciliation:
             {"name": name, "chain": str(chain_value), "ledger": str(ledger_value), "ok": chain_value == ledger_value}
         )
 
+    reset = ""
     try:
         chain = get_chain()
+        reset = chain_reset_reason(chain)
+        check("Chain is the recorded deployment", reset or "yes", "yes")
+        if reset:
+            raise _Reset
         dust = _redemption_dust()
         pending = unreported_inflows()
         users_usdai = -_balance({"account__code__startswith": "usdai:"}) - _balance({"account__code": "usdai_external"})
@@ -104,11 +116,13 @@ def chain_reconcile() -> Reconciliation:
                 chain.call("CaliberNFT", "lien", collateral.pk),
                 collateral.lien == Collateral.Lien.PLEDGED,
             )
+    except _Reset:
+        pass
     except ChainError as exc:
         checks.append({"name": "Chain reachable", "chain": str(exc), "ledger": "", "ok": False})
     mismatches = sum(1 for c in checks if not c["ok"])
     report = Reconciliation.objects.create(in_flight=in_flight, checks=checks, mismatches=mismatches)
-    if mismatches and not in_flight:
+    if mismatches and (not in_flight or reset):
         names = ", ".join(c["name"] for c in checks if not c["ok"])[:400]
         ChainAlert.objects.create(kind="reconcile", message=f"{mismatches} reconciliation mismatches: {names}")
     return report

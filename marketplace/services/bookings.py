@@ -259,7 +259,9 @@ def booking_pay(
     """Charge the booking's amount through the gateway and confirm it.
 
     A retried or concurrent call reuses the pending payment's idempotency
-    key, so the gateway never charges twice.
+    key, so the gateway never charges twice. Recovery: a process that stops
+    after the gateway charged but before the success is recorded leaves the
+    payment pending; the webhook or ``payments_sweep`` records it.
     """
     if booking.renter_id != renter.pk:
         raise ValidationError({"booking": "This booking is not yours."})
@@ -371,6 +373,67 @@ def payment_failed(*, gateway: str, reference: str, message: str = "") -> None:
     Payment.objects.filter(gateway=gateway, reference=reference, status=Payment.Status.PENDING).update(
         status=Payment.Status.FAILED, failure_message=message[:300]
     )
+
+
+_GATEWAY_PAYMENT_FAILED = ("canceled",)
+
+
+def payments_sweep(*, now: datetime | None = None, batch: int = 200) -> dict[str, int]:
+    """Periodic: read back booking payments left pending and record what the gateway says.
+
+    The recovery path of ``booking_pay`` when the process stops (or the
+    gateway's answer is lost) after the charge: a payment pending for longer
+    than ``PAYMENT_SWEEP_AFTER_MINUTES`` that has a reference is read back
+    (``retrieve``). Succeeded is recorded by ``payment_succeeded``, failed or
+    canceled by ``payment_failed``: the very paths of the webhooks, so
+    whichever of the sweep, a concurrent sweep or the webhook comes first
+    records it and the others change nothing (``payment_succeeded`` locks the
+    booking, then the payment, and returns when it already succeeded). A
+    payment still processing or waiting for the renter is left alone; past
+    ``PAYMENT_SWEEP_MAX_AGE_HOURS`` it is no longer read back, and its
+    booking's hold runs out through ``bookings_tick``.
+
+    A payment without a reference (the process stopped before the gateway
+    answered) is not charged again: the payment method of the first request
+    is not stored, so the same request cannot be presented under its
+    idempotency key. It is logged and left to the webhook, which finds it by
+    its booking, or to the renter paying again under the same key. No lock is
+    held during a gateway call. Returns how many succeeded, failed, or are
+    still pending.
+    """
+    now = now or timezone.now()
+    after = timedelta(minutes=settings.PAYMENT_SWEEP_AFTER_MINUTES)
+    max_age = timedelta(hours=settings.PAYMENT_SWEEP_MAX_AGE_HOURS)
+    done = {"succeeded": 0, "failed": 0, "pending": 0}
+    stale = Payment.objects.filter(
+        status=Payment.Status.PENDING, created_at__lt=now - after, created_at__gte=now - max_age
+    )
+    for payment in stale.order_by("pk")[:batch]:
+        if not payment.reference:
+            logger.warning(
+                "payment %s of booking %s is pending without a gateway reference; not charged again",
+                payment.pk,
+                payment.booking_id,
+            )
+            done["pending"] += 1
+            continue
+        try:
+            result = get_gateway(payment.gateway).retrieve(reference=payment.reference)
+        except PaymentDeclined as exc:
+            payment_failed(gateway=payment.gateway, reference=payment.reference, message=f"Declined: {exc}")
+        except GatewayError as exc:
+            log = logger.warning if exc.retryable else logger.error
+            log("payment %s: the gateway could not read back %s: %s", payment.pk, payment.reference, exc)
+        else:
+            if result.status == "succeeded":
+                payment_succeeded(gateway=payment.gateway, reference=payment.reference, amount=result.amount)
+            elif result.status in _GATEWAY_PAYMENT_FAILED:
+                payment_failed(
+                    gateway=payment.gateway, reference=payment.reference, message="The payment was canceled."
+                )
+        payment.refresh_from_db()
+        done[payment.status] += 1
+    return done
 
 
 # --- Refunds --------------------------------------------------------------------

@@ -26,11 +26,17 @@ class Command(BaseCommand):
             if existing and not force:
                 raise CommandError(f"Chain {chain.chain_id} already has contracts: {existing.addresses} (use --force).")
             addresses = deploy(chain)
+            genesis = chain.genesis_hash()
         except ChainError as exc:
             raise CommandError(f"Deployment failed: {exc}") from exc
         ChainDeployment.objects.update_or_create(
             chain_id=chain.chain_id,
-            defaults={"addresses": addresses, "operator": address_for(0), "genesis_timestamp": None},
+            defaults={
+                "addresses": addresses,
+                "operator": address_for(0),
+                "genesis_timestamp": None,
+                "genesis_hash": genesis,
+            },
         )
         for name, address in addresses.items():
             self.stdout.write(f"{name:<14} {address}")
