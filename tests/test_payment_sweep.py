@@ -233,7 +233,7 @@ def test_the_offline_gateway_payment_left_pending_is_completed(monkeypatch, rent
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_sweeps_record_a_captured_charge_once(stripe_mode, monkeypatch, renter, booking):
+def test_concurrent_sweeps_record_a_captured_charge_once(catalogue, stripe_mode, monkeypatch, renter, booking):
     if connection.vendor != "postgresql":
         pytest.skip("needs PostgreSQL (set DATABASE_URL)")
     payment = _pay_and_die(monkeypatch, booking, renter)
