@@ -1,12 +1,10 @@
 """Concurrent writers on PostgreSQL: the database, not luck, keeps serials unique."""
 
-import threading
-
 import pytest
-from django.core.exceptions import ValidationError
-from django.db import connection, connections
+from django.db import connection
 
 from marketplace.models import Gpu, Server
+from tests.concurrency import race
 from tests.factories import make_owner, make_server
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -18,34 +16,6 @@ THREADS = 8
 def _needs_postgres():
     if connection.vendor != "postgresql":
         pytest.skip("needs PostgreSQL (set DATABASE_URL); CI runs it there")
-
-
-def race(threads: int, attempt) -> list[str]:
-    """Start ``threads`` threads at once (a barrier), each calling ``attempt(i)``;
-    "ok" when it returns, the error's messages when it raises ValidationError
-    (ConflictError included). Each thread has its own database connection."""
-    barrier = threading.Barrier(threads)
-    outcomes: list[str] = []
-    lock = threading.Lock()
-
-    def run(i: int) -> None:
-        try:
-            barrier.wait()
-            attempt(i)
-            result = "ok"
-        except ValidationError as exc:
-            result = "refused: " + " ".join(exc.messages)
-        finally:
-            connections.close_all()
-        with lock:
-            outcomes.append(result)
-
-    workers = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
-    for t in workers:
-        t.start()
-    for t in workers:
-        t.join()
-    return outcomes
 
 
 def test_racing_owners_registering_the_same_serial_exactly_one_wins(catalogue):

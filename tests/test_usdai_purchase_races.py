@@ -7,19 +7,19 @@ step after the charge raise once, then the recovery path
 (``usdai_purchases_sweep``) runs and the invariant is checked.
 """
 
-import threading
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.db import connection, connections
+from django.db import connection
 from django.utils import timezone
 
 from financing.models import ChainOp, JournalEntry, UsdaiPurchase, Wallet
 from financing.selectors.ledger import usdai_balance
 from financing.services import wallets
 from financing.services.wallets import usdai_buy
+from tests.concurrency import race
 from tests.factories import make_lender
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -31,36 +31,6 @@ BUYERS = 6
 def _needs_postgres():
     if connection.vendor != "postgresql":
         pytest.skip("needs PostgreSQL (set DATABASE_URL); CI runs it there")
-
-
-def race(threads: int, attempt) -> list[str]:
-    """Start ``threads`` threads at once (a barrier), each calling ``attempt(i)``:
-    "ok", "refused: <messages>" for a ValidationError, or "error: <type>" for
-    anything else (what the view would answer with a 500)."""
-    barrier = threading.Barrier(threads)
-    outcomes: list[str] = []
-    lock = threading.Lock()
-
-    def run(i: int) -> None:
-        try:
-            barrier.wait()
-            attempt(i)
-            result = "ok"
-        except ValidationError as exc:
-            result = "refused: " + " ".join(exc.messages)
-        except Exception as exc:  # the outcome under test: what a view would answer with a 500
-            result = f"error: {type(exc).__name__}: {exc}"
-        finally:
-            connections.close_all()
-        with lock:
-            outcomes.append(result)
-
-    workers = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
-    for t in workers:
-        t.start()
-    for t in workers:
-        t.join()
-    return outcomes
 
 
 def _intents(stripe_client) -> list:
