@@ -50,7 +50,8 @@ def test_demo_logins_work(client):
 
 
 def run_with_settings(module: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE_URL", "CELERY_"))}
+    prefixes = ("DJANGO_", "DATABASE_URL", "CELERY_", "REDIS_URL", "TRUSTED_PROXY_COUNT")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
     clean.update(env, DJANGO_SETTINGS_MODULE=module)
     return subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy"],
@@ -62,33 +63,31 @@ def run_with_settings(module: str, env: dict[str, str]) -> subprocess.CompletedP
     )
 
 
-def test_production_settings_without_secret_key_refuse_to_start():
-    result = run_with_settings(
-        "config.settings.production",
-        {
-            "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/test",
-            "DJANGO_ALLOWED_HOSTS": "infrafi.example",
-            "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0",
-        },
-    )
+PRODUCTION_ENV = {
+    "DJANGO_SECRET_KEY": "x" * 64 + "production-like-secret-with-enough-entropy-0123456789",
+    "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/test",
+    "DJANGO_ALLOWED_HOSTS": "infrafi.example",
+    "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0",
+    "REDIS_URL": "redis://127.0.0.1:6379/0",
+    "TRUSTED_PROXY_COUNT": "1",
+    "SCHEDULER_ENCRYPTION_KEYS": "yJqDLgAe5-QZ-5KO4_ARRaZR6fGQDE4vWWjCSQvzP5A=",
+    "CHAIN_RPC_URL": "http://127.0.0.1:8545",
+    "CHAIN_SIGNER_KEY": "0x" + "11" * 32,
+    "CHAIN_CUSTODY_SEED": "production-custody-seed",
+}
+
+
+# Without the shared cache each worker counts lockouts and throttles alone; without
+# the proxy count the per-address limits see the proxy (or trust a forged header).
+@pytest.mark.parametrize("missing", ["DJANGO_SECRET_KEY", "REDIS_URL", "TRUSTED_PROXY_COUNT"])
+def test_production_settings_without_a_required_variable_refuse_to_start(missing):
+    result = run_with_settings("config.settings.production", {k: v for k, v in PRODUCTION_ENV.items() if k != missing})
     assert result.returncode != 0
-    assert "ImproperlyConfigured" in result.stderr and "DJANGO_SECRET_KEY" in result.stderr
+    assert "ImproperlyConfigured" in result.stderr and missing in result.stderr
 
 
 def test_production_settings_start_with_their_secrets():
-    result = run_with_settings(
-        "config.settings.production",
-        {
-            "DJANGO_SECRET_KEY": "x" * 64 + "production-like-secret-with-enough-entropy-0123456789",
-            "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/test",
-            "DJANGO_ALLOWED_HOSTS": "infrafi.example",
-            "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0",
-            "SCHEDULER_ENCRYPTION_KEYS": "yJqDLgAe5-QZ-5KO4_ARRaZR6fGQDE4vWWjCSQvzP5A=",
-            "CHAIN_RPC_URL": "http://127.0.0.1:8545",
-            "CHAIN_SIGNER_KEY": "0x" + "11" * 32,
-            "CHAIN_CUSTODY_SEED": "production-custody-seed",
-        },
-    )
+    result = run_with_settings("config.settings.production", PRODUCTION_ENV)
     assert "ImproperlyConfigured" not in result.stderr
     assert "System check identified" in result.stdout + result.stderr
 

@@ -1,7 +1,11 @@
 """Production: every secret comes from the environment, with no default.
 
-Importing this module without ``DJANGO_SECRET_KEY`` or ``DATABASE_URL`` raises
-``ImproperlyConfigured``, so a misconfigured deployment refuses to start.
+Importing this module without ``DJANGO_SECRET_KEY``, ``DATABASE_URL``,
+``REDIS_URL`` or ``TRUSTED_PROXY_COUNT`` raises ``ImproperlyConfigured``, so a
+misconfigured deployment refuses to start: without the shared cache every worker
+counts lockouts, throttles and used TOTP codes on its own; without the proxy
+count the per-address limits see the proxy's address (one bucket for everyone)
+or trust a forged X-Forwarded-For.
 """
 
 from config.settings.base import *  # noqa: F403
@@ -12,6 +16,11 @@ SECRET_KEY = env("DJANGO_SECRET_KEY")
 DATABASES = {"default": env.db("DATABASE_URL")}
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS")
+
+# Required: base.py builds the shared Redis cache from it.
+REDIS_URL = env("REDIS_URL")
+ALLAUTH_TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT")
+REST_FRAMEWORK = {**REST_FRAMEWORK, "NUM_PROXIES": ALLAUTH_TRUSTED_PROXY_COUNT}  # noqa: F405
 
 CELERY_BROKER_URL = env("CELERY_BROKER_URL")
 SCHEDULER_ENCRYPTION_KEYS = env.list("SCHEDULER_ENCRYPTION_KEYS")
