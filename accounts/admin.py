@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 
-from accounts.models import LenderProfile, OwnerCompany, OwnerMembership, RenterProfile, User
+from accounts.models import ApiToken, LenderProfile, OwnerCompany, OwnerMembership, RenterProfile, User
 
 
 @admin.register(User)
@@ -43,3 +43,20 @@ class LenderProfileAdmin(admin.ModelAdmin):
     list_display = ["user", "wallet_address"]
     search_fields = ["user__email", "wallet_address"]
     raw_id_fields = ["user"]
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Operators see and revoke (delete) tokens; nobody makes one here, and no secret or digest is shown."""
+
+    list_display = ["name", "user", "scope", "token_key", "created", "expiry", "last_used_at"]
+    list_filter = ["scope"]
+    search_fields = ["user__email", "name", "token_key"]
+    fields = ["user", "name", "scope", "token_key", "created", "expiry", "last_used_at"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

@@ -1,20 +1,31 @@
-"""Account API: who am I, my roles and profiles; the API token."""
+"""Account API: who am I, my roles and profiles; API tokens (obtain, list, revoke)."""
 
+from django.conf import settings
+from django.http import Http404
+from drf_spectacular.contrib.knox_auth_token import KnoxTokenScheme
 from drf_spectacular.utils import extend_schema
-from rest_framework import serializers
+from rest_framework import serializers, status
 from rest_framework.exceptions import Throttled
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.throttling import AnonRateThrottle, ScopedRateThrottle
 from rest_framework.views import APIView
 
+from accounts.models import ApiToken
 from accounts.selectors import (
     lender_profile_for_user,
     owner_company_for_user,
     renter_profile_for_user,
     user_roles,
 )
-from accounts.services import LoginLocked, api_token_obtain
+from accounts.services import LoginLocked, api_token_obtain, api_token_revoke
+
+
+class ApiTokenScheme(KnoxTokenScheme):
+    """The schema's security scheme for our knox authentication: ``Authorization: Token <token>``."""
+
+    target_class = "accounts.permissions.ApiTokenAuthentication"
+    name = "tokenAuth"
 
 
 class MeOutputSerializer(serializers.Serializer):
@@ -48,17 +59,44 @@ class TokenInputSerializer(serializers.Serializer):
     code = serializers.CharField(
         required=False, allow_blank=True, max_length=16, help_text="A current TOTP code, when the account uses one."
     )
+    name = serializers.CharField(
+        required=False, allow_blank=True, max_length=100, help_text="Unique among your tokens; made up when blank."
+    )
+    scope = serializers.ChoiceField(
+        choices=ApiToken.Scope.choices,
+        default=ApiToken.Scope.READ,
+        help_text="read: safe methods only; book: renter and lender actions; owner: inventory, listings, "
+        "clusters, loans; admin: everything the account may do.",
+    )
+    expires_in_days = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=settings.API_TOKEN_TTL_DAYS,
+        help_text=f"1 to {settings.API_TOKEN_TTL_DAYS}; {settings.API_TOKEN_TTL_DAYS} when left out.",
+    )
 
 
-class TokenOutputSerializer(serializers.Serializer):
-    token = serializers.CharField()
+class ApiTokenSerializer(serializers.ModelSerializer):
+    prefix = serializers.CharField(source="token_key", help_text="The token's first characters.")
+
+    class Meta:
+        model = ApiToken
+        fields = ["id", "name", "scope", "prefix", "created", "expiry", "last_used_at"]
+
+
+class TokenOutputSerializer(ApiTokenSerializer):
+    token = serializers.CharField(help_text="The token itself, shown this once: only a digest is stored.")
+
+    class Meta(ApiTokenSerializer.Meta):
+        fields = ["token", *ApiTokenSerializer.Meta.fields]
 
 
 class TokenApi(APIView):
-    """The API token for an e-mail address, its password and (with TOTP on) a current code.
+    """A new API token for an e-mail address, its password and (with TOTP on) a current code.
 
     It shares the login form's lockout (429 with Retry-After once an account is
-    locked) and has its own, stricter throttle scope.
+    locked) and has its own, stricter throttle scope. Each call makes a new token
+    (``read`` scope unless another is asked for).
     """
 
     authentication_classes = []
@@ -67,18 +105,43 @@ class TokenApi(APIView):
     throttle_scope = "token"
 
     @extend_schema(
-        request=TokenInputSerializer, responses=TokenOutputSerializer, summary="Obtain the API token", auth=[]
+        request=TokenInputSerializer, responses=TokenOutputSerializer, summary="Obtain an API token", auth=[]
     )
     def post(self, request):
         serializer = TokenInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
         try:
-            token = api_token_obtain(
+            issued = api_token_obtain(
                 request=request._request,
-                email=serializer.validated_data["username"],
-                password=serializer.validated_data["password"],
-                code=serializer.validated_data.get("code", ""),
+                email=data["username"],
+                password=data["password"],
+                code=data.get("code", ""),
+                name=data.get("name", ""),
+                scope=data["scope"],
+                expires_in_days=data.get("expires_in_days"),
             )
         except LoginLocked as exc:
             raise Throttled(wait=exc.retry_after, detail=str(exc)) from exc
-        return Response(TokenOutputSerializer({"token": token.key}).data)
+        return Response({"token": issued.key, **ApiTokenSerializer(issued.token).data})
+
+
+class TokenListApi(APIView):
+    """The caller's live API tokens, without their secrets."""
+
+    @extend_schema(responses=ApiTokenSerializer(many=True), summary="List my API tokens")
+    def get(self, request):
+        return Response(ApiTokenSerializer(ApiToken.objects.live_for(request.user), many=True).data)
+
+
+class TokenDetailApi(APIView):
+    """Revoke one of the caller's API tokens; it stops working at once."""
+
+    # Managing tokens with a token: only an admin token (a session is not scoped).
+    token_scope = ApiToken.Scope.ADMIN
+
+    @extend_schema(responses={204: None}, summary="Revoke an API token")
+    def delete(self, request, pk: int):
+        if not api_token_revoke(user=request.user, token_id=pk):
+            raise Http404
+        return Response(status=status.HTTP_204_NO_CONTENT)

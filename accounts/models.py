@@ -3,6 +3,9 @@ import secrets
 from django.contrib.auth.models import AbstractUser, BaseUserManager
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
+from knox.models import AbstractAuthToken, AuthTokenManager
+from knox.settings import CONSTANTS
 
 from accounts.validators import validate_eip55_address
 
@@ -163,3 +166,48 @@ class LenderProfile(models.Model):
 
     def __str__(self) -> str:
         return f"lender {self.user}"
+
+
+class ApiTokenManager(AuthTokenManager):
+    def live_for(self, user: User):
+        """``user``'s unexpired tokens, newest first."""
+        return self.filter(user=user, expiry__gt=timezone.now()).order_by("-created", "-id")
+
+
+class ApiToken(AbstractAuthToken):
+    """An API token (django-rest-knox): only a digest of the secret is stored.
+
+    The clear token is shown once, when it is made. A user has several, each
+    named and scoped, and each expires (there is no token that never does).
+    ``token_key`` is the token's first characters, enough to recognise it.
+    Revoking deletes the row; knox deletes an expired one when it is next seen.
+    """
+
+    class Scope(models.TextChoices):
+        READ = "read", "Read: look, never change anything"
+        BOOK = "book", "Book: rent, pay and cancel; wallet and vault"
+        OWNER = "owner", "Owner: servers, listings, clusters and loans"
+        ADMIN = "admin", "Admin: everything the account may do"
+
+    # knox keys the table by the digest; a plain id names a token in URLs without revealing it.
+    id = models.BigAutoField(primary_key=True)
+    digest = models.CharField(max_length=CONSTANTS.DIGEST_LENGTH, unique=True, editable=False)
+    name = models.CharField(max_length=100)
+    scope = models.CharField(max_length=10, choices=Scope.choices, default=Scope.READ)
+    expiry = models.DateTimeField()
+    last_used_at = models.DateTimeField(null=True, blank=True, help_text="To the minute.")
+
+    objects = ApiTokenManager()
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        verbose_name = "API token"
+        constraints = [
+            models.UniqueConstraint(fields=["user", "name"], name="api_token_name_unique_per_user"),
+            models.CheckConstraint(
+                condition=Q(scope__in=["read", "book", "owner", "admin"]), name="api_token_scope_known"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.token_key}…) of {self.user}"

@@ -9,24 +9,41 @@ an e-mail address (the answer is the same whether or not the address has an
 account), and the membership exists once the invitee accepts. Only an
 administrator changes the company's details (its payout account) or invites.
 
-The API token is issued for the same proof as a login (password, and a TOTP code
-when the account has one) and under the same lockout as the login form.
+API tokens (``ApiToken``, django-rest-knox) are issued for the same proof as a
+login (password, and a TOTP code when the account has one) and under the same
+lockout as the login form; a signed-in user makes one on the page with a current
+TOTP code when the account has TOTP. Each is named, scoped and expires; only its
+digest is stored and the clear token is handed back once.
 """
+
+from dataclasses import dataclass
+from datetime import timedelta
 
 from allauth.account.adapter import get_adapter as get_account_adapter
 from allauth.core import ratelimit
 from allauth.core.internal.ratelimit import get_rates
 from allauth.mfa.models import Authenticator
 from allauth.mfa.totp.internal.auth import TOTP
+from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
+from knox.models import get_digest_token
+from knox.settings import CONSTANTS
 
 from accounts.lock_objects import company_invitation_lock, lender_profile_lock, renter_profile_lock
-from accounts.models import CompanyInvitation, LenderProfile, OwnerCompany, OwnerMembership, RenterProfile, Role, User
+from accounts.models import (
+    ApiToken,
+    CompanyInvitation,
+    LenderProfile,
+    OwnerCompany,
+    OwnerMembership,
+    RenterProfile,
+    Role,
+    User,
+)
 from accounts.selectors import INVITATION_TTL, owner_company_is_admin, user_roles_forget
 
 NOT_AN_ADMIN = "Only an administrator of the company can do this."
@@ -230,6 +247,8 @@ def user_roles_grant(*, user: User, roles: list[str], company_name: str = "", wa
 
 TOKEN_BAD_CREDENTIALS = "Unable to log in with provided credentials."
 TOKEN_NEEDS_CODE = "This account uses two-factor authentication: send a current code."
+TOKEN_CODE_LOCKED = "Too many wrong codes. Try again later."
+TOKEN_NAME_TAKEN = "You already have a token with this name."
 
 
 class LoginLocked(Exception):
@@ -240,8 +259,25 @@ class LoginLocked(Exception):
         self.retry_after = retry_after
 
 
-def api_token_obtain(*, request: HttpRequest, email: str, password: str, code: str = "") -> Token:
-    """The user's API token, for the same proof the login form asks: the password and,
+@dataclass(frozen=True)
+class IssuedApiToken:
+    """A new token and its clear secret: the only time the secret exists outside the client."""
+
+    token: ApiToken
+    key: str
+
+
+def api_token_obtain(
+    *,
+    request: HttpRequest,
+    email: str,
+    password: str,
+    code: str = "",
+    name: str = "",
+    scope: str = ApiToken.Scope.READ,
+    expires_in_days: int | None = None,
+) -> IssuedApiToken:
+    """A new API token for the same proof the login form asks: the password and,
     when TOTP is on, a current code (a used code is refused, as on the form).
 
     Failures share the login form's lockout (allauth's ``login_failed`` rate: per
@@ -258,25 +294,92 @@ def api_token_obtain(*, request: HttpRequest, email: str, password: str, code: s
         raise
     if user is None:
         raise ValidationError(TOKEN_BAD_CREDENTIALS)
+    # The password was right, so allauth took its count back: a wrong code counts instead.
+    _second_factor_check(request=request, user=user, code=code, lockout_email=email)
+    return api_token_issue(user=user, name=name, scope=scope, expires_in_days=expires_in_days)
+
+
+def api_token_create(
+    *,
+    request: HttpRequest,
+    user: User,
+    code: str = "",
+    name: str = "",
+    scope: str = ApiToken.Scope.READ,
+    expires_in_days: int | None = None,
+) -> IssuedApiToken:
+    """A new API token for a signed-in ``user`` (the page): when the account has TOTP,
+    only with a current code. A wrong code counts towards the account's login lockout,
+    as on the token endpoint; once locked, even a right code is refused until it passes."""
+    if api_token_needs_code(user=user):
+        key = get_account_adapter(request)._get_login_attempts_cache_key(request, email=user.email)
+        if not ratelimit.consume(request, action="login_failed", key=key, dry_run=True):
+            raise ValidationError({"code": TOKEN_CODE_LOCKED})
+    _second_factor_check(request=request, user=user, code=code, lockout_email=user.email)
+    return api_token_issue(user=user, name=name, scope=scope, expires_in_days=expires_in_days)
+
+
+def api_token_needs_code(*, user: User) -> bool:
+    """A token for ``user`` needs a current TOTP code (the account has TOTP)."""
+    return Authenticator.objects.filter(user=user, type=Authenticator.Type.TOTP).exists()
+
+
+def _second_factor_check(*, request: HttpRequest, user: User, code: str, lockout_email: str) -> None:
     totp = Authenticator.objects.filter(user=user, type=Authenticator.Type.TOTP).first()
     if totp is not None and not (code and TOTP(totp).validate_code(code.strip())):
-        # The password was right, so allauth took its count back: a wrong code counts instead.
-        ratelimit.consume(
-            request, action="login_failed", key=adapter._get_login_attempts_cache_key(request, email=email)
-        )
+        key = get_account_adapter(request)._get_login_attempts_cache_key(request, email=lockout_email)
+        ratelimit.consume(request, action="login_failed", key=key)
         raise ValidationError({"code": TOKEN_NEEDS_CODE})
-    token, _ = Token.objects.get_or_create(user=user)
-    return token
+
+
+def api_token_issue(
+    *, user: User, name: str = "", scope: str = ApiToken.Scope.READ, expires_in_days: int | None = None
+) -> IssuedApiToken:
+    """Store a new token for ``user`` (its digest only) and hand back the clear token once.
+
+    No second factor: for callers that already have the proof (``api_token_obtain``,
+    ``api_token_create``) or are trusted code (benchmarks). ``expires_in_days`` is 1 to
+    ``API_TOKEN_TTL_DAYS`` (the default); a blank ``name`` becomes one made of the
+    token's prefix. The user's expired tokens are deleted first, so their names are free.
+    """
+    longest = settings.API_TOKEN_TTL_DAYS
+    days = longest if expires_in_days is None else expires_in_days
+    if not 1 <= days <= longest:
+        raise ValidationError({"expires_in_days": f"Choose from 1 to {longest} days."})
+    if scope not in ApiToken.Scope.values:
+        raise ValidationError({"scope": f"Choose one of: {', '.join(ApiToken.Scope.values)}."})
+    name = (name or "").strip()
+    digest, key = get_digest_token()
+    token_key = key[: CONSTANTS.TOKEN_KEY_LENGTH]
+    token = ApiToken(
+        user=user,
+        digest=digest,
+        token_key=token_key,
+        name=name or f"token {token_key}",
+        scope=scope,
+        expiry=timezone.now() + timedelta(days=days),
+    )
+    token.full_clean(exclude=["user", "digest", "token_key"], validate_unique=False, validate_constraints=False)
+    with transaction.atomic():
+        ApiToken.objects.filter(user=user, expiry__lte=timezone.now()).delete()
+        limit = settings.API_TOKEN_LIMIT_PER_USER
+        if ApiToken.objects.filter(user=user).count() >= limit:
+            raise ValidationError(f"You have {limit} API tokens, the most allowed: revoke one first.")
+        try:
+            with transaction.atomic():
+                token.save(force_insert=True)
+        except IntegrityError as exc:  # the name is taken (perhaps by a concurrent request)
+            raise ValidationError({"name": TOKEN_NAME_TAKEN}) from exc
+    return IssuedApiToken(token=token, key=key)
+
+
+def api_token_revoke(*, user: User, token_id: int) -> bool:
+    """Delete ``user``'s token ``token_id``: it stops working at once. False if there is none."""
+    deleted, _ = ApiToken.objects.filter(user=user, pk=token_id).delete()
+    return bool(deleted)
 
 
 def _login_lockout_seconds() -> int:
     """The longest window of the ``login_failed`` rates: by then every counted failure has expired."""
     rates = get_rates(app="allauth.account", action="login_failed")
     return int(max((rate.duration for rate in rates), default=60))
-
-
-def api_token_rotate(*, user: User) -> Token:
-    """Replace the user's API token; the old one stops working at once."""
-    with transaction.atomic():
-        Token.objects.filter(user=user).delete()
-        return Token.objects.create(user=user)

@@ -12,5 +12,5 @@ urlpatterns = [
     path("invitations/", views.invitations, name="invitations"),
     path("invitations/<str:token>/", views.invitation_respond, name="invitation_respond"),
     path("api-token/", views.api_token, name="api_token"),
-    path("api-token/rotate/", views.api_token_rotate, name="api_token_rotate"),
+    path("api-token/<int:pk>/revoke/", views.api_token_revoke, name="api_token_revoke"),
 ]

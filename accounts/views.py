@@ -1,12 +1,13 @@
-"""Account pages: the role chooser, profile pages, company invitations, the API token."""
+"""Account pages: the role chooser, profile pages, company invitations, API tokens."""
 
+from django import forms
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
-from rest_framework.authtoken.models import Token
 
 from accounts import services
 from accounts.forms import (
@@ -16,7 +17,7 @@ from accounts.forms import (
     OwnerCompanyForm,
     RenterBillingForm,
 )
-from accounts.models import Role
+from accounts.models import ApiToken, Role
 from accounts.permissions import role_required
 from accounts.selectors import (
     company_invitations_pending_for_company,
@@ -167,15 +168,59 @@ def wallet(request):
     return render(request, "accounts/wallet.html", context, status=400 if form.errors else 200)
 
 
+class ApiTokenCreateForm(forms.Form):
+    name = forms.CharField(max_length=100, required=False, help_text="Unique among your tokens; made up when blank.")
+    scope = forms.ChoiceField(choices=ApiToken.Scope.choices, initial=ApiToken.Scope.READ)
+    expires_in_days = forms.IntegerField(label="Expires in (days)", min_value=1, max_value=settings.API_TOKEN_TTL_DAYS)
+    code = forms.CharField(
+        label="Authenticator code",
+        max_length=16,
+        required=False,
+        help_text="A current code from your authenticator app.",
+    )
+
+    def __init__(self, *args, needs_code: bool, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["expires_in_days"].initial = settings.API_TOKEN_TTL_DAYS
+        if needs_code:
+            self.fields["code"].required = True
+        else:
+            del self.fields["code"]
+
+
+def _api_token_page(request, form, *, issued=None, status=200):
+    context = {
+        "form": form,
+        "tokens": ApiToken.objects.live_for(request.user),
+        "issued": issued,
+        "ttl_days": settings.API_TOKEN_TTL_DAYS,
+    }
+    return render(request, "accounts/api_token.html", context, status=status)
+
+
 @login_required
+@require_http_methods(["GET", "POST"])
 def api_token(request):
-    token = Token.objects.filter(user=request.user).first()
-    return render(request, "accounts/api_token.html", {"token": token})
+    """The user's API tokens; a new one (with a current TOTP code when the account has TOTP),
+    whose clear token this response shows once. The page is never cached (no-store)."""
+    needs_code = services.api_token_needs_code(user=request.user)
+    form = ApiTokenCreateForm(request.POST if request.method == "POST" else None, needs_code=needs_code)
+    if request.method == "POST" and (
+        done := form_submit(form, lambda d: services.api_token_create(request=request, user=request.user, **d))
+    ):
+        messages.success(
+            request, f"API token \u201c{done.result.token.name}\u201d created. Copy it now: it is shown once."
+        )
+        fresh = ApiTokenCreateForm(needs_code=needs_code)
+        return _api_token_page(request, fresh, issued=done.result)
+    return _api_token_page(request, form, status=400 if form.errors else 200)
 
 
 @login_required
 @require_POST
-def api_token_rotate(request):
-    token = services.api_token_rotate(user=request.user)
-    messages.success(request, "A new API token was issued; the old one no longer works.")
-    return render(request, "accounts/api_token.html", {"token": token, "fresh": True})
+def api_token_revoke(request, pk: int):
+    if services.api_token_revoke(user=request.user, token_id=pk):
+        messages.success(request, "The API token was revoked; it no longer works.")
+    else:
+        messages.error(request, "There is no such API token.")
+    return redirect("accounts:api_token")

@@ -75,7 +75,7 @@ def env_for(url: str) -> dict:
 
 SEED = """
 from decimal import Decimal
-from rest_framework.authtoken.models import Token
+from accounts.services import api_token_issue
 from marketplace.models import GpuModel, Region
 from marketplace.services.inventory import server_create
 from marketplace.services.listings import listing_create
@@ -89,7 +89,7 @@ for i in range({servers}):
     server = server_create(owner=company, hostname=f"race-{{i:03d}}", region=region, cpu_milli=192000,
                            memory_mib=2097152, gpu_model=model, gpu_count=8)
     ids.append(listing_create(server=server, price_per_gpu_hour=Decimal("2.49")).pk)
-tokens = [Token.objects.create(user=make_renter()).key for _ in range({clients})]
+tokens = [api_token_issue(user=make_renter(), scope="book", expires_in_days=1).key for _ in range({clients})]
 import json; print(json.dumps({{"listings": ids, "tokens": tokens}}))
 """
 

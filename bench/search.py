@@ -30,8 +30,8 @@ def main() -> None:
     with test_database() as connection:
         from django.test import Client
         from django.utils import timezone
-        from rest_framework.authtoken.models import Token
 
+        from accounts.services import api_token_issue
         from bench._seed import seed_market
         from marketplace.models import GpuModel
         from tests.factories import make_renter
@@ -42,7 +42,7 @@ def main() -> None:
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute("ANALYZE")
-        token = Token.objects.create(user=make_renter()).key
+        token = api_token_issue(user=make_renter(), name="bench", expires_in_days=1).key
         client = Client(HTTP_AUTHORIZATION=f"Token {token}")
         rng = random.Random(42)
         models = list(GpuModel.objects.exclude(vram_gb=None).values_list("pk", flat=True))

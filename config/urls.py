@@ -1,11 +1,13 @@
 from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
+from csp.constants import NONCE, UNSAFE_INLINE
+from csp.decorators import csp_update
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from accounts import views as account_views
-from accounts.api import MeApi, TokenApi
+from accounts.api import MeApi, TokenApi, TokenDetailApi, TokenListApi
 from financing import api as financing_api
 from marketplace.api import bookings as booking_api
 from marketplace.api import inventory as inventory_api
@@ -27,6 +29,8 @@ router.register("jobs", scheduler_api.JobViewSet, basename="job")
 api_v1 = [
     path("me/", MeApi.as_view(), name="me"),
     path("auth/token/", TokenApi.as_view(), name="token"),
+    path("auth/tokens/", TokenListApi.as_view(), name="token-list"),
+    path("auth/tokens/<int:pk>/", TokenDetailApi.as_view(), name="token-detail"),
     path("inventory/servers/import/", inventory_api.ServerImportApi.as_view(), name="server-import"),
     path("search/", listing_api.SearchApi.as_view(), name="search"),
     path("owner/earnings/", booking_api.OwnerEarningsApi.as_view(), name="owner-earnings"),
@@ -35,6 +39,7 @@ api_v1 = [
     path("quick-book/", scheduler_api.QuickBookApi.as_view(), name="quick-book"),
     path("wallet/", financing_api.WalletApi.as_view(), name="wallet"),
     path("wallet/usdai/", financing_api.UsdaiBuyApi.as_view(), name="wallet-usdai"),
+    path("wallet/usdai/withdrawals/", financing_api.UsdaiWithdrawalsApi.as_view(), name="wallet-usdai-withdrawals"),
     path("vault/", financing_api.VaultApi.as_view(), name="vault"),
     path("vault/deposits/", financing_api.VaultDepositApi.as_view(), name="vault-deposits"),
     path("vault/redemptions/", financing_api.RedemptionsApi.as_view(), name="vault-redemptions"),
@@ -50,6 +55,12 @@ api_v1 = [
     *router.urls,
 ]
 
+# The API viewers' inline script and style run under this response's nonce. Redoc
+# also inserts <style> elements at run time (with no way to pass them a nonce) and
+# renders in a blob: worker: its page alone allows inline styles; scripts stay strict.
+docs_csp = csp_update({"script-src": [NONCE], "style-src": [NONCE]})
+redoc_csp = csp_update({"script-src": [NONCE], "style-src": [UNSAFE_INLINE], "worker-src": ["blob:"]})
+
 urlpatterns = [
     path("", inventory_views.home, name="home"),
     path("dashboard/", account_views.dashboard, name="dashboard"),
@@ -60,8 +71,8 @@ urlpatterns = [
     path("", include("scheduler.urls")),
     path("api/v1/", include((api_v1, "api"))),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
-    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+    path("api/docs/", docs_csp(SpectacularSwaggerView.as_view(url_name="schema")), name="swagger-ui"),
+    path("api/redoc/", redoc_csp(SpectacularRedocView.as_view(url_name="schema")), name="redoc"),
     path(settings.ADMIN_URL, admin.site.urls),
 ]
 

@@ -12,6 +12,8 @@ from financing.models import (
     JournalEntry,
     LedgerAccount,
     Loan,
+    MoneyAlert,
+    MoneyReconciliation,
     Posting,
 )
 from financing.selectors.ledger import account_balance
@@ -154,3 +156,14 @@ class InsuranceClaimAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False  # declared through the collateral's action
+
+
+@admin.register(MoneyReconciliation)
+class MoneyReconciliationAdmin(ReadOnlyAdmin):
+    list_display = ["ran_at", "mismatches"]
+
+
+@admin.register(MoneyAlert)
+class MoneyAlertAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "check_name", "message", "cleared_by", "resolved_at"]
+    list_filter = ["check_name"]

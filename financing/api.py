@@ -17,7 +17,9 @@ from rest_framework.views import APIView
 
 from accounts.permissions import IsLender, IsOwner
 from accounts.selectors import owner_company_for_user
-from financing.models import Collateral, Loan, Redemption, UsdaiPurchase, VaultDeposit
+from core.idempotency import IDEMPOTENCY_KEY_PARAMETER, Idempotent
+from financing.chain.client import wei_to_usd
+from financing.models import ChainOp, Collateral, Loan, Redemption, UsdaiPurchase, VaultDeposit
 from financing.selectors import vault as vault_selectors
 from financing.selectors.ledger import usdai_balance
 from financing.selectors.loans import borrowing_limit, loan_warnings
@@ -35,6 +37,7 @@ class WalletSerializer(serializers.Serializer):
     balance = serializers.DecimalField(max_digits=20, decimal_places=6, help_text="USDai.")
 
 
+@extend_schema(tags=["wallet"])
 class WalletApi(APIView):
     """The requesting user's USDai balance and custodial address."""
 
@@ -57,17 +60,66 @@ class UsdaiPurchaseSerializer(serializers.ModelSerializer):
         fields = ["id", "amount", "gateway", "reference", "is_test", "created_at"]
 
 
-class UsdaiBuyApi(APIView):
+@extend_schema(tags=["wallet"])
+class UsdaiBuyApi(Idempotent, APIView):
     """Buy USDai through the payment gateway (the offline demo gateway is a test payment)."""
 
     permission_classes = [IsAuthenticated]
+    token_scope = "book"
 
-    @extend_schema(request=UsdaiBuySerializer, responses={201: UsdaiPurchaseSerializer})
+    @extend_schema(
+        request=UsdaiBuySerializer, responses={201: UsdaiPurchaseSerializer}, parameters=[IDEMPOTENCY_KEY_PARAMETER]
+    )
     def post(self, request):
         data = UsdaiBuySerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        purchase = wallets.usdai_buy(user=request.user, **data.validated_data)
+        # The key's lifetime names the charge too: a retry after a crash presents the same one.
+        purchase = wallets.usdai_buy(user=request.user, idempotency_key=self.idempotency_token(), **data.validated_data)
         return Response(UsdaiPurchaseSerializer(purchase).data, status=status.HTTP_201_CREATED)
+
+
+class UsdaiWithdrawSerializer(serializers.Serializer):
+    address = serializers.CharField(max_length=100, help_text="An outside address, EIP-55 checksummed.")
+    amount = serializers.DecimalField(max_digits=20, decimal_places=6, help_text="USDai, at most your balance.")
+
+
+class UsdaiWithdrawalSerializer(serializers.Serializer):
+    id = serializers.IntegerField(help_text="The transfer's chain transaction.")
+    address = serializers.CharField()
+    amount = serializers.DecimalField(max_digits=20, decimal_places=6)
+    status = serializers.ChoiceField(choices=ChainOp.Status.choices, help_text="Of its chain transaction.")
+    tx_hash = serializers.CharField(allow_blank=True, help_text='"" until it is signed.')
+    created_at = serializers.DateTimeField()
+
+
+class UsdaiWithdrawalsApi(Idempotent, APIView):
+    """Send USDai from the custodial wallet to an outside address: the ledger is debited at
+    once and the transfer queued for the chain (201 with it). A bad address or an amount
+    above the balance is 400 with field messages."""
+
+    idempotent_atomic = True  # database-only: the work and its saved answer commit together
+    permission_classes = [IsAuthenticated]
+    token_scope = "book"
+
+    @extend_schema(
+        request=UsdaiWithdrawSerializer,
+        responses={201: UsdaiWithdrawalSerializer},
+        parameters=[IDEMPOTENCY_KEY_PARAMETER],
+    )
+    def post(self, request):
+        data = UsdaiWithdrawSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        op = wallets.usdai_withdraw(user=request.user, **data.validated_data)
+        address, wei = op.args
+        sent = {
+            "id": op.pk,
+            "address": address,
+            "amount": wei_to_usd(int(wei)),
+            "status": op.status,
+            "tx_hash": op.tx_hash,
+            "created_at": op.created_at,
+        }
+        return Response(UsdaiWithdrawalSerializer(sent).data, status=status.HTTP_201_CREATED)
 
 
 # --- Vault -------------------------------------------------------------------------------
@@ -132,6 +184,7 @@ class VaultSerializer(serializers.Serializer):
     pnl = PnlSerializer()
 
 
+@extend_schema(tags=["vault"])
 class VaultApi(APIView):
     """The vault (NAV split, share price, realised APR and APY) and the requesting lender's
     position and P&L."""
@@ -156,6 +209,7 @@ class VaultDaySerializer(serializers.Serializer):
     share_price = _shares(help_text="Read from the chain by the day's run; null when it could not be.")
 
 
+@extend_schema(tags=["vault"])
 class VaultHistoryApi(APIView):
     """The vault's recorded days over the last 90, oldest first: NAV, income, share price."""
 
@@ -178,12 +232,17 @@ class VaultDepositSerializer(serializers.ModelSerializer):
         fields = ["id", "amount", "shares", "status", "created_at"]
 
 
-class VaultDepositApi(APIView):
+@extend_schema(tags=["vault"])
+class VaultDepositApi(Idempotent, APIView):
     """Deposit USDai into the vault for sUSDai shares (counted from the chain's receipt)."""
 
+    idempotent_atomic = True  # database-only: the work and its saved answer commit together
     permission_classes = [IsLender]
+    token_scope = "book"
 
-    @extend_schema(request=DepositSerializer, responses={201: VaultDepositSerializer})
+    @extend_schema(
+        request=DepositSerializer, responses={201: VaultDepositSerializer}, parameters=[IDEMPOTENCY_KEY_PARAMETER]
+    )
     def post(self, request):
         data = DepositSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -220,16 +279,23 @@ def _redemption(redemption: Redemption, estimate: RedemptionEstimate | None) -> 
     return RedemptionSerializer(row).data
 
 
-class RedemptionsApi(APIView):
+@extend_schema(tags=["vault"])
+class RedemptionsApi(Idempotent, APIView):
     """The requesting lender's redemptions (queue position, estimated date); queue a new one."""
 
+    idempotent_atomic = True  # database-only: the work and its saved answer commit together
     permission_classes = [IsLender]
+    token_scope = "book"
 
     @extend_schema(responses=RedemptionSerializer(many=True))
     def get(self, request):
         return Response([_redemption(r, est) for r, est in user_redemptions(user=request.user)])
 
-    @extend_schema(request=RedemptionRequestSerializer, responses={201: RedemptionSerializer})
+    @extend_schema(
+        request=RedemptionRequestSerializer,
+        responses={201: RedemptionSerializer},
+        parameters=[IDEMPOTENCY_KEY_PARAMETER],
+    )
     def post(self, request):
         data = RedemptionRequestSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -240,14 +306,17 @@ class RedemptionsApi(APIView):
         )
 
 
-class RedemptionCancelApi(APIView):
+@extend_schema(tags=["vault"])
+class RedemptionCancelApi(Idempotent, APIView):
     """Cancel one of the requesting lender's queued redemptions: its unpaid shares come back
     to the wallet once the chain confirms (status "cancelling", then "cancelled"). Another
     lender's redemption is 404; one that is not queued is 400 with the reason."""
 
+    idempotent_atomic = True  # database-only: the work and its saved answer commit together
     permission_classes = [IsLender]
+    token_scope = "book"
 
-    @extend_schema(request=None, responses={200: RedemptionSerializer})
+    @extend_schema(request=None, responses={200: RedemptionSerializer}, parameters=[IDEMPOTENCY_KEY_PARAMETER])
     def post(self, request, pk: int):
         redemption = get_object_or_404(Redemption, pk=pk, user=request.user)
         return Response(_redemption(vault.redemption_cancel(user=request.user, redemption=redemption), None))
@@ -270,6 +339,7 @@ class SettlementProofSerializer(serializers.Serializer):
     chain_error = serializers.CharField(allow_blank=True)
 
 
+@extend_schema(tags=["proofs"])
 class SettlementProofApi(APIView):
     """A settlement's proof of revenue (SHA-256 Merkle tree; rules at /proof/algorithm/)."""
 
@@ -322,6 +392,7 @@ class BorrowingLimitSerializer(serializers.Serializer):
     reasons = serializers.ListField(child=serializers.CharField())
 
 
+@extend_schema(tags=["loans"])
 class CollateralLimitApi(APIView):
     """What the owner can borrow against one collateral record over 36 months, and what limits it."""
 
@@ -366,14 +437,17 @@ class LoanSerializer(serializers.ModelSerializer):
         return loan_warnings(loan)
 
 
-class LoanApplyApi(APIView):
+@extend_schema(tags=["loans"])
+class LoanApplyApi(Idempotent, APIView):
     """Apply for a loan against approved collateral: refused (400, field messages) above the
     LTV limit, below the minimum principal or at a projected DSCR below the minimum; taken
     with a warning at a thin projected DSCR."""
 
+    idempotent_atomic = True  # database-only: the work and its saved answer commit together
     permission_classes = [IsOwner]
+    token_scope = "owner"
 
-    @extend_schema(request=LoanApplySerializer, responses={201: LoanSerializer})
+    @extend_schema(request=LoanApplySerializer, responses={201: LoanSerializer}, parameters=[IDEMPOTENCY_KEY_PARAMETER])
     def post(self, request):
         data = LoanApplySerializer(data=request.data)
         data.is_valid(raise_exception=True)

@@ -354,6 +354,11 @@ class ChainDeployment(models.Model):
     genesis_hash = models.CharField(
         max_length=66, blank=True, help_text="Block 0's hash when deployed; another one means the chain was reset."
     )
+    history = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Earlier deployments on this chain id (reset, recovered): addresses, genesis hash.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
@@ -390,13 +395,27 @@ class ChainOp(models.Model):
     database transaction as the ledger change it mirrors. Sent strictly in id
     order; signed once (nonce, raw bytes and hash stored before the broadcast),
     so a retry re-broadcasts the same transaction and a row is never sent as
-    two transactions."""
+    two transactions (a fee bump re-signs the same nonce: only one of its hashes
+    can be mined). Mined is not confirmed: the row counts as confirmed, and its
+    receipt is recorded, once its block is ``CHAIN_CONFIRMATIONS`` deep."""
 
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"
         SIGNED = "signed", "Signed, not yet confirmed"
+        MINED = "mined", "Mined, awaiting confirmations"
         CONFIRMED = "confirmed", "Confirmed"
         FAILED = "failed", "Failed"
+
+    # Not yet confirmed: rows behind them wait, reconciliation counts them in flight.
+    IN_FLIGHT = (Status.PENDING, Status.SIGNED, Status.MINED)
+
+    class Replay(models.TextChoices):
+        """Recovery of a reset chain: a confirmed row sent again to the new deployment."""
+
+        NONE = "", "Not replayed"
+        DUE = "due", "To replay"
+        SENT = "sent", "Replay signed, not yet mined"
+        DONE = "done", "Replayed"
 
     key = models.CharField(max_length=160, unique=True)
     sender = models.PositiveIntegerField(default=0, help_text="Wallet index; 0 is the protocol operator.")
@@ -412,10 +431,20 @@ class ChainOp(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     last_error = models.CharField(max_length=500, blank=True)
+    tx_hashes = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Every hash this row was signed as, oldest first (fee bumps, replays).",
+    )
+    signed_at = models.DateTimeField(null=True, blank=True, help_text="When the current signature was made.")
+    max_fee_per_gas = models.BigIntegerField(null=True, blank=True)
+    priority_fee_per_gas = models.BigIntegerField(null=True, blank=True)
     block_number = models.BigIntegerField(null=True, blank=True)
+    block_hash = models.CharField(max_length=66, blank=True, help_text="Checked again before the row is confirmed.")
     block_timestamp = models.BigIntegerField(null=True, blank=True)
     gas_used = models.BigIntegerField(null=True, blank=True)
     result = models.JSONField(default=dict, blank=True, help_text="What the receipt's events said.")
+    replay = models.CharField(max_length=4, choices=Replay.choices, blank=True, default=Replay.NONE)
     created_at = models.DateTimeField(auto_now_add=True)
     confirmed_at = models.DateTimeField(null=True, blank=True)
 
@@ -587,3 +616,46 @@ class Reconciliation(models.Model):
 
     class Meta:
         ordering = ["-ran_at"]
+
+
+class MoneyReconciliation(models.Model):
+    """One run of the money reconciler: bookings, refunds and charges against each other,
+    the ledger and the payment gateway (``financing.services.money_reconcile``)."""
+
+    ran_at = models.DateTimeField(auto_now_add=True)
+    checks = models.JSONField(help_text="[{name, expected, actual, ok, details}]")
+    mismatches = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["-ran_at"]
+
+
+class MoneyAlert(models.Model):
+    """A money check that failed: one open alert per check, raised by the first run that
+    finds it failing, kept (not duplicated) while later runs still do, marked clean when a
+    run finds it clean again, and resolved by an operator (it stays as history)."""
+
+    check_name = models.CharField(max_length=120, help_text="The check's name, as in MoneyReconciliation.checks.")
+    message = models.CharField(max_length=500)
+    raised_by = models.ForeignKey(MoneyReconciliation, on_delete=models.PROTECT, related_name="+")
+    last_seen = models.ForeignKey(
+        MoneyReconciliation, on_delete=models.PROTECT, related_name="+", help_text="The latest run that failed it."
+    )
+    cleared_by = models.ForeignKey(
+        MoneyReconciliation,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="The first later run that found the check clean (empty while it still fails).",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["check_name"], condition=Q(resolved_at__isnull=True), name="moneyalert_one_open_per_check"
+            )
+        ]

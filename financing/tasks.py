@@ -3,6 +3,7 @@
 from celery import shared_task
 
 from financing.services import collateral, delinquency, epochs, outbox, reconcile, revenue, vault, wallets
+from financing.services import money_reconcile as money_reconciler
 
 
 @shared_task
@@ -49,3 +50,8 @@ def chain_reconcile() -> int:
 @shared_task
 def usdai_purchases_sweep() -> dict[str, int]:
     return wallets.usdai_purchases_sweep()
+
+
+@shared_task
+def money_reconcile() -> int:
+    return money_reconciler.money_reconcile().mismatches

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from financing.views import loans, onchain
+from financing.views import loans, onchain, operator_money
 
 app_name = "financing"
 
@@ -24,4 +24,11 @@ urlpatterns = [
     path("operator/chain/reconcile/", onchain.operator_reconcile, name="operator_reconcile"),
     path("operator/chain/ops/<int:pk>/retry/", onchain.operator_chainop_retry, name="operator_chainop_retry"),
     path("operator/chain/alerts/<int:pk>/resolve/", onchain.operator_alert_resolve, name="operator_alert_resolve"),
+    path("operator/money/", operator_money.operator_money, name="operator_money"),
+    path("operator/money/run/", operator_money.operator_money_run, name="operator_money_run"),
+    path(
+        "operator/money/alerts/<int:pk>/resolve/",
+        operator_money.operator_money_alert_resolve,
+        name="operator_money_alert_resolve",
+    ),
 ]

@@ -8,7 +8,7 @@ environment values are write-only: no response ever contains them.
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -16,6 +16,7 @@ from rest_framework.views import APIView
 
 from accounts.permissions import IsOwner, IsRenter
 from accounts.selectors import owner_company_for_user
+from core.idempotency import IDEMPOTENCY_KEY_PARAMETER, Idempotent
 from marketplace.api.bookings import BookingSerializer
 from marketplace.models import GpuModel, Region
 from marketplace.selectors import bookings as booking_selectors
@@ -44,11 +45,14 @@ class ClusterConnectSerializer(serializers.Serializer):
     kubeconfig = serializers.CharField(required=False, allow_blank=True, write_only=True, trim_whitespace=False)
 
 
+@extend_schema(tags=["clusters"])
 class ClusterViewSet(viewsets.GenericViewSet):
     """The owner's clusters. Connecting checks the kubeconfig against the cluster first."""
 
     permission_classes = [IsOwner]
+    token_scope = "owner"
     serializer_class = ClusterSerializer
+    pagination_class = None  # an owner has a handful of clusters: the list is a bare list
     queryset = Cluster.objects.none()  # for the schema
     lookup_value_regex = r"\d+"  # anything else is a 404, not a lookup that fails
 
@@ -127,10 +131,12 @@ class JobRequestSerializer(serializers.Serializer):
     gpu_count = serializers.IntegerField(min_value=1)
 
 
+@extend_schema(tags=["jobs"])
 class BookingJobsApi(APIView):
     """Submit a job to one of your paid bookings."""
 
     permission_classes = [IsRenter]
+    token_scope = "book"
 
     @extend_schema(request=JobRequestSerializer, responses={201: JobSerializer})
     def post(self, request, public_id):
@@ -143,10 +149,12 @@ class BookingJobsApi(APIView):
         return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
 
 
+@extend_schema(tags=["jobs"])
 class JobViewSet(viewsets.GenericViewSet):
     """The requesting renter's jobs; ``id`` is the job's public UUID."""
 
     permission_classes = [IsRenter]
+    token_scope = "book"
     serializer_class = JobSerializer
     lookup_field = "public_id"
     lookup_value_regex = r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
@@ -170,7 +178,11 @@ class JobViewSet(viewsets.GenericViewSet):
     def cancel(self, request, public_id=None):
         return Response(JobSerializer(jobs.job_cancel(job=self.get_object(), renter=request.user)).data)
 
-    @extend_schema(responses={200: serializers.DictField()})
+    @extend_schema(
+        responses=inline_serializer(
+            "JobLogs", {"logs": serializers.CharField(help_text='The current attempt\'s log tail; "" when none.')}
+        )
+    )
     @action(detail=True, methods=["get"])
     def logs(self, request, public_id=None):
         return Response({"logs": jobs.job_logs(job=self.get_object(), now=timezone.now())})
@@ -184,12 +196,17 @@ class QuickBookSerializer(serializers.Serializer):
     region = serializers.SlugRelatedField(slug_field="code", queryset=Region.objects.all(), required=False)
 
 
-class QuickBookApi(APIView):
+@extend_schema(tags=["bookings"])
+class QuickBookApi(Idempotent, APIView):
     """N GPUs of a model, now: the placement engine picks the server; the booking awaits payment."""
 
+    idempotent_atomic = True  # database-only: the work and its saved answer commit together
     permission_classes = [IsRenter]
+    token_scope = "book"
 
-    @extend_schema(request=QuickBookSerializer, responses={201: BookingSerializer})
+    @extend_schema(
+        request=QuickBookSerializer, responses={201: BookingSerializer}, parameters=[IDEMPOTENCY_KEY_PARAMETER]
+    )
     def post(self, request):
         data = QuickBookSerializer(data=request.data)
         data.is_valid(raise_exception=True)

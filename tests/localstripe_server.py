@@ -17,8 +17,8 @@ Fixtures:
 * ``stripe_client`` (function): a bare ``stripe.StripeClient`` on the same
   server, for tests to look at what the gateway created.
 
-Three gaps between localstripe 1.15 and Stripe are closed in the child, where
-they would otherwise hide gateway behaviour (all three are Stripe's documented
+Four gaps between localstripe 1.15 and Stripe are closed in the child, where
+they would otherwise hide gateway behaviour (all four are Stripe's documented
 behaviour):
 
 * idempotency keys: localstripe ignores ``Idempotency-Key``. A middleware
@@ -29,7 +29,11 @@ behaviour):
   description"; it is accepted and stored;
 * refunds larger than what is left on the charge: localstripe accepts them;
   they are refused with Stripe's 400 ``amount_too_large`` (or
-  ``charge_already_refunded``).
+  ``charge_already_refunded``);
+* listing PaymentIntents: localstripe answers 400 "Unexpected created" to the
+  ``created`` filter and lists oldest first; ``GET /v1/payment_intents``
+  filters by ``created`` (an integer, or a dict of ``gt``/``gte``/``lt``/``lte``)
+  and lists newest first, as Stripe does (the money reconciler pages through it).
 
 ``reset()`` (``DELETE /_config/data``) empties localstripe's store, the
 idempotency cache and the registered webhook endpoints. It does not cancel
@@ -221,6 +225,31 @@ def _patch_localstripe() -> None:
         refund_init(self, charge=charge, payment_intent=payment_intent, amount=amount, **kwargs)
 
     resources.Refund.__init__ = refund_within_charge
+
+    list_all = resources.PaymentIntent._api_list_all  # StripeObject's: no filters, store order
+
+    def payment_intents_list(cls, url, created=None, limit=None, starting_after=None, **kwargs):
+        tests = []
+        try:
+            if isinstance(created, dict):
+                bounds = {"gt": int.__gt__, "gte": int.__ge__, "lt": int.__lt__, "lte": int.__le__}
+                assert created and set(created) <= set(bounds)
+                for op, value in created.items():
+                    tests.append((bounds[op], int(value)))
+            elif created is not None:
+                tests.append((int.__eq__, int(created)))
+        except (AssertionError, TypeError, ValueError):
+            raise UserError(
+                400, "Invalid created: an integer, or gt/gte/lt/lte integers", {"param": "created"}
+            ) from None
+        page = list_all(url, limit=limit, starting_after=starting_after, **kwargs)
+        kept = [pi for pi in page._list if all(test(int(pi.created), value) for test, value in tests)]
+        # Newest first; the store keeps creation order, so ties (one second) go by it, newest first too.
+        order = {id(pi): n for n, pi in enumerate(kept)}
+        page._list = sorted(kept, key=lambda pi: (int(pi.created), order[id(pi)]), reverse=True)
+        return page
+
+    resources.PaymentIntent._api_list_all = classmethod(payment_intents_list)
 
 
 def _idempotency_middleware():

@@ -78,7 +78,8 @@ def test_dashboard_routes_single_role_users_to_their_page(renter, client_as):
 
 
 def test_token_authentication(owner, client):
-    response = client.post(reverse("api:token"), {"username": owner.email, "password": "correct-horse-battery-9"})
+    body = {"username": owner.email, "password": "correct-horse-battery-9"}
+    response = client.post(reverse("api:token"), body, content_type="application/json")
     assert response.status_code == 200
     token = response.json()["token"]
     me = client.get(reverse("api:me"), HTTP_AUTHORIZATION=f"Token {token}")
@@ -87,14 +88,19 @@ def test_token_authentication(owner, client):
     assert client.get(reverse("api:me"), HTTP_AUTHORIZATION="Token not-a-token").status_code == 401
 
 
-def test_rotating_the_token_revokes_the_old_one(owner, client_as):
+def test_revoking_a_token_on_the_page_stops_it_and_only_it(owner, client_as):
     client = client_as(owner)
-    first = client.post(reverse("accounts:api_token_rotate")).context["token"].key
-    second = client.post(reverse("accounts:api_token_rotate")).context["token"].key
-    assert first != second
+    first = client.post(reverse("accounts:api_token"), {"name": "one", "scope": "read", "expires_in_days": 30})
+    second = client.post(reverse("accounts:api_token"), {"name": "two", "scope": "read", "expires_in_days": 30})
+    first_key, second_key = first.context["issued"].key, second.context["issued"].key
+    assert first_key != second_key
+
+    revoked = client.post(reverse("accounts:api_token_revoke", args=[first.context["issued"].token.pk]))
+
+    assert revoked.status_code == 302
     anon = client_as(None)
-    assert anon.get(reverse("api:me"), HTTP_AUTHORIZATION=f"Token {first}").status_code == 401
-    assert anon.get(reverse("api:me"), HTTP_AUTHORIZATION=f"Token {second}").status_code == 200
+    assert anon.get(reverse("api:me"), HTTP_AUTHORIZATION=f"Token {first_key}").status_code == 401
+    assert anon.get(reverse("api:me"), HTTP_AUTHORIZATION=f"Token {second_key}").status_code == 200
 
 
 @pytest.mark.parametrize("model", ["booking", "payment", "refund", "settlement", "webhookevent", "listing", "server"])

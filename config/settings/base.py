@@ -4,6 +4,7 @@ Each setting has a safe default for the embedded mode (``make demo``) except
 production secrets, which ``production.py`` requires without a default.
 """
 
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -61,9 +62,10 @@ INSTALLED_APPS = [
     "allauth.account",
     "allauth.mfa",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "drf_standardized_errors",
     "core",
     "accounts",
     "marketplace",
@@ -87,10 +89,9 @@ MIDDLEWARE = [
 # Content-Security-Policy (django-csp) on every response. No inline script anywhere (event
 # handlers are in static/js/site.js); style="" attributes stay (progress bars, spacing), so
 # style-src-attr alone allows them. Stripe is Checkout (a redirect to Stripe's page): no
-# Stripe.js and no Stripe frames here. The API docs (Swagger UI, Redoc) bring their own inline
-# script and styles and show only the public schema: they are the one exception.
+# Stripe.js and no Stripe frames here. The API docs (Swagger UI, Redoc) run their inline
+# script and style under a per-response nonce (config/urls.py, templates/drf_spectacular/).
 CONTENT_SECURITY_POLICY = {
-    "EXCLUDE_URL_PREFIXES": ["/api/docs/", "/api/redoc/"],
     "DIRECTIVES": {
         "default-src": [SELF],
         "script-src": [SELF],
@@ -178,20 +179,20 @@ DEFAULT_FROM_EMAIL = env("DJANGO_DEFAULT_FROM_EMAIL", default="InfraFi <noreply@
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first, so an anonymous request gets 401 with a WWW-Authenticate header.
-        "rest_framework.authentication.TokenAuthentication",
+        "accounts.permissions.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # TokenScope: a token changes something only with the view's ``token_scope``; a session is unaffected.
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated", "accounts.permissions.TokenScope"],
     # JSON nested deeper than core.parsers.JSON_MAX_DEPTH is a 400, before it reaches the decoder.
-    "DEFAULT_PARSER_CLASSES": [
-        "core.parsers.BoundedJSONParser",
-        "rest_framework.parsers.FormParser",
-        "rest_framework.parsers.MultiPartParser",
-    ],
+    # JSON only (the CSV import view takes multipart itself); no browsable API.
+    "DEFAULT_PARSER_CLASSES": ["core.parsers.BoundedJSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "core.api.exception_handler",
+    # Errors in one shape, documented per operation (DRF_STANDARDIZED_ERRORS below).
+    "DEFAULT_SCHEMA_CLASS": "core.api.AutoSchema",
+    "EXCEPTION_HANDLER": "drf_standardized_errors.handler.exception_handler",
     # Per address (anonymous) or per user, in the shared cache; the token endpoint
     # (a password guess per request) has its own, stricter scope.
     "DEFAULT_THROTTLE_CLASSES": [
@@ -205,6 +206,32 @@ REST_FRAMEWORK = {
     },
     "NUM_PROXIES": env.int("TRUSTED_PROXY_COUNT", default=0),
 }
+DRF_STANDARDIZED_ERRORS = {
+    "EXCEPTION_HANDLER_CLASS": "core.api.ExceptionHandler",
+    "EXCEPTION_FORMATTER_CLASS": "core.api.ExceptionFormatter",
+    "ALLOWED_ERROR_STATUS_CODES": ["400", "401", "403", "404", "405", "406", "415", "429", "500"],
+    "ERROR_SCHEMAS": {
+        code: "core.api.ErrorResponseSerializer" for code in ("400", "401", "403", "404", "405", "406", "415", "429", "500")
+    },
+}
+# API tokens (django-rest-knox, model accounts.ApiToken): only a digest is stored; each
+# expires within API_TOKEN_TTL_DAYS (the user may choose fewer); at most
+# API_TOKEN_LIMIT_PER_USER live tokens per user. Clients send "Authorization: Token <token>".
+API_TOKEN_TTL_DAYS = env.int("API_TOKEN_TTL_DAYS", default=90)
+API_TOKEN_LIMIT_PER_USER = env.int("API_TOKEN_LIMIT_PER_USER", default=20)
+KNOX_TOKEN_MODEL = "accounts.ApiToken"
+REST_KNOX = {
+    "TOKEN_MODEL": KNOX_TOKEN_MODEL,
+    "TOKEN_TTL": timedelta(days=API_TOKEN_TTL_DAYS),
+    "AUTH_HEADER_PREFIX": "Token",
+    # Recognisable by secret scanners; knox keeps prefix + 11 characters as token_key.
+    "TOKEN_PREFIX": "ifi_",
+    "AUTO_REFRESH": False,
+}
+# knox's own migrations create its stock token table even when the model is swapped out
+# (they predate ``swappable``): a table nobody uses, with a foreign key that stops the
+# test database's flush. The swapped model needs no table, so knox runs no migrations.
+MIGRATION_MODULES = {"knox": None}
 SPECTACULAR_SETTINGS = {
     "TITLE": "InfraFi API",
     "DESCRIPTION": "GPU compute marketplace, GPU-collateralised loans and the sUSDai vault.",
@@ -214,11 +241,28 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Operation ids without the version ("bookings_list"), so a generated client's names read well.
+    "SCHEMA_PATH_PREFIX": r"/api/v[0-9]+",
     "ENUM_NAME_OVERRIDES": {
         "GpuStatusEnum": "marketplace.models.Gpu.Status",
         "ListingStatusEnum": "marketplace.models.Listing.Status",
         "BookingStatusEnum": "marketplace.models.Booking.Status",
+        "ClusterKindEnum": "scheduler.models.Cluster.Kind",
+        "ClusterHealthEnum": "scheduler.models.Cluster.Health",
+        "ErrorTypeEnum": "core.api.ErrorType",
     },
+    "TAGS": [
+        {"name": "auth", "description": "Who you are; API tokens."},
+        {"name": "inventory", "description": "The GPU catalogue and regions; an owner's servers and GPUs."},
+        {"name": "listings", "description": "Search, public listings and calendars; an owner's listings."},
+        {"name": "bookings", "description": "A renter's bookings, usage reports, an owner's earnings."},
+        {"name": "jobs", "description": "A renter's jobs on their bookings."},
+        {"name": "clusters", "description": "An owner's Kubernetes clusters and their nodes."},
+        {"name": "wallet", "description": "The USDai wallet."},
+        {"name": "vault", "description": "The sUSDai vault: deposits, redemptions, history."},
+        {"name": "loans", "description": "GPU-collateralised loans: borrowing limits, applications."},
+        {"name": "proofs", "description": "Proof of revenue for settlements (public)."},
+    ],
 }
 
 # --- Background work (Celery). Embedded default: eager, in-process.
@@ -271,6 +315,10 @@ STRIPE_TIMEOUT_SECONDS = env.int("STRIPE_TIMEOUT_SECONDS", default=20)
 # that died after the charge), and stops at the maximum age (the hold has expired by then).
 PAYMENT_SWEEP_AFTER_MINUTES = env.int("PAYMENT_SWEEP_AFTER_MINUTES", default=10)
 PAYMENT_SWEEP_MAX_AGE_HOURS = env.int("PAYMENT_SWEEP_MAX_AGE_HOURS", default=24)
+# The money reconciler (hourly): a refund still pending after this long is a mismatch, and the
+# charges captured at the gateway over this many hours back are matched to bookings and purchases.
+MONEY_RECONCILE_REFUND_PENDING_MINUTES = env.int("MONEY_RECONCILE_REFUND_PENDING_MINUTES", default=60)
+MONEY_RECONCILE_CHARGES_HOURS = env.int("MONEY_RECONCILE_CHARGES_HOURS", default=48)
 
 # --- Bookings.
 BOOKING_PAYMENT_HOLD_MINUTES = env.int("BOOKING_PAYMENT_HOLD_MINUTES", default=15)
@@ -279,6 +327,8 @@ BOOKING_HORIZON_DAYS = env.int("BOOKING_HORIZON_DAYS", default=90)
 # A booking is closed (undelivered time refunded) this long after its end, so
 # that the scheduler's last usage report for it arrives first.
 BOOKING_USAGE_GRACE_SECONDS = env.int("BOOKING_USAGE_GRACE_SECONDS", default=120)
+# --- API: how long an Idempotency-Key is remembered (Stripe keeps them 24 h); then it is new.
+IDEMPOTENCY_KEY_TTL_HOURS = env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=24)
 CELERY_BEAT_SCHEDULE = {
     "financing-ledger-pull": {"task": "financing.tasks.ledger_pull", "schedule": 60.0},
     "financing-appraisals": {"task": "financing.tasks.appraisals_daily", "schedule": 24 * 3600.0},
@@ -295,7 +345,9 @@ CELERY_BEAT_SCHEDULE = {
     "financing-epoch-close": {"task": "financing.tasks.epoch_close", "schedule": 3600.0},
     "financing-vault-daily": {"task": "financing.tasks.vault_daily", "schedule": 24 * 3600.0},
     "financing-chain-reconcile": {"task": "financing.tasks.chain_reconcile", "schedule": 3600.0},
+    "financing-money-reconcile": {"task": "financing.tasks.money_reconcile", "schedule": 3600.0},
     "financing-usdai-purchases-sweep": {"task": "financing.tasks.usdai_purchases_sweep", "schedule": 120.0},
+    "core-idempotency-keys-purge": {"task": "core.tasks.idempotency_keys_purge_expired", "schedule": 3600.0},
 }
 
 # --- Financing: the waterfall's rates (fractions of each settlement's gross).
@@ -418,6 +470,13 @@ CHAIN_RECEIPT_TIMEOUT_SECONDS = env.float("CHAIN_RECEIPT_TIMEOUT_SECONDS", defau
 CHAIN_RETRY_BASE_SECONDS = env.int("CHAIN_RETRY_BASE_SECONDS", default=5)
 CHAIN_ALERT_AFTER_ATTEMPTS = env.int("CHAIN_ALERT_AFTER_ATTEMPTS", default=3)
 CHAIN_WALLET_GAS_WEI = env.int("CHAIN_WALLET_GAS_WEI", default=10**17)  # ETH a new custodial wallet gets for gas
+# A row mined in block N is confirmed (its receipt recorded) once the head is N + depth - 1 and
+# block N is still the one it was mined in. 1 suits the embedded automine chain; production: 12+.
+CHAIN_CONFIRMATIONS = env.int("CHAIN_CONFIRMATIONS", default=1)
+# A signed row not mined after this many seconds is re-signed at its nonce with fees +12.5 %,
+# up to CHAIN_MAX_FEE_GWEI (maxFeePerGas); past the cap, one "stuck" alert instead.
+CHAIN_FEE_BUMP_AFTER = env.int("CHAIN_FEE_BUMP_AFTER", default=120)
+CHAIN_MAX_FEE_GWEI = Decimal(env("CHAIN_MAX_FEE_GWEI", default="500"))
 CALIBER_BASE_URI = env("CALIBER_BASE_URI", default="http://localhost:8000/caliber/")
 
 # --- The sUSDai vault.

@@ -14,9 +14,11 @@ from functools import cache
 
 from django.conf import settings
 from eth_account import Account
+from eth_account.typed_transactions import TypedTransaction
 from eth_utils import keccak, to_checksum_address
+from hexbytes import HexBytes
 from web3 import Web3
-from web3.exceptions import ContractLogicError, TimeExhausted, TransactionNotFound
+from web3.exceptions import BlockNotFound, ContractLogicError, TimeExhausted, TransactionNotFound
 
 from contracts import artifact
 from core.money import MICRO, SHARE
@@ -48,6 +50,8 @@ class Signed:
     nonce: int
     tx_hash: str
     raw: str  # 0x-prefixed hex
+    max_fee: int = 0  # maxFeePerGas, wei
+    tip: int = 0  # maxPriorityFeePerGas, wei
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,7 @@ class Receipt:
     gas_used: int
     ok: bool
     events: list[dict] = field(default_factory=list)  # [{"event": name, "args": {...}, "log_index": n}]
+    block_hash: str = ""  # "0x…" of the block the receipt is in
 
 
 def usd_to_wei(amount: Decimal) -> int:
@@ -131,6 +136,21 @@ _PYEVM_NONCE = re.compile(r"invalid transaction nonce: expected (\d+), but got (
 def _nonce_used(text: str) -> bool:
     match = _PYEVM_NONCE.search(text)
     return match is not None and int(match[2]) < int(match[1])
+
+
+def _hex(value) -> str:
+    return "0x" + bytes(value).hex().removeprefix("0x")
+
+
+def _signed(tx: dict, key: bytes) -> Signed:
+    signed = Account.sign_transaction(tx, key)
+    return Signed(
+        nonce=tx["nonce"],
+        tx_hash="0x" + signed.hash.hex().removeprefix("0x"),
+        raw="0x" + signed.raw_transaction.hex().removeprefix("0x"),
+        max_fee=tx["maxFeePerGas"],
+        tip=tx["maxPriorityFeePerGas"],
+    )
 
 
 class Chain:
@@ -207,12 +227,38 @@ class Chain:
             "type": 2,
         }
         tx.pop("from")
-        signed = Account.sign_transaction(tx, key)
-        return Signed(
-            nonce=nonce,
-            tx_hash="0x" + signed.hash.hex().removeprefix("0x"),
-            raw="0x" + signed.raw_transaction.hex().removeprefix("0x"),
-        )
+        return _signed(tx, key)
+
+    def resign(self, *, raw: str, sender_index: int, max_fee: int, tip: int) -> Signed:
+        """The transaction in ``raw`` again, same nonce, gas and call, with other fees
+        (a replacement: nodes take it only if both fees are at least 10 % higher)."""
+        tx = TypedTransaction.from_bytes(HexBytes(raw)).as_dict()
+        tx = {k: v for k, v in tx.items() if k not in ("v", "r", "s")}
+        tx |= {"maxFeePerGas": max_fee, "maxPriorityFeePerGas": tip}
+        return _signed(tx, custody_key(sender_index))
+
+    def head(self) -> int:
+        """The latest block's number."""
+        try:
+            return self.w3.eth.block_number
+        except Exception as exc:
+            raise ChainError(f"RPC: {exc}", retryable=True) from exc
+
+    def block_hash(self, number: int) -> str:
+        """The hash of block ``number`` ("" when the chain has no such block)."""
+        try:
+            block = self.w3.eth.get_block(number)
+        except BlockNotFound:
+            return ""
+        except Exception as exc:
+            raise ChainError(f"RPC: {exc}", retryable=True) from exc
+        return _hex(block["hash"])
+
+    def base_fee(self) -> int:
+        try:
+            return self.w3.eth.get_block("latest").get("baseFeePerGas", 10**9)
+        except Exception as exc:
+            raise ChainError(f"RPC: {exc}", retryable=True) from exc
 
     def _estimate(self, tx: dict, sender: str) -> int:
         """Gas for ``tx``; raises as the node does when it would revert."""
@@ -253,7 +299,14 @@ class Chain:
                 time.sleep(0.2)
             except Exception as exc:
                 raise ChainError(f"receipt: {exc}", retryable=True) from exc
-        block = self.w3.eth.get_block(raw["blockNumber"])
+        try:
+            block = self.w3.eth.get_block(raw["blockNumber"])
+        except BlockNotFound:
+            return None  # reorganised away between the two reads
+        except Exception as exc:
+            raise ChainError(f"receipt: {exc}", retryable=True) from exc
+        if raw.get("blockHash") is not None and _hex(raw["blockHash"]) != _hex(block["hash"]):
+            return None  # block N changed between the two reads (a reorganisation)
         return Receipt(
             tx_hash=tx_hash,
             block_number=raw["blockNumber"],
@@ -261,6 +314,7 @@ class Chain:
             gas_used=raw["gasUsed"],
             ok=raw["status"] == 1,
             events=self._events(raw),
+            block_hash=_hex(block["hash"]),
         )
 
     def _events(self, raw) -> list[dict]:

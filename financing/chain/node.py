@@ -29,7 +29,16 @@ def get_chain() -> Chain:
             _chain = _connect()
         if _chain.embedded:
             _sync(_chain)
+        else:
+            _follow_deployment(_chain)
         return _chain
+
+
+def _follow_deployment(chain: Chain) -> None:
+    """A JSON-RPC chain redeployed by another process (``manage.py chain_recover``): use its addresses."""
+    addresses = ChainDeployment.objects.filter(chain_id=chain.chain_id).values_list("addresses", flat=True).first()
+    if addresses and addresses != chain.addresses:
+        chain.use(addresses)
 
 
 def chain_reset() -> None:

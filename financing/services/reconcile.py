@@ -25,6 +25,8 @@ alerted even with rows in flight (they cannot land).
 
 from decimal import Decimal
 
+from django.db.models import Q
+
 from core import money
 from financing.chain.client import ChainError, address_for, usd_to_wei
 from financing.chain.node import chain_reset_reason, get_chain
@@ -53,7 +55,12 @@ class _Reset(Exception):
 
 
 def chain_reconcile() -> Reconciliation:
-    in_flight = ChainOp.objects.filter(status__in=[ChainOp.Status.PENDING, ChainOp.Status.SIGNED]).count()
+    # Mined is not confirmed (a reorganisation can still undo it); a row being replayed onto a
+    # recovered chain is not there yet.
+    in_flight = ChainOp.objects.filter(
+        Q(status__in=ChainOp.IN_FLIGHT)
+        | Q(replay__in=[ChainOp.Replay.DUE, ChainOp.Replay.SENT])
+    ).count()
     checks: list[dict] = []
 
     def check(name: str, chain_value, ledger_value) -> None:

@@ -134,7 +134,7 @@ def vault_service(*, max_requests: int = 50) -> ChainOp | None:
     """Queue a ``service`` call when redemptions wait (periodic)."""
     if not Redemption.objects.filter(status=Redemption.Status.QUEUED).exists():
         return None
-    if ChainOp.objects.filter(contract="SUSDai", function="service", status__in=["pending", "signed"]).exists():
+    if ChainOp.objects.filter(contract="SUSDai", function="service", status__in=ChainOp.IN_FLIGHT).exists():
         return None
     return chainop_enqueue(
         key=f"vault:service:{timezone.now().isoformat()}", contract="SUSDai", function="service", args=[max_requests]

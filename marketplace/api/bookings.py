@@ -20,7 +20,8 @@ from rest_framework.views import APIView
 
 from accounts.permissions import IsOperator, IsOwner, IsRenter
 from accounts.selectors import owner_company_for_user
-from core.api import BIGINT_MAX
+from core.api import BIGINT_MAX, CONFLICT_RESPONSE
+from core.idempotency import IDEMPOTENCY_KEY_PARAMETER, Idempotent
 from marketplace.models import Booking, Listing
 from marketplace.selectors import bookings as booking_selectors
 from marketplace.services import bookings
@@ -128,10 +129,16 @@ def _request_args(request) -> dict:
     return d
 
 
-class BookingViewSet(viewsets.GenericViewSet):
-    """The requesting renter's bookings; ``id`` is the booking's public UUID."""
+@extend_schema(tags=["bookings"])
+class BookingViewSet(Idempotent, viewsets.GenericViewSet):
+    """The requesting renter's bookings; ``id`` is the booking's public UUID. Booking, paying
+    and cancelling take an ``Idempotency-Key`` (``core.idempotency``)."""
+
+    idempotent_actions = ("create", "pay", "cancel")
+    idempotent_atomic = ("create",)  # pay and cancel call the gateway: never inside a transaction
 
     permission_classes = [IsRenter]
+    token_scope = "book"
     serializer_class = BookingSerializer
     lookup_field = "public_id"
     queryset = Booking.objects.none()  # for the schema
@@ -159,12 +166,16 @@ class BookingViewSet(viewsets.GenericViewSet):
         d.pop("quoted_price", None)
         return Response(QuoteSerializer(bookings.booking_quote(**d)).data)
 
-    @extend_schema(request=BookingRequestSerializer, responses={201: BookingSerializer})
+    @extend_schema(
+        request=BookingRequestSerializer,
+        responses={201: BookingSerializer, 409: CONFLICT_RESPONSE},
+        parameters=[IDEMPOTENCY_KEY_PARAMETER],
+    )
     def create(self, request):
         booking = bookings.booking_create(renter=request.user, **_request_args(request))
         return Response(BookingSerializer(booking).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=PaySerializer, responses=BookingSerializer)
+    @extend_schema(request=PaySerializer, responses=BookingSerializer, parameters=[IDEMPOTENCY_KEY_PARAMETER])
     @action(detail=True, methods=["post"])
     def pay(self, request, public_id=None):
         data = PaySerializer(data=request.data)
@@ -172,7 +183,7 @@ class BookingViewSet(viewsets.GenericViewSet):
         booking = bookings.booking_pay(booking=self.get_object(), renter=request.user, **data.validated_data)
         return Response(BookingSerializer(booking).data)
 
-    @extend_schema(request=None, responses=BookingSerializer)
+    @extend_schema(request=None, responses=BookingSerializer, parameters=[IDEMPOTENCY_KEY_PARAMETER])
     @action(detail=True, methods=["post"])
     def cancel(self, request, public_id=None):
         return Response(BookingSerializer(bookings.booking_cancel(booking=self.get_object(), renter=request.user)).data)
@@ -186,10 +197,12 @@ class BookingViewSet(viewsets.GenericViewSet):
         return Response(InvoiceSerializer(booking_selectors.booking_invoice(booking)).data)
 
 
+@extend_schema(tags=["bookings"])
 class UsageApi(APIView):
     """Delivered GPU-seconds for a booking, reported by the scheduler (operators only); idempotent by key."""
 
     permission_classes = [IsOperator]
+    token_scope = "admin"
 
     @extend_schema(request=UsageSerializer, responses={201: SettlementSerializer, 200: None})
     def post(self, request, public_id):
@@ -214,6 +227,7 @@ class EarningsRowSerializer(serializers.Serializer):
     escrow = serializers.DecimalField(max_digits=14, decimal_places=6)
 
 
+@extend_schema(tags=["bookings"])
 class OwnerEarningsApi(APIView):
     permission_classes = [IsOwner]
 
@@ -221,8 +235,8 @@ class OwnerEarningsApi(APIView):
     def get(self, request):
         try:
             days = max(1, min(int(request.query_params.get("days", 30)), 366))
-        except ValueError:
-            return Response({"days": ["A whole number of days, 1–366."]}, status=status.HTTP_400_BAD_REQUEST)
+        except ValueError as exc:
+            raise serializers.ValidationError({"days": ["A whole number of days, 1–366."]}) from exc
         until = timezone.now()
         rows = booking_selectors.owner_earnings(
             owner=owner_company_for_user(request.user), since=until - timedelta(days=days), until=until

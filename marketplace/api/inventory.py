@@ -9,7 +9,7 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.parsers import MultiPartParser
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -91,6 +91,7 @@ class GpuStatusSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=Gpu.Status.choices)
 
 
+@extend_schema(tags=["inventory"])
 class GpuModelViewSet(viewsets.ReadOnlyModelViewSet):
     """The GPU model catalogue, readable by anyone."""
 
@@ -102,6 +103,7 @@ class GpuModelViewSet(viewsets.ReadOnlyModelViewSet):
         return gpu_model_list()
 
 
+@extend_schema(tags=["inventory"])
 class RegionViewSet(viewsets.ReadOnlyModelViewSet):
     permission_classes = [AllowAny]
     serializer_class = RegionSerializer
@@ -111,10 +113,12 @@ class RegionViewSet(viewsets.ReadOnlyModelViewSet):
         return region_list()
 
 
+@extend_schema(tags=["inventory"])
 class ServerViewSet(viewsets.GenericViewSet):
     """The requesting owner's servers."""
 
     permission_classes = [IsOwner]
+    token_scope = "owner"
     serializer_class = ServerOutputSerializer
     queryset = Server.objects.none()  # for the schema; requests use the owner's servers
     lookup_value_regex = r"\d+"  # ``/servers/abc/`` is a 404, not a ValueError
@@ -156,10 +160,12 @@ class ServerViewSet(viewsets.GenericViewSet):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+@extend_schema(tags=["inventory"])
 class GpuViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """The requesting owner's GPUs: list, add to a server, set status, remove."""
 
     permission_classes = [IsOwner]
+    token_scope = "owner"
     serializer_class = GpuSerializer
     queryset = Gpu.objects.none()  # for the schema; requests use the owner's GPUs
     lookup_value_regex = r"\d+"
@@ -189,54 +195,40 @@ class GpuViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+@extend_schema(tags=["inventory"])
 class ServerImportApi(APIView):
     """Bulk import of servers from a CSV file shaped like the Alibaba node list."""
 
     permission_classes = [IsOwner]
-    parser_classes = [MultiPartParser, FormParser]
+    token_scope = "owner"
+    parser_classes = [MultiPartParser]  # a file upload; every other endpoint takes JSON only
 
     @extend_schema(
         request=inline_serializer(
             "ServerImportInput",
             {"file": serializers.FileField(), "default_region": serializers.CharField(required=False)},
         ),
-        responses={
-            201: inline_serializer("ServerImportOutput", {"created": serializers.IntegerField()}),
-            400: inline_serializer(
-                "ServerImportErrors",
-                {
-                    "errors": inline_serializer(
-                        "ServerImportRowError",
-                        {
-                            "line": serializers.IntegerField(),
-                            "field": serializers.CharField(),
-                            "message": serializers.CharField(),
-                        },
-                        many=True,
-                    )
-                },
-            ),
-        },
+        responses={201: inline_serializer("ServerImportOutput", {"created": serializers.IntegerField()})},
+        description="A refused row is a 400 whose errors name it: attr ``rows.<CSV line>.<column>``.",
     )
     def post(self, request):
         upload = request.FILES.get("file")
         if upload is None:
-            return Response({"file": ["Attach a CSV file."]}, status=status.HTTP_400_BAD_REQUEST)
+            raise serializers.ValidationError({"file": ["Attach a CSV file."]}, code="required")
         region = None
         code = request.data.get("default_region")
         if code:
             region = Region.objects.filter(code=code).first()
             if region is None:
-                return Response({"default_region": [f"Unknown region {code!r}."]}, status=status.HTTP_400_BAD_REQUEST)
+                raise serializers.ValidationError({"default_region": [f"Unknown region {code!r}."]})
         try:
             content = upload.read().decode("utf-8-sig")
-        except UnicodeDecodeError:
-            return Response({"file": ["The file is not UTF-8 text."]}, status=status.HTTP_400_BAD_REQUEST)
+        except UnicodeDecodeError as exc:
+            raise serializers.ValidationError({"file": ["The file is not UTF-8 text."]}) from exc
         try:
             servers = inventory.servers_import_csv(
                 owner=owner_company_for_user(request.user), content=content, default_region=region
             )
         except inventory.InventoryImportError as exc:
-            errors = [{"line": e.line, "field": e.field, "message": e.message} for e in exc.errors]
-            return Response({"errors": errors}, status=status.HTTP_400_BAD_REQUEST)
+            raise serializers.ValidationError({f"rows.{e.line}.{e.field}": [e.message] for e in exc.errors}) from exc
         return Response({"created": len(servers)}, status=status.HTTP_201_CREATED)

@@ -17,7 +17,7 @@ from rest_framework.views import APIView
 
 from accounts.permissions import IsOwner
 from accounts.selectors import owner_company_for_user
-from core.api import BIGINT_MAX, INTEGER_MAX
+from core.api import BIGINT_MAX, INTEGER_MAX, form_validation_error
 from marketplace.forms.listings import SearchForm
 from marketplace.models import AvailabilityRule, Listing, Server
 from marketplace.selectors import bookings as booking_selectors
@@ -56,6 +56,7 @@ SEARCH_PAGE_SIZE = 20
 SEARCH_MAX_PAGE = 10_000
 
 
+@extend_schema(tags=["listings"])
 class SearchApi(APIView):
     """Listings that can give N GPUs on one server, filtered and sorted."""
 
@@ -88,12 +89,12 @@ class SearchApi(APIView):
     def get(self, request):
         form = SearchForm(request.query_params)
         if not form.is_valid():
-            return Response(form.errors, status=status.HTTP_400_BAD_REQUEST)
+            raise form_validation_error(form)
         size = SEARCH_PAGE_SIZE
         try:
             number = max(1, int(request.query_params.get("page", 1)))
-        except ValueError:
-            return Response({"page": ["A page number, from 1."]}, status=status.HTTP_400_BAD_REQUEST)
+        except ValueError as exc:
+            raise serializers.ValidationError({"page": ["A page number, from 1."]}) from exc
         if number > SEARCH_MAX_PAGE:
             raise Http404("Invalid page.")
         page = listing_search_page(form.to_query(), offset=(number - 1) * size, limit=size)
@@ -128,6 +129,7 @@ class CalendarDaySerializer(serializers.Serializer):
     free_gpus_per_hour = serializers.ListField(child=serializers.IntegerField(allow_null=True))
 
 
+@extend_schema(tags=["listings"])
 class ListingViewSet(viewsets.ReadOnlyModelViewSet):
     """Active listings, readable by anyone, with their 14-day availability calendar."""
 
@@ -139,7 +141,7 @@ class ListingViewSet(viewsets.ReadOnlyModelViewSet):
         return Listing.objects.select_related("server", "region", "gpu_model").order_by("price_per_gpu_hour", "id")
 
     @extend_schema(responses=CalendarDaySerializer(many=True))
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=None)
     def calendar(self, request, pk=None):
         rows = booking_selectors.listing_calendar(listing=self.get_object())
         return Response([{"day": r["day"], "free_gpus_per_hour": r["cells"]} for r in rows])
@@ -169,10 +171,12 @@ class AvailabilityRuleSerializer(serializers.ModelSerializer):
         read_only_fields = ["id"]
 
 
+@extend_schema(tags=["listings"])
 class OwnerListingViewSet(viewsets.GenericViewSet):
     """The requesting owner's listings: create, change terms, pause, availability rules."""
 
     permission_classes = [IsOwner]
+    token_scope = "owner"
     serializer_class = ListingSerializer
     queryset = Listing.objects.none()  # for the schema
     lookup_value_regex = r"\d+"
@@ -214,7 +218,7 @@ class OwnerListingViewSet(viewsets.GenericViewSet):
         return Response(ListingSerializer(listings.listing_set_status(listing=listing, **data.validated_data)).data)
 
     @extend_schema(request=AvailabilityRuleSerializer, responses={200: AvailabilityRuleSerializer(many=True)})
-    @action(detail=True, methods=["get", "post"])
+    @action(detail=True, methods=["get", "post"], pagination_class=None)
     def availability(self, request, pk=None):
         listing = self.get_object()
         if request.method == "POST":

@@ -11,6 +11,7 @@ its adapter: services act on ``PaymentEvent`` only.
 """
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Protocol
@@ -54,6 +55,17 @@ class RefundResult:
     reference: str  # e.g. the Refund id
     status: str  # "succeeded", "pending", "failed"
     amount: Decimal
+
+
+@dataclass(frozen=True)
+class CapturedCharge:
+    """A payment the gateway captured (money taken), as it lists them for reconciliation."""
+
+    reference: str  # e.g. the PaymentIntent id
+    amount: Decimal  # USD captured (before any refund)
+    created: int  # the gateway's creation time, Unix seconds
+    booking_id: str = ""  # metadata["booking_id"] ("" if none)
+    purchase_id: str = ""  # metadata["usdai_purchase"] ("" if none)
 
 
 @dataclass(frozen=True)
@@ -132,6 +144,12 @@ class PaymentGateway(Protocol):
 
     def refund(self, *, payment_reference: str, amount: Decimal, idempotency_key: str) -> RefundResult:
         """Refund ``amount`` USD (whole cents) of a payment; idempotent by key."""
+
+    def captured_charges(self, *, since: datetime) -> list[CapturedCharge]:
+        """Every payment captured (succeeded) at the gateway created at or after ``since``.
+
+        For the money reconciler. Raises ``GatewayError``.
+        """
 
     def parse_event(self, *, payload: bytes, signature_header: str) -> GatewayEvent:
         """Verify a webhook's signature and parse it; ``SignatureError`` if it fails."""

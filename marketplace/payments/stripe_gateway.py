@@ -14,7 +14,9 @@ Stripe-compatible server (localstripe in tests); empty means Stripe itself.
 ``charge`` creates and confirms a PaymentIntent in one request; without a
 payment method it creates an unconfirmed one and returns its
 ``client_secret`` for Stripe.js to confirm in the browser. ``retrieve`` reads
-a PaymentIntent back (a decline raises as in ``charge``). ``refund`` refunds
+a PaymentIntent back (a decline raises as in ``charge``). ``captured_charges``
+lists the succeeded PaymentIntents created since a time (``created[gte]``,
+every page: the SDK's auto-paging), for the money reconciler. ``refund`` refunds
 part or all of a PaymentIntent. Both send the caller's idempotency key as the
 request's ``Idempotency-Key``, so a retried call never charges or refunds
 twice (Stripe keeps keys for at least 24 hours).
@@ -52,6 +54,7 @@ the default two network retries, one call can take up to about three times
 import hashlib
 import hmac
 import time
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -61,6 +64,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from core.money import from_cents, to_cents
 from marketplace.payments.base import (
+    CapturedCharge,
     EventKind,
     GatewayError,
     GatewayEvent,
@@ -145,6 +149,17 @@ def _refund_of(obj: dict) -> dict:
         return obj
     refunds = (obj.get("refunds") or {}).get("data") or []
     return refunds[0] if refunds else {}
+
+
+def _captured(intent: dict) -> CapturedCharge:
+    metadata = intent.get("metadata") or {}
+    return CapturedCharge(
+        reference=intent["id"],
+        amount=from_cents(int(intent.get("amount_received") or intent.get("amount") or 0)),
+        created=int(intent.get("created") or 0),
+        booking_id=str(metadata.get("booking_id") or ""),
+        purchase_id=str(metadata.get("usdai_purchase") or ""),
+    )
 
 
 class StripeGateway:
@@ -254,6 +269,23 @@ class StripeGateway:
         except stripe.StripeError as error:
             raise _gateway_error(error) from error
         return RefundResult(reference=refund.id, status=refund.status or "", amount=from_cents(refund.amount))
+
+    def captured_charges(self, *, since: datetime, page_size: int = 100) -> list[CapturedCharge]:
+        """The PaymentIntents created at or after ``since`` that succeeded (money captured).
+
+        Stripe lists newest first and filters by creation time, not by status:
+        every page is read (``auto_paging_iter``) and the succeeded ones kept.
+        """
+        try:
+            page = self._client.v1.payment_intents.list(
+                params={"created": {"gte": int(since.timestamp())}, "limit": page_size}
+            )
+            charges = [
+                _captured(intent.to_dict()) for intent in page.auto_paging_iter() if intent.status == "succeeded"
+            ]
+        except stripe.StripeError as error:
+            raise _gateway_error(error) from error
+        return charges
 
     def parse_event(self, *, payload: bytes, signature_header: str) -> GatewayEvent:
         try:
