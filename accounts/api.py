@@ -3,7 +3,7 @@
 from django.conf import settings
 from django.http import Http404
 from drf_spectacular.contrib.knox_auth_token import KnoxTokenScheme
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import Throttled
 from rest_framework.permissions import AllowAny
@@ -19,6 +19,7 @@ from accounts.selectors import (
     user_roles,
 )
 from accounts.services import LoginLocked, api_token_obtain, api_token_revoke
+from core.api import ErrorResponseSerializer
 
 
 class ApiTokenScheme(KnoxTokenScheme):
@@ -105,7 +106,15 @@ class TokenApi(APIView):
     throttle_scope = "token"
 
     @extend_schema(
-        request=TokenInputSerializer, responses=TokenOutputSerializer, summary="Obtain an API token", auth=[]
+        request=TokenInputSerializer,
+        responses={
+            200: TokenOutputSerializer,
+            # allauth's lockout counts per client address; behind TRUSTED_PROXY_COUNT proxies a
+            # request without their X-Forwarded-For has none, and is refused.
+            403: OpenApiResponse(ErrorResponseSerializer, description="The client's address cannot be determined."),
+        },
+        summary="Obtain an API token",
+        auth=[],
     )
     def post(self, request):
         serializer = TokenInputSerializer(data=request.data)

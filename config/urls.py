@@ -1,8 +1,8 @@
+from csp.constants import NONCE, UNSAFE_INLINE
+from csp.decorators import csp_update
 from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
-from csp.constants import NONCE, UNSAFE_INLINE
-from csp.decorators import csp_update
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
@@ -78,3 +78,6 @@ urlpatterns = [
 
 admin.site.site_header = "InfraFi operations"
 admin.site.site_title = "InfraFi operations"
+
+# An unmatched /api/ path is a JSON 404 in the API's error shape (core.views).
+handler404 = "core.views.not_found"

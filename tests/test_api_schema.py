@@ -1,8 +1,11 @@
 """The OpenAPI schema and its viewers are served locally, with no CDN."""
 
+import io
+import os
 import re
 
 import pytest
+from django.core.management import call_command
 from django.urls import reverse
 
 pytestmark = pytest.mark.django_db
@@ -32,3 +35,42 @@ def test_viewers_load_their_assets_from_this_server(client, name):
     ]
     assert external == []
     assert "/static/drf_spectacular_sidecar/" in html
+
+
+def test_the_schema_validates_with_no_warning():
+    """``manage.py spectacular --validate --fail-on-warn``: the OpenAPI document is valid
+    and drf-spectacular could type every field and response (a warning fails it)."""
+    out, err = io.StringIO(), io.StringIO()
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", os.devnull, stdout=out, stderr=err)
+    assert "Warning" not in err.getvalue() and "Error" not in err.getvalue()
+
+
+def test_the_schema_offers_json_bodies_and_tags_every_operation(client):
+    schema = client.get(reverse("schema"), HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    operations = [op for item in schema["paths"].values() for op in item.values() if "operationId" in op]
+    assert operations
+    untagged = [op["operationId"] for op in operations if not op.get("tags")]
+    assert untagged == []
+    bodies = {(op["operationId"], media) for op in operations for media in op.get("requestBody", {}).get("content", {})}
+    assert {media for _, media in bodies} <= {"application/json", "multipart/form-data"}
+    assert {op for op, media in bodies if media == "multipart/form-data"} == {"inventory_servers_import_create"}
+    errors = schema["paths"]["/api/v1/bookings/{public_id}/pay/"]["post"]["responses"]
+    assert {"400", "401", "403", "404", "409", "429"} <= set(errors)
+    assert errors["404"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorResponse")
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/v1/bookings/not-a-uuid/usage/", "/api/v1/no-such-area/", "/api/v1/vault/redemptions/x/cancel/"]
+)
+def test_an_api_path_no_route_matches_is_a_json_404_in_the_error_shape(client, path):
+    response = client.get(path)
+    assert response.status_code == 404 and response["Content-Type"] == "application/json"
+    assert response.json() == {
+        "type": "client_error",
+        "errors": [{"code": "not_found", "detail": "Not found.", "attr": None}],
+    }
+
+
+def test_a_page_no_route_matches_is_still_the_html_404(client):
+    response = client.get("/no-such-page/")
+    assert response.status_code == 404 and "text/html" in response["Content-Type"]

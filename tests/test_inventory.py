@@ -7,6 +7,7 @@ from django.urls import reverse
 
 from marketplace.models import Gpu, GpuModel, Region, Server
 from marketplace.services import inventory
+from tests.api_errors import error_list, field_errors
 from tests.factories import make_server
 
 pytestmark = pytest.mark.django_db
@@ -96,7 +97,7 @@ def test_duplicate_gpu_serial_through_the_api_is_a_400_with_field_message(owner,
         format="json",
     )
     assert response.status_code == 400
-    assert response.json() == {"gpu_serials": ["GPU serial SN-XYZ-1 is already registered on the platform."]}
+    assert field_errors(response) == {"gpu_serials": ["GPU serial SN-XYZ-1 is already registered on the platform."]}
     assert counts() == before
 
 
@@ -133,7 +134,7 @@ def test_bad_api_input_lists_every_field(owner, api_as):
         format="json",
     )
     assert response.status_code == 400
-    assert set(response.json()) == {"region", "cpu_milli", "memory_mib", "gpu_model", "gpu_count"}
+    assert set(field_errors(response)) == {"region", "cpu_milli", "memory_mib", "gpu_model", "gpu_count"}
     assert counts() == (0, 0)
 
 
@@ -142,7 +143,7 @@ def test_gpu_add_and_status_through_the_api(owner, other_owner, api_as):
     make_server(other_owner, serials=["TAKEN-1"], gpu_count=1)
     client = api_as(owner)
     refused = client.post(reverse("api:gpu-list"), {"server": server.pk, "serial": "taken-1"}, format="json")
-    assert refused.status_code == 400 and "already registered" in refused.json()["serial"][0]
+    assert refused.status_code == 400 and "already registered" in field_errors(refused)["serial"][0]
     added = client.post(reverse("api:gpu-list"), {"server": server.pk, "serial": "NEW-GPU-7"}, format="json")
     assert added.status_code == 201 and added.json()["slot"] == 1 and added.json()["model"] == "V100 16GB"
     gpu_id = added.json()["id"]
@@ -236,11 +237,24 @@ def test_csv_import_duplicate_hostnames_in_file(owner, api_as):
         reverse("api:server-import"), {"file": SimpleUploadedFile("n.csv", csv_text.encode())}, format="multipart"
     )
     assert response.status_code == 400
-    assert response.json()["errors"] == [
-        {"line": 2, "field": "sn", "message": "The hostname twin appears more than once."},
-        {"line": 3, "field": "sn", "message": "The hostname twin appears more than once."},
+    assert error_list(response) == [
+        ("rows.2.sn", "The hostname twin appears more than once."),
+        ("rows.3.sn", "The hostname twin appears more than once."),
     ]
     assert counts() == (0, 0)
+
+
+def test_csv_import_through_the_api_keeps_every_message_of_a_cell(owner, other_owner, api_as):
+    make_server(other_owner, serials=["USED-1", "USED-2"], gpu_count=2)
+    csv_text = NODE_HEADER + "twin,64000,262144,2,T4,used-1;used-2,us-east\n"
+    response = api_as(owner).post(
+        reverse("api:server-import"), {"file": SimpleUploadedFile("n.csv", csv_text.encode())}, format="multipart"
+    )
+    assert response.status_code == 400
+    assert error_list(response) == [
+        ("rows.2.serials", "GPU serial used-1 is already registered on the platform."),
+        ("rows.2.serials", "GPU serial used-2 is already registered on the platform."),
+    ]
 
 
 def test_csv_import_through_the_api(owner, api_as):

@@ -40,6 +40,7 @@ from financing.services.outbox import chainop_enqueue
 from financing.services.revenue import settlements_journal
 from financing.services.vault import redemption_request, vault_daily, vault_deposit, vault_service
 from financing.services.wallets import usdai_buy
+from tests.api_errors import field_errors
 from tests.chain_fixtures import drain
 from tests.factories import make_lender
 from tests.financing_fixtures import T0, approved_collateral, fund_vault, serve_daily_until, settle
@@ -382,11 +383,13 @@ def test_cancelling_another_lenders_or_an_unqueued_redemption_is_refused_and_wri
     assert "This request is still being sent to the chain; try again shortly." in page.content.decode()
     response = api.post(f"/api/v1/vault/redemptions/{sending.pk}/cancel/")
     assert response.status_code == 400
-    assert response.json() == {"redemption": ["This request is still being sent to the chain; try again shortly."]}
+    assert field_errors(response) == {
+        "redemption": ["This request is still being sent to the chain; try again shortly."]
+    }
     page = cancel_page(paid.pk)
     assert page.status_code == 400 and "This redemption is paid." in page.content.decode()
     response = api.post(f"/api/v1/vault/redemptions/{paid.pk}/cancel/")
-    assert response.status_code == 400 and response.json() == {"redemption": ["This redemption is paid."]}
+    assert response.status_code == 400 and field_errors(response) == {"redemption": ["This redemption is paid."]}
     # not a redemption id at all
     assert cancel_page("x").status_code == 400
     assert written() == before

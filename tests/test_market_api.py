@@ -10,6 +10,7 @@ from django.urls import reverse
 
 from marketplace.models import Booking, BookingGpu, GpuModel, Settlement
 from marketplace.services import bookings, listings
+from tests.api_errors import field_errors
 from tests.factories import make_listing, make_renter, next_hour
 
 pytestmark = pytest.mark.django_db
@@ -40,7 +41,7 @@ def test_search_filters_and_sorts(market, client):
     h100 = GpuModel.objects.get(name="H100 80GB")
     assert ids(client.get(url, {"gpu_model": h100.pk})) == [pricey.pk]
     bad = client.get(url, {"gpu_count": 0, "region": "mars"})
-    assert bad.status_code == 400 and set(bad.json()) == {"gpu_count", "region"}
+    assert bad.status_code == 400 and set(field_errors(bad)) == {"gpu_count", "region"}
 
 
 def test_search_window_excludes_busy_paused_and_unavailable(market, renter, client):
@@ -108,7 +109,7 @@ def test_bad_booking_requests_get_field_messages_and_hold_nothing(market, renter
         format="json",
     )
     assert past.status_code == 400
-    assert set(past.json()) == {"start", "end", "gpu_count"}
+    assert set(field_errors(past)) == {"start", "end", "gpu_count"}
     missing = client.post(
         reverse("api:booking-list"),
         {
@@ -119,7 +120,7 @@ def test_bad_booking_requests_get_field_messages_and_hold_nothing(market, renter
         },
         format="json",
     )
-    assert missing.status_code == 400 and "listing" in missing.json()
+    assert missing.status_code == 400 and "listing" in field_errors(missing)
     assert Booking.objects.count() == 0 and BookingGpu.objects.count() == 0
 
 
@@ -134,7 +135,7 @@ def test_conflict_is_409(market, renter, api_as):
     }
     assert api_as(renter).post(reverse("api:booking-list"), body, format="json").status_code == 201
     taken = api_as(make_renter()).post(reverse("api:booking-list"), body, format="json")
-    assert taken.status_code == 409 and "free for that window" in taken.json()["gpu_count"][0]
+    assert taken.status_code == 409 and "free for that window" in field_errors(taken)["gpu_count"][0]
 
 
 def test_someone_elses_booking_is_404_and_owners_cannot_book(market, renter, owner, api_as):
@@ -189,7 +190,7 @@ def test_owner_lists_pauses_and_restricts_availability(owner, api_as):
     again = client.post(
         reverse("api:owner-listing-list"), {"server": server.pk, "price_per_gpu_hour": "0.95"}, format="json"
     )
-    assert again.status_code == 400 and "already listed" in again.json()["server"][0]
+    assert again.status_code == 400 and "already listed" in field_errors(again)["server"][0]
     bad = client.put(
         reverse("api:owner-listing-detail", args=[pk]),
         {"price_per_gpu_hour": "0.001", "min_duration_minutes": 30},
@@ -210,7 +211,7 @@ def test_owner_lists_pauses_and_restricts_availability(owner, api_as):
         {"kind": "weekly", "weekday": 9, "start_minute": 600, "end_minute": 500},
         format="json",
     )
-    assert bad_rule.status_code == 400 and set(bad_rule.json()) == {"weekday", "end_minute"}
+    assert bad_rule.status_code == 400 and set(field_errors(bad_rule)) == {"weekday", "end_minute"}
 
 
 def test_earnings_show_delivered_revenue_and_escrow(owner, renter, client_as):

@@ -20,6 +20,7 @@ from financing.services.vault import vault_deposit
 from financing.services.wallets import usdai_buy
 from marketplace.models import Booking, Settlement
 from marketplace.services import bookings
+from tests.api_errors import field_errors
 from tests.chain_fixtures import drain
 from tests.factories import make_listing, make_renter, next_hour
 from tests.financing_fixtures import T0, approved_collateral
@@ -186,7 +187,7 @@ def test_api_wallet_buy_and_balance(chain, renter, api_as):
         "balance": "75.250000",
     }
     bad = api.post("/api/v1/wallet/usdai/", {"amount": "0.10"}, format="json")
-    assert bad.status_code == 400 and bad.json() == {"amount": ["Buy between $1.00 and $1,000,000.00."]}
+    assert bad.status_code == 400 and field_errors(bad) == {"amount": ["Buy between $1.00 and $1,000,000.00."]}
 
 
 def test_api_deposit_and_redemption_with_field_errors(chain, lender, api_as, settings):
@@ -197,9 +198,9 @@ def test_api_deposit_and_redemption_with_field_errors(chain, lender, api_as, set
 
     too_much = api.post("/api/v1/vault/deposits/", {"amount": "100.000001"}, format="json")
     assert too_much.status_code == 400
-    assert too_much.json() == {"amount": ["You hold 100.00 USDai; deposit at most that."]}
+    assert field_errors(too_much) == {"amount": ["You hold 100.00 USDai; deposit at most that."]}
     garbage = api.post("/api/v1/vault/deposits/", {"amount": "lots"}, format="json")
-    assert garbage.status_code == 400 and list(garbage.json()) == ["amount"]
+    assert garbage.status_code == 400 and list(field_errors(garbage)) == ["amount"]
     assert _written() == before
 
     deposit = api.post("/api/v1/vault/deposits/", {"amount": "50"}, format="json")
@@ -213,7 +214,7 @@ def test_api_deposit_and_redemption_with_field_errors(chain, lender, api_as, set
 
     below = api.post("/api/v1/vault/redemptions/", {"shares": "9.99"}, format="json")
     assert below.status_code == 400
-    assert below.json() == {"shares": ["The smallest redemption is 10 sUSDai, or everything you hold."]}
+    assert field_errors(below) == {"shares": ["The smallest redemption is 10 sUSDai, or everything you hold."]}
     assert not Redemption.objects.exists()
     queued = api.post("/api/v1/vault/redemptions/", {"shares": "12.5"}, format="json")
     assert queued.status_code == 201

@@ -17,6 +17,7 @@ from scheduler.backends.base import LABEL_JOB, LABEL_MANAGED_BY, MANAGED_BY, Job
 from scheduler.backends.simulated import SimulatedBackend
 from scheduler.models import Cluster, Job, Node, SimJob
 from scheduler.services import clusters, jobs, quickbook
+from tests.api_errors import field_errors
 from tests.factories import make_listing, make_owner, make_renter, next_hour
 
 IMAGE = "nvcr.io/nvidia/pytorch:24.05-py3"
@@ -176,7 +177,7 @@ def test_api_errors(fleet, renter, api_as):
     booking = paid_booking(renter, fleet[0])
     url = f"/api/v1/bookings/{booking.public_id}/jobs/"
     bad = api_as(renter).post(url, {"name": "x", "image": "Not An Image", "gpu_count": 9}, format="json")
-    assert bad.status_code == 400 and {"image", "gpu_count"} <= set(bad.json())
+    assert bad.status_code == 400 and {"image", "gpu_count"} <= set(field_errors(bad))
     other = api_as(make_renter()).post(url, {"name": "x", "image": IMAGE, "gpu_count": 1}, format="json")
     assert other.status_code == 404
     owner_only = api_as(make_owner()).post(url, {"name": "x", "image": IMAGE, "gpu_count": 1}, format="json")

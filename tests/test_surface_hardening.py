@@ -17,6 +17,7 @@ from accounts.selectors import user_roles
 from core.downloads import csv_cell
 from core.parsers import JSON_MAX_DEPTH, json_depth_exceeds
 from marketplace.models import Booking, Listing, Server, WebhookEvent
+from tests.api_errors import error_detail, field_errors
 from tests.factories import UserFactory, make_listing, make_owner, next_hour
 
 pytestmark = pytest.mark.django_db
@@ -51,13 +52,13 @@ def test_deeply_nested_json_to_the_token_endpoint_is_a_400(client):
     response = client.post(reverse("api:token"), data=DEEP, content_type="application/json")
     # then a 400 that says why, and this process is still here to read it
     assert response.status_code == 400
-    assert response.json() == {"detail": f"JSON parse error - nested deeper than {JSON_MAX_DEPTH} levels."}
+    assert error_detail(response) == f"JSON parse error - nested deeper than {JSON_MAX_DEPTH} levels."
 
 
 def test_deeply_nested_json_to_an_authenticated_endpoint_is_a_400(owner, api_as):
     response = api_as(owner).post(reverse("api:server-list"), data=DEEP, content_type="application/json")
     assert response.status_code == 400
-    assert response.json() == {"detail": f"JSON parse error - nested deeper than {JSON_MAX_DEPTH} levels."}
+    assert error_detail(response) == f"JSON parse error - nested deeper than {JSON_MAX_DEPTH} levels."
     assert not Server.objects.exists()
 
 
@@ -143,7 +144,7 @@ def test_out_of_range_integers_are_a_400_with_a_field_message(owner, api_as):
     )
     # then a field message, and the listing is unchanged
     assert response.status_code == 400
-    assert list(response.json()) == ["max_duration_minutes"]
+    assert list(field_errors(response)) == ["max_duration_minutes"]
     assert Listing.objects.values().get(pk=listing.pk) == before
     # and a server with a core count past the column's range is refused the same way
     response = api.post(
@@ -159,7 +160,7 @@ def test_out_of_range_integers_are_a_400_with_a_field_message(owner, api_as):
         format="json",
     )
     assert response.status_code == 400
-    assert sorted(response.json()) == ["cpu_milli", "memory_mib"]
+    assert sorted(field_errors(response)) == ["cpu_milli", "memory_mib"]
 
 
 def test_an_out_of_range_listing_id_in_a_booking_is_a_400(owner, renter, api_as):
@@ -175,7 +176,7 @@ def test_an_out_of_range_listing_id_in_a_booking_is_a_400(owner, renter, api_as)
         format="json",
     )
     assert response.status_code == 400
-    assert list(response.json()) == ["listing"]
+    assert list(field_errors(response)) == ["listing"]
     assert not Booking.objects.exists()
 
 

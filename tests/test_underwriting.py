@@ -23,6 +23,7 @@ from financing.services.loans import loan_apply, loan_approve, loan_max_amount
 from financing.services.revenue import settlements_journal
 from marketplace.models import Listing
 from marketplace.services import bookings
+from tests.api_errors import field_errors
 from tests.factories import make_listing
 from tests.financing_fixtures import fund_vault, settle
 
@@ -300,10 +301,10 @@ def test_the_api_refuses_a_dscr_below_one_and_warns_a_thin_one(owner, other_owne
 
     refused = api.post(url, {"collateral": collateral.pk, "amount": "150000.00", "tenor_months": 36}, format="json")
     assert refused.status_code == 400
-    assert refused.json()["amount"][0].startswith("Projected DSCR 0.98 is below 1.00")
+    assert field_errors(refused)["amount"][0].startswith("Projected DSCR 0.98 is below 1.00")
     assert written() == before
     tiny = api.post(url, {"collateral": collateral.pk, "amount": "0.93", "tenor_months": 36}, format="json")
-    assert tiny.status_code == 400 and tiny.json()["amount"][0].startswith("Borrow at least $1,000.00")
+    assert tiny.status_code == 400 and field_errors(tiny)["amount"][0].startswith("Borrow at least $1,000.00")
 
     limit = api.get(reverse("api:collateral-limit", args=[collateral.pk])).json()
     assert (limit["maximum"], limit["binding"], limit["ltv_maximum"]) == ("147914.930000", "dscr", "153604.010000")

@@ -206,13 +206,13 @@ REST_FRAMEWORK = {
     },
     "NUM_PROXIES": env.int("TRUSTED_PROXY_COUNT", default=0),
 }
+# One error body for every status the API documents (core.api.ErrorResponseSerializer).
+API_ERROR_STATUS_CODES = ["400", "401", "403", "404", "405", "406", "415", "429", "500"]
 DRF_STANDARDIZED_ERRORS = {
     "EXCEPTION_HANDLER_CLASS": "core.api.ExceptionHandler",
     "EXCEPTION_FORMATTER_CLASS": "core.api.ExceptionFormatter",
-    "ALLOWED_ERROR_STATUS_CODES": ["400", "401", "403", "404", "405", "406", "415", "429", "500"],
-    "ERROR_SCHEMAS": {
-        code: "core.api.ErrorResponseSerializer" for code in ("400", "401", "403", "404", "405", "406", "415", "429", "500")
-    },
+    "ALLOWED_ERROR_STATUS_CODES": API_ERROR_STATUS_CODES,
+    "ERROR_SCHEMAS": dict.fromkeys(API_ERROR_STATUS_CODES, "core.api.ErrorResponseSerializer"),
 }
 # API tokens (django-rest-knox, model accounts.ApiToken): only a digest is stored; each
 # expires within API_TOKEN_TTL_DAYS (the user may choose fewer); at most

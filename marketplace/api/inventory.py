@@ -230,5 +230,9 @@ class ServerImportApi(APIView):
                 owner=owner_company_for_user(request.user), content=content, default_region=region
             )
         except inventory.InventoryImportError as exc:
-            raise serializers.ValidationError({f"rows.{e.line}.{e.field}": [e.message] for e in exc.errors}) from exc
+            # A cell can fail more than one rule (two serials already registered): keep every message.
+            errors: dict[str, list[str]] = {}
+            for e in exc.errors:
+                errors.setdefault(f"rows.{e.line}.{e.field}", []).append(e.message)
+            raise serializers.ValidationError(errors) from exc
         return Response({"created": len(servers)}, status=status.HTTP_201_CREATED)
