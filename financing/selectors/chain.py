@@ -23,9 +23,7 @@ def chain_operations() -> ChainOperations:
     counts = dict(ChainOp.objects.values("status").annotate(n=Count("pk")).values_list("status", "n"))
     return ChainOperations(
         counts=[(label, counts.get(value, 0)) for value, label in ChainOp.Status.choices],
-        oldest_open=ChainOp.objects.filter(status__in=ChainOp.IN_FLIGHT)
-        .order_by("pk")
-        .first(),
+        oldest_open=ChainOp.objects.filter(status__in=ChainOp.IN_FLIGHT).order_by("pk").first(),
         failed=list(ChainOp.objects.filter(status=ChainOp.Status.FAILED).order_by("-pk")[:50]),
         retried={
             key.rsplit(":retry", 1)[0]

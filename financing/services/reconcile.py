@@ -58,8 +58,7 @@ def chain_reconcile() -> Reconciliation:
     # Mined is not confirmed (a reorganisation can still undo it); a row being replayed onto a
     # recovered chain is not there yet.
     in_flight = ChainOp.objects.filter(
-        Q(status__in=ChainOp.IN_FLIGHT)
-        | Q(replay__in=[ChainOp.Replay.DUE, ChainOp.Replay.SENT])
+        Q(status__in=ChainOp.IN_FLIGHT) | Q(replay__in=[ChainOp.Replay.DUE, ChainOp.Replay.SENT])
     ).count()
     checks: list[dict] = []
 
