@@ -3,6 +3,9 @@
 import io
 import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from django.core.management import call_command
@@ -74,3 +77,41 @@ def test_an_api_path_no_route_matches_is_a_json_404_in_the_error_shape(client, p
 def test_a_page_no_route_matches_is_still_the_html_404(client):
     response = client.get("/no-such-page/")
     assert response.status_code == 404 and "text/html" in response["Content-Type"]
+
+
+IMPORT_EVERY_MODULE = """
+import importlib, pkgutil, sys
+import infra_fi_api_client
+from infra_fi_api_client import api, models
+names = [m.name for m in pkgutil.walk_packages(api.__path__, "infra_fi_api_client.api.")]
+for name in names:
+    importlib.import_module(name)
+from infra_fi_api_client.api.bookings import bookings_pay_create
+print(len(names), len(models.__all__), bookings_pay_create.sync_detailed.__annotations__["return"])
+"""
+
+
+def test_a_client_generated_from_the_schema_imports(tmp_path):
+    """The finding: a client generated from the schema did not import. openapi-python-client
+    generates one (warnings are errors), and every module of it imports."""
+    schema_file = tmp_path / "schema.json"
+    call_command("spectacular", "--format", "openapi-json", "--file", str(schema_file))
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    generated = subprocess.run(
+        [str(bin_dir / "openapi-python-client"), "generate", "--path", str(schema_file), "--meta", "none"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert generated.returncode == 0, generated.stdout + generated.stderr
+    assert "Warning" not in generated.stdout + generated.stderr, generated.stdout + generated.stderr
+    imported = subprocess.run(
+        [sys.executable, "-c", IMPORT_EVERY_MODULE], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert imported.returncode == 0, imported.stderr
+    modules, model_count, pay_returns = imported.stdout.split(maxsplit=2)
+    assert int(modules) > 50 and int(model_count) > 50
+    assert "Booking" in pay_returns and "ErrorResponse" in pay_returns  # typed success and error bodies

@@ -255,20 +255,25 @@ def _store_signed(op: ChainOp, signed, **extra) -> None:
     )
 
 
+def _sign(chain: Chain, op: ChainOp):
+    """The row's transaction, signed at its sender's next nonce."""
+    return chain.sign(
+        sender_index=op.sender,
+        contract=op.contract,
+        function=op.function,
+        args=_decode_args(op),
+        to=op.to,
+        value=int(op.value),
+        nonce=_sender_nonce(chain, op),
+    )
+
+
 def _send_one(chain: Chain, op: ChainOp, *, now) -> str:
     try:
         receipt = None
         if op.status == ChainOp.Status.PENDING:
             try:
-                signed = chain.sign(
-                    sender_index=op.sender,
-                    contract=op.contract,
-                    function=op.function,
-                    args=_decode_args(op),
-                    to=op.to,
-                    value=int(op.value),
-                    nonce=_sender_nonce(chain, op),
-                )
+                signed = _sign(chain, op)
             except Reverted as exc:
                 _fail(op, str(exc))
                 return "failed"
@@ -582,15 +587,7 @@ def _replay_one(chain: Chain, op: ChainOp, addresses: dict[str, str]) -> None:
     the same bytes on the next run, so a row is replayed once. No handler, no posting."""
     if op.replay == ChainOp.Replay.DUE:
         try:
-            signed = chain.sign(
-                sender_index=op.sender,
-                contract=op.contract,
-                function=op.function,
-                args=_decode_args(op),
-                to=op.to,
-                value=int(op.value),
-                nonce=_sender_nonce(chain, op),
-            )
+            signed = _sign(chain, op)
         except ChainError as exc:
             _alert("recovery", f"Replay of row #{op.pk} ({op.key}) cannot be signed: {exc}", op)
             raise RecoveryStopped(f"row #{op.pk} ({op.key}): {exc}") from exc
