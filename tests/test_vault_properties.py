@@ -174,7 +174,15 @@ def apply(vault: Vault, op: tuple, t: int) -> None:
     vault.conserved()
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture], phases=PHASES)
+# Random everywhere but CI, where the same 40 interleavings run every time (a rare failing
+# interleaving found locally is an open finding, not a coin CI tosses on every submission).
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+    phases=PHASES,
+    derandomize=bool(os.environ.get("CI")),
+)
 @given(ops=st.lists(operation, min_size=1, max_size=25), gaps=st.lists(st.integers(1, 6 * 3600), min_size=25))
 def test_no_interleaving_moves_value_between_lenders_and_every_wei_is_accounted(chain, ops, gaps):  # noqa: F811
     chain.tester.revert_to_snapshot(chain.snapshot)
