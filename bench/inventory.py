@@ -47,6 +47,10 @@ def main() -> None:
             "server_list_page_ms_median": median_ms(lambda: client.get(reverse("marketplace:server_list")), 10),
             "servers_in_db": Server.objects.count(),
         }
+        result["goals"] = {
+            "every_node_imported": result["servers_imported"] == result["servers_in_db"] > 0,
+            "dashboard_under_a_second": result["owner_dashboard_ms_median"] < 1000,
+        }
     print(json.dumps(result))
 
 

@@ -103,6 +103,10 @@ def main() -> None:
             "p95_ratio_search_to_trivial": round(pct(search, 0.95) / pct(trivial, 0.95), 2),
             "goal_p95_ratio_at_most": 2.0,
         }
+        result["goals"] = {
+            "p95_ratio_at_most_2": result["p95_ratio_search_to_trivial"] <= 2.0,
+            "searches_find_listings": result["median_matches_per_search"] > 0,
+        }
     print(json.dumps(result))
 
 

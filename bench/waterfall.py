@@ -250,6 +250,10 @@ def main() -> None:
             "goal_ratio_at_least": 0.5,
             "books_sum": str(sum(books.values())),
         }
+        result["goals"] = {
+            "ratio_at_least_0_5": result["ratio_waterfall_to_bare"] >= 0.5,
+            "books_balance": sum(books.values()) == 0,
+        }
     print(json.dumps(result))
 
 
