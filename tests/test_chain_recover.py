@@ -4,7 +4,6 @@ fresh nonces (no handler, no posting), resume; a crash mid-replay and a rerun se
 row once. A history the chain cannot reproduce (the vault accruing with block time) is
 refused before anything is sent."""
 
-from datetime import date
 from decimal import Decimal
 
 import pytest
@@ -17,13 +16,12 @@ from financing.chain.deploy import deploy
 from financing.models import ChainAlert, ChainDeployment, ChainOp, Posting, Wallet
 from financing.selectors.ledger import usdai_balance
 from financing.services import outbox
-from financing.services.collateral import collateral_approve, collateral_register
 from financing.services.reconcile import chain_reconcile
 from financing.services.vault import redemption_request, vault_deposit, vault_service
 from financing.services.wallets import usdai_buy
 from tests.chain_fixtures import drain
-from tests.factories import make_listing
 from tests.hardhat_node import HARDHAT_KEYS
+from tests.test_onchain import titled_collateral
 
 pytestmark = pytest.mark.django_db
 E18 = 10**18
@@ -52,23 +50,6 @@ def hardhat(hardhat_rpc_url, settings, request):
     return node
 
 
-def _title(owner, operator):
-    listing = make_listing(owner, gpu_count=2, price="2.00")
-    collateral = collateral_register(
-        owner=owner.owner_membership.company,
-        server=listing.server,
-        purchase_price=Decimal("30000"),
-        purchase_date=date(2026, 1, 1),
-        custodian="Equinix FR5",
-        custody_receipt="EQX-9",
-        insurer="Lloyd's",
-        policy_number="P-9",
-        coverage=Decimal("30000"),
-        insurance_expires=date(2028, 1, 1),
-    )
-    return collateral_approve(collateral=collateral, operator=operator)
-
-
 def test_a_reset_chain_is_recovered_by_replaying_the_confirmed_rows_once_even_across_a_crash(
     hardhat, hardhat_rpc_url, lender, owner, operator, monkeypatch
 ):
@@ -79,7 +60,7 @@ def test_a_reset_chain_is_recovered_by_replaying_the_confirmed_rows_once_even_ac
     redemption = redemption_request(user=lender, shares_amount=Decimal("100"))
     drain()
     vault_service()
-    collateral = _title(owner, operator)
+    collateral = titled_collateral(owner, operator)
     assert drain()["failed"] == 0
     confirmed = list(ChainOp.objects.order_by("pk"))
     assert {op.status for op in confirmed} == {"confirmed"} and len(confirmed) >= 8
