@@ -52,6 +52,8 @@ api_v1 = [
     path("proof/settlements/<int:pk>/", financing_api.SettlementProofApi.as_view(), name="settlement-proof"),
     path("owner/loans/", financing_api.LoanApplyApi.as_view(), name="owner-loans"),
     path("owner/collateral/<int:pk>/limit/", financing_api.CollateralLimitApi.as_view(), name="collateral-limit"),
+    path("", include("financing.urls_api_wallets")),
+    path("", include("financing.urls_api_payouts")),
     *router.urls,
 ]
 

@@ -659,3 +659,12 @@ class MoneyAlert(models.Model):
                 fields=["check_name"], condition=Q(resolved_at__isnull=True), name="moneyalert_one_open_per_check"
             )
         ]
+
+
+# --- Cards: USDai purchases through Stripe.js (issue 14) ---------------------------------
+
+
+# --- Linked wallets: SIWE, browser-signed vault operations, chain events (issue 14) --------
+
+
+# --- Owner payouts: runs, statements, SEPA files (issue 14) --------------------------------

@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import include, path
 
 from financing.views import loans, onchain, operator_money
 
@@ -31,4 +31,6 @@ urlpatterns = [
         operator_money.operator_money_alert_resolve,
         name="operator_money_alert_resolve",
     ),
+    path("", include("financing.urls_wallets")),
+    path("", include("financing.urls_payouts")),
 ]

@@ -1,0 +1,3 @@
+"""API endpoints of issue 14's payouts work (included under /api/v1/, namespace "api")."""
+
+urlpatterns: list = []
