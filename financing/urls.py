@@ -14,6 +14,7 @@ urlpatterns = [
     path("owner/financing/", loans.owner_financing, name="owner_financing"),
     path("owner/loans/<uuid:public_id>/", loans.owner_loan, name="owner_loan"),
     path("wallet/", onchain.wallet, name="wallet"),
+    path("wallet/history.csv", onchain.wallet_history_csv, name="wallet_history_csv"),
     path("bookings/<uuid:public_id>/pay-usdai/", onchain.pay_usdai, name="pay_usdai"),
     path("proof/", onchain.proof, name="proof"),
     path("proof/algorithm/", onchain.proof_algorithm, name="proof_algorithm"),

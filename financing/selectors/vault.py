@@ -26,7 +26,6 @@ from financing.models import (
     Posting,
     Redemption,
     TbillAccrual,
-    UsdaiPurchase,
     VaultDay,
     VaultDeposit,
     Wallet,
@@ -51,15 +50,6 @@ def lender_overview(*, user: User) -> LenderOverview:
 def wallet_address(*, user: User) -> str:
     """The user's custodial address, or "" before their first USDai (a page never creates one)."""
     return Wallet.objects.filter(user=user).values_list("address", flat=True).first() or ""
-
-
-def usdai_purchases(*, user: User, limit: int = 10) -> list[UsdaiPurchase]:
-    """The user's completed purchases, newest first (pending or failed ones are not "bought")."""
-    return list(
-        UsdaiPurchase.objects.filter(user=user, status=UsdaiPurchase.Status.SUCCEEDED).order_by("-created_at", "-pk")[
-            :limit
-        ]
-    )
 
 
 # --- The vault's books -------------------------------------------------------------------

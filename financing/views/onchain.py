@@ -8,12 +8,14 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
 from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.models import Role
 from accounts.permissions import role_required
+from core.downloads import csv_download
 from core.forms import form_submit
 from financing import merkle, svg_charts
 from financing.forms import (
@@ -29,7 +31,8 @@ from financing.selectors import vault as vault_selectors
 from financing.selectors.chain import chain_operations
 from financing.selectors.ledger import usdai_balance
 from financing.selectors.proofs import revenue_epochs, settlement_proof_check
-from financing.selectors.vault import usdai_purchases, user_redemptions, wallet_address
+from financing.selectors.vault import user_redemptions, wallet_address
+from financing.selectors.wallet_history import wallet_history
 from financing.services import vault, wallets
 from financing.services.outbox import chainalert_resolve, chainop_retry
 from financing.services.reconcile import chain_reconcile
@@ -60,13 +63,25 @@ def wallet(request):
     context = {
         "balance": usdai_balance(user=user),
         "address": wallet_address(user=user),
-        "purchases": usdai_purchases(user=user),
+        "history": Paginator(wallet_history(user=user), 25).get_page(request.GET.get("page")),
         "gateway": gateway,
         "buy_form": buy_form,
         "send_form": send_form,
     }
     status = 400 if (buy_form.errors or send_form.errors) else 200
     return render(request, "financing/wallet.html", context, status=status)
+
+
+@login_required
+def wallet_history_csv(request):
+    """The whole history of the wallet page (up to 10,000 rows) as CSV."""
+    response, writer = csv_download("infrafi-wallet-history.csv")
+    writer.writerow(["when_utc", "kind", "description", "amount", "unit", "state", "detail", "reference"])
+    for e in wallet_history(user=request.user, limit=10_000, per_kind=10_000):
+        writer.writerow(
+            [f"{e.at:%Y-%m-%d %H:%M:%S}", e.kind, e.description, e.amount, e.unit, e.state, e.detail, e.reference]
+        )
+    return response
 
 
 # --- Vault ------------------------------------------------------------------------------
@@ -85,7 +100,11 @@ def vault_page(request):
     )
     cancel_form = RedemptionCancelForm(request.POST if action == "cancel" else None, prefix="cancel")
     if action == "deposit" and form_submit(deposit_form, lambda d: vault.vault_deposit(user=user, **d)):
-        messages.success(request, f"Deposited {deposit_form.cleaned_data['amount']:,.2f} USDai into the vault.")
+        messages.success(
+            request,
+            f"Deposit of {deposit_form.cleaned_data['amount']:,.2f} USDai submitted: it shows as pending until "
+            "the chain confirms it, then your shares appear.",
+        )
         return redirect("financing:vault")
     if action == "redeem" and form_submit(
         redeem_form, lambda d: vault.redemption_request(user=user, shares_amount=d["shares"])
