@@ -345,19 +345,21 @@ def accrued() -> uint256:
 @view
 def _preview_deposit(assets: uint256) -> uint256:
     supply: uint256 = erc20.totalSupply
-    shares: uint256 = math._mul_div(assets, supply + 1, self._total_assets() + 1, False)
     if supply == 0:
-        # The first DEAD_SHARES go to the dead address.
-        return shares - DEAD_SHARES if shares > DEAD_SHARES else 0
-    return shares
+        # One share per wei; the first DEAD_SHARES go to the dead address, which also gets one
+        # share per wei of any assets booked before the first deposit (`_deposit`): the first
+        # depositor neither pays for them nor takes them.
+        return unsafe_sub(assets, DEAD_SHARES) if assets > DEAD_SHARES else 0
+    return math._mul_div(assets, supply + 1, self._total_assets() + 1, False)
 
 
 @internal
 @view
 def _preview_mint(shares: uint256) -> uint256:
     supply: uint256 = erc20.totalSupply
-    minted: uint256 = shares + DEAD_SHARES if supply == 0 else shares
-    return math._mul_div(minted, self._total_assets() + 1, supply + 1, True)
+    if supply == 0:
+        return shares + DEAD_SHARES  # one share per wei, and the dead shares (`_preview_deposit`)
+    return math._mul_div(shares, self._total_assets() + 1, supply + 1, True)
 
 
 @internal
@@ -466,7 +468,9 @@ def _deposit(assets: uint256, shares: uint256, receiver: address):
     assert receiver != self, "sUSDai: receiver is the vault"
     if erc20.totalSupply == 0:
         assert assets > DEAD_SHARES, "sUSDai: first deposit must exceed 10**6 wei"
-        erc20._mint(DEAD, DEAD_SHARES)
+        # The assets already booked (interest reported, or a write-up, before anyone held a
+        # share) are the dead shares' at one wei each: the price starts at one and stays there.
+        erc20._mint(DEAD, DEAD_SHARES + self._total_assets())
     assert shares != 0, "sUSDai: zero shares"
     assert extcall _USDAI.transferFrom(msg.sender, self, assets, default_return_value=True), "sUSDai: transfer failed"
     self.idle += assets

@@ -412,6 +412,27 @@ def test_first_deposit_mints_dead_shares(c):
     ]
 
 
+def test_a_first_deposit_neither_pays_for_nor_takes_assets_booked_before_it(c):
+    # given interest reported to the empty vault, and unlocked: assets that no share stands for
+    send(c.vault.functions.report(WAD + WAD // 6, 0, 0, AT_BLOCK), c.operator)
+    travel(c, c.vault.functions.unlock_end().call() + 1)
+    orphan = pending(c.vault.functions.totalAssets())
+    assert orphan == WAD + WAD // 6 and c.vault.functions.totalSupply().call() == 0
+
+    # when alice makes the first deposit, of 50,000
+    assert pending(c.vault.functions.previewDeposit(50_000 * WAD)) == 50_000 * WAD - DEAD_SHARES
+    send(c.vault.functions.deposit(50_000 * WAD, c.alice), c.alice)
+
+    # then she holds what she paid in (less the dead shares' 10**6 wei), not 1.17 less, nor 1.17 more:
+    # the dead shares stand for the assets that were there before her
+    assert c.vault.functions.balanceOf(c.alice).call() == 50_000 * WAD - DEAD_SHARES
+    assert value_of(c, c.alice) == 50_000 * WAD - DEAD_SHARES
+    assert c.vault.functions.balanceOf(DEAD).call() == DEAD_SHARES + orphan
+    assert value_of(c, DEAD) == DEAD_SHARES + orphan
+    # and the same holds when the first shares are minted rather than deposited for
+    assert c.vault.functions.convertToAssets(WAD).call() == WAD
+
+
 def test_mint_charges_the_preview(c):
     # the first mint pays for the dead shares too; the receiver gets exactly what it asked
     assert c.vault.functions.previewMint(500 * WAD).call() == 500 * WAD + DEAD_SHARES
