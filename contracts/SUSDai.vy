@@ -52,7 +52,11 @@
         deposit before a known recovery.
 
         Dead shares. The first deposit must exceed 10**6 wei; 10**6
-        shares go to 0x...dEaD, so the supply can never return to zero.
+        shares go to 0x...dEaD, so the supply can never return to zero,
+        and with them one share per wei of any assets booked while no
+        share existed (a report or write-up to the empty vault): the first
+        depositor gets one share per wei paid, neither paying for those
+        assets nor taking them.
 
         Exits. Shares leave through a FIFO queue: `request_redeem`
         escrows them in the vault (at least `min_redemption`, unless they
