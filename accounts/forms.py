@@ -2,10 +2,17 @@
 
 from django import forms
 from django.core.exceptions import ValidationError
+from stdnum.eu import vat
 
 from accounts.models import LenderProfile, OwnerCompany, Role
 from accounts.services import user_roles_grant
-from accounts.validators import validate_eip55_address
+from accounts.validators import (
+    bic_iban_mismatch,
+    validate_bic,
+    validate_eip55_address,
+    validate_iban,
+    validate_vat_id,
+)
 
 SIGNUP_ROLE_CHOICES = [
     (Role.RENTER.value, "Rent GPUs"),
@@ -65,7 +72,31 @@ class RenterBillingForm(forms.Form):
     billing_country = forms.CharField(
         min_length=2, max_length=2, label="Country", help_text="Two-letter code, e.g. US, DE, SG."
     )
-    vat_id = forms.CharField(max_length=32, required=False, label="VAT / tax id")
+    vat_id = forms.CharField(
+        max_length=32,
+        required=False,
+        label="VAT / tax id",
+        help_text="In the EU: your VAT id with its country prefix (e.g. DE136695976) for reverse-charge invoices.",
+    )
+
+    def clean(self):
+        # In an EU country the id is an EU VAT id of that country (stdnum.eu.vat), stored compact;
+        # elsewhere it is a tax id as the renter writes it (shown on invoices, not checked).
+        data = super().clean()
+        vat_id = (data.get("vat_id") or "").strip()
+        country = (data.get("billing_country") or "").strip().upper()
+        if vat_id and country.lower() in vat.MEMBER_STATES:
+            try:
+                validate_vat_id(vat_id)
+            except ValidationError as exc:
+                self.add_error("vat_id", exc)
+                return data
+            number = vat.compact(vat_id)
+            if {"EL": "GR"}.get(number[:2], number[:2]) != country:
+                self.add_error("vat_id", f"This VAT id is not from {country}, your billing country.")
+            else:
+                data["vat_id"] = number
+        return data
 
 
 class CompanyCreateForm(forms.Form):
@@ -73,13 +104,56 @@ class CompanyCreateForm(forms.Form):
 
 
 class OwnerCompanyForm(forms.Form):
+    """The company's details and where its payouts go. IBAN and BIC are checked with schwifty
+    (checksum, the country's format; the BIC's country is the IBAN's), the VAT id with
+    python-stdnum; ``owner_company_update`` checks the same again."""
+
     name = forms.CharField(max_length=200)
+    vat_id = forms.CharField(max_length=20, required=False, label="VAT id", help_text="EU format, e.g. DE136695976.")
+    address_line1 = forms.CharField(max_length=70, required=False, label="Address")
+    address_line2 = forms.CharField(max_length=70, required=False, label="Postcode and town")
+    country = forms.CharField(max_length=2, required=False, help_text="Two letters (ISO 3166), e.g. DE.")
     payout_account_holder = forms.CharField(max_length=200, required=False)
-    payout_iban = forms.CharField(max_length=42, required=False, label="Payout IBAN or account number")
-    payout_bic = forms.CharField(max_length=11, required=False, label="Payout BIC/SWIFT")
+    payout_iban = forms.CharField(max_length=42, required=False, label="Payout IBAN", validators=[validate_iban])
+    payout_bic = forms.CharField(max_length=11, required=False, label="Payout BIC/SWIFT", validators=[validate_bic])
     payout_wallet_address = forms.CharField(
         max_length=42, required=False, label="Payout wallet (EIP-55)", validators=[validate_eip55_address]
     )
+    payout_rail = forms.ChoiceField(
+        choices=OwnerCompany._meta.get_field("payout_rail").choices,
+        initial="sepa",
+        required=False,
+        label="Pay out by",
+        help_text="When both an IBAN and a payout wallet are given.",
+    )
+
+    def clean_payout_rail(self) -> str:
+        return self.cleaned_data["payout_rail"] or "sepa"
+
+    def clean_payout_iban(self) -> str:
+        return "".join(self.cleaned_data["payout_iban"].split()).upper()
+
+    def clean_payout_bic(self) -> str:
+        return self.cleaned_data["payout_bic"].strip().upper()
+
+    def clean_vat_id(self) -> str:
+        value = "".join(self.cleaned_data["vat_id"].split()).upper()
+        if value:
+            validate_vat_id(value)
+        return value
+
+    def clean_country(self) -> str:
+        value = self.cleaned_data["country"].strip().upper()
+        if value and not (len(value) == 2 and value.isalpha()):
+            raise ValidationError("Enter the two-letter country code (ISO 3166), e.g. DE.")
+        return value
+
+    def clean(self):
+        data = super().clean()
+        iban, bic = data.get("payout_iban"), data.get("payout_bic")
+        if iban and bic and (mismatch := bic_iban_mismatch(bic, iban)):
+            self.add_error("payout_bic", mismatch)
+        return data
 
 
 class MemberInviteForm(forms.Form):

@@ -65,6 +65,18 @@ class OwnerCompany(models.Model):
     payout_iban = models.CharField("payout IBAN or account number", max_length=34, blank=True)
     payout_bic = models.CharField("payout BIC/SWIFT", max_length=11, blank=True)
     payout_wallet_address = models.CharField(max_length=42, blank=True, validators=[validate_eip55_address])
+    # Payouts (issue 14): the SEPA creditor's address and VAT id, and the rail when both an
+    # IBAN and a wallet are given (``financing.services.payouts``).
+    vat_id = models.CharField("VAT id", max_length=20, blank=True)
+    country = models.CharField(max_length=2, blank=True, help_text="ISO 3166 alpha-2.")
+    address_line1 = models.CharField("address", max_length=70, blank=True)
+    address_line2 = models.CharField("postcode and town", max_length=70, blank=True)
+    payout_rail = models.CharField(
+        max_length=5,
+        choices=[("sepa", "Bank transfer (SEPA)"), ("usdai", "USDai to the payout wallet")],
+        default="sepa",
+        help_text="Used when both an IBAN and a payout wallet are given.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -141,6 +153,8 @@ class RenterProfile(models.Model):
     billing_address = models.TextField(blank=True)
     billing_country = models.CharField(max_length=2, blank=True, help_text="ISO 3166-1 alpha-2")
     vat_id = models.CharField("VAT / tax id", max_length=32, blank=True)
+    # The renter's Customer at the card gateway (saved cards, receipts); made on first need.
+    stripe_customer_id = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:

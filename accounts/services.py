@@ -45,6 +45,7 @@ from accounts.models import (
     User,
 )
 from accounts.selectors import INVITATION_TTL, owner_company_is_admin, user_roles_forget
+from accounts.validators import bic_iban_mismatch, iban_problem, validate_bic, validate_vat_id
 
 NOT_AN_ADMIN = "Only an administrator of the company can do this."
 INVITATION_INVALID = "This invitation is no longer valid."
@@ -104,21 +105,55 @@ def owner_company_update(
     payout_iban: str = "",
     payout_bic: str = "",
     payout_wallet_address: str = "",
+    vat_id: str = "",
+    country: str = "",
+    address_line1: str = "",
+    address_line2: str = "",
+    payout_rail: str = "sepa",
 ) -> OwnerCompany:
     """Change the company's name and payout details; ``by`` must be an administrator
-    (``PermissionDenied`` otherwise): the payout account decides where money goes."""
+    (``PermissionDenied`` otherwise): the payout account decides where money goes.
+    The IBAN, BIC (and that its country is the IBAN's) and VAT id are checked here too, so
+    nothing invalid is saved whoever calls (field errors; nothing saved)."""
     _admin_required(company=company, user=by)
     name = name.strip()
     if OwnerCompany.objects.filter(name__iexact=name).exclude(pk=company.pk).exists():
         raise ValidationError({"name": "A company with this name already exists."})
     company.name = name
     company.payout_account_holder = payout_account_holder.strip()
-    company.payout_iban = payout_iban.replace(" ", "").upper()
+    company.payout_iban = "".join(payout_iban.split()).upper()
     company.payout_bic = payout_bic.strip().upper()
     company.payout_wallet_address = payout_wallet_address.strip()
+    company.vat_id = "".join(vat_id.split()).upper()
+    company.country = country.strip().upper()
+    company.address_line1 = address_line1.strip()
+    company.address_line2 = address_line2.strip()
+    company.payout_rail = payout_rail or "sepa"
+    _payout_details_check(company)
     company.full_clean()
     company.save()
     return company
+
+
+def _payout_details_check(company: OwnerCompany) -> None:
+    errors: dict[str, str] = {}
+    if company.payout_iban and (problem := iban_problem(company.payout_iban)):
+        errors["payout_iban"] = problem
+    if company.payout_bic:
+        try:
+            validate_bic(company.payout_bic)
+        except ValidationError as exc:
+            errors["payout_bic"] = exc.messages[0]
+    both = company.payout_iban and company.payout_bic and not errors
+    if both and (mismatch := bic_iban_mismatch(company.payout_bic, company.payout_iban)):
+        errors["payout_bic"] = mismatch
+    if company.vat_id:
+        try:
+            validate_vat_id(company.vat_id)
+        except ValidationError as exc:
+            errors["vat_id"] = exc.messages[0]
+    if errors:
+        raise ValidationError(errors)
 
 
 def company_invitation_send(*, company: OwnerCompany, invited_by: User, email: str, link: str) -> CompanyInvitation:

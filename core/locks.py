@@ -34,6 +34,7 @@ LOCK_ORDER: tuple[str, ...] = (
     "financing.FirstLoss",
     "financing.Wallet",
     "financing.LedgerAccount",
+    "financing.SepaFile",
     "financing.Redemption",
     "financing.TbillAccrual",
     # marketplace

@@ -6,15 +6,21 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from core.admin import ReadOnlyAdmin, ReadOnlyInline
 from financing.models import (
     Appraisal,
+    ChainEvent,
     Collateral,
     Instalment,
     InsuranceClaim,
     JournalEntry,
     LedgerAccount,
+    LinkedWallet,
     Loan,
     MoneyAlert,
     MoneyReconciliation,
+    Payout,
+    PayoutRun,
     Posting,
+    SepaFile,
+    WalletOperation,
 )
 from financing.selectors.ledger import account_balance
 from financing.selectors.loans import loan_warnings
@@ -167,3 +173,41 @@ class MoneyReconciliationAdmin(ReadOnlyAdmin):
 class MoneyAlertAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "check_name", "message", "cleared_by", "resolved_at"]
     list_filter = ["check_name"]
+
+
+# Owner payouts: read-only here; runs, SEPA downloads and "mark sent" are on the payouts page.
+@admin.register(PayoutRun)
+class PayoutRunAdmin(ReadOnlyAdmin):
+    list_display = ["pk", "period_start", "period_end", "trigger", "status", "created_by"]
+
+
+@admin.register(Payout)
+class PayoutAdmin(ReadOnlyAdmin):
+    list_display = ["pk", "run", "company", "amount", "rail", "status", "reason"]
+    list_filter = ["status", "rail"]
+
+
+@admin.register(SepaFile)
+class SepaFileAdmin(ReadOnlyAdmin):
+    list_display = ["pk", "run", "message_id", "total_eur", "created_at", "sent_at"]
+    exclude = ["xml"]
+
+
+# Users' own wallets: read-only; links end on the user's wallet page (password again).
+@admin.register(LinkedWallet)
+class LinkedWalletAdmin(ReadOnlyAdmin):
+    list_display = ["pk", "user", "address", "chain_id", "linked_at", "unlinked_at"]
+    search_fields = ["address", "user__email"]
+
+
+@admin.register(WalletOperation)
+class WalletOperationAdmin(ReadOnlyAdmin):
+    list_display = ["pk", "user", "kind", "status", "amount", "shares", "tx_hash", "created_at"]
+    list_filter = ["kind", "status"]
+    search_fields = ["tx_hash", "address", "user__email"]
+
+
+@admin.register(ChainEvent)
+class ChainEventAdmin(ReadOnlyAdmin):
+    list_display = ["key", "contract", "event", "block_number", "user", "entry"]
+    list_filter = ["contract", "event"]

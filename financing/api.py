@@ -16,6 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import IsLender, IsOwner
+from accounts.reauth import reauth_check
 from accounts.selectors import owner_company_for_user
 from core.idempotency import IDEMPOTENCY_KEY_PARAMETER, Idempotent
 from financing.chain.client import wei_to_usd
@@ -81,6 +82,16 @@ class UsdaiBuyApi(Idempotent, APIView):
 class UsdaiWithdrawSerializer(serializers.Serializer):
     address = serializers.CharField(max_length=100, help_text="An outside address, EIP-55 checksummed.")
     amount = serializers.DecimalField(max_digits=20, decimal_places=6, help_text="USDai, at most your balance.")
+    reauth = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        trim_whitespace=False,
+        max_length=128,
+        write_only=True,
+        help_text="Your password again or, when the account has TOTP, a current code (400 on the `reauth` field "
+        "when missing or wrong; wrong ones count towards the login lockout).",
+    )
 
 
 class UsdaiWithdrawalSerializer(serializers.Serializer):
@@ -94,8 +105,9 @@ class UsdaiWithdrawalSerializer(serializers.Serializer):
 
 class UsdaiWithdrawalsApi(Idempotent, APIView):
     """Send USDai from the custodial wallet to an outside address: the ledger is debited at
-    once and the transfer queued for the chain (201 with it). A bad address or an amount
-    above the balance is 400 with field messages."""
+    once and the transfer queued for the chain (201 with it). A bad address, an amount
+    above the balance, or a missing or wrong password (``reauth``; a TOTP code when the
+    account has one) is 400 with field messages, and nothing is sent."""
 
     idempotent_atomic = True  # database-only: the work and its saved answer commit together
     permission_classes = [IsAuthenticated]
@@ -109,7 +121,9 @@ class UsdaiWithdrawalsApi(Idempotent, APIView):
     def post(self, request):
         data = UsdaiWithdrawSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        op = wallets.usdai_withdraw(user=request.user, **data.validated_data)
+        fields = dict(data.validated_data)
+        reauth_check(request=request._request, user=request.user, secret=fields.pop("reauth"))
+        op = wallets.usdai_withdraw(user=request.user, **fields)
         address, wei = op.args
         sent = {
             "id": op.pk,

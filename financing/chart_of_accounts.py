@@ -15,6 +15,7 @@ SYSTEM_ACCOUNTS = [
     ("tbill_income", "Treasury-bill income", "income"),
     ("usdai_external", "USDai withdrawn to outside wallets", "liability"),
     ("credit_losses", "Credit losses: impairments and write-offs less reversals", "expense"),
+    ("payouts_in_transit", "Owner payouts in a SEPA file not yet marked sent", "liability"),
 ]
 
 

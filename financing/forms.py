@@ -41,10 +41,12 @@ class UsdaiBuyForm(forms.Form):
         max_length=100, required=False, help_text="A Stripe payment method id (test mode: pm_card_visa)."
     )
 
-    def __init__(self, *args, test_gateway: bool = False, **kwargs):
+    def __init__(self, *args, test_gateway: bool = False, browser_cards: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
-        if test_gateway:  # the offline gateway takes no card
+        if test_gateway or browser_cards:  # the offline gateway takes no card; Stripe.js takes it next
             self.fields["payment_method"].widget = forms.HiddenInput()
+        if browser_cards:
+            self.fields["amount"].help_text = "Then enter your card: it may ask you to confirm with your bank."
 
 
 class UsdaiSendForm(forms.Form):
@@ -52,6 +54,19 @@ class UsdaiSendForm(forms.Form):
         max_length=100, label="To address", help_text="An outside Ethereum address, EIP-55 checksummed."
     )
     amount = forms.DecimalField(max_digits=20, decimal_places=6, label="Amount (USDai)")
+    reauth = forms.CharField(
+        max_length=128,
+        required=False,
+        strip=False,
+        label="Your password",
+        widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
+        help_text="Asked again before USDai leaves InfraFi.",
+    )
+
+    def __init__(self, *args, reauth_label: str = "", **kwargs):
+        super().__init__(*args, **kwargs)
+        if reauth_label:
+            self.fields["reauth"].label = reauth_label
 
 
 class VaultDepositForm(forms.Form):
@@ -72,6 +87,48 @@ class RedemptionForm(forms.Form):
 
 class RedemptionCancelForm(forms.Form):
     redemption = forms.IntegerField(min_value=1, widget=forms.HiddenInput)
+
+
+# --- Own wallets (SIWE link, browser-signed vault calls) ---------------------------------
+
+
+class SiweNonceForm(forms.Form):
+    address = forms.CharField(max_length=42)
+
+
+class WalletLinkForm(forms.Form):
+    message = forms.CharField(max_length=2000, strip=False)
+    signature = forms.CharField(max_length=200)
+
+
+class WalletUnlinkForm(forms.Form):
+    reauth = forms.CharField(
+        max_length=128,
+        required=False,
+        strip=False,
+        label="Your password",
+        widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
+        help_text="Asked again before the link ends.",
+    )
+
+    def __init__(self, *args, reauth_label: str = "", **kwargs):
+        super().__init__(*args, **kwargs)
+        if reauth_label:
+            self.fields["reauth"].label = reauth_label
+
+
+WALLET_KINDS = [("deposit", "Deposit"), ("redeem", "Redeem"), ("cancel", "Cancel a redemption")]
+
+
+class WalletCallsForm(forms.Form):
+    kind = forms.ChoiceField(choices=WALLET_KINDS)
+    amount = forms.DecimalField(max_digits=20, decimal_places=6, required=False, label="Amount (USDai)")
+    shares = forms.DecimalField(max_digits=40, decimal_places=18, required=False, label="Shares (sUSDai)")
+    request_id = forms.IntegerField(min_value=0, required=False)
+
+
+class WalletOperationForm(WalletCallsForm):
+    tx_hash = forms.CharField(max_length=66)
 
 
 # --- Credit losses and first-loss capital ------------------------------------------------

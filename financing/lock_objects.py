@@ -1,7 +1,7 @@
 """Financing's row locks, and the only place it takes them (see ``core/locks.py``).
 
 Order: Loan → Collateral → InsuranceClaim → FirstLoss → Wallet → LedgerAccount →
-Redemption, by primary
+SepaFile → Redemption, by primary
 key within a model; financing locks them before calling down into
 marketplace services (which lock Server → Listing → Booking → Payment).
 Work queues (settlements, payments, refunds, journal entries for an epoch)
@@ -19,6 +19,7 @@ from financing.models import (
     LedgerAccount,
     Loan,
     Redemption,
+    SepaFile,
     TbillAccrual,
     Wallet,
 )
@@ -76,6 +77,11 @@ def wallet_index_lock() -> int:
 
 def ledger_account_lock(account_id: int) -> LedgerAccount:
     return LedgerAccount.objects.select_for_update().get(pk=account_id)
+
+
+def sepa_file_lock(pk: int) -> SepaFile:
+    """A SEPA payout file (after the payee's ledger account, when a payout joins it)."""
+    return SepaFile.objects.select_for_update().get(pk=pk)
 
 
 def redemption_lock(*, request_id: int | None = None, pk: int | None = None) -> QuerySet:

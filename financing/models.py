@@ -667,4 +667,256 @@ class MoneyAlert(models.Model):
 # --- Linked wallets: SIWE, browser-signed vault operations, chain events (issue 14) --------
 
 
+class SiweNonce(models.Model):
+    """One Sign-In with Ethereum (EIP-4361) challenge: the exact message issued to one user for
+    one address, used at most once (``used_at``, set in the transaction that links) and only
+    until ``expires_at``."""
+
+    user = models.ForeignKey("accounts.User", on_delete=models.CASCADE, related_name="siwe_nonces")
+    nonce = models.CharField(max_length=32, unique=True)
+    address = models.CharField(max_length=42, help_text="EIP-55; the address the message names.")
+    domain = models.CharField(max_length=255)
+    chain_id = models.BigIntegerField()
+    message = models.TextField(help_text="The message as issued; the signed one must match it field by field.")
+    issued_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-issued_at"]
+
+    def __str__(self) -> str:
+        return f"SIWE nonce {self.nonce} for {self.user} ({self.address})"
+
+
+class LinkedWallet(models.Model):
+    """An outside address the user proved they control (SIWE). One active link per user and an
+    address linked to one user only (partial unique constraints); unlinking keeps the row."""
+
+    user = models.ForeignKey("accounts.User", on_delete=models.PROTECT, related_name="linked_wallets")
+    address = models.CharField(max_length=42, help_text="EIP-55 checksummed.")
+    chain_id = models.BigIntegerField()
+    proof = models.OneToOneField(SiweNonce, on_delete=models.PROTECT, related_name="link")
+    signature = models.CharField(max_length=200)
+    linked_at = models.DateTimeField()
+    unlinked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-linked_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user"], condition=Q(unlinked_at__isnull=True), name="linkedwallet_one_per_user"
+            ),
+            models.UniqueConstraint(
+                fields=["address"], condition=Q(unlinked_at__isnull=True), name="linkedwallet_address_once"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.address}"
+
+
+class ChainEvent(models.Model):
+    """A contract event the chain watcher applied, once: ``key`` is ``tx_hash:log_index``."""
+
+    key = models.CharField(max_length=80, unique=True)
+    chain_id = models.BigIntegerField()
+    block_number = models.BigIntegerField()
+    tx_hash = models.CharField(max_length=66)
+    log_index = models.PositiveIntegerField()
+    contract = models.CharField(max_length=20)
+    event = models.CharField(max_length=40)
+    args = models.JSONField(default=dict, help_text="Integers as strings.")
+    user = models.ForeignKey("accounts.User", on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    entry = models.OneToOneField(
+        JournalEntry, on_delete=models.PROTECT, null=True, blank=True, related_name="chain_event"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["block_number", "log_index"]
+
+    def __str__(self) -> str:
+        return f"{self.contract}.{self.event} {self.key}"
+
+
+class ChainCursor(models.Model):
+    """The last block the chain watcher has read, per chain."""
+
+    chain_id = models.BigIntegerField(unique=True)
+    block = models.BigIntegerField(help_text="Every block up to this one has been read.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+
+class WalletOperation(models.Model):
+    """A vault operation or a USDai receipt at a user's own (or custodial) address, as the
+    user sees it: pending from the transaction hash the page posts until the watcher sees its
+    event in a confirmed block (credited) or its receipt says it reverted (failed)."""
+
+    class Kind(models.TextChoices):
+        DEPOSIT = "deposit", "Deposit"
+        REDEEM = "redeem", "Redemption request"
+        CANCEL = "cancel", "Redemption cancelled"
+        REDEEM_PAID = "redeem_paid", "Redemption paid"
+        RECEIVED = "received", "USDai received"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        CONFIRMED = "confirmed", "Credited"
+        FAILED = "failed", "Failed"
+
+    user = models.ForeignKey("accounts.User", on_delete=models.PROTECT, related_name="wallet_operations")
+    address = models.CharField(max_length=42, help_text="The address it concerns (linked or custodial).")
+    kind = models.CharField(max_length=12, choices=Kind.choices)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    tx_hash = models.CharField(max_length=66)
+    submitted = models.BooleanField(default=False, help_text="Posted by the page (else found by the watcher).")
+    amount = models.DecimalField(max_digits=20, decimal_places=6, null=True, blank=True, help_text="USDai.")
+    shares = models.DecimalField(max_digits=40, decimal_places=18, null=True, blank=True)
+    request_id = models.BigIntegerField(null=True, blank=True, help_text="The vault's redemption queue id.")
+    shares_left = models.DecimalField(
+        max_digits=40, decimal_places=18, null=True, blank=True, help_text="Of a redemption request: still queued."
+    )
+    paid = models.DecimalField(max_digits=20, decimal_places=6, default=0, help_text="Of a request: USDai paid.")
+    event = models.OneToOneField(ChainEvent, on_delete=models.PROTECT, null=True, blank=True, related_name="operation")
+    failure_message = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["tx_hash"], condition=Q(submitted=True), name="walletop_submitted_once"),
+        ]
+
+
 # --- Owner payouts: runs, statements, SEPA files (issue 14) --------------------------------
+
+
+class PayoutRun(models.Model):
+    """One payout run over a half-open UTC period ``[period_start, period_end)``: each owner
+    company is paid what it earned before ``period_end`` and was not paid yet
+    (``financing.services.payouts``). A scheduled run exists once per period."""
+
+    class Trigger(models.TextChoices):
+        SCHEDULE = "schedule", "Scheduled"
+        OPERATOR = "operator", "Operator"
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()
+    trigger = models.CharField(max_length=8, choices=Trigger.choices)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.RUNNING)
+    created_by = models.ForeignKey("accounts.User", on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-period_end", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(period_end__gt=models.F("period_start")), name="payoutrun_period"),
+            models.UniqueConstraint(
+                fields=["period_end"], condition=Q(trigger="schedule"), name="payoutrun_one_scheduled_per_period"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"payout run {self.pk} [{self.period_start:%Y-%m-%d %H:%M}, {self.period_end:%Y-%m-%d %H:%M})"
+
+
+class SepaFile(models.Model):
+    """A pain.001.001.03 credit-transfer file of SEPA payouts of one run, for the operator to
+    upload to the bank; marking it sent clears the payouts in transit. Lines join an open file
+    (no XML yet) under its row lock; once built it is closed, and a later line opens another."""
+
+    run = models.ForeignKey(PayoutRun, on_delete=models.PROTECT, related_name="sepa_files")
+    message_id = models.CharField(max_length=35, blank=True, help_text="GrpHdr/MsgId, once the XML is built.")
+    xml = models.TextField(blank=True, help_text="The pain.001 document; built once, then no line joins it.")
+    total_eur = models.DecimalField(max_digits=14, decimal_places=2, default=0)
+    total_usd = models.DecimalField(max_digits=20, decimal_places=6, default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True, help_text="Marked uploaded to the bank by an operator.")
+    sent_by = models.ForeignKey("accounts.User", on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(condition=Q(sent_at__isnull=True) | ~Q(xml=""), name="sepafile_sent_has_xml"),
+        ]
+
+    def __str__(self) -> str:
+        return f"SEPA file {self.message_id or self.pk}"
+
+
+class Payout(models.Model):
+    """What one company is paid (or why not) in one run. A paid payout is one ledger entry
+    (``payout:<id>``) and its rail's row, the outbox mint (``payout:<id>:mint``) or a line of
+    the run's SEPA file (end-to-end id ``PAYOUT-<id>``), written in one transaction."""
+
+    class Rail(models.TextChoices):
+        USDAI = "usdai", "USDai"
+        SEPA = "sepa", "SEPA transfer"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"  # only inside the transaction that pays it
+        SENT = "sent", "Sent"  # the mint queued, or the line in a file not yet marked sent
+        CONFIRMED = "confirmed", "Confirmed"  # the mint confirmed on chain, or the file marked sent
+        FAILED = "failed", "Failed"  # refused (e.g. an invalid IBAN): no ledger entry
+        WITHHELD = "withheld", "Withheld"  # a loan past due: no money moves
+        CARRIED = "carried", "Carried forward"  # below the minimum: paid in a later run
+
+    PAID = (Status.SENT, Status.CONFIRMED)
+
+    run = models.ForeignKey(PayoutRun, on_delete=models.PROTECT, related_name="payouts")
+    company = models.ForeignKey(OwnerCompany, on_delete=models.PROTECT, related_name="payouts")
+    amount = models.DecimalField(max_digits=20, decimal_places=6, help_text="USD.")
+    rail = models.CharField(max_length=5, choices=Rail.choices)
+    status = models.CharField(max_length=9, choices=Status.choices)
+    reason = models.CharField(max_length=300, blank=True)
+    entry_key = models.CharField(max_length=120, blank=True, help_text="The ledger entry's key, when paid.")
+    op = models.OneToOneField(ChainOp, on_delete=models.PROTECT, null=True, blank=True, related_name="payout")
+    address = models.CharField(max_length=42, blank=True, help_text="USDai: where it is minted.")
+    sepa_file = models.ForeignKey(SepaFile, on_delete=models.PROTECT, null=True, blank=True, related_name="payouts")
+    end_to_end_id = models.CharField(max_length=35, blank=True)
+    iban = models.CharField(max_length=34, blank=True)
+    bic = models.CharField(max_length=11, blank=True)
+    amount_eur = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
+    usd_eur_rate = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "company"], name="payout_once_per_run_and_company"),
+            models.CheckConstraint(condition=Q(amount__gt=0) | Q(status="withheld"), name="payout_amount_positive"),
+            models.CheckConstraint(condition=Q(amount__gte=0), name="payout_amount_not_negative"),
+            # Paid: its ledger entry, and its rail's row.
+            models.CheckConstraint(
+                condition=~Q(status__in=["sent", "confirmed"])
+                | (
+                    ~Q(entry_key="")
+                    & (
+                        Q(rail="usdai", op__isnull=False)
+                        | Q(rail="sepa", sepa_file__isnull=False, amount_eur__gt=0) & ~Q(end_to_end_id="")
+                    )
+                ),
+                name="payout_paid_has_entry_and_rail",
+            ),
+            # Not paid: no entry, no rail row, and a reason.
+            models.CheckConstraint(
+                condition=Q(status__in=["pending", "sent", "confirmed"])
+                | (Q(entry_key="", op__isnull=True, sepa_file__isnull=True) & ~Q(reason="")),
+                name="payout_unpaid_moves_nothing",
+            ),
+            models.UniqueConstraint(
+                fields=["end_to_end_id"], condition=~Q(end_to_end_id=""), name="payout_end_to_end_unique"
+            ),
+            models.UniqueConstraint(fields=["entry_key"], condition=~Q(entry_key=""), name="payout_entry_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"payout {self.pk} to {self.company_id}: {self.amount} ({self.status})"

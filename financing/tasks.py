@@ -2,7 +2,8 @@
 
 from celery import shared_task
 
-from financing.services import collateral, delinquency, epochs, outbox, reconcile, revenue, vault, wallets
+from financing.services import chain_watch as chain_watcher
+from financing.services import collateral, delinquency, epochs, outbox, payouts, reconcile, revenue, vault, wallets
 from financing.services import money_reconcile as money_reconciler
 
 
@@ -28,7 +29,8 @@ def chain_send() -> dict[str, int | str]:
 
 @shared_task
 def vault_service() -> bool:
-    return vault.vault_service() is not None
+    # Custodial requests first; then a call for linked wallets' requests if none is in flight.
+    return vault.vault_service() is not None or chain_watcher.linked_redemptions_service() is not None
 
 
 @shared_task
@@ -55,3 +57,16 @@ def usdai_purchases_sweep() -> dict[str, int]:
 @shared_task
 def money_reconcile() -> int:
     return money_reconciler.money_reconcile().mismatches
+
+
+@shared_task
+def chain_watch() -> int:
+    return chain_watcher.chain_watch().applied
+
+
+@shared_task
+def payouts_weekly() -> int | None:
+    """The last complete ISO week's payout run (idempotent: hourly is fine), and USDai payouts confirmed."""
+    run = payouts.payouts_weekly()
+    payouts.payouts_confirm()
+    return run.pk if run else None

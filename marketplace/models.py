@@ -394,6 +394,9 @@ class Payment(models.Model):
     amount = models.DecimalField(max_digits=14, decimal_places=6)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     failure_message = models.CharField(max_length=300, blank=True)
+    # The card it was paid with, as the gateway reported it (for the invoice); blank if unknown.
+    card_brand = models.CharField(max_length=20, blank=True)
+    card_last4 = models.CharField(max_length=4, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -17,8 +17,8 @@ Fixtures:
 * ``stripe_client`` (function): a bare ``stripe.StripeClient`` on the same
   server, for tests to look at what the gateway created.
 
-Four gaps between localstripe 1.15 and Stripe are closed in the child, where
-they would otherwise hide gateway behaviour (all four are Stripe's documented
+Five gaps between localstripe 1.15 and Stripe are closed in the child, where
+they would otherwise hide gateway behaviour (all five are Stripe's documented
 behaviour):
 
 * idempotency keys: localstripe ignores ``Idempotency-Key``. A middleware
@@ -33,7 +33,25 @@ behaviour):
 * listing PaymentIntents: localstripe answers 400 "Unexpected created" to the
   ``created`` filter and lists oldest first; ``GET /v1/payment_intents``
   filters by ``created`` (an integer, or a dict of ``gt``/``gte``/``lt``/``lte``)
-  and lists newest first, as Stripe does (the money reconciler pages through it).
+  and lists newest first, as Stripe does (the money reconciler pages through it);
+* cards confirmed in the browser: localstripe's Stripe.js ``confirmCardPayment``
+  ignores its ``data`` argument (it only authenticates an intent that is
+  already ``requires_action``) and its ``POST /v1/payment_intents/{id}/confirm``
+  refuses a payment method. The patched server serves a Stripe.js
+  (``/js.stripe.com/v3/``, see ``CONFIRM_CARD_PAYMENT_JS``) whose
+  ``confirmCardPayment`` does what Stripe's does: it confirms the intent with
+  ``payment_method_data`` (the card Element) or ``payment_method`` (a saved
+  card's id) and the client secret, authenticated by the publishable key as
+  localstripe's own ``confirmCardSetup`` is, then opens the 3-D Secure modal
+  and authenticates if the intent ``requires_action``, and answers
+  ``{paymentIntent}`` or ``{error}``. The confirm endpoint takes those
+  parameters (and ``setup_future_usage``), an intent that failed can be
+  confirmed again with another card, a failed authentication sends
+  ``payment_intent.payment_failed``, the card 4000000000000002 is declined
+  when charged (Stripe's generic decline), PaymentIntents keep
+  ``receipt_email`` and ``setup_future_usage``, and a card confirmed with
+  ``setup_future_usage`` or through a SetupIntent is attached to the intent's
+  Customer (so it is listed as a saved card).
 
 ``reset()`` (``DELETE /_config/data``) empties localstripe's store, the
 idempotency cache and the registered webhook endpoints. It does not cancel
@@ -59,6 +77,7 @@ from decimal import Decimal
 import pytest
 
 API_KEY = "sk_test_localstripe"
+PUBLISHABLE_KEY = "pk_test_localstripe"
 WEBHOOK_SECRET = "whsec_localstripe_test"
 START_TIMEOUT_SECONDS = 20
 
@@ -68,6 +87,12 @@ class LocalStripe:
     url: str  # e.g. "http://127.0.0.1:41234"
     api_key: str
     webhook_secret: str
+    publishable_key: str = PUBLISHABLE_KEY
+
+    @property
+    def js_url(self) -> str:
+        """Its Stripe.js, for ``STRIPE_JS_URL``."""
+        return f"{self.url}/js.stripe.com/v3/"
 
     def reset(self) -> None:
         """Forget every object, idempotency key and webhook endpoint."""
@@ -189,9 +214,15 @@ def _patch_localstripe() -> None:
 
     payment_intent_init = resources.PaymentIntent.__init__
 
-    def payment_intent_with_description(self, *args, description=None, **kwargs):
+    def payment_intent_with_description(
+        self, *args, description=None, receipt_email=None, setup_future_usage=None, **kwargs
+    ):
+        if setup_future_usage not in (None, "", "off_session", "on_session"):
+            raise UserError(400, "Invalid setup_future_usage", {"param": "setup_future_usage"})
         payment_intent_init(self, *args, **kwargs)
         self.description = description
+        self.receipt_email = receipt_email
+        self.setup_future_usage = setup_future_usage or None
 
     resources.PaymentIntent.__init__ = payment_intent_with_description
 
@@ -250,6 +281,207 @@ def _patch_localstripe() -> None:
         return page
 
     resources.PaymentIntent._api_list_all = classmethod(payment_intents_list)
+
+    _patch_browser_cards(resources, UserError)
+
+
+def _patch_browser_cards(resources, UserError) -> None:
+    """The fifth gap: confirming PaymentIntents from the browser, with a card or a saved one."""
+    from localstripe.webhooks import schedule_webhook
+
+    PaymentIntent, PaymentMethod, SetupIntent = resources.PaymentIntent, resources.PaymentMethod, resources.SetupIntent
+
+    charging_is_declined = PaymentMethod._charging_is_declined
+    PaymentMethod._charging_is_declined = lambda self: (
+        charging_is_declined(self) or (self.type == "card" and self._card_number == "4000000000000002")
+    )
+
+    def save_card(intent) -> None:
+        # Stripe attaches the card to the intent's Customer once it succeeded "for future usage".
+        if intent.customer and intent.payment_method and getattr(intent, "setup_future_usage", None):
+            PaymentMethod._api_retrieve(intent.payment_method).customer = intent.customer
+
+    on_success = PaymentIntent._on_success
+
+    def on_success_saving_the_card(self):
+        save_card(self)
+        on_success(self)
+
+    PaymentIntent._on_success = on_success_saving_the_card
+
+    def payment_intent_confirm(
+        cls,
+        id,
+        payment_method=None,
+        payment_method_data=None,
+        client_secret=None,
+        use_stripe_sdk=None,
+        setup_future_usage=None,
+        return_url=None,
+        **kwargs,
+    ):
+        if kwargs:
+            raise UserError(400, "Unexpected " + ", ".join(kwargs.keys()))
+        try:
+            assert isinstance(id, str) and id.startswith("pi_")
+            assert client_secret is None or isinstance(client_secret, str)
+            assert payment_method is None or isinstance(payment_method, str)
+            assert payment_method_data is None or isinstance(payment_method_data, dict)
+            assert setup_future_usage in (None, "", "off_session", "on_session")
+        except AssertionError:
+            raise UserError(400, "Bad request") from None
+        obj = cls._api_retrieve(id)
+        if client_secret is not None and client_secret != obj.client_secret:
+            raise UserError(401, "Unauthorized")
+        if obj.status not in ("requires_payment_method", "requires_confirmation"):
+            raise UserError(
+                400,
+                f"This PaymentIntent's status is {obj.status}; it cannot be confirmed.",
+                {"code": "payment_intent_unexpected_state"},
+            )
+        if payment_method_data is not None:
+            method = PaymentMethod(**payment_method_data)
+        elif payment_method is not None:
+            method = PaymentMethod._api_retrieve(payment_method)
+            if method.customer is not None and method.customer != obj.customer:
+                raise UserError(400, f"The payment method {payment_method} belongs to another customer.")
+        elif obj.payment_method is None:
+            raise UserError(400, "You must provide a payment method.", {"code": "payment_intent_unexpected_state"})
+        else:
+            method = PaymentMethod._api_retrieve(obj.payment_method)
+        obj.payment_method = method.id
+        obj.latest_charge = None  # a new attempt after a failed one
+        if setup_future_usage:
+            obj.setup_future_usage = setup_future_usage
+        obj._confirm(on_failure_now=obj._report_failure)
+        return obj
+
+    authenticate = PaymentIntent._api_authenticate
+
+    def payment_intent_authenticate(cls, id, **kwargs):
+        obj = authenticate(id, **kwargs)
+        if obj._authentication_failed:
+            schedule_webhook(resources.Event("payment_intent.payment_failed", obj))
+        return obj
+
+    setup_confirm = SetupIntent._api_confirm
+
+    def setup_intent_confirm(cls, id, **kwargs):
+        obj = setup_confirm(id, **kwargs)
+        if obj.status == "succeeded" and obj.customer and obj.payment_method:
+            PaymentMethod._api_retrieve(obj.payment_method).customer = obj.customer
+        return obj
+
+    PaymentIntent._api_confirm = classmethod(payment_intent_confirm)
+    PaymentIntent._api_authenticate = classmethod(payment_intent_authenticate)
+    SetupIntent._api_confirm = classmethod(setup_intent_confirm)
+    # The server routes the extra endpoints to the functions listed here when it is imported.
+    replaced = {
+        "/v1/payment_intents/{id}/confirm": PaymentIntent._api_confirm,
+        "/v1/payment_intents/{id}/_authenticate": PaymentIntent._api_authenticate,
+        "/v1/setup_intents/{id}/confirm": SetupIntent._api_confirm,
+    }
+    resources.extra_apis[:] = [
+        (method, url, replaced.get(url, func) if method == "POST" else func)
+        for method, url, func in resources.extra_apis
+    ]
+
+
+# localstripe's Stripe.js with Stripe's confirmCardPayment (the fifth gap of the module docstring).
+CONFIRM_CARD_PAYMENT_JS = """    confirmCardPayment: async (clientSecret, data) => {
+      console.log('localstripe (patched): Stripe().confirmCardPayment()');
+      try {
+        const pi = clientSecret.match(/^(pi_\\w+)_secret_/)[1];
+        const base = `${LOCALSTRIPE_BASE_API}/v1/payment_intents/${pi}`;
+        const post = async (url, extra) => {
+          const response = await fetch(url, {
+            method: 'POST',
+            body: JSON.stringify({key: apiKey, client_secret: clientSecret, ...extra}),
+          });
+          const body = await response.json().catch(() => ({}));
+          if (response.status !== 200 || body.error) {
+            return {error: body.error || {message: `HTTP ${response.status}`}};
+          }
+          return {intent: body};
+        };
+        data = data || {};
+        const params = {use_stripe_sdk: true};
+        if (typeof data.payment_method === 'string') {
+          params.payment_method = data.payment_method;
+        } else if (data.payment_method && data.payment_method.card instanceof Element) {
+          const element = data.payment_method.card;
+          if (!element.value) {
+            return {error: {type: 'validation_error', code: 'incomplete_number',
+                            message: 'Your card number is incomplete.'}};
+          }
+          const billing = Object.assign({}, data.payment_method.billing_details || {});
+          billing.address = Object.assign({postal_code: element.value.postal_code}, billing.address || {});
+          params.payment_method_data = {type: 'card', card: element.value.card, billing_details: billing};
+        }
+        if (data.setup_future_usage) {
+          params.setup_future_usage = data.setup_future_usage;
+        }
+        let answer = await post(`${base}/confirm`, params);
+        if (answer.error) {
+          return {error: answer.error};
+        }
+        if (answer.intent.status === 'requires_action') {
+          const success = await openModal(
+            '3D Secure\\nDo you want to confirm or cancel?',
+            'Complete authentication', 'Fail authentication');
+          answer = await post(`${base}/_authenticate?success=${success}`, {});
+          if (answer.error) {
+            return {error: answer.error};
+          }
+        }
+        const intent = answer.intent;
+        if (['succeeded', 'processing', 'requires_capture'].includes(intent.status)) {
+          return {paymentIntent: intent};
+        }
+        const failure = intent.last_payment_error || {};
+        return {error: {type: 'card_error', code: failure.code, payment_intent: intent,
+                        message: failure.message || `payment_intent has status ${intent.status}`}};
+      } catch (err) {
+        return {error: {message: String((err && err.message) || err)}};
+      }
+    },
+"""
+
+
+def _stripe_js() -> str:
+    from localstripe import server
+
+    with open(os.path.join(os.path.dirname(server.__file__), "localstripe-v3.js")) as f:
+        script = f.read()
+    start = script.index("    confirmCardPayment: async (clientSecret, data) => {")
+    end = script.index("    handleCardPayment:", start)
+    return script[:start] + CONFIRM_CARD_PAYMENT_JS + script[end:]
+
+
+def _browser_auth_middleware():
+    """localstripe's auth middleware, plus what the browser's Stripe.js needs: the patched
+    script, and confirming a PaymentIntent with the publishable key and the intent's client
+    secret (localstripe takes the publishable key for SetupIntents only)."""
+    import re
+
+    from aiohttp import web
+    from localstripe import server
+
+    script = _stripe_js()
+    confirm = re.compile(r"^/v1/payment_intents/\w+/confirm$")
+
+    @web.middleware
+    async def auth(request, handler):
+        if request.method == "GET" and request.path == "/js.stripe.com/v3/":
+            return web.Response(text=script, content_type="application/javascript")
+        if request.method == "POST" and confirm.match(request.path) and not request.headers.get("Authorization"):
+            data = await server.get_post_data(request, remove_auth=False) or {}
+            key, secret = data.get("key"), data.get("client_secret")
+            if isinstance(key, str) and key.startswith("pk_") and isinstance(secret, str) and secret:
+                return await handler(request)  # the confirm itself checks the secret
+        return await server.auth_middleware(request, handler)
+
+    return auth
 
 
 def _idempotency_middleware():
@@ -320,6 +552,8 @@ def _serve() -> None:
     from localstripe import server
 
     server.app.middlewares.insert(0, _idempotency_middleware())
+    auth = server.app.middlewares.index(server.auth_middleware)
+    server.app.middlewares[auth] = _browser_auth_middleware()
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))

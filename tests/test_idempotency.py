@@ -29,7 +29,7 @@ from scheduler import api as scheduler_api
 from scheduler.services import clusters
 from tests.chain_fixtures import drain
 from tests.concurrency import race
-from tests.factories import make_listing, make_renter, next_hour
+from tests.factories import PASSWORD, make_listing, make_renter, next_hour
 from tests.financing_fixtures import approved_collateral
 
 pytestmark = pytest.mark.django_db
@@ -121,7 +121,7 @@ def _usdai_send(f) -> Call:
     renter = f("renter")
     usdai_buy(user=renter, amount=Decimal("100"))
     url = reverse("api:wallet-usdai-withdrawals")
-    body = {"address": OUTSIDE, "amount": "5"}
+    body = {"address": OUTSIDE, "amount": "5", "reauth": PASSWORD}
     return Call(renter, url, body, url, {**body, "amount": "6"}, financing_api.UsdaiWithdrawalsApi, "post")
 
 
@@ -579,7 +579,9 @@ def test_a_dead_workers_key_is_not_wedged(catalogue, owner, renter):
 def test_a_withdrawal_debits_the_balance_and_queues_the_transfer(chain, renter):
     usdai_buy(user=renter, amount=Decimal("100"))
 
-    response = post(renter, reverse("api:wallet-usdai-withdrawals"), {"address": OUTSIDE, "amount": "30.5"})
+    response = post(
+        renter, reverse("api:wallet-usdai-withdrawals"), {"address": OUTSIDE, "amount": "30.5", "reauth": PASSWORD}
+    )
 
     assert response.status_code == 201
     body = response.json()
@@ -592,11 +594,15 @@ def test_a_withdrawal_debits_the_balance_and_queues_the_transfer(chain, renter):
 @pytest.mark.parametrize(
     "body, field, message",
     [
-        ({"address": OUTSIDE.lower(), "amount": "5"}, "address", "checksummed (EIP-55)"),
-        ({"address": "0x123", "amount": "5"}, "address", "checksummed (EIP-55)"),
-        ({"address": OUTSIDE, "amount": "100.01"}, "amount", "You hold 100.00 USDai; send at most that."),
-        ({"address": OUTSIDE, "amount": "-1"}, "amount", "positive amount"),
-        ({"address": OUTSIDE, "amount": "lots"}, "amount", ""),
+        ({"address": OUTSIDE.lower(), "amount": "5", "reauth": PASSWORD}, "address", "checksummed (EIP-55)"),
+        ({"address": "0x123", "amount": "5", "reauth": PASSWORD}, "address", "checksummed (EIP-55)"),
+        (
+            {"address": OUTSIDE, "amount": "100.01", "reauth": PASSWORD},
+            "amount",
+            "You hold 100.00 USDai; send at most that.",
+        ),
+        ({"address": OUTSIDE, "amount": "-1", "reauth": PASSWORD}, "amount", "positive amount"),
+        ({"address": OUTSIDE, "amount": "lots", "reauth": PASSWORD}, "amount", ""),
         ({"amount": "5"}, "address", ""),
     ],
 )

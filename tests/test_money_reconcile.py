@@ -105,6 +105,7 @@ def test_a_full_clean_flow_reconciles_with_no_mismatch_before_and_after_the_ledg
         mr.USDAI,
         mr.CHARGES,
         mr.PENDING,
+        mr.PAYOUTS,
     }
     assert Decimal(check(report, mr.BOOKINGS)["expected"]) == Decimal("39.00")  # $26 by card + $13 in USDai
     assert check(report, mr.BOOKINGS)["expected"] == check(report, mr.BOOKINGS)["actual"] == "39.000000"

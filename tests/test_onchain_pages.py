@@ -22,7 +22,7 @@ from marketplace.models import Booking, Settlement
 from marketplace.services import bookings
 from tests.api_errors import field_errors
 from tests.chain_fixtures import drain
-from tests.factories import make_listing, make_renter, next_hour
+from tests.factories import PASSWORD, make_listing, make_renter, next_hour
 from tests.financing_fixtures import T0, approved_collateral
 
 OUTSIDE = "0x52908400098527886E0F7030069857D2E4169EE7"  # an EIP-55 test vector
@@ -84,7 +84,8 @@ def test_sending_to_a_bad_address_is_400_and_sends_nothing(chain, renter, client
     before = _written()
 
     response = client_as(renter).post(
-        reverse("financing:wallet"), {"action": "send", "send-address": address, "send-amount": "10"}
+        reverse("financing:wallet"),
+        {"action": "send", "send-address": address, "send-amount": "10", "send-reauth": PASSWORD},
     )
 
     assert response.status_code == 400
@@ -97,10 +98,14 @@ def test_sending_usdai_to_a_checksummed_address_reaches_it_on_chain(chain, rente
     client = client_as(renter)
 
     too_much = client.post(
-        reverse("financing:wallet"), {"action": "send", "send-address": OUTSIDE, "send-amount": "101"}
+        reverse("financing:wallet"),
+        {"action": "send", "send-address": OUTSIDE, "send-amount": "101", "send-reauth": PASSWORD},
     )
     assert too_much.status_code == 400 and "You hold 100.00 USDai; send at most that." in too_much.content.decode()
-    ok = client.post(reverse("financing:wallet"), {"action": "send", "send-address": OUTSIDE, "send-amount": "40.5"})
+    ok = client.post(
+        reverse("financing:wallet"),
+        {"action": "send", "send-address": OUTSIDE, "send-amount": "40.5", "send-reauth": PASSWORD},
+    )
 
     assert ok.status_code == 302
     drain()

@@ -15,7 +15,7 @@ WALLET = "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359"
 def test_renter_saves_billing_details(renter, client_as):
     response = client_as(renter).post(
         reverse("accounts:billing"),
-        {"billing_name": "Acme AI", "billing_address": "1 Main St", "billing_country": "de", "vat_id": "DE123"},
+        {"billing_name": "Acme AI", "billing_address": "1 Main St", "billing_country": "de", "vat_id": "DE136695976"},
     )
     assert response.status_code == 302
     renter.renter_profile.refresh_from_db()

@@ -8,14 +8,16 @@ from decimal import Decimal
 
 from django.urls import reverse
 
-from financing.models import ChainOp, Redemption, VaultDeposit
+from financing.models import ChainOp, Payout, Redemption, VaultDeposit
 from financing.selectors.wallet_history import CONFIRMED, FAILED, PENDING, wallet_history
+from financing.services.payouts import payouts_confirm
 from financing.services.vault import redemption_request, vault_deposit
 from financing.services.wallets import booking_pay_usdai, usdai_buy, usdai_withdraw
 from marketplace.models import Booking, Payment
 from marketplace.services import bookings
 from tests.chain_fixtures import drain
 from tests.factories import make_lender, make_listing, make_owner, make_renter, next_hour
+from tests.test_payouts import WALLET, earning_company, run_week
 
 OUTSIDE = "0x52908400098527886E0F7030069857D2E4169EE7"
 
@@ -142,3 +144,25 @@ def test_the_history_downloads_as_csv(chain, client_as):
     assert [r[1:6] for r in rows[1:]] == [
         ["purchase", "Bought USDai by offline (test payment)", "40.00", "USDai", "pending"]
     ]
+
+
+def test_an_owner_sees_the_company_payout_pending_until_its_mint_is_confirmed(chain, client_as):
+    company, _ = earning_company(make_renter(), "100.00", payout_wallet_address=WALLET)
+    owner = company.memberships.get().user
+    run_week()
+
+    entry = next(e for e in wallet_history(user=owner) if e.kind == "payout")
+    payout = Payout.objects.get()
+    assert (entry.state, entry.amount, entry.unit) == (PENDING, payout.amount, "USDai")
+    assert entry.amount == Decimal("95.00") and "waiting for the chain" in entry.detail
+    assert wallet_history(user=make_owner()) == []  # another company's member sees none of it
+
+    drain()
+    payouts_confirm()
+
+    entry = next(e for e in wallet_history(user=owner) if e.kind == "payout")
+    assert entry.state == CONFIRMED and entry.reference == Payout.objects.get().op.tx_hash
+    assert (
+        'class="history-payout" data-state="confirmed"'
+        in client_as(owner).get(reverse("financing:wallet")).content.decode()
+    )

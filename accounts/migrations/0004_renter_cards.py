@@ -1,6 +1,6 @@
 # Issue 14 (cards). Written by hand; operations added as the models land.
 
-from django.db import migrations
+from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
@@ -8,4 +8,10 @@ class Migration(migrations.Migration):
         ("accounts", "0003_api_tokens"),
     ]
 
-    operations = []
+    operations = [
+        migrations.AddField(
+            model_name="renterprofile",
+            name="stripe_customer_id",
+            field=models.CharField(blank=True, max_length=64),
+        ),
+    ]

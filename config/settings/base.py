@@ -88,9 +88,12 @@ MIDDLEWARE = [
 
 # Content-Security-Policy (django-csp) on every response. No inline script anywhere (event
 # handlers are in static/js/site.js); style="" attributes stay (progress bars, spacing), so
-# style-src-attr alone allows them. Stripe is Checkout (a redirect to Stripe's page): no
-# Stripe.js and no Stripe frames here. The API docs (Swagger UI, Redoc) run their inline
-# script and style under a per-response nonce (config/urls.py, templates/drf_spectacular/).
+# style-src-attr alone allows them. With the Stripe gateway, the card pages (checkout, billing,
+# the USDai wallet) load Stripe.js, the one outside script: those responses alone add its origin
+# to script-src and frame-src and Stripe's API to connect-src (marketplace.payments.stripe_js);
+# the offline gateway loads none and every page keeps this policy. The API docs (Swagger UI,
+# Redoc) run their inline script and style under a per-response nonce (config/urls.py,
+# templates/drf_spectacular/).
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": [SELF],
@@ -250,6 +253,9 @@ SPECTACULAR_SETTINGS = {
         "ClusterKindEnum": "scheduler.models.Cluster.Kind",
         "ClusterHealthEnum": "scheduler.models.Cluster.Health",
         "ErrorTypeEnum": "core.api.ErrorType",
+        "WalletOperationKindEnum": "financing.models.WalletOperation.Kind",
+        "WalletOperationStatusEnum": "financing.models.WalletOperation.Status",
+        "OwnWalletCallKindEnum": "financing.api_wallets.CALL_KINDS",
     },
     "TAGS": [
         {"name": "auth", "description": "Who you are; API tokens."},
@@ -310,6 +316,11 @@ STRIPE_SECRET_KEY = env("STRIPE_SECRET_KEY", default="")
 STRIPE_WEBHOOK_SECRET = env("STRIPE_WEBHOOK_SECRET", default="")
 # A Stripe-compatible server (e.g. localstripe in tests); empty means Stripe itself.
 STRIPE_API_BASE = env("STRIPE_API_BASE", default="")
+# Stripe.js in the browser (card Elements, 3-D Secure): the publishable key, and where the script
+# is loaded from (Stripe requires js.stripe.com; tests load localstripe's own copy). The pages that
+# load it add its origin, and the API's, to their Content-Security-Policy (marketplace.payments.stripe_js).
+STRIPE_PUBLISHABLE_KEY = env("STRIPE_PUBLISHABLE_KEY", default="")
+STRIPE_JS_URL = env("STRIPE_JS_URL", default="https://js.stripe.com/v3/")
 STRIPE_TIMEOUT_SECONDS = env.int("STRIPE_TIMEOUT_SECONDS", default=20)
 # The payments sweep reads back from the gateway a payment still pending after this long (a worker
 # that died after the charge), and stops at the maximum age (the hold has expired by then).
@@ -319,6 +330,22 @@ PAYMENT_SWEEP_MAX_AGE_HOURS = env.int("PAYMENT_SWEEP_MAX_AGE_HOURS", default=24)
 # charges captured at the gateway over this many hours back are matched to bookings and purchases.
 MONEY_RECONCILE_REFUND_PENDING_MINUTES = env.int("MONEY_RECONCILE_REFUND_PENDING_MINUTES", default=60)
 MONEY_RECONCILE_CHARGES_HOURS = env.int("MONEY_RECONCILE_CHARGES_HOURS", default=48)
+
+# --- Invoices. The seller named on renters' invoices, and VAT. Prices are VAT-inclusive: what a
+# renter pays for a booking never changes; the invoice shows the VAT contained in it
+# (marketplace.selectors.bookings.booking_invoice documents the rule). Rates in percent by
+# ISO country code; a buyer in an EU country other than the seller's with a VAT id is reverse
+# charged, one outside the EU is outside the scope of EU VAT.
+INVOICE_SELLER_NAME = env("INVOICE_SELLER_NAME", default="InfraFi Demo Ltd")
+INVOICE_SELLER_ADDRESS = env("INVOICE_SELLER_ADDRESS", default="1 Example Street\nDublin D02 XY00\nIreland")
+INVOICE_SELLER_COUNTRY = env("INVOICE_SELLER_COUNTRY", default="IE")
+INVOICE_SELLER_VAT_ID = env("INVOICE_SELLER_VAT_ID", default="IE1234567T")
+INVOICE_VAT_RATES = {
+    "AT": "20", "BE": "21", "BG": "20", "CY": "19", "CZ": "21", "DE": "19", "DK": "25", "EE": "24",
+    "ES": "21", "FI": "25.5", "FR": "20", "GR": "24", "HR": "25", "HU": "27", "IE": "23", "IT": "22",
+    "LT": "21", "LU": "17", "LV": "21", "MT": "18", "NL": "21", "PL": "23", "PT": "23", "RO": "19",
+    "SE": "25", "SI": "22", "SK": "23",
+}  # fmt: skip
 
 # --- Bookings.
 BOOKING_PAYMENT_HOLD_MINUTES = env.int("BOOKING_PAYMENT_HOLD_MINUTES", default=15)
@@ -347,6 +374,9 @@ CELERY_BEAT_SCHEDULE = {
     "financing-chain-reconcile": {"task": "financing.tasks.chain_reconcile", "schedule": 3600.0},
     "financing-money-reconcile": {"task": "financing.tasks.money_reconcile", "schedule": 3600.0},
     "financing-usdai-purchases-sweep": {"task": "financing.tasks.usdai_purchases_sweep", "schedule": 120.0},
+    "financing-chain-watch": {"task": "financing.tasks.chain_watch", "schedule": 15.0},
+    # Creates the run of the last complete ISO week once (idempotent), so hourly is enough.
+    "financing-payouts-weekly": {"task": "financing.tasks.payouts_weekly", "schedule": 3600.0},
     "core-idempotency-keys-purge": {"task": "core.tasks.idempotency_keys_purge_expired", "schedule": 3600.0},
 }
 
@@ -355,6 +385,17 @@ WATERFALL_PLATFORM_FEE = Decimal(env("WATERFALL_PLATFORM_FEE", default="0.05"))
 WATERFALL_INSURANCE = Decimal(env("WATERFALL_INSURANCE", default="0.01"))
 WATERFALL_SWEEP_SHARE = Decimal(env("WATERFALL_SWEEP_SHARE", default="0.50"))
 WATERFALL_DSCR_TARGET = Decimal(env("WATERFALL_DSCR_TARGET", default="1.25"))
+
+# --- Financing: owner payouts (weekly runs; SEPA pain.001 files or USDai on chain).
+# Below the minimum a balance is carried to a later run. SEPA pays EUR: the books are USD,
+# so each SEPA line is converted at PAYOUT_USD_EUR_RATE (EUR per USD, rounded half-up to the
+# cent) and both amounts are shown. The debtor defaults are a public test account (embedded demo).
+PAYOUT_MINIMUM_USD = Decimal(env("PAYOUT_MINIMUM_USD", default="50"))
+PAYOUT_USD_EUR_RATE = Decimal(env("PAYOUT_USD_EUR_RATE", default="0.92"))
+PAYOUT_DEBTOR_NAME = env("PAYOUT_DEBTOR_NAME", default="InfraFi Test Platform")
+PAYOUT_DEBTOR_IBAN = env("PAYOUT_DEBTOR_IBAN", default="DE02120300000000202051")
+PAYOUT_DEBTOR_BIC = env("PAYOUT_DEBTOR_BIC", default="BYLADEM1001")
+PAYOUT_DEBTOR_COUNTRY = env("PAYOUT_DEBTOR_COUNTRY", default="DE")
 
 # --- Financing: appraisal and loan limits.
 APPRAISAL_DEPRECIATION_RATE = Decimal(env("APPRAISAL_DEPRECIATION_RATE", default="0.20"))  # a year, declining balance
@@ -478,6 +519,11 @@ CHAIN_CONFIRMATIONS = env.int("CHAIN_CONFIRMATIONS", default=1)
 CHAIN_FEE_BUMP_AFTER = env.int("CHAIN_FEE_BUMP_AFTER", default=120)
 CHAIN_MAX_FEE_GWEI = Decimal(env("CHAIN_MAX_FEE_GWEI", default="500"))
 CALIBER_BASE_URI = env("CALIBER_BASE_URI", default="http://localhost:8000/caliber/")
+# Users' own wallets (financing.services.wallet_links, chain_watch): a Sign-In with Ethereum
+# message is good for this long; the watcher reads events from this block, this many a call.
+SIWE_NONCE_TTL_SECONDS = env.int("SIWE_NONCE_TTL_SECONDS", default=300)
+CHAIN_WATCH_START_BLOCK = env.int("CHAIN_WATCH_START_BLOCK", default=0)
+CHAIN_WATCH_BATCH_BLOCKS = env.int("CHAIN_WATCH_BATCH_BLOCKS", default=2000)
 
 # --- The sUSDai vault.
 VAULT_UNLOCK_SECONDS = env.int("VAULT_UNLOCK_SECONDS", default=7 * 24 * 3600)  # profit streams in over this

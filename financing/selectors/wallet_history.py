@@ -1,5 +1,5 @@
 """A user's money history: every purchase, payment, refund, send, deposit and
-redemption, newest first, each with the state it is really in.
+redemption (and, for an owner company's members, its payouts), newest first, each with the state it is really in.
 
 Nothing is shown as done before it is: a card payment is pending until the
 gateway confirms it, anything that moves USDai or sUSDai is pending until its
@@ -19,7 +19,7 @@ from decimal import Decimal
 
 from accounts.models import User
 from financing.chain.client import wei_to_usd
-from financing.models import ChainOp, Redemption, UsdaiPurchase, VaultDeposit, Wallet
+from financing.models import ChainOp, Payout, Redemption, UsdaiPurchase, VaultDeposit, Wallet
 from marketplace.models import Payment, Refund
 
 PENDING, CONFIRMED, FAILED = "pending", "confirmed", "failed"
@@ -175,6 +175,37 @@ def _redemptions(user: User, n: int) -> list[HistoryEntry]:
     return out
 
 
+def _payouts(user: User, n: int) -> list[HistoryEntry]:
+    membership = getattr(user, "owner_membership", None)
+    if membership is None:
+        return []
+    rows = Payout.objects.filter(company_id=membership.company_id).select_related("op", "run")
+    out = []
+    for p in rows.order_by("-created_at", "-pk")[:n]:
+        period = f"{p.run.period_start:%d %b} to {p.run.period_end:%d %b %Y}"
+        what = f"Payout to {p.company} for {period} ({p.get_rail_display()})"
+        if p.status == Payout.Status.CONFIRMED:
+            state, detail = CONFIRMED, "paid" if p.rail == Payout.Rail.USDAI else "sent to the bank"
+        elif p.status in (Payout.Status.SENT, Payout.Status.PENDING):
+            if p.rail == Payout.Rail.USDAI:
+                state, detail, _ = _chain_state(p.op, done="paid")
+                detail = f"USDai {detail}" if state == PENDING else detail
+            else:
+                state, detail = PENDING, "in the bank transfer file, waiting for the bank"
+        elif p.status == Payout.Status.FAILED:
+            state, detail = FAILED, p.reason
+        else:  # withheld or carried: nothing moved
+            state, detail = PENDING, p.reason
+        ref = (p.op.tx_hash if p.op else "") or p.end_to_end_id
+        amount = p.amount if p.status in Payout.PAID else Decimal(0)
+        out.append(
+            HistoryEntry(
+                p.created_at, "payout", what, amount, "USDai" if p.rail == "usdai" else "USD", state, detail, ref
+            )
+        )
+    return out
+
+
 def wallet_history(*, user: User, limit: int = 100, per_kind: int = 100) -> list[HistoryEntry]:
     """The user's history, newest first: at most ``limit`` rows, each kind read at most ``per_kind`` deep."""
     wallet = Wallet.objects.filter(user=user).first()
@@ -185,6 +216,7 @@ def wallet_history(*, user: User, limit: int = 100, per_kind: int = 100) -> list
         *_sends(wallet, per_kind),
         *_deposits(user, per_kind),
         *_redemptions(user, per_kind),
+        *_payouts(user, per_kind),
     ]
     rows.sort(key=lambda e: e.at, reverse=True)
     return rows[:limit]

@@ -25,8 +25,14 @@ Checks, each exact to the micro-dollar (Decimal, never float):
    (``PAYMENT_SWEEP_AFTER_MINUTES``) whose gateway status is final
    (succeeded, canceled, declined) is a mismatch: ``payments_sweep`` fixes
    it, this reports it.
+7. owner payouts: every paid payout is one ``payout:<id>`` ledger entry of its
+   amount and its rail's row (the outbox mint ``payout:<id>:mint`` of as many wei,
+   or a line in a SEPA file, in its XML once built), and the other way round (no
+   entry, mint or line without its paid payout; none for a withheld, failed or
+   carried one); no payout mint failed on chain; ``payouts_in_transit`` holds the
+   lines of files not marked sent.
 
-Checks 1-4 read one snapshot of the database (REPEATABLE READ on PostgreSQL),
+Checks 1-4 and 7 read one snapshot of the database (REPEATABLE READ on PostgreSQL),
 so a booking or the ledger moving during the run cannot make a difference
 appear. Checks 5 and 6 call the gateway outside any transaction and read the
 database after the gateway answered: a payment or purchase row is written
@@ -49,7 +55,8 @@ from django.db.models import Q, Sum
 from django.utils import timezone
 
 from core import money
-from financing.models import JournalEntry, MoneyAlert, MoneyReconciliation, Posting, UsdaiPurchase
+from financing.chain.client import usd_to_wei
+from financing.models import ChainOp, JournalEntry, MoneyAlert, MoneyReconciliation, Payout, Posting, UsdaiPurchase
 from marketplace.models import Booking, Payment, Refund, Settlement
 from marketplace.payments import get_gateway
 from marketplace.payments.base import GatewayError, PaymentDeclined
@@ -64,6 +71,7 @@ REFUNDS_STALE = "No refund pending too long"
 USDAI = "USDai in the ledger = USDai booking payments and purchases"
 CHARGES = "Captured charges belong to a booking or a purchase"
 PENDING = "Pending payments are still pending at the gateway"
+PAYOUTS = "Payouts = ledger entries = outbox mints and SEPA lines"
 
 MAX_DETAILS = 50  # rows of details kept per check (the count is always whole)
 PENDING_BATCH = 200  # pending payments read back per run
@@ -310,6 +318,63 @@ def _usdai_check() -> dict:
     return _check(USDAI, expected, actual, not problems, problems)
 
 
+# --- 7: owner payouts ------------------------------------------------------------------------
+
+
+def _payouts_check() -> dict:
+    entries = {
+        int(key.removeprefix("payout:")): money.usd(amount)
+        for key, amount in Posting.objects.filter(
+            entry__key__startswith="payout:", account__code__startswith="owner_payable:"
+        ).values_list("entry__key", "amount")
+    }
+    mints = {
+        key.removeprefix("payout:").removesuffix(":mint"): op
+        for key, op in ChainOp.objects.filter(key__startswith="payout:").values_list("key", "pk")
+    }
+    mint_wei = dict(ChainOp.objects.filter(key__startswith="payout:").values_list("pk", "args"))
+    mint_failed = set(
+        ChainOp.objects.filter(key__startswith="payout:", status=ChainOp.Status.FAILED).values_list("pk", flat=True)
+    )
+    problems: list[dict] = []
+    paid_total = booked_total = in_transit = _zero()
+    payouts = Payout.objects.select_related("sepa_file").order_by("pk")
+    for payout in payouts.iterator():
+        row = {"payout": payout.pk, "company": payout.company_id, "amount": str(payout.amount), "rail": payout.rail}
+        booked = entries.pop(payout.pk, None)
+        op_id = mints.pop(str(payout.pk), None)
+        if payout.status not in Payout.PAID:
+            if booked is not None or op_id is not None or payout.sepa_file_id:
+                problems.append({**row, "status": payout.status, "problem": "not paid, yet money moved for it"})
+            continue
+        paid_total += money.usd(payout.amount)
+        booked_total += booked or _zero()
+        if booked != money.usd(payout.amount):
+            problems.append({**row, "ledger": str(booked), "problem": "its ledger entry is missing or differs"})
+        if payout.rail == Payout.Rail.USDAI:
+            args = mint_wei.get(op_id) or []
+            if op_id is None or op_id != payout.op_id or int(args[1]) != usd_to_wei(payout.amount):
+                problems.append({**row, "problem": "its outbox mint is missing or of another amount"})
+            elif op_id in mint_failed:
+                problems.append({**row, "chain_op": op_id, "problem": "its mint failed on chain"})
+        else:
+            sepa_file = payout.sepa_file
+            if sepa_file is None or not payout.end_to_end_id:
+                problems.append({**row, "problem": "it is in no SEPA file"})
+            elif sepa_file.xml and f"<EndToEndId>{payout.end_to_end_id}</EndToEndId>" not in sepa_file.xml:
+                problems.append({**row, "sepa_file": sepa_file.pk, "problem": "its SEPA file has no line for it"})
+            elif sepa_file.sent_at is None:
+                in_transit += money.usd(payout.amount)
+    problems += [{"entry": f"payout:{pk}", "problem": "a payout entry without its paid payout"} for pk in entries]
+    problems += [{"chain_op": op, "problem": "a payout mint without its paid payout"} for op in mints.values()]
+    ledger_transit = -money.usd(money.sum_of(Posting.objects.filter(account__code="payouts_in_transit")))
+    if ledger_transit != in_transit:
+        problems.append(
+            {"ledger_in_transit": str(ledger_transit), "unsent_lines": str(in_transit), "problem": "in transit differs"}
+        )
+    return _check(PAYOUTS, paid_total, booked_total, not problems, problems)
+
+
 # --- 5: captured charges at the gateway -------------------------------------------------
 
 
@@ -448,7 +513,7 @@ def money_reconcile(*, now: datetime | None = None) -> MoneyReconciliation:
     """Run every check, store the report and raise (or keep, or mark clean) one alert per check."""
     now = now or timezone.now()
     with _snapshot():
-        checks = [*_booking_checks(now), _usdai_check()]
+        checks = [*_booking_checks(now), _usdai_check(), _payouts_check()]
     checks.append(_charges_check(now))
     checks.append(_pending_check(now))
     mismatches = sum(1 for c in checks if not c["ok"])

@@ -4,7 +4,14 @@ Each service changes the ledger and queues its chain effect
 (``chainop_enqueue``) in one database transaction.
 
 Buying runs in three steps (pending purchase committed, charge, completion),
-recovered by ``usdai_purchases_sweep``: see ``usdai_buy``. Wallet indexes are
+recovered by ``usdai_purchases_sweep``: see ``usdai_buy``. With a card gateway
+the wallet page buys through the same PaymentIntent + webhook path as a
+booking (``usdai_buy_start``): the PaymentIntent is created unconfirmed with
+``usdai_purchase`` in its metadata, Stripe.js confirms it in the browser, and
+whichever of the webhook (``usdai_purchase_paid``, registered with
+``marketplace.payments.purposes`` by ``FinancingConfig.ready``), the return
+page (``usdai_purchase_return``) or the sweep reads the success first
+completes the purchase, exactly once (``_purchase_complete``). Wallet indexes are
 allocated under ``lock_objects.wallet_index_lock``.
 
 Ledger model (USD, 6 decimals): buying USDai debits gateway clearing and
@@ -15,6 +22,7 @@ reverse, and the USDai is burned; a refund of a USDai payment mints it back.
 
 import logging
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -210,13 +218,137 @@ def _purchase_charge(purchase: UsdaiPurchase, gateway=None):
         payment_method=purchase.payment_method,
         description=f"USDai purchase {purchase.pk}",
         metadata={"usdai_purchase": str(purchase.pk)},
+        receipt_email=purchase.user.email if gateway.browser_cards else "",
     )
 
 
-def _purchase_settle(*, purchase: UsdaiPurchase, result, raise_refusal: bool) -> UsdaiPurchase:
-    """What the gateway's answer means for a pending purchase: completed, failed, or still pending."""
+# A PaymentIntent waiting for the buyer's browser (Stripe.js) to confirm it: not a refusal.
+_AWAITING_BROWSER = ("requires_payment_method", "requires_confirmation", "requires_action")
+
+
+@dataclass(frozen=True)
+class CardPurchase:
+    """A purchase whose PaymentIntent Stripe.js confirms in the browser with ``client_secret``."""
+
+    purchase: UsdaiPurchase
+    client_secret: str
+    status: str  # the PaymentIntent's status
+
+
+def usdai_buy_start(*, user: User, amount: Decimal, idempotency_key: str = "") -> UsdaiPurchase:
+    """Open a purchase paid by a card entered in the browser: the pending purchase, then its
+    PaymentIntent created without a payment method (the buyer confirms it on the wallet page).
+
+    Steps 1 and 2 of ``usdai_buy``; step 3 is the webhook, the return page or the sweep.
+    """
+    gateway = get_gateway()
+    if not gateway.browser_cards:
+        return usdai_buy(user=user, amount=amount, idempotency_key=idempotency_key)
+    amount = Decimal(amount)
+    if amount != money.cents(amount):
+        raise ValidationError({"amount": "Enter whole cents."})
+    if amount < settings.USDAI_MIN_PURCHASE or amount > settings.USDAI_MAX_PURCHASE:
+        raise ValidationError(
+            {"amount": f"Buy between ${settings.USDAI_MIN_PURCHASE:,} and ${settings.USDAI_MAX_PURCHASE:,}."}
+        )
+    purchase = _purchase_open(
+        user=user, amount=amount, gateway=gateway, payment_method="", idempotency_key=idempotency_key
+    )
+    if purchase.status != UsdaiPurchase.Status.PENDING or purchase.reference:
+        return purchase
+    try:
+        result = _purchase_charge(purchase, gateway)
+    except GatewayError as exc:
+        if not exc.retryable:
+            _purchase_fail(purchase_id=purchase.pk, message=f"The payment service refused the payment: {exc}")
+        raise ValidationError({"amount": "The payment service did not answer; try again in a minute."}) from exc
+    UsdaiPurchase.objects.filter(pk=purchase.pk, status=UsdaiPurchase.Status.PENDING).update(reference=result.reference)
+    purchase.refresh_from_db()
+    return purchase
+
+
+def usdai_purchase_card(*, user: User, purchase_id: int) -> CardPurchase | None:
+    """The user's pending card purchase and its PaymentIntent's client secret, read back from
+    the gateway (``None`` if it is not the user's, or not waiting for a card any more)."""
+    purchase = UsdaiPurchase.objects.filter(pk=purchase_id, user=user, payment_method="").first()
+    if purchase is None or purchase.status != UsdaiPurchase.Status.PENDING or not purchase.reference:
+        return None
+    try:
+        result = get_gateway(purchase.gateway).retrieve(reference=purchase.reference)
+    except PaymentDeclined:
+        return CardPurchase(purchase=purchase, client_secret="", status="requires_payment_method")
+    except GatewayError as exc:
+        raise ValidationError({"amount": "The payment service did not answer; reload the page."}) from exc
+    if result.status not in _AWAITING_BROWSER:
+        return None
+    return CardPurchase(purchase=purchase, client_secret=result.client_secret, status=result.status)
+
+
+def usdai_purchase_return(*, user: User, purchase_id: int) -> UsdaiPurchase:
+    """The browser is back from ``confirmCardPayment``: read the PaymentIntent and settle the purchase
+    as the webhook would (exactly once, whoever is first)."""
+    purchase = UsdaiPurchase.objects.filter(pk=purchase_id, user=user).first()
+    if purchase is None or not purchase.reference:
+        raise ValidationError({"amount": "No such purchase."})
+    try:
+        result = get_gateway(purchase.gateway).retrieve(reference=purchase.reference)
+    except PaymentDeclined as exc:
+        _purchase_fail(purchase_id=purchase.pk, message=f"Your card was declined: {exc}")
+        raise ValidationError({"amount": f"Your card was declined: {exc}"}) from exc
+    except GatewayError as exc:
+        raise ValidationError(
+            {"amount": "The payment service did not answer; the purchase completes as soon as it does."}
+        ) from exc
+    if result.status == "succeeded":
+        return _purchase_complete(purchase_id=purchase.pk, reference=result.reference, after_failure=True)
+    return purchase
+
+
+def usdai_purchase_paid(*, ident: str, reference: str, amount: Decimal) -> UsdaiPurchase | None:
+    """Webhook: a PaymentIntent with ``usdai_purchase`` in its metadata succeeded.
+
+    Completes the purchase exactly once (also one marked failed by an earlier
+    attempt: the money was captured, so it is a purchase). An id that names no
+    purchase, or an amount that is not the purchase's, changes nothing (logged).
+    """
+    purchase = UsdaiPurchase.objects.filter(pk=int(ident)).first() if ident.isdigit() else None
+    if purchase is None:
+        logger.warning("payment %s names USDai purchase %r, which does not exist", reference, ident)
+        return None
+    if amount and amount != purchase.amount:
+        logger.error(
+            "payment %s of %s does not match USDai purchase %s of %s", reference, amount, ident, purchase.amount
+        )
+        return None
+    return _purchase_complete(purchase_id=purchase.pk, reference=reference, after_failure=True)
+
+
+def usdai_purchase_failed(*, ident: str, reference: str, message: str) -> None:
+    """Webhook: an attempt to pay a purchase failed. A pending purchase is marked failed (a later
+    success of the same PaymentIntent, with another card, still completes it)."""
+    if not ident.isdigit():
+        return
+    _purchase_fail(purchase_id=int(ident), reference=reference, message=message or "The payment did not go through.")
+
+
+def _purchase_settle(
+    *, purchase: UsdaiPurchase, result, raise_refusal: bool, now: datetime | None = None
+) -> UsdaiPurchase:
+    """What the gateway's answer means for a pending purchase: completed, failed, or still pending.
+
+    For the sweep (``raise_refusal`` false), a card purchase (no payment method:
+    the buyer confirms it in the browser) whose PaymentIntent still waits for the
+    browser stays pending until ``SWEEP_REPLAY_LIMIT``, then fails as abandoned.
+    """
     if result.status == "succeeded":
         return _purchase_complete(purchase_id=purchase.pk, reference=result.reference)
+    waiting = not purchase.payment_method and result.status in _AWAITING_BROWSER
+    if waiting and not raise_refusal and purchase.created_at >= (now or timezone.now()) - SWEEP_REPLAY_LIMIT:
+        # Keep the PaymentIntent (a replayed charge found it) so that the wallet page can show it.
+        UsdaiPurchase.objects.filter(pk=purchase.pk, status=UsdaiPurchase.Status.PENDING, reference="").update(
+            reference=result.reference
+        )
+        return purchase
     if result.status == "processing":
         # Settles later at the gateway: keep the reference, the sweep reads it back.
         UsdaiPurchase.objects.filter(pk=purchase.pk, status=UsdaiPurchase.Status.PENDING).update(
@@ -232,14 +364,19 @@ def _purchase_settle(*, purchase: UsdaiPurchase, result, raise_refusal: bool) ->
     return purchase
 
 
-def _purchase_complete(*, purchase_id: int, reference: str) -> UsdaiPurchase:
+def _purchase_complete(*, purchase_id: int, reference: str, after_failure: bool = False) -> UsdaiPurchase:
     """Step 3: mark the purchase succeeded, credit the USDai and queue the mint; exactly once.
 
     The conditional update is the claim: of two callers (the buy and the
-    sweep), the second waits on the row and then matches nothing.
+    sweep, the webhook and the return page), the second waits on the row and
+    then matches nothing. ``after_failure``: the gateway says the money was
+    captured, so a purchase marked failed by an earlier attempt is claimed too.
     """
+    claimable = [UsdaiPurchase.Status.PENDING]
+    if after_failure:
+        claimable.append(UsdaiPurchase.Status.FAILED)
     with transaction.atomic():
-        won = UsdaiPurchase.objects.filter(pk=purchase_id, status=UsdaiPurchase.Status.PENDING).update(
+        won = UsdaiPurchase.objects.filter(pk=purchase_id, status__in=claimable).update(
             status=UsdaiPurchase.Status.SUCCEEDED, reference=reference, failure_message="", completed_at=timezone.now()
         )
         purchase = UsdaiPurchase.objects.select_related("user").get(pk=purchase_id)
@@ -310,7 +447,7 @@ def usdai_purchases_sweep(
             else:
                 logger.warning("USDai purchase %s: the gateway did not answer: %s", purchase.pk, exc)
         else:
-            _purchase_settle(purchase=purchase, result=result, raise_refusal=False)
+            _purchase_settle(purchase=purchase, result=result, raise_refusal=False, now=now)
         purchase.refresh_from_db()
         done[purchase.status] += 1
     return done

@@ -11,10 +11,12 @@ from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.models import Role
 from accounts.permissions import role_required
+from accounts.reauth import reauth_check, reauth_label
 from core.downloads import csv_download
 from core.forms import form_submit
 from financing import merkle, svg_charts
@@ -33,12 +35,14 @@ from financing.selectors.ledger import usdai_balance
 from financing.selectors.proofs import revenue_epochs, settlement_proof_check
 from financing.selectors.vault import user_redemptions, wallet_address
 from financing.selectors.wallet_history import wallet_history
+from financing.selectors.wallet_links import linked_wallet, own_wallet_position, wallet_operations
 from financing.services import vault, wallets
 from financing.services.outbox import chainalert_resolve, chainop_retry
 from financing.services.reconcile import chain_reconcile
 from financing.services.titles import collateral_record, record_hash
 from marketplace.models import Settlement
 from marketplace.payments import get_gateway
+from marketplace.payments.stripe_js import allow_stripe_js, stripe_js
 from marketplace.selectors.bookings import booking_get_for_renter
 
 # --- Wallet ------------------------------------------------------------------------------
@@ -51,12 +55,31 @@ def wallet(request):
     user = request.user
     gateway = get_gateway()
     action = request.POST.get("action") if request.method == "POST" else None
-    buy_form = UsdaiBuyForm(request.POST if action == "buy" else None, test_gateway=gateway.is_test, prefix="buy")
-    send_form = UsdaiSendForm(request.POST if action == "send" else None, prefix="send")
-    if action == "buy" and form_submit(buy_form, lambda d: wallets.usdai_buy(user=user, **d)):
+    buy_form = UsdaiBuyForm(
+        request.POST if action == "buy" else None,
+        test_gateway=gateway.is_test,
+        browser_cards=gateway.browser_cards,
+        prefix="buy",
+    )
+    send_form = UsdaiSendForm(
+        request.POST if action == "send" else None, prefix="send", reauth_label=reauth_label(user=user)
+    )
+    if action == "buy" and gateway.browser_cards:
+        # The card is entered next, in the browser (Stripe.js): the purchase waits for it.
+        if done := form_submit(buy_form, lambda d: wallets.usdai_buy_start(user=user, amount=d["amount"])):
+            return redirect(f"{reverse('financing:wallet')}?purchase={done.result.pk}#buy-card")
+    elif action == "buy" and form_submit(buy_form, lambda d: wallets.usdai_buy(user=user, **d)):
         messages.success(request, f"Bought {buy_form.cleaned_data['amount']:,.2f} USDai.")
         return redirect("financing:wallet")
-    if action == "send" and form_submit(send_form, lambda d: wallets.usdai_withdraw(user=user, **d)):
+    stripe, card_purchase = stripe_js(gateway), None
+    if request.method == "GET" and stripe is not None and request.GET.get("purchase", "").isdigit():
+        if request.GET.get("payment_intent"):
+            return _usdai_buy_return(request, int(request.GET["purchase"]))
+        try:
+            card_purchase = wallets.usdai_purchase_card(user=user, purchase_id=int(request.GET["purchase"]))
+        except ValidationError as exc:
+            messages.error(request, " ".join(exc.messages))
+    if action == "send" and form_submit(send_form, lambda d: _usdai_send(request, d)):
         d = send_form.cleaned_data
         messages.success(request, f"Sending {d['amount']:,.2f} USDai to {d['address']}.")
         return redirect("financing:wallet")
@@ -67,9 +90,34 @@ def wallet(request):
         "gateway": gateway,
         "buy_form": buy_form,
         "send_form": send_form,
+        "linked": linked_wallet(user=user),
+        "wallet_ops": wallet_operations(user=user),
+        "stripe": stripe,
+        "card_purchase": card_purchase,
     }
     status = 400 if (buy_form.errors or send_form.errors) else 200
-    return render(request, "financing/wallet.html", context, status=status)
+    response = render(request, "financing/wallet.html", context, status=status)
+    return allow_stripe_js(response, stripe if card_purchase else None)
+
+
+def _usdai_buy_return(request, purchase_id: int):
+    """Back from Stripe.js's ``confirmCardPayment``: settle the purchase as the webhook would."""
+    try:
+        purchase = wallets.usdai_purchase_return(user=request.user, purchase_id=purchase_id)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        if purchase.status == purchase.Status.SUCCEEDED:
+            messages.success(request, f"Bought {purchase.amount:,.2f} USDai.")
+        else:
+            messages.info(request, "Payment submitted; the USDai arrive as soon as the card network confirms it.")
+    return redirect("financing:wallet")
+
+
+def _usdai_send(request, d: dict):
+    """Sending USDai out asks for the password (or a TOTP code) again."""
+    reauth_check(request=request, user=request.user, secret=d["reauth"])
+    return wallets.usdai_withdraw(user=request.user, address=d["address"], amount=d["amount"])
 
 
 @login_required
@@ -137,7 +185,10 @@ def vault_page(request):
             empty="Not enough days recorded for a share-price chart yet.",
         ),
         "position": position,
-        "pnl": vault_selectors.lender_pnl(user=user, position=position),
+        "pnl": (pnl := vault_selectors.lender_pnl(user=user, position=position)),
+        "own": own_wallet_position(user=user, position=position, pnl=pnl),
+        "linked": linked_wallet(user=user),
+        "wallet_ops": wallet_operations(user=user),
         "balance": usdai_balance(user=user),
         "redemptions": user_redemptions(user=user),
         "minimum": settings.VAULT_MIN_REDEMPTION,

@@ -12,7 +12,7 @@ from datetime import timedelta
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -23,6 +23,7 @@ from accounts.selectors import owner_company_for_user
 from core.api import BIGINT_MAX, CONFLICT_RESPONSE
 from core.idempotency import IDEMPOTENCY_KEY_PARAMETER, Idempotent
 from marketplace.models import Booking, Listing
+from marketplace.payments import get_gateway
 from marketplace.selectors import bookings as booking_selectors
 from marketplace.services import bookings
 
@@ -87,7 +88,35 @@ class BookingSerializer(serializers.ModelSerializer):
 
 
 class PaySerializer(serializers.Serializer):
-    payment_method = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+    payment_method = serializers.CharField(
+        max_length=100,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="A saved or test payment method id (pm_...). Leave it out with the card gateway to get the "
+        "PaymentIntent's client_secret and confirm it with Stripe.js (confirmCardPayment, 3-D Secure included).",
+    )
+
+
+class CardPaymentSerializer(serializers.Serializer):
+    status = serializers.CharField(
+        help_text="The PaymentIntent's status: requires_payment_method and requires_action need the browser "
+        "(Stripe.js with client_secret); succeeded is paid; processing settles later (the webhook confirms)."
+    )
+    reference = serializers.CharField(help_text="The PaymentIntent id.")
+    client_secret = serializers.CharField(help_text="For Stripe.js confirmCardPayment; keep it out of logs.")
+
+
+class BookingPayResponseSerializer(BookingSerializer):
+    payment = serializers.SerializerMethodField()
+
+    class Meta(BookingSerializer.Meta):
+        fields = [*BookingSerializer.Meta.fields, "payment"]
+
+    @extend_schema_field(CardPaymentSerializer(allow_null=True))
+    def get_payment(self, booking):
+        card = self.context.get("card_payment")
+        return None if card is None else CardPaymentSerializer(card).data
 
 
 class UsageSerializer(serializers.Serializer):
@@ -175,13 +204,22 @@ class BookingViewSet(Idempotent, viewsets.GenericViewSet):
         booking = bookings.booking_create(renter=request.user, **_request_args(request))
         return Response(BookingSerializer(booking).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=PaySerializer, responses=BookingSerializer, parameters=[IDEMPOTENCY_KEY_PARAMETER])
+    @extend_schema(
+        request=PaySerializer, responses=BookingPayResponseSerializer, parameters=[IDEMPOTENCY_KEY_PARAMETER]
+    )
     @action(detail=True, methods=["post"])
     def pay(self, request, public_id=None):
+        """Pay the booking. With the card gateway and no ``payment_method``, the answer's ``payment``
+        carries the PaymentIntent's ``client_secret`` for Stripe.js; the webhook confirms the booking."""
         data = PaySerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        booking = bookings.booking_pay(booking=self.get_object(), renter=request.user, **data.validated_data)
-        return Response(BookingSerializer(booking).data)
+        booking, card = self.get_object(), None
+        if not data.validated_data["payment_method"] and get_gateway().browser_cards:
+            card = bookings.booking_card_payment(booking=booking, renter=request.user)
+            booking = self.get_object()
+        else:
+            booking = bookings.booking_pay(booking=booking, renter=request.user, **data.validated_data)
+        return Response(BookingPayResponseSerializer(booking, context={"card_payment": card}).data)
 
     @extend_schema(request=None, responses=BookingSerializer, parameters=[IDEMPOTENCY_KEY_PARAMETER])
     @action(detail=True, methods=["post"])

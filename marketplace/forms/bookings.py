@@ -20,5 +20,9 @@ class PayForm(forms.Form):
     )
 
 
+class CardRemoveForm(forms.Form):
+    card = forms.CharField(max_length=100, widget=forms.HiddenInput)
+
+
 class EarningsPeriodForm(forms.Form):
     days = forms.IntegerField(min_value=1, max_value=366, initial=30, required=False)

@@ -1,6 +1,6 @@
 # Issue 14 (cards). Written by hand; operations added as the models land.
 
-from django.db import migrations
+from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
@@ -8,4 +8,15 @@ class Migration(migrations.Migration):
         ("marketplace", "0006_refund_hardening"),
     ]
 
-    operations = []
+    operations = [
+        migrations.AddField(
+            model_name="payment",
+            name="card_brand",
+            field=models.CharField(blank=True, max_length=20),
+        ),
+        migrations.AddField(
+            model_name="payment",
+            name="card_last4",
+            field=models.CharField(blank=True, max_length=4),
+        ),
+    ]

@@ -4,7 +4,9 @@
 server) through the official SDK; ``offline.OfflineGateway`` settles at once
 for the embedded demo and is labelled as a test payment. ``get_gateway()``
 returns the one the settings choose. Nothing outside this package imports
-the ``stripe`` SDK.
+the ``stripe`` SDK. ``stripe_js`` gives the card pages what they need to load
+Stripe.js (and the CSP to allow it); ``purposes`` lets the apps above this one
+register what to do with payments made for them (USDai purchases).
 """
 
 from django.conf import settings

@@ -7,7 +7,15 @@ A webhook crosses it in two steps: ``parse_event`` verifies the signature and
 returns the ``GatewayEvent`` that is stored as it came; ``translate_event``
 says what a stored event means in the marketplace's own words, a
 ``PaymentEvent``. The provider's event types and payload fields stay inside
-its adapter: services act on ``PaymentEvent`` only.
+its adapter: services act on ``PaymentEvent`` only. Both carry the payment's
+metadata, which names what a payment that is not a booking's is for
+(``purposes``).
+
+Cards in the browser: a gateway with ``browser_cards`` (Stripe) creates a
+payment without a payment method and returns its ``client_secret`` for
+Stripe.js, keeps a Customer per renter (``customer_create``) and the cards
+saved for it (``card_setup``, ``cards``, ``card_detach``: ``SavedCard`` out).
+The offline and USDai gateways take no card in the browser and save none.
 """
 
 from dataclasses import dataclass, field
@@ -43,11 +51,37 @@ class SignatureError(Exception):
 
 
 @dataclass(frozen=True)
+class SavedCard:
+    """A card the gateway keeps for a customer (or the card a payment was made with)."""
+
+    reference: str  # e.g. the PaymentMethod id
+    brand: str  # "visa", "mastercard", ...
+    last4: str
+    exp_month: int = 0
+    exp_year: int = 0
+
+    @property
+    def label(self) -> str:
+        return f"{self.brand.title()} •••• {self.last4}"
+
+
+@dataclass(frozen=True)
+class CardSetup:
+    """A card being saved in the browser (a SetupIntent): Stripe.js confirms it with the secret."""
+
+    reference: str  # e.g. the SetupIntent id
+    client_secret: str
+
+
+@dataclass(frozen=True)
 class PaymentResult:
     reference: str  # e.g. the PaymentIntent id
-    status: str  # "succeeded", "processing", "requires_action", "requires_payment_method"
+    status: str  # "succeeded", "processing", "requires_action", "requires_payment_method", "canceled"
     amount: Decimal
     client_secret: str = ""
+    # The card it was paid with, when the gateway says (``retrieve``); not part of the payment's identity.
+    card: SavedCard | None = field(default=None, compare=False)
+    metadata: dict[str, str] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -80,6 +114,8 @@ class GatewayEvent:
     amount: Decimal  # amount received / refunded, USD
     created: int  # the event's creation time, Unix seconds
     payload: dict = field(default_factory=dict, compare=False)
+    # The payment's metadata, e.g. {"usdai_purchase": "42"}: which purpose (``purposes``) it serves.
+    metadata: dict[str, str] = field(default_factory=dict, compare=False)
 
 
 class EventKind(StrEnum):
@@ -102,6 +138,7 @@ class PaymentEvent:
     failure_message: str = ""  # PAYMENT_FAILED: why, as the gateway puts it
     refund_reference: str = ""  # REFUNDED: the refund's id at the gateway ("" if the event names none)
     refund_status: str = ""  # REFUNDED: the refund's status, as in ``RefundResult.status`` ("" if unknown)
+    metadata: dict[str, str] = field(default_factory=dict, compare=False)  # as on ``GatewayEvent``
 
 
 def ignored_event(event: GatewayEvent) -> PaymentEvent:
@@ -111,12 +148,15 @@ def ignored_event(event: GatewayEvent) -> PaymentEvent:
         payment_reference=event.payment_reference,
         booking_id=event.booking_id,
         amount=event.amount,
+        metadata=event.metadata,
     )
 
 
 class PaymentGateway(Protocol):
     name: str
     is_test: bool  # true for the offline gateway: the UI labels its payments as test payments
+    # True when cards are entered in the browser (Stripe.js) and can be saved for a customer.
+    browser_cards: bool
 
     def charge(
         self,
@@ -127,6 +167,8 @@ class PaymentGateway(Protocol):
         payment_method: str = "",
         description: str = "",
         metadata: dict[str, str] | None = None,
+        customer: str = "",
+        receipt_email: str = "",
     ) -> PaymentResult:
         """Create and confirm a payment for ``amount`` USD (whole cents).
 
@@ -134,7 +176,24 @@ class PaymentGateway(Protocol):
         otherwise. The same ``idempotency_key`` never charges twice: the same
         call again answers the first call's payment. ``metadata`` is stored
         with the payment (beside ``booking_id``) for whoever reads it back.
+        Without ``payment_method`` a gateway with ``browser_cards`` creates
+        the payment unconfirmed and returns its ``client_secret`` (status
+        ``requires_payment_method``) for the browser to confirm. ``customer``
+        ties it to the renter's customer (so the card can be saved);
+        ``receipt_email`` is where the gateway sends its receipt.
         """
+
+    def customer_create(self, *, email: str, name: str, idempotency_key: str) -> str:
+        """A new customer at the gateway (its id); the same key answers the same customer."""
+
+    def card_setup(self, *, customer: str, idempotency_key: str) -> CardSetup:
+        """Start saving a card for ``customer``: the browser confirms the returned secret."""
+
+    def cards(self, *, customer: str) -> list[SavedCard]:
+        """The cards saved for ``customer``, newest first. Raises ``GatewayError``."""
+
+    def card_detach(self, *, customer: str, reference: str) -> None:
+        """Forget a saved card. ``GatewayError(retryable=False)`` if it is not ``customer``'s."""
 
     def retrieve(self, *, reference: str) -> PaymentResult:
         """The payment ``reference`` as the gateway holds it now (its status may have moved on).

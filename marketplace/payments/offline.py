@@ -16,11 +16,13 @@ from decimal import Decimal
 
 from marketplace.payments.base import (
     CapturedCharge,
+    CardSetup,
     GatewayError,
     GatewayEvent,
     PaymentEvent,
     PaymentResult,
     RefundResult,
+    SavedCard,
     SignatureError,
     ignored_event,
 )
@@ -33,6 +35,7 @@ def _ref(prefix: str, key: str) -> str:
 class OfflineGateway:
     name = "offline"
     is_test = True
+    browser_cards = False  # no card is entered: nothing to save
 
     def charge(
         self,
@@ -43,6 +46,8 @@ class OfflineGateway:
         payment_method: str = "",
         description: str = "",
         metadata: dict[str, str] | None = None,
+        customer: str = "",
+        receipt_email: str = "",
     ) -> PaymentResult:
         return PaymentResult(reference=_ref("offpi", idempotency_key), status="succeeded", amount=amount)
 
@@ -67,6 +72,18 @@ class OfflineGateway:
                 "reference", "amount", "created_at", "booking__public_id"
             )
         ]
+
+    def customer_create(self, *, email: str, name: str, idempotency_key: str) -> str:
+        return ""  # no customers here
+
+    def card_setup(self, *, customer: str, idempotency_key: str) -> CardSetup:
+        raise GatewayError("Cards cannot be saved with this gateway.", retryable=False)
+
+    def cards(self, *, customer: str) -> list[SavedCard]:
+        return []
+
+    def card_detach(self, *, customer: str, reference: str) -> None:
+        raise GatewayError("No card is saved with this gateway.", retryable=False)
 
     def parse_event(self, *, payload: bytes, signature_header: str) -> GatewayEvent:
         raise SignatureError("The offline gateway sends no webhooks.")

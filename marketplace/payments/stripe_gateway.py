@@ -13,8 +13,17 @@ Stripe-compatible server (localstripe in tests); empty means Stripe itself.
 
 ``charge`` creates and confirms a PaymentIntent in one request; without a
 payment method it creates an unconfirmed one and returns its
-``client_secret`` for Stripe.js to confirm in the browser. ``retrieve`` reads
-a PaymentIntent back (a decline raises as in ``charge``). ``captured_charges``
+``client_secret`` for Stripe.js to confirm in the browser
+(``confirmCardPayment``), with the renter's Customer and ``receipt_email``
+when given. ``retrieve`` reads a PaymentIntent back with its payment method
+expanded (the card's brand and last four digits; a decline raises as in
+``charge``).
+
+Saved cards: ``customer_create`` makes a Customer (under the caller's
+idempotency key, so two racing first payments of one renter make one),
+``card_setup`` a SetupIntent for Stripe.js's ``confirmCardSetup``, ``cards``
+lists the Customer's card PaymentMethods and ``card_detach`` detaches one
+after checking that it is that Customer's. ``captured_charges``
 lists the succeeded PaymentIntents created since a time (``created[gte]``,
 every page: the SDK's auto-paging), for the money reconciler. ``refund`` refunds
 part or all of a PaymentIntent. Both send the caller's idempotency key as the
@@ -65,6 +74,7 @@ from django.core.exceptions import ImproperlyConfigured
 from core.money import from_cents, to_cents
 from marketplace.payments.base import (
     CapturedCharge,
+    CardSetup,
     EventKind,
     GatewayError,
     GatewayEvent,
@@ -72,6 +82,7 @@ from marketplace.payments.base import (
     PaymentEvent,
     PaymentResult,
     RefundResult,
+    SavedCard,
     SignatureError,
     ignored_event,
 )
@@ -151,6 +162,27 @@ def _refund_of(obj: dict) -> dict:
     return refunds[0] if refunds else {}
 
 
+def _metadata(obj: dict) -> dict[str, str]:
+    return {str(k): str(v) for k, v in (obj.get("metadata") or {}).items()}
+
+
+def _card_of(method: Any) -> SavedCard | None:
+    """The card of a PaymentMethod (an SDK object or a dict); ``None`` if it is not an expanded card."""
+    if method is None or isinstance(method, str):
+        return None
+    data = method.to_dict() if hasattr(method, "to_dict") else dict(method)
+    card = data.get("card") or {}
+    if not card:
+        return None
+    return SavedCard(
+        reference=data.get("id") or "",
+        brand=str(card.get("brand") or "card"),
+        last4=str(card.get("last4") or ""),
+        exp_month=int(card.get("exp_month") or 0),
+        exp_year=int(card.get("exp_year") or 0),
+    )
+
+
 def _captured(intent: dict) -> CapturedCharge:
     metadata = intent.get("metadata") or {}
     return CapturedCharge(
@@ -165,6 +197,7 @@ def _captured(intent: dict) -> CapturedCharge:
 class StripeGateway:
     name = "stripe"
     is_test = False
+    browser_cards = True
 
     def __init__(
         self,
@@ -198,6 +231,8 @@ class StripeGateway:
         payment_method: str = "",
         description: str = "",
         metadata: dict[str, str] | None = None,
+        customer: str = "",
+        receipt_email: str = "",
     ) -> PaymentResult:
         params: dict[str, Any] = {
             "amount": to_cents(amount),
@@ -207,6 +242,10 @@ class StripeGateway:
         }
         if description:
             params["description"] = description
+        if customer:
+            params["customer"] = customer
+        if receipt_email:
+            params["receipt_email"] = receipt_email
         if payment_method:
             # Without one, the PaymentIntent waits for Stripe.js to confirm it
             # in the browser with the client secret returned below.
@@ -226,7 +265,7 @@ class StripeGateway:
 
     def retrieve(self, *, reference: str) -> PaymentResult:
         try:
-            intent = self._client.v1.payment_intents.retrieve(reference)
+            intent = self._client.v1.payment_intents.retrieve(reference, params={"expand": ["payment_method"]})
         except stripe.StripeError as error:
             raise _gateway_error(error) from error
         return self._result(intent)
@@ -239,11 +278,14 @@ class StripeGateway:
                 reference=intent.id,
                 code=getattr(failure, "decline_code", None) or getattr(failure, "code", None) or "",
             )
+        metadata = getattr(intent, "metadata", None)
         return PaymentResult(
             reference=intent.id,
             status=intent.status,
             amount=from_cents(intent.amount),
             client_secret=getattr(intent, "client_secret", None) or "",
+            card=_card_of(getattr(intent, "payment_method", None)),
+            metadata=_metadata({"metadata": metadata.to_dict() if hasattr(metadata, "to_dict") else metadata}),
         )
 
     def _declined(self, error: stripe.CardError) -> PaymentDeclined:
@@ -259,6 +301,47 @@ class StripeGateway:
                 reference = ""
         code = getattr(details, "decline_code", None) or error.code or ""
         return PaymentDeclined(error.user_message or "The card was declined.", reference=reference, code=code)
+
+    def customer_create(self, *, email: str, name: str, idempotency_key: str) -> str:
+        params: dict[str, Any] = {"email": email}
+        if name:
+            params["name"] = name
+        try:
+            customer = self._client.v1.customers.create(
+                params=params,  # type: ignore[arg-type]
+                options={"idempotency_key": idempotency_key},
+            )
+        except stripe.StripeError as error:
+            raise _gateway_error(error) from error
+        return customer.id
+
+    def card_setup(self, *, customer: str, idempotency_key: str) -> CardSetup:
+        try:
+            intent = self._client.v1.setup_intents.create(
+                params={"customer": customer, "usage": "off_session", "payment_method_types": ["card"]},
+                options={"idempotency_key": idempotency_key},
+            )
+        except stripe.StripeError as error:
+            raise _gateway_error(error) from error
+        return CardSetup(reference=intent.id, client_secret=intent.client_secret or "")
+
+    def cards(self, *, customer: str) -> list[SavedCard]:
+        try:
+            page = self._client.v1.payment_methods.list(params={"customer": customer, "type": "card"})
+            methods = list(page.auto_paging_iter())
+        except stripe.StripeError as error:
+            raise _gateway_error(error) from error
+        methods.sort(key=lambda m: int(getattr(m, "created", 0) or 0), reverse=True)  # newest first, as Stripe
+        return [card for card in (_card_of(m) for m in methods) if card is not None]
+
+    def card_detach(self, *, customer: str, reference: str) -> None:
+        try:
+            method = self._client.v1.payment_methods.retrieve(reference)
+            if _id_of(getattr(method, "customer", None)) != customer:
+                raise GatewayError("This card is not saved for you.", retryable=False)
+            self._client.v1.payment_methods.detach(reference)
+        except stripe.StripeError as error:
+            raise _gateway_error(error) from error
 
     def refund(self, *, payment_reference: str, amount: Decimal, idempotency_key: str) -> RefundResult:
         try:
@@ -317,6 +400,7 @@ class StripeGateway:
             amount=from_cents(int(cents)),
             created=int(data.get("created") or 0),
             payload=data,
+            metadata=_metadata(obj),
         )
 
     def translate_event(self, event: GatewayEvent) -> PaymentEvent:
@@ -334,4 +418,5 @@ class StripeGateway:
             failure_message=str(failure.get("message", "")),
             refund_reference=refund.get("id") or "",
             refund_status=refund.get("status") or "",
+            metadata=event.metadata or _metadata(obj),
         )

@@ -1,13 +1,36 @@
-"""Booking reads: a renter's bookings, invoices, the availability calendar, earnings."""
+"""Booking reads: a renter's bookings, invoices, the availability calendar, earnings.
+
+Invoices (``booking_invoice``) name the seller (settings ``INVOICE_SELLER_*``),
+the buyer's billing details and VAT id (``RenterProfile``), the payment method
+(the card's brand and last four digits as the gateway reported them, "USDai",
+or "Test payment"), and the VAT the charge contains. Prices are VAT-inclusive:
+what a renter is charged for a booking never changes with their tax status;
+the invoice splits the net charge (paid less refunded) into a taxable amount
+and the VAT in it, in cents, the VAT taking the rounding so the two sum to
+the net charge exactly. The rule, by the buyer's billing country (the
+seller's when none is given):
+
+* outside the EU (a country not in ``INVOICE_VAT_RATES``): outside the scope
+  of EU VAT, 0 %;
+* an EU country other than the seller's, with a VAT id: reverse charge, 0 %
+  (the customer accounts for the VAT; Art. 196 of Directive 2006/112/EC);
+* any other EU buyer: VAT at the buyer's country's rate (the seller's own
+  rate for a buyer in the seller's country; the one-stop-shop rule for
+  electronically supplied services to consumers elsewhere in the EU).
+
+The VAT id's format is checked where it is entered (the billing form, with
+``stdnum.eu.vat``); the invoice trusts what is stored.
+"""
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from django.conf import settings
 from django.db.models import QuerySet, Sum
 from django.utils import timezone
 
-from accounts.models import OwnerCompany, User
+from accounts.models import OwnerCompany, RenterProfile, User
 from core import money
 from marketplace.models import AvailabilitySlot, Booking, BookingGpu, Listing, Refund, Server, Settlement
 
@@ -45,6 +68,23 @@ class InvoiceLine:
 
 
 @dataclass(frozen=True)
+class TaxLine:
+    description: str
+    rate: Decimal  # percent
+    taxable: Decimal  # USD, the net charge without the VAT
+    tax: Decimal  # USD
+
+
+@dataclass(frozen=True)
+class Party:
+    name: str
+    address: str
+    country: str  # ISO 3166-1 alpha-2 ("" if not given)
+    vat_id: str
+    email: str = ""
+
+
+@dataclass(frozen=True)
 class Invoice:
     number: str
     booking: Booking
@@ -54,6 +94,67 @@ class Invoice:
     refunded: Decimal
     net: Decimal
     test_payment: bool
+    seller: Party | None = None
+    buyer: Party | None = None
+    payment_method: str = ""  # "Visa •••• 4242", "USDai", "Test payment", "Card"
+    tax_lines: list[TaxLine] | None = None  # taxable + tax of all lines == net
+
+
+def _seller() -> Party:
+    return Party(
+        name=settings.INVOICE_SELLER_NAME,
+        address=settings.INVOICE_SELLER_ADDRESS,
+        country=settings.INVOICE_SELLER_COUNTRY,
+        vat_id=settings.INVOICE_SELLER_VAT_ID,
+    )
+
+
+def _buyer(booking: Booking) -> Party:
+    profile = RenterProfile.objects.filter(user_id=booking.renter_id).select_related("user").first()
+    if profile is None:
+        return Party(name="", address="", country="", vat_id="")
+    return Party(
+        name=profile.billing_name,
+        address=profile.billing_address,
+        country=profile.billing_country.upper(),
+        vat_id=profile.vat_id,
+        email=profile.user.email,
+    )
+
+
+def invoice_tax_lines(*, net: Decimal, buyer_country: str, buyer_vat_id: str) -> list[TaxLine]:
+    """The VAT contained in a VAT-inclusive ``net`` charge, by the rule of the module docstring."""
+    rates = {code: Decimal(rate) for code, rate in settings.INVOICE_VAT_RATES.items()}
+    seller = settings.INVOICE_SELLER_COUNTRY.upper()
+    country = (buyer_country or seller).upper()
+    net = money.cents(net)
+    if country not in rates:
+        return [TaxLine("Outside the scope of EU VAT (customer outside the EU)", Decimal(0), net, money.ZERO)]
+    if buyer_vat_id and country != seller:
+        return [
+            TaxLine(
+                "Reverse charge: VAT to be accounted for by the customer (Art. 196 Directive 2006/112/EC)",
+                Decimal(0),
+                net,
+                money.ZERO,
+            )
+        ]
+    rate = rates[country]
+    taxable = money.cents(net * 100 / (100 + rate))
+    return [TaxLine(f"VAT {rate.normalize():f} % ({country}), included", rate, taxable, net - taxable)]
+
+
+def _payment_method(booking: Booking) -> str:
+    payment = booking.payments.filter(status="succeeded").order_by("-created_at").first()
+    if payment is None:
+        return ""
+    if payment.is_test:
+        return "Test payment"
+    if payment.gateway == "usdai":
+        return "USDai"
+    if payment.card_last4:
+        return f"{payment.card_brand.title() or 'Card'} •••• {payment.card_last4}"
+    return "Card"
 
 
 def booking_invoice(booking: Booking) -> Invoice:
@@ -73,6 +174,8 @@ def booking_invoice(booking: Booking) -> Invoice:
     for refund in refunds:
         lines.append(InvoiceLine(f"Refund: {refund.get_reason_display().lower()}", -refund.amount))
     refunded = sum((r.amount for r in refunds), Decimal(0))
+    buyer = _buyer(booking)
+    net = booking.amount_paid - refunded
     return Invoice(
         number=f"INV-{booking.created_at:%Y%m}-{booking.pk:06d}",
         booking=booking,
@@ -80,8 +183,12 @@ def booking_invoice(booking: Booking) -> Invoice:
         lines=lines,
         paid=booking.amount_paid,
         refunded=refunded,
-        net=booking.amount_paid - refunded,
+        net=net,
         test_payment=booking.payments.filter(is_test=True).exists(),
+        seller=_seller(),
+        buyer=buyer,
+        payment_method=_payment_method(booking),
+        tax_lines=invoice_tax_lines(net=net, buyer_country=buyer.country, buyer_vat_id=buyer.vat_id),
     )
 
 

@@ -59,7 +59,7 @@ from marketplace.models import (
     UsageRecord,
 )
 from marketplace.payments import get_gateway
-from marketplace.payments.base import GatewayError, PaymentDeclined
+from marketplace.payments.base import GatewayError, PaymentDeclined, SavedCard
 
 logger = logging.getLogger(__name__)
 
@@ -248,25 +248,10 @@ def booking_create(
 # --- Payment --------------------------------------------------------------------
 
 
-def booking_pay(
-    *,
-    booking: Booking,
-    renter: User,
-    payment_method: str = "",
-    gateway_name: str | None = None,
-    now: datetime | None = None,
-) -> Booking:
-    """Charge the booking's amount through the gateway and confirm it.
-
-    A retried or concurrent call reuses the pending payment's idempotency
-    key, so the gateway never charges twice. Recovery: a process that stops
-    after the gateway charged but before the success is recorded leaves the
-    payment pending; the webhook or ``payments_sweep`` records it.
-    """
+def _payment_reserve(*, booking: Booking, renter: User, gateway, now: datetime) -> Payment:
+    """The booking's pending payment (or a new attempt under a new idempotency key), committed."""
     if booking.renter_id != renter.pk:
         raise ValidationError({"booking": "This booking is not yours."})
-    gateway = get_gateway(gateway_name)
-    now = now or timezone.now()
     with transaction.atomic():
         locked = booking_lock(booking.pk)
         if locked.status != Booking.Status.PENDING_PAYMENT:
@@ -286,6 +271,21 @@ def booking_pay(
                 amount=locked.amount,
             )
         Booking.objects.filter(pk=locked.pk).update(gateway=gateway.name)
+    return payment
+
+
+def _customer_or_error(renter: User, gateway) -> str:
+    # Imported here: cards sits beside this module and reads accounts only.
+    from marketplace.services.cards import renter_customer
+
+    try:
+        return renter_customer(user=renter, gateway_name=gateway.name)
+    except GatewayError as exc:
+        raise ValidationError({"payment_method": "The payment service did not answer; try again."}) from exc
+
+
+def _charge(*, booking: Booking, payment: Payment, gateway, payment_method: str, customer: str, renter: User):
+    """The gateway call of a reserved payment; a decline marks it failed (a field error)."""
     try:
         result = gateway.charge(
             booking_id=str(booking.public_id),
@@ -293,6 +293,8 @@ def booking_pay(
             idempotency_key=payment.idempotency_key,
             payment_method=payment_method,
             description=f"InfraFi booking {booking.public_id}",
+            customer=customer,
+            receipt_email=renter.email if gateway.browser_cards else "",
         )
     except PaymentDeclined as exc:
         Payment.objects.filter(pk=payment.pk).update(
@@ -303,14 +305,137 @@ def booking_pay(
         # Stays pending: a retry reuses the idempotency key; the webhook may still confirm it.
         raise ValidationError({"payment_method": "The payment service did not answer; try again."}) from exc
     Payment.objects.filter(pk=payment.pk).update(reference=result.reference)
+    return result
+
+
+def booking_pay(
+    *,
+    booking: Booking,
+    renter: User,
+    payment_method: str = "",
+    gateway_name: str | None = None,
+    now: datetime | None = None,
+) -> Booking:
+    """Charge the booking's amount through the gateway and confirm it.
+
+    A retried or concurrent call reuses the pending payment's idempotency
+    key, so the gateway never charges twice. With a card gateway the charge
+    carries the renter's Customer and ``receipt_email``; without a
+    ``payment_method`` it leaves an unconfirmed PaymentIntent for the browser
+    (``booking_card_payment`` is that flow). Recovery: a process that stops
+    after the gateway charged but before the success is recorded leaves the
+    payment pending; the webhook or ``payments_sweep`` records it.
+    """
+    gateway = get_gateway(gateway_name)
+    payment = _payment_reserve(booking=booking, renter=renter, gateway=gateway, now=now or timezone.now())
+    customer = _customer_or_error(renter, gateway) if gateway.browser_cards else ""
+    result = _charge(
+        booking=booking,
+        payment=payment,
+        gateway=gateway,
+        payment_method=payment_method,
+        customer=customer,
+        renter=renter,
+    )
     if result.status == "succeeded":
-        payment_succeeded(gateway=gateway.name, reference=result.reference, amount=result.amount)
+        payment_succeeded(gateway=gateway.name, reference=result.reference, amount=result.amount, card=result.card)
     booking.refresh_from_db()
     return booking
 
 
-def payment_succeeded(*, gateway: str, reference: str, amount: Decimal, booking_public_id: str = "") -> Booking | None:
-    """Record a successful payment (from the charge call or a webhook); idempotent.
+@dataclass(frozen=True)
+class CardPayment:
+    """A booking's payment waiting for the browser: Stripe.js confirms ``client_secret``."""
+
+    booking: Booking
+    reference: str  # the PaymentIntent id
+    client_secret: str
+    status: str  # the PaymentIntent's status: "requires_payment_method", "requires_action", "succeeded", ...
+    amount: Decimal
+
+
+def booking_card_payment(*, booking: Booking, renter: User, now: datetime | None = None) -> CardPayment:
+    """The booking's PaymentIntent, created without a payment method, for Stripe.js to confirm.
+
+    Under the pending payment's idempotency key: reloading the checkout page
+    reads the same PaymentIntent back (``retrieve``), so one booking has one
+    live PaymentIntent. One that failed meanwhile (declined, authentication
+    refused, canceled) marks its payment failed and a new attempt starts, so a
+    booking whose payment failed stays payable. One that succeeded is
+    recorded here through ``payment_succeeded``, as the webhook would.
+    Recovery: a process that stops after the gateway created the
+    PaymentIntent but before its reference is stored leaves the payment
+    pending without one; the next page load makes the same request under the
+    same key, which the gateway answers with that PaymentIntent. The browser's
+    confirmation is recorded by the return page (``booking_pay_return``), the
+    webhook or ``payments_sweep``, whichever comes first.
+    """
+    gateway = get_gateway()
+    if not gateway.browser_cards:
+        raise ValidationError({"payment_method": "This gateway takes no card in the browser."})
+    now = now or timezone.now()
+    customer = _customer_or_error(renter, gateway)
+    for _attempt in range(2):
+        payment = _payment_reserve(booking=booking, renter=renter, gateway=gateway, now=now)
+        if not payment.reference:
+            result = _charge(
+                booking=booking, payment=payment, gateway=gateway, payment_method="", customer=customer, renter=renter
+            )
+            return CardPayment(booking, result.reference, result.client_secret, result.status, result.amount)
+        try:
+            result = gateway.retrieve(reference=payment.reference)
+        except PaymentDeclined as exc:
+            payment_failed(gateway=gateway.name, reference=payment.reference, message=str(exc))
+            continue
+        except GatewayError as exc:
+            raise ValidationError({"payment_method": "The payment service did not answer; try again."}) from exc
+        if result.status == "canceled":
+            payment_failed(gateway=gateway.name, reference=payment.reference, message="The payment was canceled.")
+            continue
+        if result.status == "succeeded":
+            payment_succeeded(gateway=gateway.name, reference=result.reference, amount=result.amount, card=result.card)
+            booking.refresh_from_db()
+        return CardPayment(booking, result.reference, result.client_secret, result.status, result.amount)
+    raise ValidationError({"payment_method": "The payment could not be started; reload the page."})
+
+
+def booking_pay_return(*, booking: Booking, renter: User, reference: str) -> Booking:
+    """The browser is back from ``confirmCardPayment``: read the PaymentIntent and record what it says.
+
+    The same path as the webhook (``payment_succeeded`` / ``payment_failed``), so
+    whichever comes first records the payment and the other changes nothing;
+    the webhook stays the confirmation of record when the return never comes.
+    """
+    if booking.renter_id != renter.pk:
+        raise ValidationError({"booking": "This booking is not yours."})
+    payment = booking.payments.filter(reference=reference).first() if reference else None
+    if payment is None:
+        raise ValidationError({"payment_method": "This payment is not one of this booking's."})
+    gateway = get_gateway(payment.gateway)
+    try:
+        result = gateway.retrieve(reference=reference)
+    except PaymentDeclined as exc:
+        payment_failed(gateway=payment.gateway, reference=reference, message=str(exc))
+        raise ValidationError({"payment_method": f"Your card was declined: {exc}"}) from exc
+    except GatewayError as exc:
+        raise ValidationError(
+            {"payment_method": "The payment service did not answer; your booking is confirmed as soon as it does."}
+        ) from exc
+    if result.status == "succeeded":
+        payment_succeeded(gateway=payment.gateway, reference=reference, amount=result.amount, card=result.card)
+    elif result.status == "canceled":
+        payment_failed(gateway=payment.gateway, reference=reference, message="The payment was canceled.")
+    booking.refresh_from_db()
+    return booking
+
+
+def payment_succeeded(
+    *, gateway: str, reference: str, amount: Decimal, booking_public_id: str = "", card: SavedCard | None = None
+) -> Booking | None:
+    """Record a successful payment (from the charge call, the return page or a webhook); idempotent.
+
+    ``card`` (when the caller read it from the gateway) is kept on the payment
+    for the invoice, also on a payment recorded before without it.
 
     A payment that arrives after its booking expired, was cancelled or was
     already paid is refunded at once: the GPUs may be gone. The refund is
@@ -331,6 +456,9 @@ def payment_succeeded(*, gateway: str, reference: str, amount: Decimal, booking_
         if payment is None:
             logger.warning("payment %s/%s matches no booking", gateway, reference)
             return None
+        if card is not None and not payment.card_last4:
+            payment.card_brand, payment.card_last4 = card.brand[:20], card.last4[:4]
+            payment.save(update_fields=["card_brand", "card_last4", "updated_at"])
         if payment.status == Payment.Status.SUCCEEDED:
             return booking
         payment.reference = reference

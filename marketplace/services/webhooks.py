@@ -10,6 +10,13 @@ undone by a later failure event, a success that overtakes our own record of
 the payment finds it by the booking id the event carries, a refund event
 changes only the refund it names (by its id at the gateway), and replays
 change nothing.
+
+A payment is a booking's when its event names a booking; otherwise its
+metadata may name another purpose (``{"usdai_purchase": "42"}``), and the
+success or failure goes to the handler that purpose's app registered in
+``marketplace.payments.purposes`` (financing, from its ``AppConfig.ready``):
+this app never imports the apps above it. A booking payment's success is
+followed by a best-effort read of the card it was paid with, for the invoice.
 """
 
 import logging
@@ -20,8 +27,8 @@ from django.db.models import F
 from django.utils import timezone
 
 from marketplace.models import WebhookEvent
-from marketplace.payments import get_gateway
-from marketplace.payments.base import EventKind, GatewayEvent
+from marketplace.payments import get_gateway, purposes
+from marketplace.payments.base import EventKind, GatewayError, GatewayEvent, PaymentDeclined
 from marketplace.services.bookings import payment_failed, payment_succeeded, refund_event_apply
 
 logger = logging.getLogger(__name__)
@@ -35,6 +42,7 @@ def webhook_receive(*, gateway_name: str, payload: bytes, signature_header: str)
         "payment_reference": event.payment_reference,
         "booking_id": event.booking_id,
         "amount": str(event.amount),
+        "metadata": event.metadata,
         "raw": event.payload,
     }
     try:
@@ -60,6 +68,7 @@ def _event_of(row: WebhookEvent) -> GatewayEvent:
         amount=Decimal(data.get("amount", "0")),
         created=row.created,
         payload=data.get("raw", {}),
+        metadata=data.get("metadata") or {},
     )
 
 
@@ -69,13 +78,19 @@ def webhook_handle(*, row: WebhookEvent) -> None:
     WebhookEvent.objects.filter(pk=row.pk).update(attempts=F("attempts") + 1)
     try:
         event = get_gateway(row.gateway).translate_event(stored)
-        if event.kind is EventKind.PAID:
-            payment_succeeded(
+        if event.kind is EventKind.PAID and not event.booking_id and purposes.purpose_of(event.metadata):
+            purposes.paid(event.metadata, reference=event.payment_reference, amount=event.amount)
+        elif event.kind is EventKind.PAID:
+            booking = payment_succeeded(
                 gateway=row.gateway,
                 reference=event.payment_reference,
                 amount=event.amount,
                 booking_public_id=event.booking_id,
             )
+            if booking is not None:
+                _card_record(row.gateway, event.payment_reference, event.amount)
+        elif event.kind is EventKind.PAYMENT_FAILED and not event.booking_id and purposes.purpose_of(event.metadata):
+            purposes.failed(event.metadata, reference=event.payment_reference, message=event.failure_message)
         elif event.kind is EventKind.PAYMENT_FAILED:
             payment_failed(gateway=row.gateway, reference=event.payment_reference, message=event.failure_message)
         elif event.kind is EventKind.REFUNDED:
@@ -92,6 +107,17 @@ def webhook_handle(*, row: WebhookEvent) -> None:
         WebhookEvent.objects.filter(pk=row.pk).update(error=f"{type(exc).__name__}: {exc}"[:2000])
         raise
     WebhookEvent.objects.filter(pk=row.pk).update(processed_at=timezone.now(), error="")
+
+
+def _card_record(gateway_name: str, reference: str, amount: Decimal) -> None:
+    """Keep the card a booking was paid with (the event does not carry it); best effort."""
+    try:
+        result = get_gateway(gateway_name).retrieve(reference=reference)
+    except (GatewayError, PaymentDeclined) as exc:
+        logger.info("card of payment %s not read: %s", reference, exc)
+        return
+    if result.card is not None:
+        payment_succeeded(gateway=gateway_name, reference=reference, amount=amount, card=result.card)
 
 
 def webhooks_retry() -> int:

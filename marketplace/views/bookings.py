@@ -1,5 +1,15 @@
-"""Booking pages: book, checkout, a renter's bookings, cancel, invoices, and an
-owner's earnings. Thin: a form, one service, a template."""
+"""Booking pages: book, checkout, a renter's bookings, cancel, invoices, saved
+cards, and an owner's earnings. Thin: a form, one service, a template.
+
+Checkout with a card gateway (Stripe): the page gets the booking's
+PaymentIntent (``booking_card_payment``) and hands its client secret and the
+publishable key to ``static/js/card_payment.js`` in ``data-`` attributes (the
+CSP forbids inline script); the script confirms it with Stripe.js
+(``confirmCardPayment``: a new card Element or a saved card, 3-D Secure
+included), shows a failure in the page, and on success goes to
+``checkout_return``, which reads the PaymentIntent back and records it as the
+webhook does. The offline gateway keeps the plain form that settles at once.
+"""
 
 from datetime import timedelta
 
@@ -8,6 +18,7 @@ from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -17,11 +28,13 @@ from accounts.selectors import owner_company_for_user
 from core.downloads import csv_download
 from core.errors import ConflictError
 from core.forms import form_submit
-from marketplace.forms.bookings import BookingForm, EarningsPeriodForm, PayForm
+from marketplace.forms.bookings import BookingForm, CardRemoveForm, EarningsPeriodForm, PayForm
 from marketplace.models import Booking, Listing
 from marketplace.payments import get_gateway
+from marketplace.payments.stripe_js import allow_stripe_js, stripe_js
 from marketplace.selectors import bookings as booking_selectors
-from marketplace.services import bookings
+from marketplace.selectors.cards import saved_cards
+from marketplace.services import bookings, cards
 from marketplace.views.listings import render_listing_page
 
 
@@ -72,16 +85,85 @@ def checkout(request, public_id):
         else:
             messages.info(request, "Payment submitted; we will confirm it as soon as the card network does.")
         return redirect("marketplace:my_bookings")
+    card_payment, card_error, stripe = None, "", stripe_js(gateway)
+    if stripe is not None and booking.status == Booking.Status.PENDING_PAYMENT and request.method == "GET":
+        try:
+            card_payment = bookings.booking_card_payment(booking=booking, renter=request.user)
+        except ValidationError as exc:
+            card_error = " ".join(exc.messages)
+        else:
+            if card_payment.status == "succeeded":
+                messages.success(request, "Paid. Your GPUs are reserved.")
+                return redirect("marketplace:my_bookings")
+    profile = request.user.renter_profile if hasattr(request.user, "renter_profile") else None
     context = {
         "booking": booking,
         "invoice": booking_selectors.booking_invoice(booking),
         "form": form,
         "gateway": gateway,
+        "stripe": stripe,
+        "card_payment": card_payment,
+        "card_error": card_error,
+        "saved_cards": saved_cards(user=request.user) if card_payment else [],
+        "billing_name": profile.billing_name if profile else "",
+        "return_url": reverse("marketplace:checkout_return", args=[booking.public_id]),
+        "pay_label": f"Pay ${booking.amount:,.2f}",
         "hold_minutes_left": max(int((booking.expires_at - timezone.now()).total_seconds() // 60), 0)
         if booking.expires_at
         else None,
     }
-    return render(request, "marketplace/checkout.html", context, status=400 if form.errors else 200)
+    response = render(request, "marketplace/checkout.html", context, status=400 if form.errors else 200)
+    return allow_stripe_js(response, stripe)
+
+
+@role_required(Role.RENTER)
+def checkout_return(request, public_id):
+    """Where Stripe.js sends the renter after ``confirmCardPayment``: record what the gateway says."""
+    booking = _my_booking(request, public_id)
+    try:
+        booking = bookings.booking_pay_return(
+            booking=booking, renter=request.user, reference=request.GET.get("payment_intent", "")
+        )
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return redirect("marketplace:checkout", public_id=booking.public_id)
+    if booking.status == Booking.Status.CONFIRMED:
+        messages.success(request, "Paid. Your GPUs are reserved.")
+    else:
+        messages.info(request, "Payment submitted; we will confirm it as soon as the card network does.")
+    return redirect("marketplace:my_bookings")
+
+
+@role_required(Role.RENTER)
+@require_http_methods(["GET", "POST"])
+def card_list(request):
+    """The renter's saved cards: add one (a SetupIntent confirmed by Stripe.js), remove one."""
+    gateway = get_gateway()
+    stripe = stripe_js(gateway)
+    form = CardRemoveForm(request.POST if request.method == "POST" else None)
+    if request.method == "POST" and form_submit(
+        form, lambda d: cards.card_remove(user=request.user, reference=d["card"])
+    ):
+        messages.success(request, "Card removed.")
+        return redirect("marketplace:cards")
+    setup, setup_error = None, ""
+    if stripe is not None:
+        try:
+            setup = cards.card_setup_start(user=request.user)
+        except ValidationError as exc:
+            setup_error = " ".join(exc.messages)
+    if request.GET.get("setup_intent"):
+        messages.success(request, "Card saved: it is offered at your next checkout.")
+    context = {
+        "gateway": gateway,
+        "stripe": stripe,
+        "setup": setup,
+        "setup_error": setup_error,
+        "cards": saved_cards(user=request.user),
+        "form": form,
+    }
+    response = render(request, "marketplace/cards.html", context, status=400 if form.errors else 200)
+    return allow_stripe_js(response, stripe)
 
 
 @role_required(Role.RENTER)
@@ -113,7 +195,7 @@ def invoice(request, public_id):
     booking = _my_booking(request, public_id)
     if booking.amount_paid <= 0:
         raise Http404("No invoice: this booking was not paid.")
-    context = {"invoice": booking_selectors.booking_invoice(booking), "renter": request.user.renter_profile}
+    context = {"invoice": booking_selectors.booking_invoice(booking)}
     return render(request, "marketplace/invoice.html", context)
 
 
