@@ -29,8 +29,7 @@ def chain_send() -> dict[str, int | str]:
 
 @shared_task
 def vault_service() -> bool:
-    # Custodial requests first; then a call for linked wallets' requests if none is in flight.
-    return vault.vault_service() is not None or chain_watcher.linked_redemptions_service() is not None
+    return vault.vault_service() is not None
 
 
 @shared_task

@@ -12,12 +12,15 @@ from eth_account import Account
 from financing.chain.client import usd_to_wei
 from financing.chain.own_wallets import contract_logs, unsigned_call
 from financing.chain.siwe import siwe_sign
-from financing.models import ChainEvent, JournalEntry, LinkedWallet, WalletOperation
+from financing.models import ChainEvent, JournalEntry, LinkedWallet, Redemption, WalletOperation
 from financing.selectors.ledger import usdai_balance
-from financing.selectors.vault import lender_pnl, vault_position
+from financing.selectors.vault import lender_pnl, redemption_estimate, vault_position
+from financing.selectors.wallet_history import wallet_history
 from financing.selectors.wallet_links import own_wallet_position
 from financing.services import chain_watch as watch
+from financing.services.liquidity import queued_redemptions
 from financing.services.reconcile import chain_reconcile
+from financing.services.vault import redemption_request, vault_deposit, vault_service
 from financing.services.wallet_links import siwe_nonce_issue, wallet_calls, wallet_link, wallet_operation_submit
 from financing.services.wallets import usdai_buy, usdai_withdraw
 from tests.api_errors import field_errors
@@ -86,8 +89,10 @@ def test_a_deposit_signed_by_the_linked_wallet_is_pending_then_credited_once(cha
     hashes = [send(chain, account, tx) for tx in calls]
     op = wallet_operation_submit(user=lender, kind="deposit", tx_hash=hashes[1], amount=Decimal("60"))
 
-    # then it is pending and nothing is booked yet
+    # then it is pending and nothing is booked yet; the wallet history says so
     assert op.status == WalletOperation.Status.PENDING
+    entry = wallet_history(user=lender)[0]
+    assert (entry.kind, entry.state, entry.amount, entry.reference) == ("deposit", "pending", Decimal(-60), hashes[1])
     entries = JournalEntry.objects.count()
 
     # when the watcher runs twice
@@ -98,6 +103,7 @@ def test_a_deposit_signed_by_the_linked_wallet_is_pending_then_credited_once(cha
     op.refresh_from_db()
     assert (first.applied, second.applied) == (1, 0)
     assert op.status == WalletOperation.Status.CONFIRMED and op.amount == Decimal("60")
+    assert wallet_history(user=lender)[0].state == "confirmed"
     held = chain.call("SUSDai", "balanceOf", account.address)
     assert op.shares == Decimal(held) / E18 and held > 0
     assert JournalEntry.objects.count() == entries + 1
@@ -153,8 +159,10 @@ def test_a_linked_wallet_queues_cancels_and_is_paid_by_the_queue(chain, lender):
     send(chain, account, tx)
     watch.chain_watch()
     usdai_before = chain.call("USDai", "balanceOf", account.address)
-    assert watch.linked_redemptions_service() is not None  # vault_service sees custodial requests only
-    assert watch.linked_redemptions_service() is None  # one in flight
+    # the liquidity the vault keeps for its queue counts the linked wallet's request
+    assert queued_redemptions() == Decimal("10")
+    assert vault_service() is not None  # the queue is one: linked wallets' requests are served too
+    assert vault_service() is None  # one in flight
     assert drain()["failed"] == 0
     watch.chain_watch()
     watch.chain_watch()
@@ -332,3 +340,28 @@ def test_a_hash_the_chain_never_knew_fails_after_an_hour(chain, lender):
     op.refresh_from_db()
     assert report.failed == 1 and op.status == "failed" and "does not know this transaction" in op.failure_message
     assert not ChainEvent.objects.exists()
+
+
+def test_a_custodial_request_behind_a_linked_wallets_request_is_second_in_the_queue(chain, lender):
+    # given a linked wallet that queued 10 shares on chain, and then a custodial lender who queues 12
+    account = outsider(chain, "50", via=lender)
+    link(lender, account)
+    for tx in wallet_calls(user=lender, kind="deposit", amount=Decimal("20")):
+        send(chain, account, tx)
+    watch.chain_watch()
+    (tx,) = wallet_calls(user=lender, kind="redeem", shares_amount=Decimal("10"))
+    send(chain, account, tx)
+    watch.chain_watch()
+    other = make_lender()
+    usdai_buy(user=other, amount=Decimal("30"))
+    vault_deposit(user=other, amount=Decimal("30"))
+    drain()
+    redemption = redemption_request(user=other, shares_amount=Decimal("12"))
+    drain()
+    redemption.refresh_from_db()
+    assert redemption.status == Redemption.Status.QUEUED
+
+    # then its estimate counts the linked request ahead of it, and the queue holds both
+    estimate = redemption_estimate(redemption=redemption)
+    assert estimate.position == 2
+    assert queued_redemptions() == Decimal("22")

@@ -29,10 +29,32 @@ from financing.models import (
     VaultDay,
     VaultDeposit,
     Wallet,
+    WalletOperation,
 )
 from financing.selectors.ledger import codes_balance
 
 _WAITING = (Redemption.Status.REQUESTED, Redemption.Status.QUEUED)
+
+
+def _queued_custodial():
+    return Redemption.objects.filter(status=Redemption.Status.QUEUED)
+
+
+def _queued_linked():
+    """Requests that linked (own) wallets made on chain, as the watcher recorded them, not yet paid."""
+    return WalletOperation.objects.filter(
+        kind=WalletOperation.Kind.REDEEM, status=WalletOperation.Status.CONFIRMED, shares_left__gt=0
+    )
+
+
+def queue_waiting() -> bool:
+    """Whether any request waits in the vault's queue (custodial, or a linked wallet's)."""
+    return _queued_custodial().exists() or _queued_linked().exists()
+
+
+def queued_shares() -> Decimal:
+    """Shares waiting in the redemption queue, whoever asked: custodial requests and linked wallets'."""
+    return money.sum_of(_queued_custodial(), "shares_left") + money.sum_of(_queued_linked(), "shares_left")
 
 
 @dataclass(frozen=True)
@@ -375,10 +397,13 @@ class RedemptionEstimate:
 def redemption_estimate(*, redemption: Redemption) -> RedemptionEstimate:
     """Queue position and an estimated payment date, from liquidity and recent inflows."""
     # A request not yet on chain (no id) waits behind every queued one; the first id is 0.
-    ahead = Redemption.objects.filter(status=Redemption.Status.QUEUED).exclude(pk=redemption.pk)
+    # The queue is first in, first out on chain, linked wallets' requests included.
+    ahead = _queued_custodial().exclude(pk=redemption.pk)
+    linked_ahead = _queued_linked()
     if redemption.request_id is not None:
         ahead = ahead.filter(request_id__lt=redemption.request_id)
-    shares_ahead = money.sum_of(ahead, "shares_left")
+        linked_ahead = linked_ahead.filter(request_id__lt=redemption.request_id)
+    shares_ahead = money.sum_of(ahead, "shares_left") + money.sum_of(linked_ahead, "shares_left")
     books = vault_books()
     price = Decimal(1)  # the books' view: one share per dollar
     need = (shares_ahead + redemption.shares_left) * price
@@ -391,7 +416,7 @@ def redemption_estimate(*, redemption: Redemption) -> RedemptionEstimate:
     else:
         days = None
     return RedemptionEstimate(
-        position=ahead.count() + 1,
+        position=ahead.count() + linked_ahead.count() + 1,
         value=money.usd(redemption.shares_left * price),
         estimate=(timezone.now() + timedelta(days=days)).date() if days is not None else None,
     )

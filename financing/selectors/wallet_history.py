@@ -19,7 +19,7 @@ from decimal import Decimal
 
 from accounts.models import User
 from financing.chain.client import wei_to_usd
-from financing.models import ChainOp, Payout, Redemption, UsdaiPurchase, VaultDeposit, Wallet
+from financing.models import ChainOp, Payout, Redemption, UsdaiPurchase, VaultDeposit, Wallet, WalletOperation
 from marketplace.models import Payment, Refund
 
 PENDING, CONFIRMED, FAILED = "pending", "confirmed", "failed"
@@ -28,7 +28,7 @@ PENDING, CONFIRMED, FAILED = "pending", "confirmed", "failed"
 @dataclass(frozen=True)
 class HistoryEntry:
     at: datetime
-    kind: str  # purchase, payment, refund, send, deposit, redemption
+    kind: str  # purchase, payment, refund, send, deposit, redemption, received, payout
     description: str
     amount: Decimal  # signed: + to the user, − from the user
     unit: str  # "USD", "USDai" or "sUSDai"
@@ -175,6 +175,44 @@ def _redemptions(user: User, n: int) -> list[HistoryEntry]:
     return out
 
 
+_OWN = {
+    # kind: (description, sign of the amount or shares for the user, unit, done)
+    WalletOperation.Kind.DEPOSIT: ("Deposit into the sUSDai vault from {address}", -1, "USDai", "credited"),
+    WalletOperation.Kind.REDEEM: ("Redemption request from {address}", -1, "sUSDai", "queued on chain"),
+    WalletOperation.Kind.CANCEL: ("Redemption cancelled at {address}", 1, "sUSDai", "the shares are back"),
+    WalletOperation.Kind.REDEEM_PAID: ("Redemption paid to {address}", 1, "USDai", "paid"),
+    WalletOperation.Kind.RECEIVED: ("USDai received at {address}", 1, "USDai", "credited"),
+}
+
+
+def _own_wallet(user: User, n: int) -> list[HistoryEntry]:
+    """What the user's own (linked) wallet did in the vault, and USDai received from outside:
+    pending from the transaction the page posted until the watcher sees it in a confirmed block."""
+    out = []
+    for op in WalletOperation.objects.filter(user=user).order_by("-created_at", "-pk")[:n]:
+        description, sign, unit, done = _OWN[WalletOperation.Kind(op.kind)]
+        quantity = op.shares if unit == "sUSDai" else op.amount
+        if op.status == WalletOperation.Status.CONFIRMED:
+            state, detail = CONFIRMED, done
+        elif op.status == WalletOperation.Status.FAILED:
+            state, detail = FAILED, op.failure_message or "the transaction failed on chain"
+        else:
+            state, detail = PENDING, "waiting for the chain"
+        out.append(
+            HistoryEntry(
+                op.created_at,
+                op.kind if op.kind in ("deposit", "received") else "redemption",
+                description.format(address=op.address or "your wallet"),
+                sign * (quantity or Decimal(0)),
+                unit,
+                state,
+                detail,
+                op.tx_hash,
+            )
+        )
+    return out
+
+
 def _payouts(user: User, n: int) -> list[HistoryEntry]:
     membership = getattr(user, "owner_membership", None)
     if membership is None:
@@ -216,6 +254,7 @@ def wallet_history(*, user: User, limit: int = 100, per_kind: int = 100) -> list
         *_sends(wallet, per_kind),
         *_deposits(user, per_kind),
         *_redemptions(user, per_kind),
+        *_own_wallet(user, per_kind),
         *_payouts(user, per_kind),
     ]
     rows.sort(key=lambda e: e.at, reverse=True)

@@ -51,10 +51,9 @@ from accounts.models import User
 from financing.chain.client import Chain, ChainError, shares, wei_to_usd
 from financing.chain.node import get_chain
 from financing.chain.own_wallets import ChainLog, contract_logs, transaction_from
-from financing.models import ChainCursor, ChainEvent, ChainOp, LinkedWallet, Wallet, WalletOperation
+from financing.models import ChainCursor, ChainEvent, LinkedWallet, Wallet, WalletOperation
 from financing.selectors.wallet_links import platform_addresses
 from financing.services.ledger import Line, journal_post, system_account
-from financing.services.outbox import chainop_enqueue
 from financing.services.wallets import usdai_account
 
 WATCHED = ("USDai", "SUSDai")
@@ -290,22 +289,3 @@ def _settle_pending(chain: Chain, *, safe: int) -> int:
             status=WalletOperation.Status.FAILED, failure_message=message, confirmed_at=timezone.now()
         )
     return failed
-
-
-def linked_redemptions_service(*, max_requests: int = 50) -> ChainOp | None:
-    """Queue the vault's ``service`` when linked wallets' requests wait (periodic, beside
-    ``vault_service``, which looks at custodial ``Redemption`` rows only); not while one is in
-    flight. Whoever's request it pays, the watcher books it from its ``RedeemServiced`` event."""
-    waiting = WalletOperation.objects.filter(
-        kind=WalletOperation.Kind.REDEEM, status=WalletOperation.Status.CONFIRMED, shares_left__gt=0
-    ).exists()
-    if not waiting:
-        return None
-    if ChainOp.objects.filter(contract="SUSDai", function="service", status__in=ChainOp.IN_FLIGHT).exists():
-        return None
-    return chainop_enqueue(
-        key=f"vault:service:linked:{timezone.now().isoformat()}",
-        contract="SUSDai",
-        function="service",
-        args=[max_requests],
-    )

@@ -18,8 +18,8 @@ from django.utils import timezone
 from core import money
 from financing import lock_objects
 from financing.chain.client import usd_to_wei
-from financing.models import Posting, Redemption
-from financing.selectors.vault import vault_books
+from financing.models import Posting
+from financing.selectors.vault import queued_shares, vault_books
 from financing.services.ledger import Line, journal_post, system_account
 from financing.services.outbox import chainop_enqueue
 
@@ -70,8 +70,9 @@ def tbill_move(amount: Decimal, *, buy: bool, key: str, now: datetime | None = N
 
 
 def queued_redemptions() -> Decimal:
-    """Shares waiting in the redemption queue, counted at one dollar each (the books' view)."""
-    return money.sum_of(Redemption.objects.filter(status=Redemption.Status.QUEUED), "shares_left")
+    """Shares waiting in the redemption queue (custodial and linked wallets'), at one dollar each
+    (the books' view)."""
+    return queued_shares()
 
 
 def loan_liquidity_secure(*, amount: Decimal, key: str, now: datetime | None = None) -> Decimal:

@@ -36,7 +36,7 @@ from financing import lock_objects
 from financing.chain.client import ChainError, shares, shares_wei, usd_to_wei
 from financing.chain.node import get_chain
 from financing.models import ChainOp, JournalEntry, Posting, Redemption, VaultDay, VaultDeposit, Wallet
-from financing.selectors.vault import redemptions_sending, vault_books, vault_position
+from financing.selectors.vault import queue_waiting, redemptions_sending, vault_books, vault_position
 from financing.services.epochs import epoch_close
 from financing.services.ledger import Line, journal_post, system_account
 from financing.services.liquidity import queued_redemptions, tbill_accrue, tbill_move
@@ -131,8 +131,10 @@ def redemption_cancel(*, user: User, redemption: Redemption) -> Redemption:
 
 
 def vault_service(*, max_requests: int = 50) -> ChainOp | None:
-    """Queue a ``service`` call when redemptions wait (periodic)."""
-    if not Redemption.objects.filter(status=Redemption.Status.QUEUED).exists():
+    """Queue a ``service`` call when redemptions wait (periodic): custodial requests or linked
+    wallets' (the chain's queue is one, first in, first out; whoever a call pays, the receipt
+    handler books custodial requests and the chain watcher linked ones); not while one is in flight."""
+    if not queue_waiting():
         return None
     if ChainOp.objects.filter(contract="SUSDai", function="service", status__in=ChainOp.IN_FLIGHT).exists():
         return None
