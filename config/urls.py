@@ -39,6 +39,7 @@ api_v1 = [
     path("quick-book/", scheduler_api.QuickBookApi.as_view(), name="quick-book"),
     path("wallet/", financing_api.WalletApi.as_view(), name="wallet"),
     path("wallet/usdai/", financing_api.UsdaiBuyApi.as_view(), name="wallet-usdai"),
+    path("wallet/usdai/<int:pk>/", financing_api.UsdaiPurchaseApi.as_view(), name="wallet-usdai-purchase"),
     path("wallet/usdai/withdrawals/", financing_api.UsdaiWithdrawalsApi.as_view(), name="wallet-usdai-withdrawals"),
     path("vault/", financing_api.VaultApi.as_view(), name="vault"),
     path("vault/deposits/", financing_api.VaultDepositApi.as_view(), name="vault-deposits"),

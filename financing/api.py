@@ -29,6 +29,7 @@ from financing.selectors.vault import RedemptionEstimate, user_redemptions, wall
 from financing.services import vault, wallets
 from financing.services.loans import loan_apply
 from marketplace.models import Settlement
+from marketplace.payments import get_gateway
 
 # --- Wallet ------------------------------------------------------------------------------
 
@@ -56,9 +57,27 @@ class UsdaiBuySerializer(serializers.Serializer):
 
 
 class UsdaiPurchaseSerializer(serializers.ModelSerializer):
+    client_secret = serializers.SerializerMethodField(
+        help_text="While the purchase waits for a card entered in the browser (Stripe mode): the PaymentIntent's "
+        "client secret for Stripe.js `confirmCardPayment`; empty otherwise. The webhook completes the purchase."
+    )
+
     class Meta:
         model = UsdaiPurchase
-        fields = ["id", "amount", "gateway", "reference", "is_test", "created_at"]
+        fields = ["id", "amount", "status", "gateway", "reference", "is_test", "failure_message", "created_at"]
+        fields += ["client_secret"]
+
+    def get_client_secret(self, purchase: UsdaiPurchase) -> str:
+        card = self.context.get("card")
+        return card.client_secret if card is not None and card.purchase.pk == purchase.pk else ""
+
+
+def _purchase_answer(request, purchase: UsdaiPurchase) -> dict:
+    """The purchase, with the client secret while a card must still be confirmed in the browser."""
+    card = None
+    if purchase.status == UsdaiPurchase.Status.PENDING and not purchase.payment_method:
+        card = wallets.usdai_purchase_card(user=request.user, purchase_id=purchase.pk)
+    return UsdaiPurchaseSerializer(purchase, context={"card": card}).data
 
 
 @extend_schema(tags=["wallet"])
@@ -75,8 +94,29 @@ class UsdaiBuyApi(Idempotent, APIView):
         data = UsdaiBuySerializer(data=request.data)
         data.is_valid(raise_exception=True)
         # The key's lifetime names the charge too: a retry after a crash presents the same one.
-        purchase = wallets.usdai_buy(user=request.user, idempotency_key=self.idempotency_token(), **data.validated_data)
-        return Response(UsdaiPurchaseSerializer(purchase).data, status=status.HTTP_201_CREATED)
+        key = self.idempotency_token()
+        if data.validated_data["payment_method"] or not get_gateway().browser_cards:
+            purchase = wallets.usdai_buy(user=request.user, idempotency_key=key, **data.validated_data)
+        else:
+            # No payment method with a card gateway: the PaymentIntent waits for Stripe.js (3-D Secure
+            # and all); the answer carries its client secret, and the webhook completes the purchase.
+            purchase = wallets.usdai_buy_start(
+                user=request.user, amount=data.validated_data["amount"], idempotency_key=key
+            )
+        return Response(_purchase_answer(request, purchase), status=status.HTTP_201_CREATED)
+
+
+@extend_schema(tags=["wallet"])
+class UsdaiPurchaseApi(APIView):
+    """One of your USDai purchases: pending until the gateway confirms it (the webhook), then succeeded or failed."""
+
+    permission_classes = [IsAuthenticated]
+    token_scope = "book"
+
+    @extend_schema(responses={200: UsdaiPurchaseSerializer})
+    def get(self, request, pk: int):
+        purchase = get_object_or_404(UsdaiPurchase, pk=pk, user=request.user)
+        return Response(_purchase_answer(request, purchase))
 
 
 class UsdaiWithdrawSerializer(serializers.Serializer):

@@ -533,3 +533,33 @@ def test_the_cards_page_removes_a_saved_card(card_mode, stripe_client, renter, c
     assert len(saved_cards(user=renter)) == 1
     assert client.post(reverse("marketplace:cards"), {"card": card.reference}).status_code == 302
     assert saved_cards(user=renter) == []
+
+
+def test_the_api_buys_usdai_by_card_through_stripe_js_and_the_webhook(card_mode, stripe_client, client, api_as):
+    lender = make_lender()
+    api = api_as(lender)
+
+    # when a client asks to buy without a payment method, with a card gateway
+    answer = api.post(reverse("api:wallet-usdai"), {"amount": "30.00"}, format="json", HTTP_IDEMPOTENCY_KEY="buy-1")
+
+    # then the purchase waits for the browser, with the PaymentIntent's client secret; nothing is credited
+    assert answer.status_code == 201, answer.content
+    body = answer.json()
+    purchase = UsdaiPurchase.objects.get(pk=body["id"])
+    intent = stripe_client.v1.payment_intents.retrieve(purchase.reference)
+    assert body["status"] == "pending" and body["client_secret"] == intent.client_secret
+    assert (_buy_entries(purchase), _mints(purchase)) == (0, 0)
+    replay = api.post(reverse("api:wallet-usdai"), {"amount": "30.00"}, format="json", HTTP_IDEMPOTENCY_KEY="buy-1")
+    assert replay.json()["id"] == purchase.pk and UsdaiPurchase.objects.count() == 1
+
+    # when Stripe.js confirms it and the webhook arrives
+    _confirm(stripe_client, purchase.reference)
+    event = _event(stripe_client, "payment_intent.succeeded", purchase.reference)
+    assert _deliver(client, event, card_mode.webhook_secret).status_code == 200
+
+    # then reading it back says succeeded, with no secret any more, credited once
+    read = api.get(reverse("api:wallet-usdai-purchase", args=[purchase.pk])).json()
+    assert (read["status"], read["client_secret"]) == ("succeeded", "")
+    assert (_buy_entries(purchase), _mints(purchase)) == (1, 1)
+    # and another user cannot read it
+    assert api_as(make_lender()).get(reverse("api:wallet-usdai-purchase", args=[purchase.pk])).status_code == 404
