@@ -79,12 +79,15 @@ def recovery_values(loans: list[Loan]) -> dict[int, Decimal]:
     ):
         open_amount = amount if status == InsuranceClaim.Status.OPEN else ZERO
         claimed[collateral_id] = claimed.get(collateral_id, ZERO) + open_amount
-    latest = dict(
+    latest: dict[int, Decimal] = {}
+    # Newest first per collateral; the first row of each is its latest (portable: no DISTINCT ON,
+    # which SQLite, the embedded demo's database, does not have).
+    for collateral_id, value in (
         Appraisal.objects.filter(collateral_id__in=by_collateral)
         .order_by("collateral_id", "-as_of", "-id")
-        .distinct("collateral_id")
         .values_list("collateral_id", "value")
-    )
+    ):
+        latest.setdefault(collateral_id, value)
     haircut = 1 - settings.LOAN_RECOVERY_HAIRCUT
     return {
         loan_id: money.usd(claimed[cid] if cid in claimed else (latest.get(cid) or ZERO) * haircut)
