@@ -49,24 +49,36 @@ class UsdaiBuyForm(forms.Form):
             self.fields["amount"].help_text = "Then enter your card: it may ask you to confirm with your bank."
 
 
-class UsdaiSendForm(forms.Form):
-    address = forms.CharField(
-        max_length=100, label="To address", help_text="An outside Ethereum address, EIP-55 checksummed."
-    )
-    amount = forms.DecimalField(max_digits=20, decimal_places=6, label="Amount (USDai)")
-    reauth = forms.CharField(
+def _reauth_field(help_text: str) -> forms.CharField:
+    return forms.CharField(
         max_length=128,
         required=False,
         strip=False,
         label="Your password",
         widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
-        help_text="Asked again before USDai leaves InfraFi.",
+        help_text=help_text,
     )
+
+
+class ReauthForm(forms.Form):
+    """A form whose last field asks for the password again (or, with ``reauth_label``, a TOTP
+    code: ``accounts.reauth``)."""
+
+    reauth_help = "Asked again before this goes ahead."
 
     def __init__(self, *args, reauth_label: str = "", **kwargs):
         super().__init__(*args, **kwargs)
+        self.fields["reauth"] = _reauth_field(self.reauth_help)
         if reauth_label:
             self.fields["reauth"].label = reauth_label
+
+
+class UsdaiSendForm(ReauthForm):
+    address = forms.CharField(
+        max_length=100, label="To address", help_text="An outside Ethereum address, EIP-55 checksummed."
+    )
+    amount = forms.DecimalField(max_digits=20, decimal_places=6, label="Amount (USDai)")
+    reauth_help = "Asked again before USDai leaves InfraFi."
 
 
 class VaultDepositForm(forms.Form):
@@ -101,20 +113,8 @@ class WalletLinkForm(forms.Form):
     signature = forms.CharField(max_length=200)
 
 
-class WalletUnlinkForm(forms.Form):
-    reauth = forms.CharField(
-        max_length=128,
-        required=False,
-        strip=False,
-        label="Your password",
-        widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
-        help_text="Asked again before the link ends.",
-    )
-
-    def __init__(self, *args, reauth_label: str = "", **kwargs):
-        super().__init__(*args, **kwargs)
-        if reauth_label:
-            self.fields["reauth"].label = reauth_label
+class WalletUnlinkForm(ReauthForm):
+    reauth_help = "Asked again before the link ends."
 
 
 WALLET_KINDS = [("deposit", "Deposit"), ("redeem", "Redeem"), ("cancel", "Cancel a redemption")]

@@ -215,3 +215,21 @@ class PaymentGateway(Protocol):
 
     def translate_event(self, event: GatewayEvent) -> PaymentEvent:
         """What a verified event (as parsed, or as stored) means to the marketplace."""
+
+
+class NoSavedCards:
+    """The card methods of a gateway that takes no card in the browser (offline, USDai)."""
+
+    browser_cards = False
+
+    def customer_create(self, *, email: str, name: str, idempotency_key: str) -> str:
+        return ""  # no customers here
+
+    def card_setup(self, *, customer: str, idempotency_key: str) -> "CardSetup":
+        raise GatewayError("Cards cannot be saved with this gateway.", retryable=False)
+
+    def cards(self, *, customer: str) -> "list[SavedCard]":
+        return []
+
+    def card_detach(self, *, customer: str, reference: str) -> None:
+        raise GatewayError("No card is saved with this gateway.", retryable=False)

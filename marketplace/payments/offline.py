@@ -16,13 +16,12 @@ from decimal import Decimal
 
 from marketplace.payments.base import (
     CapturedCharge,
-    CardSetup,
     GatewayError,
     GatewayEvent,
+    NoSavedCards,
     PaymentEvent,
     PaymentResult,
     RefundResult,
-    SavedCard,
     SignatureError,
     ignored_event,
 )
@@ -32,7 +31,7 @@ def _ref(prefix: str, key: str) -> str:
     return f"{prefix}_{hashlib.sha256(key.encode()).hexdigest()[:24]}"
 
 
-class OfflineGateway:
+class OfflineGateway(NoSavedCards):
     name = "offline"
     is_test = True
     browser_cards = False  # no card is entered: nothing to save
@@ -72,18 +71,6 @@ class OfflineGateway:
                 "reference", "amount", "created_at", "booking__public_id"
             )
         ]
-
-    def customer_create(self, *, email: str, name: str, idempotency_key: str) -> str:
-        return ""  # no customers here
-
-    def card_setup(self, *, customer: str, idempotency_key: str) -> CardSetup:
-        raise GatewayError("Cards cannot be saved with this gateway.", retryable=False)
-
-    def cards(self, *, customer: str) -> list[SavedCard]:
-        return []
-
-    def card_detach(self, *, customer: str, reference: str) -> None:
-        raise GatewayError("No card is saved with this gateway.", retryable=False)
 
     def parse_event(self, *, payload: bytes, signature_header: str) -> GatewayEvent:
         raise SignatureError("The offline gateway sends no webhooks.")

@@ -12,14 +12,13 @@ import hashlib
 from decimal import Decimal
 
 from marketplace.payments.base import (
-    CardSetup,
     GatewayError,
     GatewayEvent,
+    NoSavedCards,
     PaymentDeclined,
     PaymentEvent,
     PaymentResult,
     RefundResult,
-    SavedCard,
     SignatureError,
     ignored_event,
 )
@@ -31,7 +30,7 @@ def _ref(prefix: str, key: str) -> str:
     return f"{prefix}_{hashlib.sha256(key.encode()).hexdigest()[:24]}"
 
 
-class UsdaiGateway:
+class UsdaiGateway(NoSavedCards):
     name = "usdai"
     is_test = False
     browser_cards = False  # paid from a balance, not a card
@@ -60,18 +59,6 @@ class UsdaiGateway:
 
     def refund(self, *, payment_reference: str, amount: Decimal, idempotency_key: str) -> RefundResult:
         return RefundResult(reference=_ref("usdaire", idempotency_key), status="succeeded", amount=amount)
-
-    def customer_create(self, *, email: str, name: str, idempotency_key: str) -> str:
-        return ""  # no customers here
-
-    def card_setup(self, *, customer: str, idempotency_key: str) -> CardSetup:
-        raise GatewayError("Cards cannot be saved with this gateway.", retryable=False)
-
-    def cards(self, *, customer: str) -> list[SavedCard]:
-        return []
-
-    def card_detach(self, *, customer: str, reference: str) -> None:
-        raise GatewayError("No card is saved with this gateway.", retryable=False)
 
     def parse_event(self, *, payload: bytes, signature_header: str) -> GatewayEvent:
         raise SignatureError("USDai payments send no webhooks.")
