@@ -11,6 +11,7 @@ from accounts.validators import (
     validate_bic,
     validate_eip55_address,
     validate_iban,
+    validate_printable,
     validate_vat_id,
 )
 
@@ -108,12 +109,14 @@ class OwnerCompanyForm(forms.Form):
     (checksum, the country's format; the BIC's country is the IBAN's), the VAT id with
     python-stdnum; ``owner_company_update`` checks the same again."""
 
-    name = forms.CharField(max_length=200)
+    name = forms.CharField(max_length=200, validators=[validate_printable])
     vat_id = forms.CharField(max_length=20, required=False, label="VAT id", help_text="EU format, e.g. DE136695976.")
-    address_line1 = forms.CharField(max_length=70, required=False, label="Address")
-    address_line2 = forms.CharField(max_length=70, required=False, label="Postcode and town")
+    address_line1 = forms.CharField(max_length=70, required=False, label="Address", validators=[validate_printable])
+    address_line2 = forms.CharField(
+        max_length=70, required=False, label="Postcode and town", validators=[validate_printable]
+    )
     country = forms.CharField(max_length=2, required=False, help_text="Two letters (ISO 3166), e.g. DE.")
-    payout_account_holder = forms.CharField(max_length=200, required=False)
+    payout_account_holder = forms.CharField(max_length=200, required=False, validators=[validate_printable])
     payout_iban = forms.CharField(max_length=42, required=False, label="Payout IBAN", validators=[validate_iban])
     payout_bic = forms.CharField(max_length=11, required=False, label="Payout BIC/SWIFT", validators=[validate_bic])
     payout_wallet_address = forms.CharField(

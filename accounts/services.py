@@ -45,7 +45,13 @@ from accounts.models import (
     User,
 )
 from accounts.selectors import INVITATION_TTL, owner_company_is_admin, user_roles_forget
-from accounts.validators import bic_iban_mismatch, iban_problem, validate_bic, validate_vat_id
+from accounts.validators import (
+    bic_iban_mismatch,
+    control_character_problem,
+    iban_problem,
+    validate_bic,
+    validate_vat_id,
+)
 
 NOT_AN_ADMIN = "Only an administrator of the company can do this."
 INVITATION_INVALID = "This invitation is no longer valid."
@@ -137,6 +143,9 @@ def owner_company_update(
 
 def _payout_details_check(company: OwnerCompany) -> None:
     errors: dict[str, str] = {}
+    for field in ("name", "payout_account_holder", "address_line1", "address_line2"):
+        if problem := control_character_problem(getattr(company, field)):
+            errors[field] = problem
     if company.payout_iban and (problem := iban_problem(company.payout_iban)):
         errors["payout_iban"] = problem
     if company.payout_bic:

@@ -1,6 +1,7 @@
 """Validators for account fields."""
 
 import re
+import unicodedata
 
 from django.core.exceptions import ValidationError
 from eth_utils import is_checksum_address, to_checksum_address
@@ -68,3 +69,16 @@ def validate_vat_id(value: str) -> None:
         raise ValidationError(
             "This is not a valid EU VAT id (country prefix, then the national number).", code="invalid_vat"
         )
+
+
+def control_character_problem(value: str) -> str:
+    """Why ``value`` cannot be a line of a name or an address ("" if it can): it holds a control
+    or format character (newlines, tabs, U+0001, zero-width...), which no bank file (XML 1.0,
+    pain.001) or invoice line may carry."""
+    bad = next((c for c in value if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn")), None)
+    return f"Remove the control character U+{ord(bad):04X}." if bad is not None else ""
+
+
+def validate_printable(value: str) -> None:
+    if problem := control_character_problem(value):
+        raise ValidationError(problem, code="control_character")

@@ -148,3 +148,16 @@ class AutoSchema(BaseAutoSchema):
 SMALLINT_MAX = 2**15 - 1
 INTEGER_MAX = 2**31 - 1
 BIGINT_MAX = 2**63 - 1
+
+
+def digits(value: object, *, maximum: int = BIGINT_MAX) -> int | None:
+    """``value`` as a non-negative integer if it is ASCII digits no greater than ``maximum``, else ``None``.
+
+    For ids and numbers that come in as text (query parameters, metadata, headers):
+    ``str.isdigit`` alone is true for "²" and "٣", which ``int`` refuses, and says
+    nothing of the column's range.
+    """
+    if not isinstance(value, str) or not value or len(value) > 19 or not (value.isascii() and value.isdigit()):
+        return None
+    number = int(value)
+    return number if number <= maximum else None

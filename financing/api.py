@@ -18,6 +18,7 @@ from rest_framework.views import APIView
 from accounts.permissions import IsLender, IsOwner
 from accounts.reauth import reauth_check
 from accounts.selectors import owner_company_for_user
+from core.api import BIGINT_MAX
 from core.idempotency import IDEMPOTENCY_KEY_PARAMETER, Idempotent
 from financing.chain.client import wei_to_usd
 from financing.models import ChainOp, Collateral, Loan, Redemption, UsdaiPurchase, VaultDeposit
@@ -135,7 +136,7 @@ class UsdaiWithdrawSerializer(serializers.Serializer):
 
 
 class UsdaiWithdrawalSerializer(serializers.Serializer):
-    id = serializers.IntegerField(help_text="The transfer's chain transaction.")
+    id = serializers.IntegerField(read_only=True, help_text="The transfer's chain transaction.")
     address = serializers.CharField()
     amount = serializers.DecimalField(max_digits=20, decimal_places=6)
     status = serializers.ChoiceField(choices=ChainOp.Status.choices, help_text="Of its chain transaction.")
@@ -313,14 +314,14 @@ class RedemptionRequestSerializer(serializers.Serializer):
 
 
 class RedemptionSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
+    id = serializers.IntegerField(read_only=True)
     shares = _shares()
     status = serializers.ChoiceField(choices=Redemption.Status.choices)
     shares_left = _shares()
     paid = _money(help_text="USDai received so far.")
     created_at = serializers.DateTimeField()
     paid_at = serializers.DateTimeField(allow_null=True)
-    position = serializers.IntegerField(allow_null=True, help_text="In the queue; null once paid.")
+    position = serializers.IntegerField(read_only=True, allow_null=True, help_text="In the queue; null once paid.")
     value = _money(help_text="What the shares left are worth (books' view); null unless waiting.")
     estimate = serializers.DateField(allow_null=True, help_text="Estimated payment date; null when unknown.")
 
@@ -380,9 +381,11 @@ class RedemptionCancelApi(Idempotent, APIView):
 
 
 class SettlementProofSerializer(serializers.Serializer):
-    settlement = serializers.IntegerField()
-    epoch = serializers.IntegerField(allow_null=True, help_text="Null until the settlement is in an epoch.")
-    index = serializers.IntegerField(allow_null=True, help_text="The leaf's position in the epoch.")
+    settlement = serializers.IntegerField(read_only=True)
+    epoch = serializers.IntegerField(
+        read_only=True, allow_null=True, help_text="Null until the settlement is in an epoch."
+    )
+    index = serializers.IntegerField(read_only=True, allow_null=True, help_text="The leaf's position in the epoch.")
     data = serializers.CharField(allow_null=True, help_text="The leaf's record: canonical JSON, hashed as UTF-8.")
     leaf = serializers.CharField(allow_null=True)
     proof = serializers.ListField(child=serializers.CharField(), allow_null=True)
@@ -428,12 +431,12 @@ class SettlementProofApi(APIView):
 
 
 class BorrowingLimitSerializer(serializers.Serializer):
-    collateral = serializers.IntegerField(source="appraisal.collateral_id", allow_null=True)
+    collateral = serializers.IntegerField(read_only=True, source="appraisal.collateral_id", allow_null=True)
     appraisal_value = _money(source="appraisal.value")
     depreciated_value = _money(source="appraisal.depreciated_value")
     income_value = _money(source="appraisal.income_value")
     income_approach = serializers.CharField(source="appraisal.income_approach", allow_null=True)
-    tenor_months = serializers.IntegerField()
+    tenor_months = serializers.IntegerField(read_only=True)
     ltv_limit = _rate()
     ltv_maximum = _money()
     monthly_income = _money(help_text="Projected net income a month, from the appraisal.")
@@ -460,9 +463,9 @@ class CollateralLimitApi(APIView):
 
 
 class LoanApplySerializer(serializers.Serializer):
-    collateral = serializers.IntegerField(help_text="The collateral record's id.")
+    collateral = serializers.IntegerField(max_value=BIGINT_MAX, help_text="The collateral record's id.")
     amount = serializers.DecimalField(max_digits=14, decimal_places=2, help_text="USD.")
-    tenor_months = serializers.IntegerField(help_text="12 to 36.")
+    tenor_months = serializers.IntegerField(max_value=36, help_text="12 to 36.")
     kind = serializers.CharField(default=Loan.Kind.FIXED_PAYMENT, help_text="fixed_payment or fixed_principal.")
 
 

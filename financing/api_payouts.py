@@ -19,8 +19,8 @@ from financing.selectors.payouts import company_payouts, company_runs, payout_st
 
 
 class PayoutSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
-    run_id = serializers.IntegerField()
+    id = serializers.IntegerField(read_only=True)
+    run_id = serializers.IntegerField(read_only=True)
     period_start = serializers.DateTimeField()
     period_end = serializers.DateTimeField(help_text="Excluded: the period is [start, end).")
     amount = serializers.DecimalField(max_digits=20, decimal_places=6, help_text="USD.")
@@ -37,7 +37,7 @@ class PayoutSerializer(serializers.Serializer):
 
 
 class StatementLineSerializer(serializers.Serializer):
-    server_id = serializers.IntegerField(allow_null=True)
+    server_id = serializers.IntegerField(read_only=True, allow_null=True)
     server = serializers.CharField()
     gross = serializers.DecimalField(max_digits=20, decimal_places=6)
     platform_fee = serializers.DecimalField(max_digits=20, decimal_places=6)
@@ -51,7 +51,7 @@ class StatementLineSerializer(serializers.Serializer):
 
 
 class StatementSerializer(serializers.Serializer):
-    run_id = serializers.IntegerField()
+    run_id = serializers.IntegerField(read_only=True)
     period_start = serializers.DateTimeField()
     period_end = serializers.DateTimeField()
     lines = StatementLineSerializer(many=True)

@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 
 from accounts.permissions import IsLender
 from accounts.reauth import reauth_check
+from core.api import BIGINT_MAX
 from core.idempotency import IDEMPOTENCY_KEY_PARAMETER, Idempotent
 from financing.models import WalletOperation
 from financing.selectors import vault as vault_selectors
@@ -42,7 +43,7 @@ class LinkRequestSerializer(serializers.Serializer):
 
 class LinkedWalletSerializer(serializers.Serializer):
     address = serializers.CharField()
-    chain_id = serializers.IntegerField()
+    chain_id = serializers.IntegerField(read_only=True)
     linked_at = serializers.DateTimeField()
 
 
@@ -58,14 +59,14 @@ class UnlinkSerializer(serializers.Serializer):
 
 
 class OperationSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
+    id = serializers.IntegerField(read_only=True)
     kind = serializers.ChoiceField(choices=WalletOperation.Kind.choices)
     status = serializers.ChoiceField(choices=WalletOperation.Status.choices, help_text="confirmed = credited.")
     address = serializers.CharField()
     tx_hash = serializers.CharField()
     amount = serializers.DecimalField(max_digits=20, decimal_places=6, allow_null=True)
     shares = serializers.DecimalField(max_digits=40, decimal_places=18, allow_null=True)
-    request_id = serializers.IntegerField(allow_null=True)
+    request_id = serializers.IntegerField(read_only=True, allow_null=True)
     shares_left = serializers.DecimalField(max_digits=40, decimal_places=18, allow_null=True)
     paid = serializers.DecimalField(max_digits=20, decimal_places=6)
     failure_message = serializers.CharField(allow_blank=True)
@@ -90,7 +91,7 @@ class OwnPositionSerializer(serializers.Serializer):
     queued_value = _money()
     deposited = _money(help_text="Credited deposits from the linked address.")
     redeemed = _money(help_text="USDai the queue paid to it.")
-    pending = serializers.IntegerField(help_text="Operations not yet credited or failed.")
+    pending = serializers.IntegerField(read_only=True, help_text="Operations not yet credited or failed.")
     total_shares = _shares(help_text="Custodial and linked, queued included.")
     total_value = _money()
     total_pnl = _money(help_text="Custodial and linked: value + redeemed - deposited.")
@@ -107,7 +108,9 @@ class CallsRequestSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=CALL_KINDS)
     amount = serializers.DecimalField(max_digits=20, decimal_places=6, required=False, allow_null=True, default=None)
     shares = serializers.DecimalField(max_digits=40, decimal_places=18, required=False, allow_null=True, default=None)
-    request_id = serializers.IntegerField(min_value=0, required=False, allow_null=True, default=None)
+    request_id = serializers.IntegerField(
+        max_value=BIGINT_MAX, min_value=0, required=False, allow_null=True, default=None
+    )
 
 
 class TxSerializer(serializers.Serializer):
@@ -116,7 +119,7 @@ class TxSerializer(serializers.Serializer):
     to = serializers.CharField()
     data = serializers.CharField()
     value = serializers.CharField()
-    chain_id = serializers.IntegerField()
+    chain_id = serializers.IntegerField(read_only=True)
 
 
 class SubmitSerializer(CallsRequestSerializer):

@@ -2,6 +2,7 @@
 
 from django import forms
 
+from core.api import BIGINT_MAX
 from financing.models import Collateral, Loan
 
 
@@ -98,7 +99,7 @@ class RedemptionForm(forms.Form):
 
 
 class RedemptionCancelForm(forms.Form):
-    redemption = forms.IntegerField(min_value=1, widget=forms.HiddenInput)
+    redemption = forms.IntegerField(min_value=1, max_value=BIGINT_MAX, widget=forms.HiddenInput)
 
 
 # --- Own wallets (SIWE link, browser-signed vault calls) ---------------------------------
@@ -124,7 +125,7 @@ class WalletCallsForm(forms.Form):
     kind = forms.ChoiceField(choices=WALLET_KINDS)
     amount = forms.DecimalField(max_digits=20, decimal_places=6, required=False, label="Amount (USDai)")
     shares = forms.DecimalField(max_digits=40, decimal_places=18, required=False, label="Shares (sUSDai)")
-    request_id = forms.IntegerField(min_value=0, required=False)
+    request_id = forms.IntegerField(min_value=0, max_value=BIGINT_MAX, required=False)
 
 
 class WalletOperationForm(WalletCallsForm):
@@ -150,11 +151,11 @@ class WriteOffForm(forms.Form):
 
 
 class ClaimSettleForm(forms.Form):
-    claim = forms.IntegerField(min_value=1, widget=forms.HiddenInput)
+    claim = forms.IntegerField(min_value=1, max_value=BIGINT_MAX, widget=forms.HiddenInput)
     amount_paid = forms.DecimalField(
         max_digits=14, decimal_places=2, label="Amount paid (USD)", help_text="Zero if the insurer denied the claim."
     )
 
 
 class ProofLookupForm(forms.Form):
-    settlement = forms.IntegerField(min_value=1, label="Settlement id")
+    settlement = forms.IntegerField(min_value=1, max_value=BIGINT_MAX, label="Settlement id")

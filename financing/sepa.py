@@ -8,15 +8,19 @@ scheme, the books are USD, and the caller converts (``PAYOUT_USD_EUR_RATE``) bef
 calls here; the conversion to integer cents happens only here.
 """
 
+import re
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 
 from sepaxml import SepaTransfer
+from text_unidecode import unidecode
 
 from core import money
 
 SCHEMA = "pain.001.001.03"
+# The SEPA character set (EPC guidance: what every bank in the scheme must accept).
+_SEPA_CHARACTERS = re.compile(r"[^A-Za-z0-9/?:().,'+ -]")
 
 
 class SepaError(Exception):
@@ -47,11 +51,19 @@ class SepaDocument:
     total_eur: Decimal
 
 
+def sepa_text(value: str, limit: int) -> str:
+    """``value`` in the SEPA character set, at most ``limit`` characters: transliterated
+    ("Müller" → "Muller"), anything else (control characters, emoji, "&") a space, spaces
+    collapsed. Whatever a company stored, its line makes a document that validates."""
+    return " ".join(_SEPA_CHARACTERS.sub(" ", unidecode(value or "")).split())[:limit].strip()
+
+
 def _address(party: Party) -> dict:
     address: dict = {}
     if party.country:
         address["country"] = party.country
-    lines = [line for line in party.address_lines if line][:2]  # PostalAddress6: at most two lines
+    lines = [sepa_text(line, 70) for line in party.address_lines]
+    lines = [line for line in lines if line][:2]  # PostalAddress6: at most two lines of Max70Text
     if lines:
         address["lines"] = lines
     return address
@@ -62,7 +74,7 @@ def pain001_build(*, debtor: Party, transfers: list[CreditTransfer], execution_d
     if not transfers:
         raise SepaError("A SEPA file needs at least one transfer.")
     config = {
-        "name": debtor.name,
+        "name": sepa_text(debtor.name, 70),
         "IBAN": debtor.iban,
         "batch": True,
         "currency": "EUR",
@@ -75,11 +87,11 @@ def pain001_build(*, debtor: Party, transfers: list[CreditTransfer], execution_d
         document = SepaTransfer(config, schema=SCHEMA, clean=True)
         for transfer in transfers:
             payment = {
-                "name": transfer.creditor.name,
+                "name": sepa_text(transfer.creditor.name, 70) or "Unnamed creditor",
                 "IBAN": transfer.creditor.iban,
                 "amount": money.to_cents(transfer.amount_eur),
                 "execution_date": execution_date,
-                "description": transfer.description,
+                "description": sepa_text(transfer.description, 140),
                 "endtoend_id": transfer.end_to_end_id,
             }
             if transfer.creditor.bic:

@@ -20,6 +20,7 @@ from core.idempotency import IDEMPOTENCY_KEY_PARAMETER, Idempotent
 from marketplace.api.bookings import BookingSerializer
 from marketplace.models import GpuModel, Region
 from marketplace.selectors import bookings as booking_selectors
+from marketplace.services.inventory import MAX_GPUS_PER_SERVER
 from scheduler import selectors
 from scheduler.models import Cluster, Job, Node
 from scheduler.services import clusters, jobs, quickbook
@@ -128,7 +129,7 @@ class JobRequestSerializer(serializers.Serializer):
     command = serializers.ListField(child=serializers.CharField(allow_blank=True), required=False, default=list)
     args = serializers.ListField(child=serializers.CharField(allow_blank=True), required=False, default=list)
     env = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False, default=dict)
-    gpu_count = serializers.IntegerField(min_value=1)
+    gpu_count = serializers.IntegerField(max_value=MAX_GPUS_PER_SERVER, min_value=1)
 
 
 @extend_schema(tags=["jobs"])

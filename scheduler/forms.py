@@ -6,6 +6,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from marketplace.models import GpuModel, Region
+from marketplace.services.inventory import MAX_GPUS_PER_SERVER
 
 MAX_UPLOAD = 64 * 1024
 
@@ -46,7 +47,7 @@ class JobForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false", "autocomplete": "off"}),
         help_text="One NAME=value per line. Values are stored encrypted and never shown or logged.",
     )
-    gpu_count = forms.IntegerField(min_value=1, label="GPUs")
+    gpu_count = forms.IntegerField(min_value=1, max_value=MAX_GPUS_PER_SERVER, label="GPUs")
 
     def clean_command(self):
         try:

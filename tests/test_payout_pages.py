@@ -213,3 +213,26 @@ def test_the_hourly_beat_entry_creates_the_last_complete_weeks_run_once(renter):
     monday = payouts.week_start(timezone.now())
     assert first == second == run.pk and (run.period_start, run.period_end) == (monday - timedelta(days=7), monday)
     assert run.trigger == "schedule" and not run.payouts.exists()
+
+
+def test_a_sepa_file_the_bank_details_break_is_a_message_and_a_rerun_finishes_it(renter, operator, client_as, settings):
+    # given a company owed by SEPA, whose name needs transliterating, and a broken platform IBAN
+    company, _ = earning_company(renter, "1000.00", payout_iban=IBAN, payout_account_holder="Müller & Söhne ✓")
+    settings.PAYOUT_DEBTOR_IBAN = "not-an-iban"
+    client = client_as(operator)
+
+    # when the operator runs payouts: a message, not a server error; the payout is booked once
+    response = client.post(reverse("financing:operator_payout_run"), follow=True)
+    assert response.status_code == 200 and "The SEPA file could not be built" in response.content.decode()
+    run = PayoutRun.objects.get()
+    assert run.status == PayoutRun.Status.RUNNING and SepaFile.objects.get().xml == ""
+    assert JournalEntry.objects.filter(key__startswith="payout:").count() == 1
+
+    # when the bank details are fixed and the same period runs again: the file is built, nothing paid twice
+    settings.PAYOUT_DEBTOR_IBAN = "DE02120300000000202051"
+    assert client.post(reverse("financing:operator_payout_run")).status_code == 302
+    run.refresh_from_db()
+    sepa_file = SepaFile.objects.get()
+    assert run.status == PayoutRun.Status.DONE and "<Nm>Muller Sohne</Nm>" in sepa_file.xml
+    assert JournalEntry.objects.filter(key__startswith="payout:").count() == 1
+    assert Payout.objects.get(company=company).sepa_file == sepa_file

@@ -30,6 +30,8 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_utils import is_checksum_address
 
+from core.api import digits
+
 _HEADER = " wants you to sign in with your Ethereum account:"
 _FIELDS = ("URI", "Version", "Chain ID", "Nonce", "Issued At", "Expiration Time")
 _NONCE = re.compile(r"[A-Za-z0-9]{8,32}")
@@ -102,7 +104,7 @@ def siwe_parse(text: str) -> SiweMessage:
         values[name] = line.removeprefix(prefix)
     if values["Version"] != "1":
         raise SiweError("only version 1 is supported")
-    if not values["Chain ID"].isdigit():
+    if digits(values["Chain ID"]) is None:
         raise SiweError("the chain id is not a number")
     if not _NONCE.fullmatch(values["Nonce"]):
         raise SiweError("the nonce is not 8 to 32 letters and digits")

@@ -55,6 +55,7 @@ from django.db.models import Q, Sum
 from django.utils import timezone
 
 from core import money
+from core.api import digits
 from financing.chain.client import usd_to_wei
 from financing.models import ChainOp, JournalEntry, MoneyAlert, MoneyReconciliation, Payout, Posting, UsdaiPurchase
 from marketplace.models import Booking, Payment, Refund, Settlement
@@ -454,9 +455,9 @@ def _owner_not_yet_recorded(gateway: str, charge) -> tuple[Decimal, str, str] | 
         ).first()
         if payment is not None:
             return money.usd(payment.amount), payment.status, charge.booking_id
-    if charge.purchase_id.isdigit():
+    if (purchase_pk := digits(charge.purchase_id)) is not None:
         purchase = UsdaiPurchase.objects.filter(
-            pk=int(charge.purchase_id), gateway=gateway, status=UsdaiPurchase.Status.PENDING, reference=""
+            pk=purchase_pk, gateway=gateway, status=UsdaiPurchase.Status.PENDING, reference=""
         ).first()
         if purchase is not None:
             return money.usd(purchase.amount), purchase.status, str(purchase.pk)

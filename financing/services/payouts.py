@@ -33,6 +33,7 @@ on chain (``payouts_confirm``); a SEPA payout once an operator marks its file se
 (``sepa_file_mark_sent``, which clears ``payouts_in_transit`` against the platform's cash).
 """
 
+import logging
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -51,6 +52,8 @@ from financing.models import ChainOp, LedgerAccount, Loan, Payout, PayoutRun, Po
 from financing.services.ledger import Line, journal_post, system_account
 from financing.services.outbox import chainop_enqueue
 from financing.services.wallets import wallet_for_company
+
+logger = logging.getLogger(__name__)
 
 PAYABLE_PREFIX = "owner_payable:"
 PAYOUT_KEY_PREFIX = "payout:"
@@ -78,14 +81,34 @@ def payout_run_create(*, period_end: datetime, trigger: str, created_by: User | 
     """
     if trigger not in PayoutRun.Trigger.values:
         raise ValidationError({"trigger": "Unknown trigger."})
+    # A run a crash or a bad SEPA file left unfinished is finished first, whoever asks next:
+    # a new period never starts while an earlier one still owes its files.
+    for unfinished in PayoutRun.objects.filter(status=PayoutRun.Status.RUNNING, period_end__lt=period_end):
+        _run_pay(unfinished)
     run = _run_open(period_end=period_end, trigger=trigger, created_by=created_by)
     if run is None or run.status == PayoutRun.Status.DONE:
         return run
+    return _run_pay(run)
+
+
+def _run_pay(run: PayoutRun) -> PayoutRun:
+    """Pay every owner company in ``run`` (those paid already are skipped), build its SEPA files,
+    mark it done. Safe to run again, and beside another caller doing the same."""
     accounts = LedgerAccount.objects.filter(code__startswith=PAYABLE_PREFIX, owner__isnull=False).order_by("owner_id")
     for account in accounts.select_related("owner"):
         _company_pay(run, account)
     for file_id in SepaFile.objects.filter(run=run, xml="").order_by("pk").values_list("pk", flat=True):
-        sepa_file_build(file_id=file_id)
+        try:
+            sepa_file_build(file_id=file_id)
+        except sepa.SepaError as exc:
+            # Creditor text is cleaned to the SEPA set, so this is the debtor's configuration
+            # (PAYOUT_DEBTOR_*): the payouts stay booked, the file open, the run running; running
+            # again once it is fixed builds the file and finishes the run.
+            logger.error("payout run %s: SEPA file %s cannot be built: %s", run.pk, file_id, exc)
+            raise ValidationError(
+                f"The SEPA file could not be built ({exc}). Check the platform's bank details "
+                "(PAYOUT_DEBTOR_*) and run the payouts again: nothing is paid twice."
+            ) from exc
     PayoutRun.objects.filter(pk=run.pk, status=PayoutRun.Status.RUNNING).update(
         status=PayoutRun.Status.DONE, finished_at=timezone.now()
     )

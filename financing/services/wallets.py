@@ -33,6 +33,7 @@ from django.utils import timezone
 
 from accounts.models import OwnerCompany, User
 from core import money
+from core.api import digits
 from financing import lock_objects
 from financing.chain.client import MAX_UINT, address_for, is_checksum_address, usd_to_wei
 from financing.chain.node import contract_addresses
@@ -311,7 +312,8 @@ def usdai_purchase_paid(*, ident: str, reference: str, amount: Decimal) -> Usdai
     attempt: the money was captured, so it is a purchase). An id that names no
     purchase, or an amount that is not the purchase's, changes nothing (logged).
     """
-    purchase = UsdaiPurchase.objects.filter(pk=int(ident)).first() if ident.isdigit() else None
+    pk = digits(ident)
+    purchase = UsdaiPurchase.objects.filter(pk=pk).first() if pk is not None else None
     if purchase is None:
         logger.warning("payment %s names USDai purchase %r, which does not exist", reference, ident)
         return None
@@ -326,9 +328,9 @@ def usdai_purchase_paid(*, ident: str, reference: str, amount: Decimal) -> Usdai
 def usdai_purchase_failed(*, ident: str, reference: str, message: str) -> None:
     """Webhook: an attempt to pay a purchase failed. A pending purchase is marked failed (a later
     success of the same PaymentIntent, with another card, still completes it)."""
-    if not ident.isdigit():
+    if (pk := digits(ident)) is None:
         return
-    _purchase_fail(purchase_id=int(ident), reference=reference, message=message or "The payment did not go through.")
+    _purchase_fail(purchase_id=pk, reference=reference, message=message or "The payment did not go through.")
 
 
 def _purchase_settle(

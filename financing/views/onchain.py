@@ -17,6 +17,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from accounts.models import Role
 from accounts.permissions import role_required
 from accounts.reauth import reauth_check, reauth_label
+from core.api import digits
 from core.downloads import csv_download
 from core.forms import form_submit
 from financing import merkle, svg_charts
@@ -72,11 +73,12 @@ def wallet(request):
         messages.success(request, f"Bought {buy_form.cleaned_data['amount']:,.2f} USDai.")
         return redirect("financing:wallet")
     stripe, card_purchase = stripe_js(gateway), None
-    if request.method == "GET" and stripe is not None and request.GET.get("purchase", "").isdigit():
+    purchase_id = digits(request.GET.get("purchase"))
+    if request.method == "GET" and stripe is not None and purchase_id is not None:
         if request.GET.get("payment_intent"):
-            return _usdai_buy_return(request, int(request.GET["purchase"]))
+            return _usdai_buy_return(request, purchase_id)
         try:
-            card_purchase = wallets.usdai_purchase_card(user=user, purchase_id=int(request.GET["purchase"]))
+            card_purchase = wallets.usdai_purchase_card(user=user, purchase_id=purchase_id)
         except ValidationError as exc:
             messages.error(request, " ".join(exc.messages))
     if action == "send" and form_submit(send_form, lambda d: _usdai_send(request, d)):

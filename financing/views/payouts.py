@@ -14,6 +14,7 @@ from django.views.decorators.http import require_GET, require_POST
 from accounts.models import Role
 from accounts.permissions import role_required
 from accounts.selectors import owner_company_for_user
+from core.api import digits
 from core.downloads import csv_download
 from financing.models import PayoutRun, SepaFile
 from financing.selectors.payouts import (
@@ -44,7 +45,7 @@ def owner_payouts(request):
     """The company's payouts and the statement of one run (every member of the company sees them)."""
     company = owner_company_for_user(request.user)
     run_id = request.GET.get("run")
-    runs, run = _company_run(company, int(run_id) if run_id and run_id.isdigit() else None)
+    runs, run = _company_run(company, digits(run_id))
     context = {
         "company": company,
         "payouts": company_payouts(company),
@@ -95,8 +96,8 @@ def owner_statement_csv(request, run_id: int):
 def operator_payouts(request):
     runs = payout_runs()
     run_id = request.GET.get("run")
-    if run_id and run_id.isdigit():
-        run = get_object_or_404(PayoutRun, pk=int(run_id))
+    if (run_pk := digits(run_id)) is not None:
+        run = get_object_or_404(PayoutRun, pk=run_pk)
     else:
         run = PayoutRun.objects.order_by("-period_end", "-pk").first()
     context = {"runs": runs, "run": run, "payouts": run_payouts(run) if run else [], "files": sepa_files()}
@@ -107,7 +108,11 @@ def operator_payouts(request):
 @require_POST
 def operator_payout_run(request):
     """Run payouts now: everything earned up to this moment, for every owner company."""
-    run = payout_run_create(period_end=timezone.now(), trigger=PayoutRun.Trigger.OPERATOR, created_by=request.user)
+    try:
+        run = payout_run_create(period_end=timezone.now(), trigger=PayoutRun.Trigger.OPERATOR, created_by=request.user)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return redirect("financing:operator_payouts")
     if run is None:
         messages.info(request, "Nothing to pay: a run already covers this period.")
         return redirect("financing:operator_payouts")

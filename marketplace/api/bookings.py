@@ -37,11 +37,11 @@ class BookingRequestSerializer(serializers.Serializer):
 
 
 class QuoteSerializer(serializers.Serializer):
-    listing = serializers.IntegerField(source="listing_id")
-    gpu_count = serializers.IntegerField()
+    listing = serializers.IntegerField(read_only=True, source="listing_id")
+    gpu_count = serializers.IntegerField(read_only=True)
     start = serializers.DateTimeField()
     end = serializers.DateTimeField()
-    minutes = serializers.IntegerField()
+    minutes = serializers.IntegerField(read_only=True)
     price_per_gpu_hour = serializers.DecimalField(max_digits=10, decimal_places=2)
     exact_amount = serializers.DecimalField(max_digits=20, decimal_places=8)
     amount = serializers.DecimalField(max_digits=14, decimal_places=2)
@@ -49,7 +49,7 @@ class QuoteSerializer(serializers.Serializer):
 
 class BookingSerializer(serializers.ModelSerializer):
     id = serializers.UUIDField(source="public_id")
-    listing = serializers.IntegerField(source="listing_id")
+    listing = serializers.IntegerField(read_only=True, source="listing_id")
     gpu_model = serializers.CharField(source="listing.gpu_model.name")
     region = serializers.CharField(source="server.region.code")
     escrow = serializers.DecimalField(max_digits=14, decimal_places=6)
@@ -127,9 +127,9 @@ class UsageSerializer(serializers.Serializer):
 
 
 class SettlementSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
+    id = serializers.IntegerField(read_only=True)
     gross_amount = serializers.DecimalField(max_digits=14, decimal_places=6)
-    gpu_seconds = serializers.IntegerField()
+    gpu_seconds = serializers.IntegerField(read_only=True)
 
 
 class InvoiceLineSerializer(serializers.Serializer):

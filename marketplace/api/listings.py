@@ -28,8 +28,8 @@ from marketplace.services import listings
 class ListingSerializer(serializers.ModelSerializer):
     gpu_model = serializers.CharField(source="gpu_model.name")
     region = serializers.CharField(source="region.code")
-    cpu_milli = serializers.IntegerField(source="server.cpu_milli")
-    memory_mib = serializers.IntegerField(source="server.memory_mib")
+    cpu_milli = serializers.IntegerField(read_only=True, source="server.cpu_milli")
+    memory_mib = serializers.IntegerField(read_only=True, source="server.memory_mib")
 
     class Meta:
         model = Listing
@@ -78,7 +78,7 @@ class SearchApi(APIView):
         responses=inline_serializer(
             "SearchPage",
             {
-                "count": serializers.IntegerField(help_text="Matches, counted up to 1,000."),
+                "count": serializers.IntegerField(read_only=True, help_text="Matches, counted up to 1,000."),
                 "count_is_lower_bound": serializers.BooleanField(help_text="True when more than 1,000 match."),
                 "next": serializers.URLField(allow_null=True),
                 "previous": serializers.URLField(allow_null=True),
@@ -126,7 +126,7 @@ def _with_page(params, number: int) -> str:
 
 class CalendarDaySerializer(serializers.Serializer):
     day = serializers.DateTimeField()
-    free_gpus_per_hour = serializers.ListField(child=serializers.IntegerField(allow_null=True))
+    free_gpus_per_hour = serializers.ListField(child=serializers.IntegerField(read_only=True, allow_null=True))
 
 
 @extend_schema(tags=["listings"])

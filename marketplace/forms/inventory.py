@@ -2,6 +2,7 @@
 
 from django import forms
 
+from core.api import BIGINT_MAX, INTEGER_MAX
 from marketplace.models import Gpu, GpuModel, Region
 from marketplace.services.inventory import MAX_GPUS_PER_SERVER
 
@@ -11,8 +12,12 @@ class ServerForm(forms.Form):
     serial_number = forms.CharField(max_length=64, required=False, label="Server serial number")
     region = forms.ModelChoiceField(queryset=Region.objects.all())
     data_centre = forms.CharField(max_length=120, required=False, label="Data centre")
-    cpu_milli = forms.IntegerField(min_value=1000, label="CPU (millicores)", help_text="64 cores = 64000.")
-    memory_mib = forms.IntegerField(min_value=1024, label="RAM (MiB)", help_text="256 GiB = 262144.")
+    cpu_milli = forms.IntegerField(
+        min_value=1000, max_value=INTEGER_MAX, label="CPU (millicores)", help_text="64 cores = 64000."
+    )
+    memory_mib = forms.IntegerField(
+        min_value=1024, max_value=BIGINT_MAX, label="RAM (MiB)", help_text="256 GiB = 262144."
+    )
 
 
 class ServerCreateForm(ServerForm):

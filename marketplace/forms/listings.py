@@ -6,6 +6,7 @@ from decimal import Decimal
 from django import forms
 from django.core.cache import cache
 
+from core.api import INTEGER_MAX
 from marketplace.forms.fields import UTCDateTimeField
 from marketplace.models import GpuModel, Region
 from marketplace.selectors.search import SORTS, SearchQuery
@@ -27,7 +28,7 @@ def _catalogue() -> dict:
 class SearchForm(forms.Form):
     gpu_model = forms.TypedChoiceField(coerce=int, required=False, empty_value=None, label="GPU model")
     gpu_count = forms.IntegerField(min_value=1, max_value=16, required=False, initial=1, label="GPUs on one server")
-    min_vram_gb = forms.IntegerField(min_value=1, required=False, label="Min VRAM (GB)")
+    min_vram_gb = forms.IntegerField(min_value=1, max_value=10_000, required=False, label="Min VRAM (GB)")
     region = forms.ChoiceField(required=False)
     max_price = forms.DecimalField(min_value=Decimal("0.01"), decimal_places=2, required=False, label="Max $/GPU-h")
     min_reliability = forms.DecimalField(
@@ -77,8 +78,12 @@ class ListingTermsForm(forms.Form):
     price_per_gpu_hour = forms.DecimalField(
         min_value=Decimal("0.01"), decimal_places=2, label="Price per GPU-hour (USD)"
     )
-    min_hours = forms.IntegerField(min_value=1, initial=1, label="Shortest booking (hours)")
-    max_hours = forms.IntegerField(min_value=1, initial=720, label="Longest booking (hours)")
+    min_hours = forms.IntegerField(
+        min_value=1, max_value=INTEGER_MAX // 60, initial=1, label="Shortest booking (hours)"
+    )
+    max_hours = forms.IntegerField(
+        min_value=1, max_value=INTEGER_MAX // 60, initial=720, label="Longest booking (hours)"
+    )
 
     def clean(self):
         data = super().clean()

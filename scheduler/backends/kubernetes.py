@@ -44,6 +44,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 from kubernetes.config.kube_config import load_kube_config_from_dict
 
+from core.api import digits
 from scheduler.backends.base import (
     GPU_PRODUCT_LABEL,
     GPU_RESOURCE,
@@ -378,7 +379,7 @@ class KubernetesBackend:
                     suffix = f" (after {attempt + 1} attempts)" if status in RETRYABLE_STATUSES else ""
                     raise BackendError(message + suffix) from exc
                 header = (exc.headers or {}).get("Retry-After", "")
-                retry_after = float(header) if header.isdigit() else 0.0
+                retry_after = float(digits(header, maximum=3600) or 0)
             except urllib3.exceptions.HTTPError as exc:  # refused, reset, timed out...
                 if attempt >= self._retries:
                     raise BackendError(f"Could not {what}: {exc} (after {attempt + 1} attempts)") from exc
