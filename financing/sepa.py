@@ -58,6 +58,11 @@ def sepa_text(value: str, limit: int) -> str:
     return " ".join(_SEPA_CHARACTERS.sub(" ", unidecode(value or "")).split())[:limit].strip()
 
 
+def account_id(value: str) -> str:
+    """An IBAN or BIC as the file carries it: no spaces, upper case ("de89 3704…" → "DE893704…")."""
+    return "".join((value or "").split()).upper()
+
+
 def _address(party: Party) -> dict:
     address: dict = {}
     if party.country:
@@ -75,27 +80,27 @@ def pain001_build(*, debtor: Party, transfers: list[CreditTransfer], execution_d
         raise SepaError("A SEPA file needs at least one transfer.")
     config = {
         "name": sepa_text(debtor.name, 70),
-        "IBAN": debtor.iban,
+        "IBAN": account_id(debtor.iban),
         "batch": True,
         "currency": "EUR",
         # sepaxml writes the debtor's address from here whenever a creditor has one.
         "address": _address(debtor),
     }
     if debtor.bic:
-        config["BIC"] = debtor.bic
+        config["BIC"] = account_id(debtor.bic)
     try:
         document = SepaTransfer(config, schema=SCHEMA, clean=True)
         for transfer in transfers:
             payment = {
                 "name": sepa_text(transfer.creditor.name, 70) or "Unnamed creditor",
-                "IBAN": transfer.creditor.iban,
+                "IBAN": account_id(transfer.creditor.iban),
                 "amount": money.to_cents(transfer.amount_eur),
                 "execution_date": execution_date,
                 "description": sepa_text(transfer.description, 140),
                 "endtoend_id": transfer.end_to_end_id,
             }
             if transfer.creditor.bic:
-                payment["BIC"] = transfer.creditor.bic
+                payment["BIC"] = account_id(transfer.creditor.bic)
             if address := _address(transfer.creditor):
                 payment["address"] = address
             document.add_payment(payment)

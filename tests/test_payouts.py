@@ -435,3 +435,18 @@ def test_two_runs_of_the_same_period_at_once_pay_once(catalogue):
     assert JournalEntry.objects.filter(key__startswith="payout:").count() == 1
     assert ChainOp.objects.filter(key__startswith="payout:").count() == 1
     assert owed(company) == 0
+
+
+def test_an_iban_stored_with_spaces_and_lower_case_is_paid_in_a_file_that_validates(renter):
+    # given a company whose IBAN was stored as typed (before the form normalised it)
+    company, _ = earning_company(renter, "1000.00", payout_iban="de89 3704 0044 0532 0130 00", payout_bic="cobadeffxxx")
+    _, _ = earning_company(renter, "1000.00", payout_iban=IBAN)
+
+    run = run_week()
+
+    # then both are paid in one file that the schema accepts, with the IBAN as banks expect it
+    assert run.status == PayoutRun.Status.DONE
+    payout = Payout.objects.get(company=company)
+    assert (payout.iban, payout.bic) == (IBAN, BIC)
+    sepa_file = SepaFile.objects.get()
+    assert sepa_file.xml.count(f"<IBAN>{IBAN}</IBAN>") == 2

@@ -262,8 +262,8 @@ def _sepa_line(payout: Payout, account: LedgerAccount) -> Payout:
         entry_key=key,
         sepa_file=_open_sepa_file(payout.run),
         end_to_end_id=f"PAYOUT-{payout.pk}",
-        iban=company.payout_iban,
-        bic=company.payout_bic,
+        iban=sepa.account_id(company.payout_iban),
+        bic=sepa.account_id(company.payout_bic),
         amount_eur=money.cents(payout.amount * rate),
         usd_eur_rate=rate,
     )
