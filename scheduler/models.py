@@ -38,6 +38,9 @@ class Cluster(models.Model):
         default=False,
         help_text="An operator allows this cluster's API server on a private, loopback or link-local address.",
     )
+    server_version = models.CharField(
+        max_length=64, blank=True, help_text="The API server's version as last read (decides user namespaces)."
+    )
     health = models.CharField(max_length=10, choices=Health.choices, default=Health.UNKNOWN)
     health_message = models.CharField(max_length=500, blank=True)
     checked_at = models.DateTimeField(null=True, blank=True)

@@ -34,9 +34,31 @@ behaviour; the emulator does not have it):
   ``/version`` only);
 * the resources are declared up front (kmock answers 404 to a list of a
   resource it holds no object of).
+* ``GET /version`` answers ``set_server_version`` (``v1.29.4`` by default: no
+  user namespaces);
+* Secrets, as stored objects.
+
+What the test kubelet and scheduler enforce, as real ones do (see
+``create_pod`` and ``run_pod``):
+
+* a pod binds only if its requests (limits standing in for absent requests)
+  fit the node's allocatable minus what its unfinished pods request; else it
+  stays unbound and Pending with ``PodScheduled=False``, ``Unschedulable``,
+  ``0/N nodes are available: 1 Insufficient cpu.`` (the scheduler's wording);
+* a container whose effective ``runAsNonRoot`` is true is refused
+  (``CreateContainerConfigError``, the pod stays Pending) when it would run as
+  root: ``runAsUser: 0`` ("container's runAsUser breaks non-root policy"), or
+  no ``runAsUser`` and an image whose user is root ("container has
+  runAsNonRoot and image will run as root"). An image's user is what the test
+  gave with ``set_image_user``, root otherwise. A user namespace
+  (``hostUsers: false``) does not lift the rule: the kubelet checks the user
+  inside the container (``verifyRunAsNonRoot``), so a pod running a root
+  image in a user namespace must leave ``runAsNonRoot`` unset.
 
 Not emulated: watches of these resources, server-side field selectors, owner
-garbage collection (deleting a Job leaves its pods), admission.
+garbage collection (deleting a Job leaves its pods and Secrets), admission
+(Pod Security levels are stored, not enforced), the API server dropping
+``hostUsers`` where user namespaces are off.
 """
 
 from __future__ import annotations
@@ -56,6 +78,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from fractions import Fraction
 from typing import Any, TypeVar
 
 import attrs
@@ -68,6 +91,9 @@ T = TypeVar("T")
 TOKEN = "kube-emulator-token"
 DEFAULT_GPU_PRODUCT = "NVIDIA-H100-80GB-HBM3"
 START_TIMEOUT_SECONDS = 10
+# No user namespaces by default (they are on by default from Kubernetes 1.33).
+DEFAULT_SERVER_VERSION = "v1.29.4"
+ROOT = 0
 # (reason, message) of the Job controller's conditions, and the kubelet's eviction message.
 COMPLETED = ("CompletionsReached", "Reached expected number of succeeded pods")
 BACKOFF_LIMIT_EXCEEDED = ("BackoffLimitExceeded", "Job has reached the specified backoff limit")
@@ -76,12 +102,14 @@ EVICTION_MESSAGE = "The node was low on resource: memory."
 NAMESPACES = kmock.resource("", "v1", "namespaces")
 NODES = kmock.resource("", "v1", "nodes")
 PODS = kmock.resource("", "v1", "pods")
+SECRETS = kmock.resource("", "v1", "secrets")
 JOBS = kmock.resource("batch", "v1", "jobs")
 REVIEWS = kmock.resource("authorization.k8s.io", "v1", "selfsubjectaccessreviews")
 RESOURCES = {
     NAMESPACES: ResourceInfo(kind="Namespace", namespaced=False, subresources={"status"}),
     NODES: ResourceInfo(kind="Node", namespaced=False, subresources={"status"}),
     PODS: ResourceInfo(kind="Pod", namespaced=True, subresources={"status", "log"}),
+    SECRETS: ResourceInfo(kind="Secret", namespaced=True),
     JOBS: ResourceInfo(kind="Job", namespaced=True, subresources={"status"}),
     REVIEWS: ResourceInfo(kind="SelfSubjectAccessReview", namespaced=False),
 }
@@ -124,6 +152,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
 
     logs: dict[tuple[str, str], str] = attrs.field(factory=dict)  # (namespace, pod) -> log text
     denied: set[tuple[str, str, str]] = attrs.field(factory=set)  # (verb, group, resource)
+    git_version: str = DEFAULT_SERVER_VERSION  # what GET /version answers
     _versions: Iterator[int] = attrs.field(factory=lambda: itertools.count(1))
 
     def __attrs_post_init__(self) -> None:
@@ -180,6 +209,11 @@ class KubeEmulator(kmock.KubernetesEmulator):
             text = "".join(lines[-int(tail) :]) if int(tail) > 0 else ""
         return text.encode()
 
+    async def _serve_server_version(self, request: kmock.Request) -> dict:
+        answer = await super()._serve_server_version(request)
+        major, minor = re.match(r"v(\d+)\.(\d+)", self.git_version).groups()
+        return {**answer, "major": major, "minor": minor, "gitVersion": self.git_version}
+
     async def _serve_review(self, request: kmock.Request) -> dict:
         review = copy.deepcopy(request.data)
         attributes = (review.get("spec") or {}).get("resourceAttributes") or {}
@@ -208,6 +242,7 @@ class KubeCluster:
         self._stack = contextlib.AsyncExitStack()
         self.emulator: KubeEmulator
         self.url = ""
+        self.image_users: dict[str, int] = {}  # image -> the numeric user its config names (absent: root)
 
     # -- lifecycle and plumbing --
 
@@ -349,6 +384,18 @@ class KubeCluster:
         """Make SelfSubjectAccessReviews for that permission answer allowed=false."""
         self.in_loop(self.emulator.denied.add, (verb, group, resource))
 
+    def set_server_version(self, git_version: str) -> None:
+        """What ``GET /version`` answers, e.g. ``"v1.33.1"``."""
+
+        def store() -> None:
+            self.emulator.git_version = git_version
+
+        self.in_loop(store)
+
+    def set_image_user(self, image: str, uid: int) -> None:
+        """The user ``image``'s config runs as (``USER`` in its Dockerfile); images not given run as root."""
+        self.image_users[image] = uid
+
     # -- nodes --
 
     def add_node(
@@ -359,12 +406,14 @@ class KubeCluster:
         ready: bool = True,
         *,
         hostname: str | None = None,
+        cpu: str = "64",
+        memory: str = "512Gi",
     ) -> dict:
         """A GPU node as the kubelet and the NVIDIA device plugin / GPU feature discovery register it."""
         labels = {"kubernetes.io/hostname": hostname or name, "kubernetes.io/os": "linux"}
         if product:
             labels["nvidia.com/gpu.product"] = product
-        resources = {"cpu": "64", "memory": "512Gi", "pods": "110", "nvidia.com/gpu": str(gpus)}
+        resources = {"cpu": cpu, "memory": memory, "pods": "110", "nvidia.com/gpu": str(gpus)}
         node = {
             "apiVersion": "v1",
             "kind": "Node",
@@ -413,7 +462,11 @@ class KubeCluster:
 
     def create_pod(self, namespace: str, job_name: str, *, node: str | None = None) -> str:
         """The Job controller creates the Job's pod, and the scheduler binds it (to ``node``, else to
-        the Job's nodeSelector hostname); the pod is Pending. Returns the pod's name."""
+        the Job's nodeSelector hostname); the pod is Pending. Returns the pod's name.
+
+        The scheduler binds only when the pod's requests fit what the node has left (allocatable
+        minus the requests of the pods bound to it that have not finished); otherwise the pod stays
+        unbound and Pending, with the scheduler's PodScheduled=False condition."""
         job = self.job(namespace, job_name)
         template = copy.deepcopy(job["spec"]["template"])
         uid = job["metadata"]["uid"]
@@ -425,7 +478,21 @@ class KubeCluster:
             "job-name": job_name,
         }
         spec = template["spec"]
-        spec["nodeName"] = node or spec.get("nodeSelector", {}).get("kubernetes.io/hostname", "")
+        target = node or spec.get("nodeSelector", {}).get("kubernetes.io/hostname", "")
+        unschedulable = self._unschedulable(spec, target)
+        status: dict[str, Any] = {"phase": "Pending", "qosClass": "BestEffort"}
+        if unschedulable:
+            status["conditions"] = [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": unschedulable,
+                    "lastTransitionTime": ts(),
+                }
+            ]
+        else:
+            spec["nodeName"] = target
         pod = {
             "apiVersion": "v1",
             "kind": "Pod",
@@ -445,7 +512,7 @@ class KubeCluster:
                 ],
             },
             "spec": spec,
-            "status": {"phase": "Pending", "qosClass": "BestEffort"},
+            "status": status,
         }
         created = self.api("POST", f"/api/v1/namespaces/{namespace}/pods", pod)
         self.api("PATCH", f"/apis/batch/v1/namespaces/{namespace}/jobs/{job_name}/status", {"status": {"active": 1}})
@@ -454,10 +521,26 @@ class KubeCluster:
     def run_pod(
         self, namespace: str, job_name: str, *, node: str | None = None, started_at: datetime | None = None
     ) -> str:
-        """The kubelet starts the Job's container (creating the pod first if there is none)."""
+        """The kubelet starts the Job's container (creating the pod first if there is none).
+
+        As a real kubelet: a pod the scheduler did not bind is not started (it stays Pending), and a
+        container whose effective security context has ``runAsNonRoot: true`` but would run as root
+        (``runAsUser: 0``, or no ``runAsUser`` and an image whose user is root, see
+        ``set_image_user``) is refused: the pod stays Pending, its container waiting with reason
+        ``CreateContainerConfigError`` and the kubelet's message. The check is on the user inside the
+        container, so a user namespace (``hostUsers: false``) does not lift it: a pod that runs a root
+        image in a user namespace must not ask for ``runAsNonRoot``."""
         pods = self.pods(namespace, job_name)
         name = pods[-1]["metadata"]["name"] if pods else self.create_pod(namespace, job_name, node=node)
         pod = self.api("GET", f"/api/v1/namespaces/{namespace}/pods/{name}")
+        if not pod["spec"].get("nodeName"):
+            return name
+        refused = self._non_root_violation(pod)
+        if refused:
+            waiting = {"waiting": {"reason": "CreateContainerConfigError", "message": refused}}
+            status = {"containerStatuses": [self._container(pod, ready=False, state=waiting)]}
+            self.api("PATCH", f"/api/v1/namespaces/{namespace}/pods/{name}/status", {"status": status})
+            return name
         started = ts(started_at)
         status = {
             "phase": "Running",
@@ -575,6 +658,46 @@ class KubeCluster:
             status["failed"] = 1
         self.api("PATCH", f"/apis/batch/v1/namespaces/{namespace}/jobs/{job_name}/status", {"status": status})
 
+    def _unschedulable(self, pod_spec: dict, target: str) -> str:
+        """The scheduler's message when the pod fits no node ("" when it fits ``target``)."""
+        nodes = self.api("GET", "/api/v1/nodes")["items"]
+        chosen = [
+            n
+            for n in nodes
+            if target in (n["metadata"]["name"], (n["metadata"].get("labels") or {}).get("kubernetes.io/hostname"))
+        ]
+        reasons: dict[str, int] = {}
+        if len(nodes) > len(chosen):
+            reasons["node(s) didn't match Pod's node affinity/selector"] = len(nodes) - len(chosen)
+        for node in chosen:
+            allocatable = (node.get("status") or {}).get("allocatable") or {}
+            used = _pod_requests_on(node["metadata"]["name"], self.api("GET", "/api/v1/pods")["items"])
+            short = [
+                resource
+                for resource, wanted in sorted(_requests(pod_spec).items())
+                if wanted > quantity(allocatable.get(resource, "0")) - used.get(resource, 0)
+            ]
+            if not short:
+                return ""
+            for resource in short:
+                reasons[f"Insufficient {resource}"] = reasons.get(f"Insufficient {resource}", 0) + 1
+        listed = ", ".join(f"{count} {reason}" for reason, count in sorted(reasons.items()))
+        return f"0/{len(nodes)} nodes are available: {listed}."
+
+    def _non_root_violation(self, pod: dict) -> str:
+        """The kubelet's refusal of the pod's first container under runAsNonRoot ("" when allowed)."""
+        container = pod["spec"]["containers"][0]
+        effective = {**(pod["spec"].get("securityContext") or {}), **(container.get("securityContext") or {})}
+        if not effective.get("runAsNonRoot"):
+            return ""
+        where = f'(pod: "{pod["metadata"]["name"]}_{pod["metadata"]["namespace"]}({pod["metadata"]["uid"]})", '
+        where += f"container: {container['name']})"
+        if effective.get("runAsUser") is not None:
+            return f"container's runAsUser breaks non-root policy {where}" if effective["runAsUser"] == ROOT else ""
+        if self.image_users.get(container["image"], ROOT) == ROOT:
+            return f"container has runAsNonRoot and image will run as root {where}"
+        return ""
+
     @staticmethod
     def _container(pod: dict, *, ready: bool, state: dict) -> dict:
         container = pod["spec"]["containers"][0]
@@ -597,6 +720,49 @@ class KubeCluster:
                 if state.get(key, {}).get("startedAt"):
                     return state[key]["startedAt"]
         return None
+
+
+_SUFFIXES = {
+    "m": Fraction(1, 1000),
+    "k": Fraction(10**3),
+    "M": Fraction(10**6),
+    "G": Fraction(10**9),
+    "T": Fraction(10**12),
+    "Ki": Fraction(2**10),
+    "Mi": Fraction(2**20),
+    "Gi": Fraction(2**30),
+    "Ti": Fraction(2**40),
+}
+_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
+
+
+def quantity(text: str | int) -> Fraction:
+    """A Kubernetes resource quantity ("500m", "2", "16Gi") as an exact number (cores, bytes, GPUs)."""
+    match = _QUANTITY.fullmatch(str(text))
+    assert match, f"not a quantity the emulator reads: {text!r}"
+    return Fraction(match[1]) * _SUFFIXES.get(match[2] or "", Fraction(1))
+
+
+def _requests(pod_spec: dict) -> dict[str, Fraction]:
+    """The pod's requests as the scheduler counts them: each container's, a limit standing in for an
+    absent request of that resource."""
+    total: dict[str, Fraction] = {}
+    for container in pod_spec.get("containers") or ():
+        resources = container.get("resources") or {}
+        for name, value in {**(resources.get("limits") or {}), **(resources.get("requests") or {})}.items():
+            total[name] = total.get(name, Fraction(0)) + quantity(value)
+    return total
+
+
+def _pod_requests_on(node_name: str, pods: list[dict]) -> dict[str, Fraction]:
+    """What the unfinished pods bound to the node request."""
+    used: dict[str, Fraction] = {}
+    for pod in pods:
+        finished = (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+        if pod.get("spec", {}).get("nodeName") == node_name and not finished:
+            for name, value in _requests(pod["spec"]).items():
+                used[name] = used.get(name, Fraction(0)) + value
+    return used
 
 
 @pytest.fixture

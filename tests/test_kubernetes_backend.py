@@ -76,7 +76,15 @@ def test_created_job_is_pinned_gpu_limited_deadlined_and_unprivileged(kube_clust
     assert pod["nodeSelector"] == {"kubernetes.io/hostname": "gpu-node-1"}
     assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     assert pod["automountServiceAccountToken"] is False
-    assert pod["securityContext"] == {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    # No user namespaces on this (v1.29) cluster: the configured user, never root.
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 1000,
+        "runAsGroup": 1000,
+        "fsGroup": 1000,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert "hostUsers" not in pod
     assert pod["hostNetwork"] is False
     assert pod["hostPID"] is False
     assert pod["hostIPC"] is False
@@ -86,15 +94,17 @@ def test_created_job_is_pinned_gpu_limited_deadlined_and_unprivileged(kube_clust
     assert container["image"] == "ghcr.io/acme/train:1.4"
     assert container["command"] == ["python", "-m", "train"]
     assert container["args"] == ["--epochs", "3"]
-    assert container["env"] == [{"name": "BATCH", "value": "64"}, {"name": "WANDB_MODE", "value": "offline"}]
+    assert "env" not in container  # the values are in the job's Secret
+    assert container["envFrom"] == [{"secretRef": {"name": "job-77-env"}}]
     assert container["resources"] == {"limits": {"nvidia.com/gpu": "4"}, "requests": {"nvidia.com/gpu": "4"}}
     assert container["securityContext"] == {
         "allowPrivilegeEscalation": False,
         "privileged": False,
         "runAsNonRoot": True,
         "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
     }
-    assert "volumeMounts" not in container
+    assert "volumeMounts" not in container  # no memory share given, so no /dev/shm either
 
 
 def test_managed_by_label_cannot_be_overridden_by_the_spec(kube_cluster, kube_backend):
@@ -286,9 +296,11 @@ def test_delete_job_removes_it_and_can_be_repeated(kube_cluster, kube_backend, j
     assert kube_backend.job_state(NS, NAME) == JobState(uid="", phase=Phase.GONE)
     kube_backend.delete_job(NS, NAME)  # 404: fine
     deletes = kube_cluster.in_loop(
-        lambda: [dict(r.params) for r in kube_cluster.emulator if r.method.value == "DELETE"]
+        lambda: [(r.url.path, dict(r.params)) for r in kube_cluster.emulator if r.method.value == "DELETE"]
     )
-    assert deletes == [{"propagationPolicy": "Background"}] * 2
+    job_delete = (f"{JOBS_PATH}/{NAME}", {"propagationPolicy": "Background"})
+    secret_delete = (f"/api/v1/namespaces/{NS}/secrets/{NAME}-env", {})
+    assert deletes == [job_delete, secret_delete] * 2
 
 
 # -- list_jobs and logs_tail --
@@ -459,12 +471,15 @@ def test_a_rejected_manifest_raises_backend_error_without_retry(kube_cluster, ku
 def test_check_passes_when_jobs_may_be_created(kube_cluster, kube_backend):
     kube_backend.check()
 
-    [review] = [
+    reviews = [
         obj
         for (resource, _, _), obj in kube_cluster.in_loop(lambda: list(kube_cluster.emulator.objects.items()))
         if resource.plural == "selfsubjectaccessreviews"
     ]
-    assert review["spec"] == {"resourceAttributes": {"verb": "create", "group": "batch", "resource": "jobs"}}
+    assert sorted(review["spec"]["resourceAttributes"]["resource"] for review in reviews) == ["jobs", "secrets"]
+    assert {"resourceAttributes": {"verb": "create", "group": "batch", "resource": "jobs"}} in [
+        review["spec"] for review in reviews
+    ]
 
 
 def test_check_raises_forbidden_when_jobs_may_not_be_created(kube_cluster, kube_backend):

@@ -85,7 +85,9 @@ def test_a_job_on_kubernetes_from_start_to_success(connected, kube_cluster, rent
     stored = kube_cluster.stored("batch/v1/jobs", job.namespace, job.k8s_name)
     pod = stored["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"kubernetes.io/hostname": "gpu-a"}
-    assert pod["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": "2"}
+    # The whole server (2 of its 2 GPUs): all of its 64 cores and 256 GiB, half of that as /dev/shm.
+    assert pod["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": "2", "cpu": "64000m", "memory": "262144Mi"}
+    assert pod["volumes"] == [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "131072Mi"}}]
     assert stored["spec"]["activeDeadlineSeconds"] == 7200 and stored["spec"]["backoffLimit"] == 0
     assert stored["metadata"]["labels"]["infrafi.io/job"] == str(job.public_id)
     assert stored["metadata"]["uid"] == job.k8s_uid
@@ -135,4 +137,7 @@ def test_an_unreachable_cluster_is_marked_and_loses_no_job(connected, kube_clust
     job.refresh_from_db()
     cluster.refresh_from_db()
     assert cluster.health == Cluster.Health.HEALTHY
-    assert job.status == Job.Status.RUNNING and job.gpu_seconds == 11 * 60 - 5  # nothing lost
+    assert (job.status, job.message) == (
+        Job.Status.RUNNING,
+        "Running on gpu-a.",
+    ) and job.gpu_seconds == 11 * 60 - 5  # nothing lost

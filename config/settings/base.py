@@ -487,6 +487,13 @@ SCHEDULER_KUBE_RETRIES = env.int("SCHEDULER_KUBE_RETRIES", default=3)
 # production: an operator allows one cluster at a time in the admin (Cluster.private_network_allowed).
 SCHEDULER_ALLOWED_PRIVATE_HOSTS = env.list("SCHEDULER_ALLOWED_PRIVATE_HOSTS", default=[])
 SCHEDULER_JOB_TTL_SECONDS = env.int("SCHEDULER_JOB_TTL_SECONDS", default=3600)
+# Pods on clusters without user namespaces run as this user and group (and fsGroup), with runAsNonRoot.
+SCHEDULER_RUN_AS_USER = env.int("SCHEDULER_RUN_AS_USER", default=1000)
+# The first Kubernetes version (major.minor) whose pods get user namespaces (hostUsers: false); on by
+# default from 1.33. A deployment whose clusters enable the UserNamespacesSupport gate may lower it to 1.30.
+SCHEDULER_USER_NAMESPACES_FROM = tuple(
+    int(part) for part in env("SCHEDULER_USER_NAMESPACES_FROM", default="1.33").split(".")[:2]
+)
 # The simulated cluster: seconds from creation until a pod runs.
 SCHEDULER_SIM_START_SECONDS = env.int("SCHEDULER_SIM_START_SECONDS", default=5)
 # Usage of a running job is reported at most this often (and at its end).

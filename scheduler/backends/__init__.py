@@ -25,4 +25,7 @@ def backend_for(cluster: Cluster, *, clock: Callable[[], datetime] = timezone.no
         retries=settings.SCHEDULER_KUBE_RETRIES,
         private_network_allowed=cluster.private_network_allowed,
         allowed_private_hosts=settings.SCHEDULER_ALLOWED_PRIVATE_HOSTS,
+        server_version=cluster.server_version,
+        run_as_user=settings.SCHEDULER_RUN_AS_USER,
+        user_namespaces_from=settings.SCHEDULER_USER_NAMESPACES_FROM,
     )

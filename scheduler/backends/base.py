@@ -63,6 +63,9 @@ class JobSpec:
     active_deadline_seconds: int
     labels: dict[str, str] = field(default_factory=dict)
     ttl_seconds_after_finished: int = 3600
+    # The job's share of its server (see ``scheduler.services.jobs._share``); 0 = no request.
+    cpu_milli: int = 0
+    memory_mib: int = 0
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,9 @@ class ClusterBackend(Protocol):
 
     def check(self) -> None:
         """Reachable, and allowed to create Jobs; raises BackendError / BackendForbidden."""
+
+    def server_version(self) -> str:
+        """The API server's version (``gitVersion``, e.g. ``v1.33.1``; "" for the simulated cluster)."""
 
     def list_nodes(self) -> list[NodeInfo]: ...
 

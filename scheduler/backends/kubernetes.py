@@ -22,14 +22,43 @@ client is then pinned to the address that was checked (TLS still verifies the
 host name), so a DNS answer that changes afterwards cannot redirect it; a
 backend is built per use, so each use resolves again. Redirects are not
 followed, and an upstream's error body is logged, never put in our errors.
+
+The pod spec (``job_manifest``) is one a real cluster accepts:
+
+* CPU and memory limited to the job's share of its server
+  (``JobSpec.cpu_milli`` / ``memory_mib``) and requested at
+  ``REQUEST_SHARE_PERCENT`` (90 %) of it: a node keeps some CPU and memory for
+  the system (kube-reserved, system-reserved, eviction), so a job booking every
+  GPU of a server must still fit the node's allocatable; GPUs as
+  ``nvidia.com/gpu`` limits and requests; a memory-backed ``emptyDir`` at ``/dev/shm`` of half the memory
+  share (PyTorch data loaders share tensors there; the runtime's default is
+  64 MiB; tmpfs pages count against the container's memory limit, so half
+  leaves the other half to the process);
+* images that run as root (most CUDA images) start: on a cluster with user
+  namespaces (``hostUsers: false``; on by default from Kubernetes 1.33, the
+  ``user_namespaces_from`` version) the container's root is an unprivileged
+  host user, and ``runAsNonRoot`` is not asked (the kubelet checks it against
+  the user inside the container, so it would refuse a root image even
+  there); the namespace then enforces the ``baseline`` Pod Security level,
+  since ``restricted`` requires ``runAsNonRoot``. Elsewhere the pod runs as
+  ``run_as_user`` (``SCHEDULER_RUN_AS_USER``) with ``runAsNonRoot: true``
+  under ``restricted``. Either way: no privilege escalation, every
+  capability dropped, seccomp ``RuntimeDefault``;
+* environment values are in a per-job Secret (``<job>-env``, read with
+  ``envFrom``), never in the Job: it is created before the Job, then owned
+  by it (``ownerReferences``, so the cluster's garbage collector removes it
+  with the Job, e.g. after ``ttlSecondsAfterFinished``), and ``delete_job``
+  deletes it too.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import http
 import ipaddress
 import logging
+import re
 import socket
 import time
 from collections.abc import Callable, Collection, Iterable
@@ -64,6 +93,15 @@ T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
 CONTAINER_NAME = "main"
+SHM_VOLUME = "dshm"
+SHM_PATH = "/dev/shm"  # noqa: S108 - inside the container, where glibc and PyTorch look for shared memory
+ENV_SECRET_SUFFIX = "-env"
+# The share of the job's CPU and memory requested (its limit is all of it): see the module docstring.
+REQUEST_SHARE_PERCENT = 90
+# Kubernetes turns user namespaces (hostUsers: false) on by default from this version (beta, gate
+# UserNamespacesSupport, off by default in 1.30-1.32).
+USER_NAMESPACES_FROM = (1, 33)
+_VERSION = re.compile(r"^v?(\d+)\.(\d+)")
 # The Job controller labels its pods with both (the unprefixed one before Kubernetes 1.27 only).
 POD_JOB_LABELS = ("batch.kubernetes.io/job-name", "job-name")
 MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
@@ -167,6 +205,17 @@ def _pin(configuration: client.Configuration, allowed_hosts: Collection[str], al
             configuration.tls_server_name = host
 
 
+def user_namespaces_supported(server_version: str, since: tuple[int, int] = USER_NAMESPACES_FROM) -> bool:
+    """Whether an API server of that version (``v1.33.1``, ``v1.30.4-eks-...``) runs pods with
+    ``hostUsers: false``; an unknown version does not."""
+    match = _VERSION.match(server_version or "")
+    return match is not None and (int(match[1]), int(match[2])) >= since
+
+
+def env_secret_name(job_name: str) -> str:
+    return f"{job_name}{ENV_SECRET_SUFFIX}"
+
+
 def _parse_kubeconfig(kubeconfig: str | dict, context: str | None) -> dict:
     if isinstance(kubeconfig, str):
         try:
@@ -224,9 +273,16 @@ class KubernetesBackend:
         backoff: float = 0.2,
         private_network_allowed: bool = False,
         allowed_private_hosts: Collection[str] = (),
+        server_version: str = "",
+        run_as_user: int = 1000,
+        user_namespaces_from: tuple[int, int] = USER_NAMESPACES_FROM,
     ) -> None:
         """``private_network_allowed``: an operator allowed this cluster; ``allowed_private_hosts``: host
-        names or addresses the deployment allows (``SCHEDULER_ALLOWED_PRIVATE_HOSTS``)."""
+        names or addresses the deployment allows (``SCHEDULER_ALLOWED_PRIVATE_HOSTS``);
+        ``server_version``: the API server's, as last read (decides user namespaces);
+        ``run_as_user``: the user (and group) pods run as without user namespaces."""
+        self.user_namespaces = user_namespaces_supported(server_version, user_namespaces_from)
+        self._run_as_user = run_as_user
         config = _parse_kubeconfig(kubeconfig, context)
         configuration = client.Configuration()
         try:
@@ -252,54 +308,100 @@ class KubernetesBackend:
     # -- the interface --
 
     def check(self) -> None:
-        self._call("read the server version", client.VersionApi(self._api).get_code)
-        review = client.V1SelfSubjectAccessReview(
-            spec=client.V1SelfSubjectAccessReviewSpec(
-                resource_attributes=client.V1ResourceAttributes(verb="create", group="batch", resource="jobs")
+        self.server_version()
+        for group, resource, what in (("batch", "jobs", "batch/v1 Jobs"), ("", "secrets", "Secrets")):
+            review = client.V1SelfSubjectAccessReview(
+                spec=client.V1SelfSubjectAccessReviewSpec(
+                    resource_attributes=client.V1ResourceAttributes(verb="create", group=group, resource=resource)
+                )
             )
-        )
-        answer = self._call(
-            "review our permissions", client.AuthorizationV1Api(self._api).create_self_subject_access_review, review
-        )
-        status = answer.status
-        if status is None or not status.allowed:
-            reason = (status.reason if status else "") or "no reason given"
-            raise BackendForbidden(f"These credentials may not create batch/v1 Jobs ({reason}).")
+            answer = self._call(
+                "review our permissions", client.AuthorizationV1Api(self._api).create_self_subject_access_review, review
+            )
+            status = answer.status
+            if status is None or not status.allowed:
+                reason = (status.reason if status else "") or "no reason given"
+                raise BackendForbidden(f"These credentials may not create {what} ({reason}).")
+
+    def server_version(self) -> str:
+        info = self._call("read the server version", client.VersionApi(self._api).get_code)
+        return str(info.git_version or f"v{info.major}.{info.minor}")[:64]
 
     def list_nodes(self) -> list[NodeInfo]:
         nodes = self._call("list nodes", self._core.list_node).items
         return [self._node_info(node) for node in nodes]
 
     def ensure_namespace(self, name: str) -> None:
-        body = {
-            "apiVersion": "v1",
-            "kind": "Namespace",
-            "metadata": {
-                "name": name,
-                "labels": {
-                    LABEL_MANAGED_BY: MANAGED_BY,
-                    # Our pods meet the restricted profile; nobody else's should run here.
-                    "pod-security.kubernetes.io/enforce": "restricted",
-                },
-            },
+        labels = {
+            LABEL_MANAGED_BY: MANAGED_BY,
+            # Our pods meet the restricted profile, but for runAsNonRoot under user namespaces (see the
+            # module docstring); nobody else's should run here.
+            "pod-security.kubernetes.io/enforce": "baseline" if self.user_namespaces else "restricted",
         }
-        with contextlib.suppress(_Conflict):
+        body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
+        try:
             self._call(f"create namespace {name}", self._core.create_namespace, body)
+        except _Conflict:  # there already, maybe from before the cluster's upgrade: its level follows ours
+            self._call(f"label namespace {name}", self._core.patch_namespace, name, {"metadata": {"labels": labels}})
 
     def create_job(self, spec: JobSpec) -> JobState:
+        """The env Secret first (the pod reads it at start), then the Job, then the Secret handed to the Job."""
+        if spec.env:
+            self._put_env_secret(spec)
+        manifest = job_manifest(spec, user_namespaces=self.user_namespaces, run_as_user=self._run_as_user)
         try:
             job = self._call(
-                f"create job {spec.namespace}/{spec.name}",
-                self._batch.create_namespaced_job,
-                spec.namespace,
-                job_manifest(spec),
+                f"create job {spec.namespace}/{spec.name}", self._batch.create_namespaced_job, spec.namespace, manifest
             )
         except _Conflict:
             state = self.job_state(spec.namespace, spec.name)
             if state.phase is Phase.GONE:  # deleted between our create and read: a retry will create it
                 raise BackendError(f"Job {spec.namespace}/{spec.name} was being deleted; try again.") from None
-            return state
-        return JobState(uid=job.metadata.uid or "", phase=Phase.PENDING, node=spec.node)
+            uid = state.uid
+        else:
+            uid = job.metadata.uid or ""
+            state = JobState(uid=uid, phase=Phase.PENDING, node=spec.node)
+        if spec.env and uid:
+            owner = {
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "name": spec.name,
+                "uid": uid,
+                "controller": False,
+                "blockOwnerDeletion": False,
+            }
+            self._call(
+                f"hand secret {spec.namespace}/{env_secret_name(spec.name)} to its job",
+                self._core.patch_namespaced_secret,
+                env_secret_name(spec.name),
+                spec.namespace,
+                {"metadata": {"ownerReferences": [owner]}},
+            )
+        return state
+
+    def _put_env_secret(self, spec: JobSpec) -> None:
+        name = env_secret_name(spec.name)
+        data = {key: base64.b64encode(value.encode()).decode() for key, value in sorted(spec.env.items())}
+        labels = {**spec.labels, LABEL_MANAGED_BY: MANAGED_BY}
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "Opaque",
+            "metadata": {"name": name, "namespace": spec.namespace, "labels": labels},
+            "data": data,
+        }
+        try:
+            self._call(
+                f"create secret {spec.namespace}/{name}", self._core.create_namespaced_secret, spec.namespace, body
+            )
+        except _Conflict:  # left by an earlier try of this attempt: same name, same job, so same values
+            self._call(
+                f"update secret {spec.namespace}/{name}",
+                self._core.patch_namespaced_secret,
+                name,
+                spec.namespace,
+                {"data": data},
+            )
 
     def job_state(self, namespace: str, name: str) -> JobState:
         try:
@@ -321,6 +423,7 @@ class KubernetesBackend:
         ]
 
     def delete_job(self, namespace: str, name: str) -> None:
+        """The Job, then its env Secret (owned by the Job, but a cluster's garbage collector may lag)."""
         with contextlib.suppress(_NotFound):
             self._call(
                 f"delete job {namespace}/{name}",
@@ -329,6 +432,14 @@ class KubernetesBackend:
                 namespace,
                 propagation_policy="Background",
                 _preload_content=False,  # the answer (a Status or the Job) is not needed
+            )
+        with contextlib.suppress(_NotFound):
+            self._call(
+                f"delete secret {namespace}/{env_secret_name(name)}",
+                self._core.delete_namespaced_secret,
+                env_secret_name(name),
+                namespace,
+                _preload_content=False,
             )
 
     def logs_tail(self, namespace: str, name: str, lines: int = 100) -> str:
@@ -484,6 +595,7 @@ class KubernetesBackend:
 
         if pod_status is None:
             return JobState(uid, Phase.PENDING, node=node)
+        waiting = container.state.waiting if container is not None and container.state else None
         if evicted or disruption is not None:
             return interrupted(eviction_message(), None)
         if pod_status.phase == "Running":
@@ -498,13 +610,71 @@ class KubernetesBackend:
             if terminated is not None:
                 message = f"{terminated.reason or 'Error'} (exit code {terminated.exit_code})"
             return JobState(uid, Phase.FAILED, running_since, terminated_at, node, message)
-        return JobState(uid, Phase.PENDING, node=node)
+        return JobState(uid, Phase.PENDING, node=node, message=_pending_reason(pod_status, waiting))
 
 
-def job_manifest(spec: JobSpec) -> dict:
-    """The batch/v1 Job we create for ``spec``: pinned to its node, GPUs reserved, no privileges."""
+# Waiting reasons of a container that is only being started: nothing to tell the renter.
+_STARTING = frozenset({"ContainerCreating", "PodInitializing"})
+
+
+def _pending_reason(pod_status: Any, waiting: Any | None) -> str:
+    """Why a pending pod does not run: the scheduler's verdict, or the kubelet's ("" when it is just starting)."""
+    for condition in pod_status.conditions or ():
+        if condition.type == "PodScheduled" and condition.status == "False":
+            return f"{condition.reason or 'Unschedulable'}: {condition.message or ''}".strip(": ")[:500]
+    if waiting is not None and waiting.reason and waiting.reason not in _STARTING:
+        return f"{waiting.reason}: {waiting.message or ''}".strip(": ")[:500]
+    return ""
+
+
+def job_manifest(spec: JobSpec, *, user_namespaces: bool = False, run_as_user: int = 1000) -> dict:
+    """The batch/v1 Job we create for ``spec``: pinned to its node, its share of the server requested and
+    limited, /dev/shm, root confined (a user namespace, else ``run_as_user``), env from its Secret."""
     labels = {**spec.labels, LABEL_MANAGED_BY: MANAGED_BY}
-    gpus = {GPU_RESOURCE: str(spec.gpu_count)}
+    limits = {GPU_RESOURCE: str(spec.gpu_count)}
+    requests = dict(limits)
+    if spec.cpu_milli:
+        limits["cpu"] = f"{spec.cpu_milli}m"
+        requests["cpu"] = f"{spec.cpu_milli * REQUEST_SHARE_PERCENT // 100}m"
+    if spec.memory_mib:
+        limits["memory"] = f"{spec.memory_mib}Mi"
+        requests["memory"] = f"{spec.memory_mib * REQUEST_SHARE_PERCENT // 100}Mi"
+    if user_namespaces:
+        pod_security: dict[str, Any] = {"seccompProfile": {"type": "RuntimeDefault"}}
+        container_identity: dict[str, Any] = {}
+        isolation: dict[str, Any] = {"hostUsers": False}
+    else:
+        pod_security = {
+            "runAsNonRoot": True,
+            "runAsUser": run_as_user,
+            "runAsGroup": run_as_user,
+            "fsGroup": run_as_user,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }
+        container_identity = {"runAsNonRoot": True}
+        isolation = {}
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": spec.image,
+        "command": list(spec.command),
+        "args": list(spec.args),
+        "resources": {"limits": limits, "requests": requests},
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "privileged": False,
+            **container_identity,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    if spec.env:
+        container["envFrom"] = [{"secretRef": {"name": env_secret_name(spec.name)}}]
+    volumes = []
+    if spec.memory_mib:
+        shm = {"medium": "Memory", "sizeLimit": f"{max(1, spec.memory_mib // 2)}Mi"}
+        volumes.append({"name": SHM_VOLUME, "emptyDir": shm})
+        container["volumeMounts"] = [{"name": SHM_VOLUME, "mountPath": SHM_PATH}]
+    pod_extra: dict[str, Any] = {"volumes": volumes} if volumes else {}
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -526,23 +696,10 @@ def job_manifest(spec: JobSpec) -> dict:
                     "hostNetwork": False,
                     "hostPID": False,
                     "hostIPC": False,
-                    "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
-                    "containers": [
-                        {
-                            "name": CONTAINER_NAME,
-                            "image": spec.image,
-                            "command": list(spec.command),
-                            "args": list(spec.args),
-                            "env": [{"name": key, "value": value} for key, value in sorted(spec.env.items())],
-                            "resources": {"limits": gpus, "requests": dict(gpus)},
-                            "securityContext": {
-                                "allowPrivilegeEscalation": False,
-                                "privileged": False,
-                                "runAsNonRoot": True,
-                                "capabilities": {"drop": ["ALL"]},
-                            },
-                        }
-                    ],
+                    **isolation,
+                    "securityContext": pod_security,
+                    "containers": [container],
+                    **pod_extra,
                 },
             },
         },

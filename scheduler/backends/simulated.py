@@ -84,6 +84,9 @@ class SimulatedBackend:
     def check(self) -> None:
         return None
 
+    def server_version(self) -> str:
+        return ""
+
     def list_nodes(self) -> list[NodeInfo]:
         return [
             NodeInfo(name=n.name, hostname=n.name, gpu_allocatable=n.gpus, gpu_product=n.product, ready=n.ready)

@@ -85,6 +85,7 @@ def cluster_connect(*, owner: OwnerCompany, name: str, kubeconfig: str, now: dat
         # No cluster row yet, so no operator flag: only the deployment's allowlist applies.
         backend = KubernetesBackend(config, allowed_private_hosts=settings.SCHEDULER_ALLOWED_PRIVATE_HOSTS)
         backend.check()
+        server_version = backend.server_version()
     except PrivateAddressRefused as exc:
         raise ValidationError({"kubeconfig": str(exc)}) from exc
     except BackendForbidden as exc:
@@ -100,6 +101,7 @@ def cluster_connect(*, owner: OwnerCompany, name: str, kubeconfig: str, now: dat
             kind=Cluster.Kind.KUBERNETES,
             kubeconfig_sealed=crypto.seal(yaml.safe_dump(config)),
             api_server=api_server,
+            server_version=server_version,
             health=Cluster.Health.HEALTHY,
             checked_at=now,
         )
@@ -148,7 +150,9 @@ def cluster_sync(*, cluster: Cluster, now: datetime | None = None) -> list[Node]
     """Copy the cluster's nodes, match them to servers by hostname, flag mismatches."""
     now = now or timezone.now()
     try:
-        infos = backend_for(cluster, clock=lambda: now).list_nodes()
+        backend = backend_for(cluster, clock=lambda: now)
+        infos = backend.list_nodes()
+        server_version = backend.server_version()  # an upgrade can bring user namespaces
     except BackendError as exc:
         cluster_mark_unhealthy(cluster=cluster, error=exc, now=now)
         return list(cluster.nodes.all())
@@ -177,7 +181,11 @@ def cluster_sync(*, cluster: Cluster, now: datetime | None = None) -> list[Node]
             seen.append(node.pk)
         cluster.nodes.exclude(pk__in=seen).delete()
         Cluster.objects.filter(pk=cluster.pk).update(
-            health=Cluster.Health.HEALTHY, health_message="", checked_at=now, synced_at=now
+            health=Cluster.Health.HEALTHY,
+            health_message="",
+            checked_at=now,
+            synced_at=now,
+            server_version=server_version,
         )
     cluster.refresh_from_db()
     return list(cluster.nodes.select_related("server"))

@@ -37,7 +37,7 @@ from django.utils import timezone
 from accounts.models import User
 from core.errors import ConflictError
 from marketplace.lock_objects import booking_lock
-from marketplace.models import Booking, Listing, UsageRecord
+from marketplace.models import Booking, Listing, Server, UsageRecord
 from marketplace.services import bookings as booking_services
 from marketplace.services.listings import listing_record_reliability
 from scheduler import crypto, placement, selectors
@@ -294,6 +294,11 @@ def _retry_later(look: _Look) -> Advance:
 
 
 def _wait_for_pod(look: _Look) -> Advance:
+    """Still pending; why (the cluster's scheduler or kubelet refusing the pod) is the renter's to see."""
+    if look.state.message:
+        message = f"Waiting for the pod: {look.state.message}"[:500]
+        if look.job.message != message:
+            Job.objects.filter(pk=look.job.pk).update(message=message)
     return Advance.PENDING
 
 
@@ -449,6 +454,13 @@ def _namespace(job: Job) -> str:
     return f"infrafi-renter-{job.renter_id}"
 
 
+def _share(server: Server, gpu_count: int) -> tuple[int, int]:
+    """(millicores, MiB) of the server that ``gpu_count`` of its GPUs bring: its CPU and memory split
+    evenly over all its GPUs, rounded down, so the jobs on one server never ask for more than it has."""
+    gpus = max(1, server.gpus.count())
+    return server.cpu_milli * gpu_count // gpus, server.memory_mib * gpu_count // gpus
+
+
 def _launch(job: Job, booking: Booking, now: datetime) -> Advance:
     """Create the next attempt's Kubernetes Job on the node behind the booking's server."""
     node = selectors.ready_node_for_server(booking.server_id)
@@ -458,6 +470,7 @@ def _launch(job: Job, booking: Booking, now: datetime) -> Advance:
         )
         return Advance.NO_NODE
     attempt = job.attempt + 1
+    cpu_milli, memory_mib = _share(Server.objects.get(pk=booking.server_id), job.gpu_count)
     spec = JobSpec(
         name=f"infrafi-{job.public_id.hex[:12]}-{attempt}",
         namespace=_namespace(job),
@@ -470,6 +483,8 @@ def _launch(job: Job, booking: Booking, now: datetime) -> Advance:
         active_deadline_seconds=max(1, int((booking.end - now).total_seconds())),
         labels={LABEL_BOOKING: str(booking.public_id), LABEL_JOB: str(job.public_id)},
         ttl_seconds_after_finished=settings.SCHEDULER_JOB_TTL_SECONDS,
+        cpu_milli=cpu_milli,
+        memory_mib=memory_mib,
     )
     backend = backend_for(node.cluster, clock=lambda: now)
     try:
