@@ -171,3 +171,51 @@ def seed_market(*, servers: int, gpus: int, owners: int = 5, weekly_share: int =
         "held_allocations": held,
         "availability_slots": AvailabilitySlot.objects.count(),
     }
+
+
+def seed_pledged_collateral(servers, *, approved_at):
+    """Approved, pledged collateral for each server and one appraisal of each ($160,000), in bulk:
+    the financed servers of the waterfall and payout benchmarks."""
+    from datetime import date
+    from decimal import Decimal
+
+    from financing.models import Appraisal, Collateral
+
+    collateral = Collateral.objects.bulk_create(
+        [
+            Collateral(
+                server=s,
+                purchase_price=Decimal("240000"),
+                purchase_date=date(2026, 1, 1),
+                custodian="DC",
+                custody_receipt=f"R{s.pk}",
+                insurer="Ins",
+                policy_number=f"P{s.pk}",
+                coverage=Decimal("250000"),
+                insurance_expires=date(2028, 1, 1),
+                lien="pledged",
+                approved_at=approved_at,
+            )
+            for s in servers
+        ]
+    )
+    appraisals = Appraisal.objects.bulk_create(
+        [
+            Appraisal(
+                collateral=c,
+                as_of=approved_at,
+                age_years=Decimal("0.8"),
+                depreciation_rate=Decimal("0.2"),
+                residual_floor=Decimal("0.1"),
+                depreciated_value=Decimal("200000"),
+                trailing_net_revenue=Decimal("40000"),
+                trailing_days=90,
+                remaining_life_years=Decimal("4.2"),
+                discount_rate=Decimal("0.12"),
+                income_value=Decimal("160000"),
+                value=Decimal("160000"),
+            )
+            for c in collateral
+        ]
+    )
+    return collateral, appraisals

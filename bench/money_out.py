@@ -54,7 +54,7 @@ import json
 import logging
 import sys
 import time
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -98,7 +98,8 @@ def seed_companies(n: int, now: datetime) -> None:
     from schwifty import IBAN
 
     from accounts.models import OwnerCompany, OwnerMembership, User
-    from financing.models import Appraisal, Collateral, Loan
+    from bench._seed import seed_pledged_collateral
+    from financing.models import Loan
     from marketplace.models import Booking, Gpu, GpuModel, Listing, Region, Server, Settlement
     from tests.factories import make_renter
 
@@ -196,43 +197,7 @@ def seed_companies(n: int, now: datetime) -> None:
     financed = Server.objects.bulk_create(
         [Server(owner=c, hostname=f"po-loan-{c.pk}", region=region, cpu_milli=192000, memory_mib=2097152) for c in late]
     )
-    collateral = Collateral.objects.bulk_create(
-        [
-            Collateral(
-                server=s,
-                purchase_price=Decimal("240000"),
-                purchase_date=date(2026, 1, 1),
-                custodian="DC",
-                custody_receipt=f"R{s.pk}",
-                insurer="Ins",
-                policy_number=f"P{s.pk}",
-                coverage=Decimal("250000"),
-                insurance_expires=date(2028, 1, 1),
-                lien="pledged",
-                approved_at=start,
-            )
-            for s in financed
-        ]
-    )
-    appraisals = Appraisal.objects.bulk_create(
-        [
-            Appraisal(
-                collateral=c,
-                as_of=start,
-                age_years=Decimal("0.8"),
-                depreciation_rate=Decimal("0.2"),
-                residual_floor=Decimal("0.1"),
-                depreciated_value=Decimal("200000"),
-                trailing_net_revenue=Decimal("40000"),
-                trailing_days=90,
-                remaining_life_years=Decimal("4.2"),
-                discount_rate=Decimal("0.12"),
-                income_value=Decimal("160000"),
-                value=Decimal("160000"),
-            )
-            for c in collateral
-        ]
-    )
+    collateral, appraisals = seed_pledged_collateral(financed, approved_at=start)
     Loan.objects.bulk_create(
         [
             Loan(

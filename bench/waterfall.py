@@ -13,7 +13,7 @@ tables (same triggers, committed). Goal: waterfall postings/s ≥ 0.5 × bare.
 import json
 import sys
 import time
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 SETTLEMENTS = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
@@ -23,8 +23,9 @@ BATCH = 10_000
 
 def seed(now: datetime) -> None:
     from accounts.services import owner_company_create
+    from bench._seed import seed_pledged_collateral
     from financing import schedules
-    from financing.models import Appraisal, Collateral, Instalment, JournalEntry, Loan
+    from financing.models import Instalment, JournalEntry, Loan
     from financing.services.ledger import Accounts, EntryBatch, Line
     from financing.services.loans import add_months
     from marketplace.models import Booking, Gpu, GpuModel, Listing, Region, Server, Settlement
@@ -59,43 +60,7 @@ def seed(now: datetime) -> None:
         ]
     )
     start = now - timedelta(days=31)
-    collateral = Collateral.objects.bulk_create(
-        [
-            Collateral(
-                server=s,
-                purchase_price=Decimal("240000"),
-                purchase_date=date(2026, 1, 1),
-                custodian="DC",
-                custody_receipt=f"R{s.pk}",
-                insurer="Ins",
-                policy_number=f"P{s.pk}",
-                coverage=Decimal("250000"),
-                insurance_expires=date(2028, 1, 1),
-                lien="pledged",
-                approved_at=start,
-            )
-            for s in servers
-        ]
-    )
-    appraisals = Appraisal.objects.bulk_create(
-        [
-            Appraisal(
-                collateral=c,
-                as_of=start,
-                age_years=Decimal("0.8"),
-                depreciation_rate=Decimal("0.2"),
-                residual_floor=Decimal("0.1"),
-                depreciated_value=Decimal("200000"),
-                trailing_net_revenue=Decimal("40000"),
-                trailing_days=90,
-                remaining_life_years=Decimal("4.2"),
-                discount_rate=Decimal("0.12"),
-                income_value=Decimal("160000"),
-                value=Decimal("160000"),
-            )
-            for c in collateral
-        ]
-    )
+    collateral, appraisals = seed_pledged_collateral(servers, approved_at=start)
     loans = Loan.objects.bulk_create(
         [
             Loan(
