@@ -55,6 +55,10 @@ api_v1 = [
     path("owner/collateral/<int:pk>/limit/", financing_api.CollateralLimitApi.as_view(), name="collateral-limit"),
     path("", include("financing.urls_api_wallets")),
     path("", include("financing.urls_api_payouts")),
+    path("", include("scheduler.urls_api_sessions")),
+    path("", include("scheduler.urls_api_endpoints")),
+    path("", include("scheduler.urls_api_storage")),
+    path("", include("scheduler.urls_api_scale")),
     *router.urls,
 ]
 
@@ -72,6 +76,10 @@ urlpatterns = [
     path("", include("marketplace.urls")),
     path("", include("financing.urls")),
     path("", include("scheduler.urls")),
+    path("", include("scheduler.urls_sessions")),
+    path("", include("scheduler.urls_endpoints")),
+    path("", include("scheduler.urls_storage")),
+    path("", include("scheduler.urls_scale")),
     path("api/v1/", include((api_v1, "api"))),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", docs_csp(SpectacularSwaggerView.as_view(url_name="schema")), name="swagger-ui"),

@@ -179,3 +179,115 @@ class SimJob(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["cluster", "namespace", "name"], name="simjob_unique_name")]
+
+
+# --- Issue 15: exposed ports, inference endpoints and their request statistics ---------------
+# (The routing core the platform's proxy reads; the workloads that create them add fields in
+# their own sections below.)
+
+
+class ExposedPort(models.Model):
+    """A port of a job's container reached from outside: HTTP through the platform's proxy
+    (``/proxy/<job>/<port>/``, via the API server's service proxy), or SSH through a Service of
+    the kind the owner's cluster offers (NodePort / LoadBalancer)."""
+
+    class Protocol(models.TextChoices):
+        HTTP = "http", "HTTP (through the platform)"
+        SSH = "ssh", "SSH"
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="ports")
+    port = models.PositiveIntegerField(help_text="The container's port, 1-65535.")
+    protocol = models.CharField(max_length=4, choices=Protocol.choices, default=Protocol.HTTP)
+    label = models.CharField(max_length=40, blank=True, help_text="e.g. Jupyter, TensorBoard.")
+    service_name = models.CharField(max_length=63, blank=True, help_text="The Service in front of it, once created.")
+    # For SSH: where the owner's cluster exposes it (a node's address and NodePort, or a load balancer).
+    external_host = models.CharField(max_length=253, blank=True)
+    external_port = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["job_id", "port"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "port"], name="exposed_port_unique_per_job"),
+            models.CheckConstraint(condition=models.Q(port__gte=1, port__lte=65535), name="exposed_port_range"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job_id}:{self.port}/{self.protocol}"
+
+    # -- sessions (workloads helper) --
+
+
+class Endpoint(models.Model):
+    """A renter's inference endpoint on a booking: a Deployment behind a Service on the booked
+    server's cluster, reached at ``/endpoints/<public_id>/`` with the renter's API token."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Starting"
+        READY = "ready", "Ready"
+        DEGRADED = "degraded", "Not ready"
+        STOPPED = "stopped", "Stopped"
+        FAILED = "failed", "Failed"
+
+    LIVE = (Status.PENDING, Status.READY, Status.DEGRADED)
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    booking = models.ForeignKey(Booking, on_delete=models.PROTECT, related_name="endpoints")
+    renter = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="endpoints")
+    name = models.CharField(max_length=63)
+    image = models.CharField(max_length=400)
+    command = models.JSONField(default=list)
+    args = models.JSONField(default=list)
+    env_sealed = models.TextField(blank=True)
+    env_names = models.JSONField(default=list)
+    port = models.PositiveIntegerField(default=8000, help_text="The container port the server listens on.")
+    readiness_path = models.CharField(max_length=200, default="/health")
+    replicas = models.PositiveSmallIntegerField(default=1)
+    gpus_per_replica = models.PositiveSmallIntegerField(default=1)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    message = models.CharField(max_length=500, blank=True)
+    cluster = models.ForeignKey(Cluster, on_delete=models.SET_NULL, null=True, blank=True, related_name="endpoints")
+    server = models.ForeignKey(Server, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    namespace = models.CharField(max_length=63, blank=True)
+    k8s_name = models.CharField(max_length=63, blank=True, help_text="The Deployment's (and Service's) name.")
+    service_name = models.CharField(max_length=63, blank=True)
+    ready_replicas = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(port__gte=1, port__lte=65535), name="endpoint_port_range"),
+            models.CheckConstraint(condition=models.Q(replicas__gte=1), name="endpoint_replicas_positive"),
+            models.CheckConstraint(condition=models.Q(gpus_per_replica__gte=1), name="endpoint_gpus_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.get_status_display()})"
+
+    @property
+    def live(self) -> bool:
+        return self.status in self.LIVE
+
+    # -- endpoints (endpoints helper) --
+
+
+class EndpointMinute(models.Model):
+    """Requests through an endpoint's proxy in one minute: counts and a latency histogram
+    (``latency_buckets[i]`` = requests whose latency fell in bucket ``i`` of
+    ``scheduler.proxy.stats.BUCKETS_MS``), written by the proxy's flusher."""
+
+    endpoint = models.ForeignKey(Endpoint, on_delete=models.CASCADE, related_name="minutes")
+    minute = models.DateTimeField()
+    requests = models.PositiveIntegerField(default=0)
+    errors = models.PositiveIntegerField(default=0, help_text="Answers 5xx, and upstreams that did not answer.")
+    latency_buckets = models.JSONField(default=list)
+
+    class Meta:
+        ordering = ["endpoint_id", "minute"]
+        constraints = [
+            models.UniqueConstraint(fields=["endpoint", "minute"], name="endpoint_minute_unique"),
+        ]
+
+
+# -- storage and registries (misc helper) --

@@ -396,6 +396,14 @@ class KubeCluster:
         """The user ``image``'s config runs as (``USER`` in its Dockerfile); images not given run as root."""
         self.image_users[image] = uid
 
+    # -- scale helper: watches, access reviews --
+
+    # -- sessions / proxy helper: Services and the API server's service proxy --
+
+    # -- endpoints helper: Deployments and their controller --
+
+    # -- storage helper: PVCs, pull secrets, log follow --
+
     # -- nodes --
 
     def add_node(

@@ -112,3 +112,11 @@ class ClusterBackend(Protocol):
 
     def logs_tail(self, namespace: str, name: str, lines: int = 100) -> str:
         """The last ``lines`` lines of the Job's pod log ("" when no pod yet)."""
+
+    # -- snapshots, watches and access checks (scale helper) --
+
+    # -- services, sessions and SSH (sessions helper) --
+
+    # -- deployments for inference endpoints (endpoints helper) --
+
+    # -- registries, volumes and log streaming (storage helper) --

@@ -466,6 +466,14 @@ class KubernetesBackend:
             raise
         return response.data.decode("utf-8", errors="replace")
 
+    # -- snapshots, watches and access checks (scale helper) --
+
+    # -- services, sessions and SSH (sessions helper) --
+
+    # -- deployments for inference endpoints (endpoints helper) --
+
+    # -- registries, volumes and log streaming (storage helper) --
+
     # -- helpers --
 
     def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -159,6 +159,14 @@ class SimulatedBackend:
             out.append(f"[simulated] {state.phase.value}: {state.message}")
         return "\n".join(out[-lines:])
 
+    # --- Snapshots and access checks (scale helper).
+
+    # --- Services, sessions and SSH (sessions helper).
+
+    # --- Deployments for inference endpoints (endpoints helper).
+
+    # --- Registries, volumes and log streaming (storage helper).
+
     # --- The clock decides.
 
     def _state(self, job: SimJob, now: datetime, node_ready: bool | None = None) -> JobState:
