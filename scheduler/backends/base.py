@@ -85,6 +85,41 @@ class JobRef:
     labels: dict[str, str]
 
 
+@dataclass(frozen=True)
+class DeploymentState:
+    """A Deployment of ours as the cluster reports it (an inference endpoint's replicas)."""
+
+    namespace: str
+    name: str
+    uid: str
+    labels: dict[str, str]
+    image: str  # the image of its pod template's main container
+    replicas: int  # desired
+    ready_replicas: int
+    updated_replicas: int
+    available_replicas: int
+    generation: int = 0
+    observed_generation: int = 0
+    message: str = ""  # why it does not progress (a Progressing=False / ReplicaFailure condition), "" otherwise
+
+
+@dataclass(frozen=True)
+class ClusterSnapshot:
+    """Everything of ours on one cluster, read with one list call per kind (label selector
+    ``app.kubernetes.io/managed-by=infrafi``) at the start of its tick."""
+
+    jobs: dict[tuple[str, str], JobState]  # (namespace, name) -> state, every Job of ours
+    deployments: dict[tuple[str, str], DeploymentState]
+    refs: list[JobRef]  # every Job of ours, for the collector
+    resource_version: str = ""  # of the Jobs list, where a watch resumes
+
+    def job_state(self, namespace: str, name: str) -> JobState:
+        return self.jobs.get((namespace, name)) or JobState(uid="", phase=Phase.GONE)
+
+    def deployment(self, namespace: str, name: str) -> DeploymentState | None:
+        return self.deployments.get((namespace, name))
+
+
 class ClusterBackend(Protocol):
     simulated: bool
 

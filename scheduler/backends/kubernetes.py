@@ -474,6 +474,8 @@ class KubernetesBackend:
 
     # -- registries, volumes and log streaming (storage helper) --
 
+    # -- the platform's proxy: where and how to reach the API server (proxy helper) --
+
     # -- helpers --
 
     def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
