@@ -105,6 +105,9 @@ PODS = kmock.resource("", "v1", "pods")
 SECRETS = kmock.resource("", "v1", "secrets")
 JOBS = kmock.resource("batch", "v1", "jobs")
 REVIEWS = kmock.resource("authorization.k8s.io", "v1", "selfsubjectaccessreviews")
+SERVICES = kmock.resource("", "v1", "services")
+PVCS = kmock.resource("", "v1", "persistentvolumeclaims")
+DEPLOYMENTS = kmock.resource("apps", "v1", "deployments")
 RESOURCES = {
     NAMESPACES: ResourceInfo(kind="Namespace", namespaced=False, subresources={"status"}),
     NODES: ResourceInfo(kind="Node", namespaced=False, subresources={"status"}),
@@ -112,6 +115,9 @@ RESOURCES = {
     SECRETS: ResourceInfo(kind="Secret", namespaced=True),
     JOBS: ResourceInfo(kind="Job", namespaced=True, subresources={"status"}),
     REVIEWS: ResourceInfo(kind="SelfSubjectAccessReview", namespaced=False),
+    SERVICES: ResourceInfo(kind="Service", namespaced=True, subresources={"status"}),
+    PVCS: ResourceInfo(kind="PersistentVolumeClaim", namespaced=True, subresources={"status"}),
+    DEPLOYMENTS: ResourceInfo(kind="Deployment", namespaced=True, subresources={"status", "scale"}),
 }
 # The plural that kmock's path parser is given instead of "namespaces" (see the module docstring).
 _NS_ALIAS = "kube-emulator-namespaces"
