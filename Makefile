@@ -30,8 +30,9 @@ demo: $(STAMP)
 	$(PY) manage.py seed_demo
 	@# The periodic tasks (expire unpaid holds, start and finish bookings) run
 	@# beside the web server; both stop together.
+	@# uvicorn serves config.asgi: the site, its static files (DEBUG), and the proxy (/proxy/, /endpoints/).
 	trap 'kill 0' EXIT INT TERM; $(PY) manage.py run_scheduler > run_scheduler.log 2>&1 & \
-	$(PY) manage.py runserver 127.0.0.1:8000
+	$(PY) -m uvicorn config.asgi:application --host 127.0.0.1 --port 8000
 
 ## Run the whole test suite (PostgreSQL when DATABASE_URL is set, SQLite otherwise).
 test: $(STAMP) $(HARDHAT_STAMP)

@@ -202,6 +202,7 @@ class ApiToken(AbstractAuthToken):
         BOOK = "book", "Book: rent, pay and cancel; wallet and vault"
         OWNER = "owner", "Owner: servers, listings, clusters and loans"
         ADMIN = "admin", "Admin: everything the account may do"
+        INFER = "infer", "Infer: call your inference endpoints"
 
     # knox keys the table by the digest; a plain id names a token in URLs without revealing it.
     id = models.BigAutoField(primary_key=True)
@@ -219,7 +220,7 @@ class ApiToken(AbstractAuthToken):
         constraints = [
             models.UniqueConstraint(fields=["user", "name"], name="api_token_name_unique_per_user"),
             models.CheckConstraint(
-                condition=Q(scope__in=["read", "book", "owner", "admin"]), name="api_token_scope_known"
+                condition=Q(scope__in=["read", "book", "owner", "admin", "infer"]), name="api_token_scope_known"
             ),
         ]
 

@@ -1,8 +1,29 @@
-"""ASGI entry point."""
+"""ASGI entry point, and the way the site is served where the platform's proxy is needed.
+
+``application`` is the platform's proxy (``scheduler.proxy.app.ProxyApp``: ``/proxy/`` and
+``/endpoints/``, raw ASGI, streamed) in front of Django's ASGI application for everything else.
+Serve it with uvicorn: ``uvicorn config.asgi:application`` (``make demo`` does, on
+127.0.0.1:8000); ``manage.py runserver`` (WSGI) serves the site but not the proxy.
+
+Static files: production serves them with WhiteNoise (its middleware, in Django's stack, works
+under ASGI too). With DEBUG on (the demo), Django's ``ASGIStaticFilesHandler`` serves them from
+the finders as ``runserver`` does, so the demo under uvicorn looks the same.
+"""
 
 import os
 
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
-application = get_asgi_application()
+django_application = get_asgi_application()  # sets Django up: models can be imported from here
+
+from django.conf import settings  # noqa: E402
+
+if settings.DEBUG and "django.contrib.staticfiles" in settings.INSTALLED_APPS:
+    from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+
+    django_application = ASGIStaticFilesHandler(django_application)
+
+from scheduler.proxy.app import ProxyApp  # noqa: E402
+
+application = ProxyApp(django_application)

@@ -8,7 +8,7 @@ environment values are write-only: no response ever contains them.
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -16,14 +16,15 @@ from rest_framework.views import APIView
 
 from accounts.permissions import IsOwner, IsRenter
 from accounts.selectors import owner_company_for_user
+from core.api import BIGINT_MAX
 from core.idempotency import IDEMPOTENCY_KEY_PARAMETER, Idempotent
 from marketplace.api.bookings import BookingSerializer
 from marketplace.models import GpuModel, Region
 from marketplace.selectors import bookings as booking_selectors
 from marketplace.services.inventory import MAX_GPUS_PER_SERVER
 from scheduler import selectors
-from scheduler.models import Cluster, Job, Node
-from scheduler.services import clusters, jobs, quickbook
+from scheduler.models import Cluster, Job, Node, RegistryCredential, SshKey, Volume
+from scheduler.services import clusters, jobs, quickbook, sessions, storage
 
 
 class NodeSerializer(serializers.ModelSerializer):
@@ -96,10 +97,34 @@ class ClusterViewSet(viewsets.GenericViewSet):
         return Response(NodeSerializer(self.get_object().nodes.select_related("server"), many=True).data)
 
 
+class SessionHttpSerializer(serializers.Serializer):
+    port = serializers.IntegerField(read_only=True)
+    label = serializers.CharField(read_only=True)
+    url = serializers.CharField(read_only=True, help_text="The platform's proxy path, /proxy/<job>/<port>/.")
+
+
+class SessionSshSerializer(serializers.Serializer):
+    host = serializers.CharField(help_text='"" until the cluster assigned an address.')
+    port = serializers.IntegerField(allow_null=True, read_only=True)
+    user = serializers.CharField(help_text='"" when it is the image\'s user (see note).')
+    command = serializers.CharField(help_text='The exact ssh command; "" while waiting for the address.')
+    note = serializers.CharField()
+
+
+class SessionSerializer(serializers.Serializer):
+    http = SessionHttpSerializer(many=True)
+    ssh = SessionSshSerializer(allow_null=True)
+
+
 class JobSerializer(serializers.ModelSerializer):
     id = serializers.UUIDField(source="public_id", read_only=True)
     booking = serializers.UUIDField(source="booking.public_id", read_only=True)
     env = serializers.ListField(source="env_names", child=serializers.CharField(), read_only=True)
+    session = serializers.SerializerMethodField()
+
+    @extend_schema_field(SessionSerializer)
+    def get_session(self, job) -> dict:
+        return SessionSerializer(sessions.session_info(job)).data
 
     class Meta:
         model = Job
@@ -120,16 +145,60 @@ class JobSerializer(serializers.ModelSerializer):
             "finished_at",
             "gpu_seconds",
             "created_at",
+            "session",
+            "registry_credential",  # storage helper
+            "volume",
+            "allow_other_regions",
         ]
 
 
+class PortRequestSerializer(serializers.Serializer):
+    # The range and duplicates are checked by the service, whose messages name the port; the bound
+    # here only keeps a 10**19 from the database.
+    port = serializers.IntegerField(min_value=-(2**31), max_value=2**31 - 1)
+    label = serializers.CharField(max_length=40, required=False, allow_blank=True, default="")
+
+
 class JobRequestSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=63)
-    image = serializers.CharField(max_length=400)
-    command = serializers.ListField(child=serializers.CharField(allow_blank=True), required=False, default=list)
-    args = serializers.ListField(child=serializers.CharField(allow_blank=True), required=False, default=list)
-    env = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False, default=dict)
+    """A job; with ``template`` (pytorch, jupyter) its fields are the template's, those given override them."""
+
+    template = serializers.CharField(max_length=40, required=False)
+    name = serializers.CharField(max_length=63, required=False)
+    image = serializers.CharField(max_length=400, required=False)
+    command = serializers.ListField(child=serializers.CharField(allow_blank=True), required=False)
+    args = serializers.ListField(child=serializers.CharField(allow_blank=True), required=False)
+    env = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False)
     gpu_count = serializers.IntegerField(max_value=MAX_GPUS_PER_SERVER, min_value=1)
+    ports = PortRequestSerializer(many=True, required=False, help_text="HTTP ports: at most 8, each 1-65535.")
+    ssh = serializers.BooleanField(required=False, help_text="SSH with your keys (at least one key needed).")
+    # storage helper
+    registry_credential = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        max_value=BIGINT_MAX,
+        help_text="Your registry credential's id; none: yours for the image's registry.",
+    )
+    volume = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        max_value=BIGINT_MAX,
+        help_text="Your volume on the booked server.",
+    )
+    allow_other_regions = serializers.BooleanField(
+        required=False, help_text="Failover may move the job out of the booked region (default: refund instead)."
+    )
+
+    def validate(self, data):
+        base = {"command": [], "args": [], "env": {}, "ports": [], "ssh": False}
+        if data.get("template"):
+            base = sessions.template_fields(data.pop("template"))
+        merged = {**base, **data}
+        missing = {f: "This field is required." for f in ("name", "image") if not merged.get(f)}
+        if missing:
+            raise serializers.ValidationError(missing)
+        return merged
 
 
 @extend_schema(tags=["jobs"])
@@ -221,3 +290,147 @@ class QuickBookApi(Idempotent, APIView):
             region=d.get("region"),
         )
         return Response(BookingSerializer(booking).data, status=status.HTTP_201_CREATED)
+
+
+# --- Sessions: the renter's SSH keys (sessions helper) ---------------------------------------------
+
+
+class SshKeySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = SshKey
+        fields = ["id", "name", "key_type", "public_key", "fingerprint", "bits", "created_at"]
+        read_only_fields = ["id", "key_type", "fingerprint", "bits", "created_at"]
+
+
+class SshKeyRequestSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=60, required=False, allow_blank=True, default="")
+    public_key = serializers.CharField(max_length=16 * 1024, help_text="One line, as in ~/.ssh/id_ed25519.pub.")
+
+
+@extend_schema(tags=["sessions"])
+class SshKeyListApi(APIView):
+    """Your SSH public keys, put into the authorized_keys of your sessions."""
+
+    permission_classes = [IsRenter]
+    token_scope = "book"
+
+    @extend_schema(responses=SshKeySerializer(many=True))
+    def get(self, request):
+        return Response(SshKeySerializer(SshKey.objects.filter(user=request.user), many=True).data)
+
+    @extend_schema(request=SshKeyRequestSerializer, responses={201: SshKeySerializer})
+    def post(self, request):
+        data = SshKeyRequestSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        key = sessions.ssh_key_add(user=request.user, **data.validated_data)
+        return Response(SshKeySerializer(key).data, status=status.HTTP_201_CREATED)
+
+
+@extend_schema(tags=["sessions"])
+class SshKeyDetailApi(APIView):
+    permission_classes = [IsRenter]
+    token_scope = "book"
+
+    @extend_schema(responses={204: None})
+    def delete(self, request, pk: int):
+        key = get_object_or_404(SshKey, pk=pk, user=request.user)
+        sessions.ssh_key_delete(user=request.user, key=key)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# --- Storage: registry credentials and volumes (storage helper) ------------------------------------
+
+
+class RegistryCredentialSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = RegistryCredential
+        fields = ["id", "name", "registry", "username", "created_at"]  # the password never leaves
+
+
+class RegistryCredentialRequestSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=63)
+    registry = serializers.CharField(max_length=253, help_text="host[:port], e.g. ghcr.io")
+    username = serializers.CharField(max_length=200)
+    password = serializers.CharField(max_length=8192, write_only=True, trim_whitespace=False)
+
+
+@extend_schema(tags=["storage"])
+class RegistryCredentialListApi(APIView):
+    """Your private-registry credentials; the password or token is write-only."""
+
+    permission_classes = [IsRenter]
+    token_scope = "book"
+
+    @extend_schema(responses=RegistryCredentialSerializer(many=True))
+    def get(self, request):
+        mine = RegistryCredential.objects.filter(renter=request.user)
+        return Response(RegistryCredentialSerializer(mine, many=True).data)
+
+    @extend_schema(request=RegistryCredentialRequestSerializer, responses={201: RegistryCredentialSerializer})
+    def post(self, request):
+        data = RegistryCredentialRequestSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        credential = storage.registry_credential_create(renter=request.user, **data.validated_data)
+        return Response(RegistryCredentialSerializer(credential).data, status=status.HTTP_201_CREATED)
+
+
+@extend_schema(tags=["storage"])
+class RegistryCredentialDetailApi(APIView):
+    permission_classes = [IsRenter]
+    token_scope = "book"
+
+    @extend_schema(responses={204: None})
+    def delete(self, request, pk: int):
+        credential = get_object_or_404(RegistryCredential, pk=pk, renter=request.user)
+        storage.registry_credential_delete(renter=request.user, credential=credential)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class VolumeSerializer(serializers.ModelSerializer):
+    server = serializers.CharField(source="server.hostname", read_only=True)
+
+    class Meta:
+        model = Volume
+        fields = ["id", "pvc_name", "server", "size_gib", "storage_class", "status", "created_at"]
+
+
+class VolumeRequestSerializer(serializers.Serializer):
+    booking = serializers.UUIDField(help_text="A paid booking of yours: the volume is on its server.")
+    size_gib = serializers.IntegerField(min_value=1, max_value=storage.MAX_VOLUME_GIB_LIMIT)
+
+
+@extend_schema(tags=["storage"])
+class VolumeListApi(APIView):
+    """Your persistent volumes (one per server), mounted at /workspace by the jobs that name them."""
+
+    permission_classes = [IsRenter]
+    token_scope = "book"
+
+    @extend_schema(responses=VolumeSerializer(many=True))
+    def get(self, request):
+        mine = Volume.objects.filter(renter=request.user).exclude(status=Volume.Status.DELETED).select_related("server")
+        return Response(VolumeSerializer(mine, many=True).data)
+
+    @extend_schema(request=VolumeRequestSerializer, responses={201: VolumeSerializer})
+    def post(self, request):
+        data = VolumeRequestSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        booking = booking_selectors.booking_get_for_renter(
+            renter=request.user, public_id=data.validated_data["booking"]
+        )
+        if booking is None:
+            raise Http404("No such booking.")
+        volume = storage.volume_create(renter=request.user, booking=booking, size_gib=data.validated_data["size_gib"])
+        return Response(VolumeSerializer(volume).data, status=status.HTTP_201_CREATED)
+
+
+@extend_schema(tags=["storage"])
+class VolumeDetailApi(APIView):
+    permission_classes = [IsRenter]
+    token_scope = "book"
+
+    @extend_schema(responses={204: None})
+    def delete(self, request, pk: int):
+        volume = get_object_or_404(Volume.objects.exclude(status=Volume.Status.DELETED), pk=pk, renter=request.user)
+        storage.volume_delete(renter=request.user, volume=volume)
+        return Response(status=status.HTTP_204_NO_CONTENT)

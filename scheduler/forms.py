@@ -7,6 +7,7 @@ from django.core.exceptions import ValidationError
 
 from marketplace.models import GpuModel, Region
 from marketplace.services.inventory import MAX_GPUS_PER_SERVER
+from scheduler.services.storage import MAX_VOLUME_GIB_LIMIT
 
 MAX_UPLOAD = 64 * 1024
 
@@ -48,12 +49,91 @@ class JobForm(forms.Form):
         help_text="One NAME=value per line. Values are stored encrypted and never shown or logged.",
     )
     gpu_count = forms.IntegerField(min_value=1, max_value=MAX_GPUS_PER_SERVER, label="GPUs")
+    # -- sessions (sessions helper) --
+    args = forms.CharField(
+        required=False,
+        label="Arguments",
+        help_text="After the command, as you would type them; {base_url} becomes the first port's address.",
+    )
+    ports = forms.CharField(
+        required=False,
+        label="HTTP ports",
+        widget=forms.Textarea(attrs={"rows": 2, "spellcheck": "false", "autocomplete": "off"}),
+        help_text="One per line: the container's port and a label, e.g. 8888 JupyterLab. "
+        "Opened through InfraFi, only by you; at most 8.",
+    )
+    ssh = forms.BooleanField(
+        required=False,
+        label="SSH with my keys",
+        help_text="Your public keys (Account → SSH keys) go into the container; port 22 inside it.",
+    )
+
+    # -- storage (storage helper): choices set by ``storage_choices`` --
+    registry_credential = forms.TypedChoiceField(
+        required=False,
+        coerce=int,
+        empty_value=None,
+        label="Registry credential",
+        help_text="For a private image. Automatic: your saved credential for the image's registry, if any.",
+    )
+    volume = forms.TypedChoiceField(
+        required=False,
+        coerce=int,
+        empty_value=None,
+        label="Volume at /workspace",
+        help_text="Your persistent volume on this server (Account → Volumes); it outlives the job.",
+    )
+    allow_other_regions = forms.BooleanField(
+        required=False,
+        label="Failover may leave the booked region",
+        help_text="If the server fails and no equivalent GPU is free in the booked region, move to another region "
+        "instead of refunding the remaining time.",
+    )
+
+    def storage_choices(self, *, credentials, volumes) -> "JobForm":
+        """The renter's registry credentials and this server's volumes as the choices (storage helper)."""
+        self.fields["registry_credential"].choices = [("", "Automatic")] + [
+            (c.pk, f"{c.name} ({c.registry})") for c in credentials
+        ]
+        self.fields["volume"].choices = [("", "None")] + [(v.pk, f"{v.pvc_name} ({v.size_gib} GiB)") for v in volumes]
+        return self
 
     def clean_command(self):
         try:
             return shlex.split(self.cleaned_data["command"])
         except ValueError as exc:
             raise ValidationError(f"Cannot split this command: {exc}.") from exc
+
+    def clean_args(self):
+        try:
+            return shlex.split(self.cleaned_data["args"])
+        except ValueError as exc:
+            raise ValidationError(f"Cannot split these arguments: {exc}.") from exc
+
+    def clean_ports(self):
+        """``[{"port": 8888, "label": "JupyterLab"}]``; the range and duplicates are the service's to check."""
+        ports = []
+        for number, line in enumerate(self.cleaned_data["ports"].splitlines(), start=1):
+            if not line.strip():
+                continue
+            port, _, label = line.strip().partition(" ")
+            if not port.isdigit():
+                raise ValidationError(f"Line {number}: write the port number first, e.g. 8888 JupyterLab.")
+            ports.append({"port": int(port), "label": label.strip()})
+        return ports
+
+    @staticmethod
+    def initial_from(fields: dict) -> dict:
+        """The form's initial values for a template's fields (``sessions.template_fields``)."""
+        return {
+            "name": fields["name"],
+            "image": fields["image"],
+            "command": shlex.join(fields["command"]),
+            "args": shlex.join(fields["args"]),
+            "env": "\n".join(f"{k}={v}" for k, v in fields["env"].items()),
+            "ports": "\n".join(f"{p['port']} {p['label']}".strip() for p in fields["ports"]),
+            "ssh": fields["ssh"],
+        }
 
     def clean_env(self):
         env = {}
@@ -65,6 +145,64 @@ class JobForm(forms.Form):
                 raise ValidationError(f"Line {number}: write NAME=value.")
             env[name.strip()] = value
         return env
+
+
+class SshKeyForm(forms.Form):
+    """A renter's SSH public key (sessions helper)."""
+
+    name = forms.CharField(max_length=60, required=False, help_text="e.g. laptop; the key's comment if left empty.")
+    public_key = forms.CharField(
+        label="Public key",
+        max_length=16 * 1024,
+        widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false", "autocomplete": "off"}),
+        help_text="The contents of ~/.ssh/id_ed25519.pub (ed25519, ecdsa, rsa ≥ 2048 bits, or sk-ssh-ed25519).",
+    )
+
+
+class ClusterSshForm(forms.Form):
+    """How the owner's cluster exposes renters' SSH sessions (sessions helper)."""
+
+    ssh_service_type = forms.ChoiceField(label="SSH through", choices=())
+
+    def __init__(self, *args, choices=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["ssh_service_type"].choices = choices
+
+
+# -- storage (storage helper) --
+
+
+class RegistryCredentialForm(forms.Form):
+    name = forms.CharField(max_length=63, help_text="Your label, e.g. ghcr-acme.")
+    registry = forms.CharField(max_length=253, help_text="host[:port]: ghcr.io, nvcr.io, registry.example.com:5000")
+    username = forms.CharField(max_length=200, widget=forms.TextInput(attrs={"autocomplete": "off"}))
+    password = forms.CharField(
+        max_length=8192,
+        label="Password or token",
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+        help_text="Stored encrypted and never shown again.",
+    )
+
+
+class VolumeForm(forms.Form):
+    booking = forms.TypedChoiceField(coerce=str, label="On the server of booking")
+    size_gib = forms.IntegerField(min_value=1, max_value=MAX_VOLUME_GIB_LIMIT, label="Size (GiB)", initial=50)
+
+    def __init__(self, *args, bookings=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["booking"].choices = [
+            (str(b.public_id), f"{b.server.hostname} · {b.start:%d %b %H:%M} → {b.end:%d %b %H:%M}") for b in bookings
+        ]
+
+
+class ClusterStorageForm(forms.Form):
+    storage_class = forms.CharField(
+        max_length=253,
+        required=False,
+        label="Storage class for renters' volumes",
+        help_text="A StorageClass of your cluster (kubectl get storageclass); blank: no volumes offered.",
+    )
+    max_volume_gib = forms.IntegerField(min_value=1, max_value=MAX_VOLUME_GIB_LIMIT, label="Largest volume (GiB)")
 
 
 class QuickBookForm(forms.Form):

@@ -41,10 +41,24 @@ class Cluster(models.Model):
     server_version = models.CharField(
         max_length=64, blank=True, help_text="The API server's version as last read (decides user namespaces)."
     )
+
+    # -- sessions helper: how the owner's cluster exposes SSH --
+    class SshServiceType(models.TextChoices):
+        NODE_PORT = "NodePort", "NodePort (a node's address and a port 30000-32767)"
+        LOAD_BALANCER = "LoadBalancer", "LoadBalancer (an address from the cluster's load balancer)"
+
+    ssh_service_type = models.CharField(
+        max_length=12,
+        choices=SshServiceType.choices,
+        default=SshServiceType.NODE_PORT,
+        help_text="The kind of Service that exposes renters' SSH sessions on this cluster.",
+    )
     health = models.CharField(max_length=10, choices=Health.choices, default=Health.UNKNOWN)
     health_message = models.CharField(max_length=500, blank=True)
     checked_at = models.DateTimeField(null=True, blank=True)
     synced_at = models.DateTimeField(null=True, blank=True)
+    # scale helper: where a watch of our Jobs resumes (the resourceVersion of the tick's Jobs list).
+    jobs_resource_version = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -68,9 +82,15 @@ class Node(models.Model):
     gpu_allocatable = models.PositiveSmallIntegerField(default=0)
     gpu_product = models.CharField(max_length=120, blank=True)
     ready = models.BooleanField(default=False)
+    # scale helper: the node's status.allocatable (0 = not reported); caps a job's CPU and memory share.
+    cpu_allocatable_milli = models.PositiveIntegerField(default=0)
+    memory_allocatable_mib = models.PositiveIntegerField(default=0)
     server = models.OneToOneField(Server, on_delete=models.SET_NULL, null=True, blank=True, related_name="cluster_node")
     mismatch = models.CharField(
         max_length=300, blank=True, help_text="How the node differs from the server its owner declared."
+    )
+    external_address = models.CharField(
+        max_length=253, blank=True, help_text="ExternalIP, else InternalIP, as the node reports it (SSH via NodePort)."
     )
     seen_at = models.DateTimeField()
 
@@ -217,6 +237,29 @@ class ExposedPort(models.Model):
     # -- sessions (workloads helper) --
 
 
+class SshKey(models.Model):
+    """A renter's SSH public key, put into the ``authorized_keys`` of their sessions. ``public_key``
+    is the key as given (type, base64, comment); ``fingerprint`` as ``ssh-keygen -lf`` prints it
+    (``SHA256:`` and unpadded base64), unique per user."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="ssh_keys")
+    name = models.CharField(max_length=60)
+    key_type = models.CharField(max_length=40)
+    public_key = models.TextField()
+    fingerprint = models.CharField(max_length=60)
+    bits = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["user_id", "created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["user", "fingerprint"], name="ssh_key_unique_fingerprint_per_user"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.fingerprint})"
+
+
 class Endpoint(models.Model):
     """A renter's inference endpoint on a booking: a Deployment behind a Service on the booked
     server's cluster, reached at ``/endpoints/<public_id>/`` with the renter's API token."""
@@ -270,6 +313,40 @@ class Endpoint(models.Model):
         return self.status in self.LIVE
 
     # -- endpoints (endpoints helper) --
+    # Metering: the ready replicas seen at a tick count for the interval since the previous tick
+    # (``metered_until``); the GPU-seconds so counted are reported to the marketplace as usage every
+    # SCHEDULER_METER_SECONDS (``reported_until``, ``unreported_gpu_seconds``) and at the end.
+    running_image = models.CharField(  # noqa: DJ012 - this helper's section is below Meta
+        max_length=400, blank=True, help_text="The image the replicas run, once rolled."
+    )
+    node_name = models.CharField(max_length=253, blank=True)
+    launched_at = models.DateTimeField(null=True, blank=True)
+    metered_until = models.DateTimeField(null=True, blank=True)
+    reported_until = models.DateTimeField(null=True, blank=True)
+    ready_replica_seconds = models.BigIntegerField(default=0)
+    unreported_gpu_seconds = models.BigIntegerField(default=0)
+    gpu_seconds = models.BigIntegerField(default=0, help_text="Reported to the marketplace as usage.")
+    stop_requested = models.BooleanField(default=False)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+
+class SimDeployment(models.Model):
+    """A Deployment of a simulated cluster (an inference endpoint's replicas): its replicas are ready
+    ``SCHEDULER_SIM_START_SECONDS`` after it was created or last rolled (one fewer while rolling)."""
+
+    cluster = models.ForeignKey(Cluster, on_delete=models.CASCADE, related_name="sim_deployments")
+    namespace = models.CharField(max_length=63)
+    name = models.CharField(max_length=63)
+    uid = models.UUIDField(default=uuid.uuid4, unique=True)
+    node = models.CharField(max_length=253)
+    spec = models.JSONField()
+    created_at = models.DateTimeField()
+    rolled_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["cluster", "namespace", "name"], name="simdeployment_unique_name")
+        ]
 
 
 class EndpointMinute(models.Model):
@@ -291,3 +368,82 @@ class EndpointMinute(models.Model):
 
 
 # -- storage and registries (misc helper) --
+# A renter's registry credentials (image-pull secrets) and persistent volumes; the fields they add
+# to ``Cluster`` and ``Job`` are attached here (``add_to_class``), so this section holds all of
+# storage's schema (migration 0008_storage).
+
+
+class RegistryCredential(models.Model):
+    """A renter's login to a private container registry (ghcr.io, nvcr.io, host:port). The password
+    or token is sealed like a kubeconfig and never shown again; at launch it becomes the Job's
+    ``kubernetes.io/dockerconfigjson`` Secret ``<job>-pull``."""
+
+    renter = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="registry_credentials")
+    name = models.CharField(max_length=63, help_text="Your label, e.g. ghcr-acme.")
+    registry = models.CharField(max_length=253, help_text="The registry's host[:port], e.g. ghcr.io.")
+    username = models.CharField(max_length=200)
+    password_sealed = models.TextField(help_text="Fernet-sealed password or token; never shown again.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["renter_id", "name"]
+        constraints = [models.UniqueConstraint(fields=["renter", "name"], name="registry_credential_unique_name")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.registry})"
+
+
+class Volume(models.Model):
+    """A renter's persistent volume on one server: a PVC ``infrafi-vol-<id>`` on the owner's storage
+    class in the renter's namespace, mounted at ``/workspace`` by the jobs that ask for it. It is
+    created at the first such job's launch and outlives every job (it is not owned by one)."""
+
+    class Status(models.TextChoices):
+        REQUESTED = "requested", "Created at the first job's launch"
+        CREATED = "created", "On the cluster"
+        DELETED = "deleted", "Deleted"
+
+    renter = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="volumes")
+    server = models.ForeignKey(Server, on_delete=models.PROTECT, related_name="+")
+    cluster = models.ForeignKey(Cluster, on_delete=models.PROTECT, related_name="volumes")
+    size_gib = models.PositiveIntegerField()
+    storage_class = models.CharField(max_length=253, help_text="The owner's storage class when it was asked for.")
+    pvc_name = models.CharField(max_length=63, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.REQUESTED)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(size_gib__gte=1), name="volume_size_positive"),
+            models.UniqueConstraint(
+                fields=["renter", "server"],
+                condition=~models.Q(status="deleted"),
+                name="volume_one_per_renter_and_server",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.pvc_name or f"volume {self.pk}"
+
+
+Cluster.add_to_class(
+    "storage_class",
+    models.CharField(
+        max_length=253, blank=True, help_text="The StorageClass renters' volumes use; blank = no volumes offered."
+    ),
+)
+Cluster.add_to_class(
+    "max_volume_gib", models.PositiveIntegerField(default=100, help_text="The largest volume a renter may ask for.")
+)
+Job.add_to_class(
+    "allow_other_regions",
+    models.BooleanField(default=False, help_text="Failover may move the job out of the booked region."),
+)
+Job.add_to_class(
+    "registry_credential",
+    models.ForeignKey(RegistryCredential, on_delete=models.SET_NULL, null=True, blank=True, related_name="jobs"),
+)
+Job.add_to_class(
+    "volume", models.ForeignKey(Volume, on_delete=models.SET_NULL, null=True, blank=True, related_name="jobs")
+)

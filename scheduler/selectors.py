@@ -11,7 +11,7 @@ from financing.selectors.placement import placement_weights
 from marketplace.models import BookingGpu, Gpu, Listing
 from marketplace.selectors.search import SearchQuery, listing_search
 from scheduler import placement
-from scheduler.models import Cluster, Job, Node
+from scheduler.models import Cluster, Endpoint, Job, Node
 
 
 def collateral_weights(server_ids) -> dict[int, float]:
@@ -101,8 +101,18 @@ def renter_jobs(user: User) -> QuerySet[Job]:
     return Job.objects.filter(renter=user).select_related("booking__listing__gpu_model", "cluster")
 
 
-def booking_live_gpus(booking_id: int, *, exclude_job: int | None = None) -> int:
+def booking_live_gpus(booking_id: int, *, exclude_job: int | None = None, exclude_endpoint: int | None = None) -> int:
+    """The booking's GPUs taken by its live jobs and live inference endpoints (replicas × GPUs each):
+    jobs and endpoints share the booking's GPUs, each side counting the other."""
     jobs = Job.objects.filter(booking_id=booking_id, status__in=Job.LIVE)
     if exclude_job:
         jobs = jobs.exclude(pk=exclude_job)
-    return sum(jobs.values_list("gpu_count", flat=True))
+    endpoints = Endpoint.objects.filter(booking_id=booking_id, status__in=Endpoint.LIVE)
+    if exclude_endpoint:
+        endpoints = endpoints.exclude(pk=exclude_endpoint)
+    taken = sum(replicas * gpus for replicas, gpus in endpoints.values_list("replicas", "gpus_per_replica"))
+    return sum(jobs.values_list("gpu_count", flat=True)) + taken
+
+
+def renter_endpoints(user: User) -> QuerySet[Endpoint]:
+    return Endpoint.objects.filter(renter=user).select_related("booking", "cluster")

@@ -1,7 +1,47 @@
-"""Pages of the scheduler's scale (issue 15)."""
+"""Pages of the scheduler's scale (issue 15): owner onboarding.
 
-from django.urls import path  # noqa: F401
+``/owner/clusters/onboarding/`` explains what a cluster needs (the GPU
+Operator's resources and labels) and shows the least-privilege manifest;
+``/owner/clusters/onboarding.yaml`` downloads it for ``kubectl apply -f``.
+Both are rendered from ``scheduler.onboarding`` (the one table of
+permissions). The two views are thin and have no other home, so they live
+here beside their routes.
+"""
+
+from django.http import HttpResponse
+from django.shortcuts import render
+from django.urls import path
+
+from accounts.models import Role
+from accounts.permissions import role_required
+from scheduler import onboarding
 
 app_name = "scheduler_scale"
 
-urlpatterns: list = []
+
+@role_required(Role.OWNER)
+def owner_onboarding(request):
+    context = {
+        "manifest": onboarding.onboarding_manifest(),
+        "permissions": [
+            (onboarding.permission_label(group, resource), verbs) for group, resource, verbs in onboarding.PERMISSIONS
+        ],
+        "prerequisites": onboarding.PREREQUISITES,
+        "commands": onboarding.KUBECONFIG_COMMANDS,
+        "system_namespace": onboarding.SYSTEM_NAMESPACE,
+        "service_account": onboarding.SERVICE_ACCOUNT,
+    }
+    return render(request, "scheduler/onboarding.html", context)
+
+
+@role_required(Role.OWNER)
+def owner_onboarding_manifest(request):
+    response = HttpResponse(onboarding.onboarding_manifest(), content_type="application/yaml; charset=utf-8")
+    response["Content-Disposition"] = 'attachment; filename="infrafi-onboarding.yaml"'
+    return response
+
+
+urlpatterns = [
+    path("owner/clusters/onboarding/", owner_onboarding, name="owner_onboarding"),
+    path("owner/clusters/onboarding.yaml", owner_onboarding_manifest, name="owner_onboarding_manifest"),
+]

@@ -3,7 +3,8 @@ Thin: a form, one service, a template."""
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.http import Http404, JsonResponse
+from django.core.handlers.asgi import ASGIRequest
+from django.http import Http404, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
@@ -11,12 +12,24 @@ from django.views.decorators.http import require_http_methods, require_POST
 from accounts.models import Role
 from accounts.permissions import role_required
 from accounts.selectors import owner_company_for_user
+from core.api import digits
 from core.forms import form_submit
 from marketplace.selectors import bookings as booking_selectors
 from scheduler import selectors
-from scheduler.forms import ClusterConnectForm, JobForm, QuickBookForm, SimulatedClusterForm
-from scheduler.models import Cluster, Job
-from scheduler.services import clusters, jobs, quickbook
+from scheduler.forms import (
+    ClusterConnectForm,
+    ClusterSshForm,
+    ClusterStorageForm,
+    JobForm,
+    QuickBookForm,
+    RegistryCredentialForm,
+    SimulatedClusterForm,
+    SshKeyForm,
+    VolumeForm,
+)
+from scheduler.models import Cluster, Job, RegistryCredential, SshKey, Volume
+from scheduler.services import clusters, jobs, logs, quickbook, sessions, storage
+from scheduler.workload_templates import TEMPLATES, Kind
 
 LOG_LINES = 60
 
@@ -64,7 +77,14 @@ def _owner_cluster(request, pk: int) -> Cluster:
 def owner_cluster_detail(request, pk: int):
     cluster = _owner_cluster(request, pk)
     nodes = cluster.nodes.select_related("server").order_by("name")
-    return render(request, "scheduler/owner_cluster.html", {"cluster": cluster, "nodes": nodes})
+    ssh_form = ClusterSshForm(  # sessions helper
+        initial={"ssh_service_type": cluster.ssh_service_type}, choices=Cluster.SshServiceType.choices
+    )
+    context = {"cluster": cluster, "nodes": nodes, "ssh_form": ssh_form}
+    context["storage_form"] = ClusterStorageForm(  # storage helper
+        initial={"storage_class": cluster.storage_class, "max_volume_gib": cluster.max_volume_gib}
+    )
+    return render(request, "scheduler/owner_cluster.html", context)
 
 
 @role_required(Role.OWNER)
@@ -108,7 +128,20 @@ def job_new(request, public_id):
     booking = booking_selectors.booking_get_for_renter(renter=request.user, public_id=public_id)
     if booking is None:
         raise Http404("No such booking.")
-    form = JobForm(request.POST or None, initial={"gpu_count": booking.gpu_count})
+    initial = {"gpu_count": booking.gpu_count}
+    template_key = request.GET.get("template", "")
+    if template_key:  # prefill from a template (sessions helper); every field stays the renter's to change
+        template = TEMPLATES.get(template_key)
+        if template is not None and template.kind == Kind.INFERENCE:
+            return redirect(f"/bookings/{booking.public_id}/endpoints/new/?template={template.key}")
+        if template is not None:
+            initial.update(JobForm.initial_from(sessions.template_fields(template.key)))
+    form = JobForm(request.POST or None, initial=initial).storage_choices(  # storage helper
+        credentials=RegistryCredential.objects.filter(renter=request.user),
+        volumes=Volume.objects.filter(renter=request.user, server_id=booking.server_id).exclude(
+            status=Volume.Status.DELETED
+        ),
+    )
     if request.method == "POST" and (
         done := form_submit(
             form,
@@ -118,15 +151,22 @@ def job_new(request, public_id):
                 name=d["name"],
                 image=d["image"],
                 command=d["command"],
+                args=d["args"],
                 env=d["env"],
                 gpu_count=d["gpu_count"],
+                ports=d["ports"],
+                ssh=d["ssh"],
+                registry_credential=d["registry_credential"],
+                volume=d["volume"],
+                allow_other_regions=d["allow_other_regions"],
             ),
         )
     ):
         messages.success(request, "Job submitted.")
         return redirect("scheduler:job_detail", public_id=done.result.public_id)
     status = 400 if form.errors else 200
-    return render(request, "scheduler/job_new.html", {"booking": booking, "form": form}, status=status)
+    context = {"booking": booking, "form": form, "templates": TEMPLATES.values(), "template_key": template_key}
+    return render(request, "scheduler/job_new.html", context, status=status)
 
 
 def _progress(job: Job, now) -> int:
@@ -161,6 +201,8 @@ def job_detail(request, public_id):
         "booking": job.booking,
         "state": _status(job, now),
         "simulated": bool(job.cluster and job.cluster.simulated),
+        "session": sessions.session_info(job),
+        "registry_automatic": job.events.filter(kind="registry").exists(),  # storage helper
     }
     return render(request, "scheduler/job_detail.html", context)
 
@@ -202,3 +244,131 @@ def quick_book(request):
     ):
         return redirect("marketplace:checkout", public_id=done.result.public_id)
     return render(request, "scheduler/quick_book.html", {"form": form}, status=400 if form.errors else 200)
+
+
+# --- Sessions: the renter's SSH keys, the owner's SSH Service type (sessions helper) ---------------
+
+
+@role_required(Role.RENTER)
+@require_http_methods(["GET", "POST"])
+def ssh_keys(request):
+    """The renter's SSH public keys: add one, delete one (``?delete=<id>`` as a POST)."""
+    form = SshKeyForm(request.POST if request.method == "POST" and "delete" not in request.POST else None)
+    if request.method == "POST" and "delete" in request.POST:
+        key = get_object_or_404(SshKey, pk=request.POST.get("delete") or 0, user=request.user)
+        sessions.ssh_key_delete(user=request.user, key=key)
+        messages.success(request, f"Key {key.name} deleted; running sessions keep it until their next start.")
+        return redirect("scheduler_sessions:ssh_keys")
+    if request.method == "POST" and (
+        done := form_submit(
+            form, lambda d: sessions.ssh_key_add(user=request.user, name=d["name"], public_key=d["public_key"])
+        )
+    ):
+        messages.success(request, f"Key {done.result.name} added ({done.result.fingerprint}).")
+        return redirect("scheduler_sessions:ssh_keys")
+    context = {"form": form, "keys": SshKey.objects.filter(user=request.user)}
+    return render(request, "scheduler/ssh_keys.html", context, status=400 if form.errors else 200)
+
+
+@role_required(Role.OWNER)
+@require_POST
+def owner_cluster_ssh(request, pk: int):
+    cluster = _owner_cluster(request, pk)
+    form = ClusterSshForm(request.POST, choices=Cluster.SshServiceType.choices)
+    if form_submit(
+        form,
+        lambda d: sessions.cluster_set_ssh_service_type(cluster=cluster, service_type=d["ssh_service_type"]),
+    ):
+        kind = form.cleaned_data["ssh_service_type"]
+        messages.success(request, f"Renters' SSH sessions go through a {kind} Service.")
+    else:
+        messages.error(request, "; ".join(e for errors in form.errors.values() for e in errors))
+    return redirect("scheduler:owner_cluster", pk=pk)
+
+
+# --- Storage: registry credentials, volumes, followed and downloaded logs (storage helper) ----------
+
+
+@role_required(Role.RENTER)
+@require_http_methods(["GET", "POST"])
+def registries(request):
+    """The renter's registry credentials: add one; delete one (POST ``delete=<id>``)."""
+    if request.method == "POST" and "delete" in request.POST:
+        credential = get_object_or_404(RegistryCredential, pk=digits(request.POST["delete"]) or 0, renter=request.user)
+        storage.registry_credential_delete(renter=request.user, credential=credential)
+        messages.success(request, f"Credential {credential.name} deleted.")
+        return redirect("scheduler_storage:registries")
+    form = RegistryCredentialForm(request.POST if request.method == "POST" else None)
+    if request.method == "POST" and (
+        done := form_submit(form, lambda d: storage.registry_credential_create(renter=request.user, **d))
+    ):
+        messages.success(request, f"Credential {done.result.name} for {done.result.registry} saved.")
+        return redirect("scheduler_storage:registries")
+    context = {"form": form, "credentials": RegistryCredential.objects.filter(renter=request.user)}
+    return render(request, "scheduler/registries.html", context, status=400 if form.errors else 200)
+
+
+@role_required(Role.RENTER)
+@require_http_methods(["GET", "POST"])
+def volumes(request):
+    """The renter's volumes: ask for one on a booked server; delete one (POST ``delete=<id>``)."""
+    if request.method == "POST" and "delete" in request.POST:
+        volume = get_object_or_404(Volume, pk=digits(request.POST["delete"]) or 0, renter=request.user)
+        try:
+            storage.volume_delete(renter=request.user, volume=volume)
+            messages.success(request, f"Volume {volume.pvc_name} deleted, with its data.")
+        except ValidationError as exc:
+            messages.error(request, "; ".join(exc.messages))
+        return redirect("scheduler_storage:volumes")
+    bookings = [
+        b
+        for b in booking_selectors.booking_list_for_renter(renter=request.user).select_related("server")
+        if b.status in jobs.RUNNABLE and b.end > timezone.now()
+    ]
+    form = VolumeForm(request.POST if request.method == "POST" else None, bookings=bookings)
+
+    def create(d):
+        booking = next(b for b in bookings if str(b.public_id) == d["booking"])
+        return storage.volume_create(renter=request.user, booking=booking, size_gib=d["size_gib"])
+
+    if request.method == "POST" and (done := form_submit(form, create)):
+        messages.success(request, f"Volume {done.result.pvc_name} ready: jobs on that server can mount it.")
+        return redirect("scheduler_storage:volumes")
+    mine = Volume.objects.filter(renter=request.user).exclude(status=Volume.Status.DELETED).select_related("server")
+    context = {"form": form, "volumes": mine}
+    return render(request, "scheduler/volumes.html", context, status=400 if form.errors else 200)
+
+
+@role_required(Role.OWNER)
+@require_POST
+def owner_cluster_storage(request, pk: int):
+    cluster = _owner_cluster(request, pk)
+    form = ClusterStorageForm(request.POST)
+    if form_submit(form, lambda d: storage.cluster_set_storage(cluster=cluster, owner=_owner(request), **d)):
+        cluster.refresh_from_db()
+        offered = f"on {cluster.storage_class}, up to {cluster.max_volume_gib} GiB" if cluster.storage_class else "none"
+        messages.success(request, f"Renters' volumes: {offered}.")
+    else:
+        messages.error(request, "; ".join(e for errors in form.errors.values() for e in errors))
+    return redirect("scheduler:owner_cluster", pk=pk)
+
+
+@role_required(Role.RENTER)
+def job_log_stream(request, public_id):
+    """The current attempt's log, followed (chunked ``text/plain``) until the container ends or the cap."""
+    job = _my_job(request, public_id)
+    # Under ASGI a synchronous iterator would be sent only once whole: hand the loop an asynchronous one.
+    chunks = logs.job_log_follow_async(job=job) if isinstance(request, ASGIRequest) else logs.job_log_follow(job=job)
+    response = StreamingHttpResponse(chunks, content_type="text/plain; charset=utf-8")
+    response["Cache-Control"] = "no-store"
+    response["X-Accel-Buffering"] = "no"  # a proxy in front must pass chunks on as they come
+    return response
+
+
+@role_required(Role.RENTER)
+def job_log_download(request, public_id):
+    job = _my_job(request, public_id)
+    response = HttpResponse(logs.job_log_download(job=job), content_type="text/plain; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{job.name}-attempt-{job.attempt}.log"'
+    response["Cache-Control"] = "no-store"
+    return response

@@ -27,7 +27,8 @@ behaviour; the emulator does not have it):
   and ``generateName``;
 * equality-based ``labelSelector`` on lists (kmock returns every object);
 * ``pods/log`` (kmock answers it with the Pod), with ``tailLines``, from text
-  the test writes with ``write_log``;
+  the test writes with ``write_log``; with ``follow=true`` it streams, until the
+  pod finishes (``KubeCluster.follow_log``);
 * ``SelfSubjectAccessReview``: allowed unless the test ``deny()``-ed it (kmock
   would store the first review and answer 409 to every later one);
 * ``GET /version/``, the path the official client asks (kmock serves
@@ -76,7 +77,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fractions import Fraction
 from typing import Any, TypeVar
@@ -91,6 +92,7 @@ T = TypeVar("T")
 TOKEN = "kube-emulator-token"
 DEFAULT_GPU_PRODUCT = "NVIDIA-H100-80GB-HBM3"
 START_TIMEOUT_SECONDS = 10
+LOG_FOLLOW_POLL_SECONDS = 0.02  # how often a followed log looks for appended text (storage helper)
 # No user namespaces by default (they are on by default from Kubernetes 1.33).
 DEFAULT_SERVER_VERSION = "v1.29.4"
 ROOT = 0
@@ -122,6 +124,10 @@ RESOURCES = {
 # The plural that kmock's path parser is given instead of "namespaces" (see the module docstring).
 _NS_ALIAS = "kube-emulator-namespaces"
 _NS_PATH = re.compile(r"/api/v1/namespaces(/[^/]+)?/?")
+# The API server's service proxy: .../services/{[scheme:]name[:port]}/proxy[/rest]
+_SERVICE_PROXY_PATH = re.compile(r"/api/v1/namespaces/([^/]+)/services/([^/]+)/proxy(/.*)?")
+# Root-relative links in HTML (href="/x", src='/x', action="/x"; not protocol-relative //host).
+_HTML_LINK = re.compile(r"""(\s(?:href|src|action)=["'])/(?!/)""")
 
 
 def ts(moment: datetime | None = None) -> str:
@@ -159,6 +165,8 @@ class KubeEmulator(kmock.KubernetesEmulator):
     logs: dict[tuple[str, str], str] = attrs.field(factory=dict)  # (namespace, pod) -> log text
     denied: set[tuple[str, str, str]] = attrs.field(factory=set)  # (verb, group, resource)
     git_version: str = DEFAULT_SERVER_VERSION  # what GET /version answers
+    # (namespace, service, port) -> upstream URL: the service proxy's routes (KubeCluster.route_service)
+    service_routes: dict[tuple[str, str, int], str] = attrs.field(factory=dict)
     _versions: Iterator[int] = attrs.field(factory=lambda: itertools.count(1))
 
     def __attrs_post_init__(self) -> None:
@@ -170,6 +178,8 @@ class KubeEmulator(kmock.KubernetesEmulator):
         self["get /version/"] << self._serve_server_version  # the official client adds the slash
 
     async def __call__(self, raw_request: Any) -> Any:
+        if _SERVICE_PROXY_PATH.match(raw_request.path):  # streamed both ways: before kmock reads the body
+            return await KubeCluster.serve_service_proxy(self, raw_request)
         match = _NS_PATH.fullmatch(raw_request.path)
         if match:
             url = raw_request.rel_url
@@ -187,7 +197,9 @@ class KubeEmulator(kmock.KubernetesEmulator):
         if request.action == kmock.action.CREATE and isinstance(request.data, dict):
             meta = request.data.setdefault("metadata", {})
             if not meta.get("name") and (meta.get("generateName") or request.resource == REVIEWS):
-                meta["name"] = f"{meta.get('generateName') or 'review-'}{uuid.uuid4().hex[:5]}"
+                # Reviews are never stored by an API server: a full uuid, so dozens per test never collide.
+                suffix = uuid.uuid4().hex if request.resource == REVIEWS else uuid.uuid4().hex[:5]
+                meta["name"] = f"{meta.get('generateName') or 'review-'}{suffix}"
             if request.namespace:
                 meta.setdefault("namespace", request.namespace)
             meta.setdefault("uid", str(uuid.uuid4()))
@@ -208,6 +220,8 @@ class KubeEmulator(kmock.KubernetesEmulator):
         key = (PODS, request.namespace, request.name)
         if key not in self.objects or self.objects[key].deleted:
             raise kmock.KubernetesObjectNotFoundError()
+        if request.params.get("follow", "").lower() == "true":  # storage helper: see KubeCluster.follow_log
+            return KubeCluster.follow_log(self, request.namespace, request.name)
         text = self.logs.get((request.namespace, request.name), "")
         tail = request.params.get("tailLines")
         if tail is not None:
@@ -237,6 +251,19 @@ class Fault:
 
     left: int
     served: int = 0
+
+
+@dataclass
+class Gate:
+    """A request held by ``KubeCluster.hold`` (scale helper)."""
+
+    loop: asyncio.AbstractEventLoop
+    opened: asyncio.Event
+    entered: threading.Event = field(default_factory=threading.Event)
+    used: bool = False
+
+    def release(self) -> None:
+        self.loop.call_soon_threadsafe(self.opened.set)
 
 
 class KubeCluster:
@@ -404,11 +431,299 @@ class KubeCluster:
 
     # -- scale helper: watches, access reviews --
 
+    def hold(self, *, method: str | None = None, path: str | None = None) -> Gate:
+        """Hold the next matching request (``path`` a regular expression on the URL path) until the
+        test calls ``release()`` on the returned gate; ``entered`` is set once it is held. Then the
+        emulator answers it as usual: a slow API server, made slow for as long as the test says."""
+        gate = Gate(loop=self._loop, opened=asyncio.Event())
+        pattern = re.compile(path) if path else None
+
+        def matches(request: kmock.Request) -> bool:
+            return (method is None or request.method.value == method) and (
+                pattern is None or pattern.fullmatch(request.url.path) is not None
+            )
+
+        async def wait(request: kmock.Request) -> Any:
+            if gate.used:
+                return StopIteration
+            gate.used = True
+            gate.entered.set()
+            await gate.opened.wait()
+            return StopIteration  # let the emulator answer
+
+        self.in_loop(lambda: self.emulator.override[matches] << wait)
+        return gate
+
     # -- sessions / proxy helper: Services and the API server's service proxy --
+
+    def set_node_addresses(self, name: str, *, external: str = "", internal: str = "10.0.0.10") -> None:
+        """The kubelet reports the node's addresses (status.addresses: InternalIP, ExternalIP, Hostname)."""
+        addresses = [{"type": "Hostname", "address": name}]
+        if internal:
+            addresses.append({"type": "InternalIP", "address": internal})
+        if external:
+            addresses.append({"type": "ExternalIP", "address": external})
+        self.api("PATCH", f"/api/v1/nodes/{name}/status", {"status": {"addresses": addresses}})
+
+    def assign_node_port(self, namespace: str, service: str, node_port: int) -> None:
+        """The API server allocates the Service's nodePort (kmock allocates none)."""
+        stored = self.api("GET", f"/api/v1/namespaces/{namespace}/services/{service}")
+        ports = [{**p, "nodePort": node_port} for p in stored["spec"]["ports"]]
+        self.api("PATCH", f"/api/v1/namespaces/{namespace}/services/{service}", {"spec": {"ports": ports}})
+
+    def set_load_balancer_ingress(self, namespace: str, service: str, *, ip: str = "", hostname: str = "") -> None:
+        """The cloud controller gives the LoadBalancer Service its address."""
+        ingress = {"ip": ip} if ip else {"hostname": hostname}
+        status = {"status": {"loadBalancer": {"ingress": [ingress]}}}
+        self.api("PATCH", f"/api/v1/namespaces/{namespace}/services/{service}/status", status)
+
+    # The API server's service proxy (proxy helper): a route per (namespace, service, port) to an
+    # upstream the test runs; requests are streamed both ways and websocket upgrades pass through.
+    # As kube-apiserver does, the Authorization header (our credentials) is not passed on, and the
+    # root-relative links of (uncompressed) HTML answers get the proxy's path in front.
+
+    def route_service(self, namespace: str, service: str, port: int, upstream_url: str, *, create: bool = True) -> None:
+        """Route the service proxy's ``{service}:{port}`` in ``namespace`` to ``upstream_url`` (e.g.
+        ``http://127.0.0.1:5000``); with ``create``, also store the Service (ClusterIP, that port) if absent."""
+        if create and self.stored("v1/services", namespace, service) is None:
+            service_object = {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": service, "namespace": namespace},
+                "spec": {"type": "ClusterIP", "ports": [{"port": port, "targetPort": port, "protocol": "TCP"}]},
+            }
+            self.api("POST", f"/api/v1/namespaces/{namespace}/services", service_object)
+
+        def store() -> None:
+            self.emulator.service_routes[(namespace, service, int(port))] = upstream_url.rstrip("/")
+
+        self.in_loop(store)
+
+    def unroute_service(self, namespace: str, service: str, port: int) -> None:
+        """The Service's endpoints are gone (its pods not ready): the service proxy answers 503."""
+        self.in_loop(lambda: self.emulator.service_routes.pop((namespace, service, int(port)), None))
+
+    @staticmethod
+    async def serve_service_proxy(emulator: KubeEmulator, raw_request: Any) -> Any:
+        from aiohttp import ClientError, ClientSession, WSMsgType, web
+
+        match = _SERVICE_PROXY_PATH.match(raw_request.path)
+        namespace, name, rest = match[1], urllib.parse.unquote(match[2]), match[3] or "/"
+        parts = name.split(":")
+        if parts[0] in ("http", "https") and len(parts) > 1:
+            parts = parts[1:]
+        service, port = parts[0], parts[1] if len(parts) > 1 else ""
+        key = (SERVICES, namespace, service)
+        if key not in emulator.objects or emulator.objects[key].deleted:
+            return web.Response(status=503, text=f'services "{service}" not found')
+        routes = {p: url for (ns, svc, p), url in emulator.service_routes.items() if (ns, svc) == (namespace, service)}
+        if not port and len(routes) == 1:
+            port = str(next(iter(routes)))
+        upstream = routes.get(int(port)) if port.isdigit() else None
+        if upstream is None:
+            return web.Response(status=503, text=f'no endpoints available for service "{service}"')
+        url = upstream + rest + (f"?{raw_request.query_string}" if raw_request.query_string else "")
+        hop = {"connection", "keep-alive", "transfer-encoding", "upgrade", "te", "trailer", "proxy-connection"}
+        hop |= {"host", "authorization", "content-length"}
+        headers = {k: v for k, v in raw_request.headers.items() if k.lower() not in hop}
+        async with ClientSession(auto_decompress=False) as session:
+            if raw_request.headers.get("Upgrade", "").lower() == "websocket":
+                protocols = [p.strip() for p in raw_request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p]
+                ws_headers = {k: v for k, v in headers.items() if not k.lower().startswith("sec-websocket")}
+                try:
+                    upstream_ws = await session.ws_connect(url, protocols=protocols, headers=ws_headers)
+                except (ClientError, OSError) as exc:
+                    return web.Response(status=502, text=f"error trying to reach service: {exc}")
+                client_ws = web.WebSocketResponse(protocols=protocols)
+                await client_ws.prepare(raw_request)
+
+                async def pump(source: Any, target: Any) -> None:
+                    async for message in source:
+                        if message.type == WSMsgType.TEXT:
+                            await target.send_str(message.data)
+                        elif message.type == WSMsgType.BINARY:
+                            await target.send_bytes(message.data)
+                    await target.close()
+
+                await asyncio.gather(pump(client_ws, upstream_ws), pump(upstream_ws, client_ws))
+                return client_ws
+            body = raw_request.content.iter_any() if raw_request.body_exists else None
+            try:
+                async with session.request(
+                    raw_request.method, url, headers=headers, data=body, allow_redirects=False
+                ) as answer:
+                    if answer.content_type == "text/html" and not answer.headers.get("Content-Encoding"):
+                        # As Kubernetes' proxy transport: root-relative links get the proxy's path in front.
+                        prefix = raw_request.path[: match.start(3)] if match[3] else raw_request.path.rstrip("/")
+                        page = _HTML_LINK.sub(lambda m: m[1] + prefix + "/", (await answer.read()).decode())
+                        kept = {k: v for k, v in answer.headers.items() if k.lower() not in hop}
+                        return web.Response(status=answer.status, body=page.encode(), headers=kept)
+                    response = web.StreamResponse(status=answer.status, reason=answer.reason)
+                    for header, value in answer.headers.items():
+                        if header.lower() not in hop - {"content-length"}:
+                            response.headers.add(header, value)
+                    await response.prepare(raw_request)
+                    async for chunk in answer.content.iter_any():
+                        await response.write(chunk)
+                    await response.write_eof()
+                    return response
+            except (ClientError, OSError) as exc:
+                return web.Response(status=502, text=f"error trying to reach service: {exc}")
 
     # -- endpoints helper: Deployments and their controller --
 
+    def deployment(self, namespace: str, name: str) -> dict:
+        return self.api("GET", f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}")
+
+    def deployment_pods(self, namespace: str, name: str) -> list[dict]:
+        """The Deployment's pods (its ``matchLabels`` selector), oldest first."""
+        match = self.deployment(namespace, name)["spec"]["selector"]["matchLabels"]
+        selector = ",".join(f"{key}={value}" for key, value in sorted(match.items()))
+        items = self.api("GET", f"/api/v1/namespaces/{namespace}/pods", query={"labelSelector": selector})["items"]
+        return sorted(items, key=lambda pod: (pod["metadata"]["creationTimestamp"], pod["metadata"]["name"]))
+
+    def run_deployment(self, namespace: str, name: str, *, ready: int | None = None) -> list[str]:
+        """The Deployment controller (its ReplicaSet) creates pods of the current template up to
+        ``spec.replicas`` (old-template pods count, as under ``maxSurge: 0``); the scheduler binds each
+        pod that fits its node (``create_pod``'s rule: requests within allocatable minus what the bound
+        unfinished pods request); the kubelet starts bound pods, refusing root under runAsNonRoot as
+        ``run_pod`` does; the readiness probe passes on the first ``ready`` running pods (all when
+        None). Then the controller writes the Deployment's status (replicas, readyReplicas,
+        updatedReplicas, availableReplicas, observedGeneration). Returns the pods' names."""
+        deployment = self.deployment(namespace, name)
+        revision = _template_hash(deployment["spec"]["template"])
+        pods = self.deployment_pods(namespace, name)
+        for _ in range(int(deployment["spec"].get("replicas", 1)) - len(pods)):
+            pods.append(self._deployment_pod(namespace, deployment, revision))
+        ready_left = len(pods) if ready is None else ready
+        ready_count = 0
+        for pod in pods:
+            pod = self.api("GET", f"/api/v1/namespaces/{namespace}/pods/{pod['metadata']['name']}")
+            if not pod["spec"].get("nodeName"):
+                continue
+            refused = self._non_root_violation(pod)
+            if refused:
+                waiting = {"waiting": {"reason": "CreateContainerConfigError", "message": refused}}
+                status = {"containerStatuses": [self._container(pod, ready=False, state=waiting)]}
+            else:
+                is_ready = ready_left > 0
+                ready_left -= is_ready
+                ready_count += is_ready
+                started = self._started_at(pod) or ts()
+                status = {
+                    "phase": "Running",
+                    "startTime": started,
+                    "podIP": "10.244.1.30",
+                    "conditions": [
+                        {"type": "PodScheduled", "status": "True", "lastTransitionTime": started},
+                        {"type": "Ready", "status": "True" if is_ready else "False", "lastTransitionTime": ts()},
+                    ],
+                    "containerStatuses": [
+                        self._container(pod, ready=is_ready, state={"running": {"startedAt": started}})
+                    ],
+                }
+            self.api(
+                "PATCH", f"/api/v1/namespaces/{namespace}/pods/{pod['metadata']['name']}/status", {"status": status}
+            )
+        updated = sum(1 for pod in pods if pod["metadata"]["labels"].get("pod-template-hash") == revision)
+        status = {
+            "replicas": len(pods),
+            "readyReplicas": ready_count,
+            "availableReplicas": ready_count,
+            "updatedReplicas": updated,
+            "observedGeneration": deployment["metadata"].get("generation", 1),
+        }
+        self.api("PATCH", f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}/status", {"status": status})
+        return [pod["metadata"]["name"] for pod in pods]
+
+    def roll_deployment(
+        self, namespace: str, name: str, *, steps: int | None = None, ready: int | None = None
+    ) -> list[str]:
+        """The rolling update under ``maxSurge: 0, maxUnavailable: 1``: ``steps`` times (all when None),
+        one pod of an older template is deleted (unbound first, then not ready, as the ReplicaSet
+        controller picks), then ``run_deployment`` replaces it. Returns the pods."""
+        names: list[str] = []
+        while steps is None or steps > 0:
+            revision = _template_hash(self.deployment(namespace, name)["spec"]["template"])
+            old = [
+                p
+                for p in self.deployment_pods(namespace, name)
+                if p["metadata"]["labels"].get("pod-template-hash") != revision
+            ]
+            if not old:
+                break
+            # As the ReplicaSet controller scales down: unbound pods first, then not ready ones, then the newest.
+            victim = min(old, key=_scale_down_rank)
+            self.api("DELETE", f"/api/v1/namespaces/{namespace}/pods/{victim['metadata']['name']}")
+            names = self.run_deployment(namespace, name, ready=ready)
+            steps = None if steps is None else steps - 1
+        return names or self.run_deployment(namespace, name, ready=ready)
+
+    def _deployment_pod(self, namespace: str, deployment: dict, revision: str) -> dict:
+        """A pod of the Deployment's template, bound to its nodeSelector's node if it fits (else Pending with
+        the scheduler's PodScheduled=False), as ``create_pod`` does for a Job's pod."""
+        template = copy.deepcopy(deployment["spec"]["template"])
+        name = deployment["metadata"]["name"]
+        spec = template["spec"]
+        target = spec.get("nodeSelector", {}).get("kubernetes.io/hostname", "")
+        unschedulable = self._unschedulable(spec, target)
+        status: dict[str, Any] = {"phase": "Pending"}
+        if unschedulable:
+            status["conditions"] = [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": unschedulable,
+                    "lastTransitionTime": ts(),
+                }
+            ]
+        else:
+            spec["nodeName"] = target
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "generateName": f"{name}-{revision}-",
+                "namespace": namespace,
+                "labels": {**(template.get("metadata", {}).get("labels") or {}), "pod-template-hash": revision},
+                "ownerReferences": [
+                    {
+                        "apiVersion": "apps/v1",
+                        "kind": "ReplicaSet",
+                        "name": f"{name}-{revision}",
+                        "uid": str(uuid.uuid5(uuid.NAMESPACE_OID, f"{namespace}/{name}-{revision}")),
+                        "controller": True,
+                    }
+                ],
+            },
+            "spec": spec,
+            "status": status,
+        }
+        return self.api("POST", f"/api/v1/namespaces/{namespace}/pods", pod)
+
     # -- storage helper: PVCs, pull secrets, log follow --
+
+    @staticmethod
+    async def follow_log(emulator: KubeEmulator, namespace: str, pod: str) -> Any:
+        """``pods/log?follow=true`` as the API server serves it: the text so far, then each append
+        (``write_log``) as its own chunk, until the pod has finished (phase Succeeded or Failed) or is
+        deleted; then the text appended last, and the end of the stream. kmock sends the headers
+        with the first chunk (an empty chunk would end a chunked body), so an empty log is answered
+        only once it has text."""
+        sent = 0
+        while True:
+            key = (PODS, namespace, pod)
+            obj = emulator.objects[key] if key in emulator.objects else None  # noqa: SIM401 - no dict .get
+            phase = ((obj.raw.get("status") or {}).get("phase") if obj is not None and not obj.deleted else None) or ""
+            finished = obj is None or obj.deleted or phase in ("Succeeded", "Failed")
+            text = emulator.logs.get((namespace, pod), "")
+            if len(text) > sent:
+                yield text[sent:].encode()
+                sent = len(text)
+            if finished:
+                return
+            await asyncio.sleep(LOG_FOLLOW_POLL_SECONDS)
 
     # -- nodes --
 
@@ -777,6 +1092,19 @@ def _pod_requests_on(node_name: str, pods: list[dict]) -> dict[str, Fraction]:
             for name, value in _requests(pod["spec"]).items():
                 used[name] = used.get(name, Fraction(0)) + value
     return used
+
+
+def _scale_down_rank(pod: dict) -> tuple:
+    """The ReplicaSet controller's order for deleting pods: unassigned, then not ready, then newest."""
+    conditions = (pod.get("status") or {}).get("conditions") or ()
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    created = pod["metadata"].get("creationTimestamp", "")
+    return (bool(pod["spec"].get("nodeName")), ready, "".join(chr(255 - ord(ch)) for ch in created))
+
+
+def _template_hash(template: dict) -> str:
+    """What the Deployment controller's ``pod-template-hash`` stands for: the pod template's identity."""
+    return uuid.uuid5(uuid.NAMESPACE_OID, json.dumps(template, sort_keys=True)).hex[:10]
 
 
 @pytest.fixture

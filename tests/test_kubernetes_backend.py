@@ -21,6 +21,7 @@ from scheduler.backends.base import (
     Phase,
 )
 from scheduler.backends.kubernetes import KubeconfigInvalid, KubernetesBackend
+from scheduler.onboarding import PERMISSIONS
 
 T0 = datetime(2026, 3, 2, 9, 30, 0, tzinfo=UTC)
 T1 = T0 + timedelta(hours=2, minutes=15)
@@ -288,6 +289,8 @@ def test_job_state_of_a_missing_job_is_gone(kube_backend):
 
 # -- delete_job --
 
+SESSION_OBJECTS = (("services", "http"), ("services", "ssh"), ("secrets", "ssh"))
+
 
 def test_delete_job_removes_it_and_can_be_repeated(kube_cluster, kube_backend, job):
     kube_backend.delete_job(NS, NAME)
@@ -300,7 +303,10 @@ def test_delete_job_removes_it_and_can_be_repeated(kube_cluster, kube_backend, j
     )
     job_delete = (f"{JOBS_PATH}/{NAME}", {"propagationPolicy": "Background"})
     secret_delete = (f"/api/v1/namespaces/{NS}/secrets/{NAME}-env", {})
-    assert deletes == [job_delete, secret_delete] * 2
+    # A session's Services and keys Secret (sessions helper): 404 when the job had none.
+    session = [(f"/api/v1/namespaces/{NS}/{kind}/{NAME}-{suffix}", {}) for kind, suffix in SESSION_OBJECTS]
+    mine = [job_delete, secret_delete, *session]
+    assert [d for d in deletes if d in mine] == mine * 2
 
 
 # -- list_jobs and logs_tail --
@@ -343,9 +349,23 @@ def test_list_nodes_reports_gpus_product_hostname_and_readiness(kube_cluster, ku
     nodes = sorted(kube_backend.list_nodes(), key=lambda node: node.name)
 
     assert nodes == [
-        NodeInfo(name="cpu-node-1", hostname="cpu-node-1", gpu_allocatable=0, gpu_product="", ready=True),
         NodeInfo(
-            name="gpu-node-1", hostname="gpu-node-1", gpu_allocatable=8, gpu_product="NVIDIA-H100-80GB-HBM3", ready=True
+            name="cpu-node-1",
+            hostname="cpu-node-1",
+            gpu_allocatable=0,
+            gpu_product="",
+            ready=True,
+            cpu_allocatable_milli=64000,
+            memory_allocatable_mib=524288,
+        ),
+        NodeInfo(
+            name="gpu-node-1",
+            hostname="gpu-node-1",
+            gpu_allocatable=8,
+            gpu_product="NVIDIA-H100-80GB-HBM3",
+            ready=True,
+            cpu_allocatable_milli=64000,
+            memory_allocatable_mib=524288,
         ),
         NodeInfo(
             name="gpu-node-2",
@@ -353,6 +373,8 @@ def test_list_nodes_reports_gpus_product_hostname_and_readiness(kube_cluster, ku
             gpu_allocatable=4,
             gpu_product="NVIDIA-A100-SXM4-40GB",
             ready=False,
+            cpu_allocatable_milli=64000,
+            memory_allocatable_mib=524288,
         ),
     ]
 
@@ -365,7 +387,9 @@ def test_a_node_without_the_device_plugin_has_no_gpus(kube_cluster, kube_backend
     )
 
     assert kube_backend.list_nodes() == [
-        NodeInfo(name="bare", hostname="bare", gpu_allocatable=0, gpu_product="", ready=False)
+        NodeInfo(
+            name="bare", hostname="bare", gpu_allocatable=0, gpu_product="", ready=False, cpu_allocatable_milli=8000
+        )
     ]
 
 
@@ -476,7 +500,10 @@ def test_check_passes_when_jobs_may_be_created(kube_cluster, kube_backend):
         for (resource, _, _), obj in kube_cluster.in_loop(lambda: list(kube_cluster.emulator.objects.items()))
         if resource.plural == "selfsubjectaccessreviews"
     ]
-    assert sorted(review["spec"]["resourceAttributes"]["resource"] for review in reviews) == ["jobs", "secrets"]
+    assert sorted(
+        (a["verb"], a["group"], a["resource"] + ("/" + a["subresource"] if a.get("subresource") else ""))
+        for a in (review["spec"]["resourceAttributes"] for review in reviews)
+    ) == sorted((verb, group, resource) for group, resource, verbs in PERMISSIONS for verb in verbs)
     assert {"resourceAttributes": {"verb": "create", "group": "batch", "resource": "jobs"}} in [
         review["spec"] for review in reviews
     ]
@@ -485,7 +512,7 @@ def test_check_passes_when_jobs_may_be_created(kube_cluster, kube_backend):
 def test_check_raises_forbidden_when_jobs_may_not_be_created(kube_cluster, kube_backend):
     kube_cluster.deny("create", "batch", "jobs")
 
-    with pytest.raises(BackendForbidden, match=r"may not create batch/v1 Jobs \(denied by the test\)"):
+    with pytest.raises(BackendForbidden, match=r"These credentials may not: create batch/jobs\. "):
         kube_backend.check()
 
 

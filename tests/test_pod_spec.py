@@ -183,8 +183,12 @@ def test_env_is_in_a_secret_owned_by_the_job_and_deleted_with_it(owner, renter, 
 
 
 def test_a_request_over_allocatable_stays_pending_and_the_renter_sees_why(owner, renter, kube_cluster, client_as):
-    # The node has 16 allocatable cores; the job's share of the server (both GPUs) is 64.
-    _, job, start = _launched(owner, renter, kube_cluster, node_cpu="16", gpus=2)
+    # The job's share of the server (both GPUs) is 64 cores; then the node's allocatable drops to 16
+    # (after the sync that capped the share at the node's allocatable, e.g. more kube-reserved).
+    _, job, start = _launched(owner, renter, kube_cluster, node_cpu="64", gpus=2)
+    node = kube_cluster.api("GET", "/api/v1/nodes/gpu-a")
+    allocatable = {**node["status"]["allocatable"], "cpu": "16"}
+    kube_cluster.api("PATCH", "/api/v1/nodes/gpu-a/status", {"status": {"allocatable": allocatable}})
 
     kube_cluster.run_pod(job.namespace, job.k8s_name, started_at=start + timedelta(seconds=5))
     jobs.jobs_tick(now=start + timedelta(minutes=1))

@@ -366,7 +366,11 @@ CELERY_BEAT_SCHEDULE = {
     "marketplace-retry-refunds": {"task": "marketplace.tasks.refunds_retry", "schedule": 300.0},
     "marketplace-retry-webhooks": {"task": "marketplace.tasks.webhooks_retry", "schedule": 300.0},
     "marketplace-sweep-payments": {"task": "marketplace.tasks.payments_sweep", "schedule": 180.0},
-    "scheduler-tick": {"task": "scheduler.tasks.jobs_tick", "schedule": 15.0},
+    "scheduler-tick": {
+        "task": "scheduler.tasks.jobs_tick",  # fans out one task per cluster
+        "schedule": env.float("SCHEDULER_TICK_SECONDS", default=15.0),
+        "options": {"expires": env.int("SCHEDULER_TICK_EXPIRES_SECONDS", default=15)},
+    },
     "scheduler-node-sync": {"task": "scheduler.tasks.clusters_sync", "schedule": 300.0},
     "financing-chain-send": {"task": "financing.tasks.chain_send", "schedule": 5.0},
     "financing-vault-service": {"task": "financing.tasks.vault_service", "schedule": 60.0},
@@ -502,6 +506,26 @@ SCHEDULER_METER_SECONDS = env.int("SCHEDULER_METER_SECONDS", default=300)
 # each job that runs to its end moves it this share of the way to 1.
 SCHEDULER_RELIABILITY_PENALTY = Decimal(env("SCHEDULER_RELIABILITY_PENALTY", default="0.05"))
 SCHEDULER_RELIABILITY_RECOVERY = Decimal(env("SCHEDULER_RELIABILITY_RECOVERY", default="0.01"))
+# The platform's proxy (scheduler.proxy, served by config.asgi): a verified API token, and an
+# endpoint's route or a session's job/port decision, are cached in-process this long; endpoint
+# statistics are written every PROXY_STATS_FLUSH_SECONDS; a cluster's pooled client is rebuilt
+# (its API server's address resolved and checked again) after PROXY_CLIENT_TTL_SECONDS.
+PROXY_TOKEN_CACHE_SECONDS = env.float("PROXY_TOKEN_CACHE_SECONDS", default=30.0)
+PROXY_ROUTE_CACHE_SECONDS = env.float("PROXY_ROUTE_CACHE_SECONDS", default=2.0)
+PROXY_STATS_FLUSH_SECONDS = env.float("PROXY_STATS_FLUSH_SECONDS", default=5.0)
+PROXY_CLIENT_TTL_SECONDS = env.float("PROXY_CLIENT_TTL_SECONDS", default=300.0)
+PROXY_CONNECT_TIMEOUT_SECONDS = env.float("PROXY_CONNECT_TIMEOUT_SECONDS", default=5.0)
+PROXY_CONNECTIONS_PER_CLUSTER = env.int("PROXY_CONNECTIONS_PER_CLUSTER", default=200)
+# The scheduler's tick (scheduler.tasks): beat fans out one task per cluster every TICK seconds; a task
+# still queued after EXPIRES is dropped; a cluster's tick is stopped after SOFT (then killed at HARD).
+SCHEDULER_TICK_SECONDS = env.float("SCHEDULER_TICK_SECONDS", default=15.0)
+SCHEDULER_TICK_EXPIRES_SECONDS = env.int("SCHEDULER_TICK_EXPIRES_SECONDS", default=15)
+SCHEDULER_CLUSTER_TICK_SOFT_SECONDS = env.int("SCHEDULER_CLUSTER_TICK_SOFT_SECONDS", default=60)
+SCHEDULER_CLUSTER_TICK_HARD_SECONDS = env.int("SCHEDULER_CLUSTER_TICK_HARD_SECONDS", default=90)
+# A followed job log (/jobs/<id>/logs/stream) ends after this long (the page reconnects); a
+# downloaded one (/jobs/<id>/logs.txt) is cut at this many bytes, with a note.
+SCHEDULER_LOG_FOLLOW_SECONDS = env.int("SCHEDULER_LOG_FOLLOW_SECONDS", default=600)
+SCHEDULER_LOG_DOWNLOAD_BYTES = env.int("SCHEDULER_LOG_DOWNLOAD_BYTES", default=10 * 1024 * 1024)
 
 # The ledger's covering index (INCLUDE amount) serves balances on PostgreSQL;
 # SQLite builds it without the included column, which is fine for the demo.

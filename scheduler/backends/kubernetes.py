@@ -49,20 +49,53 @@ The pod spec (``job_manifest``) is one a real cluster accepts:
   by it (``ownerReferences``, so the cluster's garbage collector removes it
   with the Job, e.g. after ``ttlSecondsAfterFinished``), and ``delete_job``
   deletes it too.
+* an interactive session (sessions helper): the HTTP ports as container ports,
+  behind the ClusterIP Service ``<job>-http``; with SSH, the renter's keys in
+  the Secret ``<job>-ssh`` (read-only at ``/etc/infrafi/ssh/authorized_keys``
+  and as ``PUBLIC_KEY``, RunPod's convention, so common images start sshd with
+  them), port 22 behind the Service ``<job>-ssh`` (NodePort or LoadBalancer,
+  as the owner chose). All are owned by the Job and deleted by ``delete_job``.
+* an inference endpoint (endpoints helper): the same pod spec (``pod_spec``,
+  shared with ``job_manifest``) as a Deployment's template (``deployment_manifest``,
+  restarted on exit, a readiness probe on its port), behind the ClusterIP
+  Service of its name, env in ``<name>-env`` owned by the Deployment;
+  ``delete_endpoint`` deletes all three. Image changes roll one replica at a
+  time with no surge pod (the booking's GPUs are usually all taken).
+* a private image (storage helper): the renter's registry credential in the
+  ``kubernetes.io/dockerconfigjson`` Secret ``<name>-pull`` (``put_pull_secret``,
+  created before the Job, then owned by it, deleted by ``delete_job``), named
+  in ``imagePullSecrets``; the renter's volume, a PVC owned by no Job
+  (``ensure_volume``: it outlives jobs), mounted at ``/workspace``.
+
+Logs (storage helper): ``logs_stream`` follows the pod log (``follow=true``,
+unparsed, chunk by chunk, ended by the container or a quiet read timeout);
+``logs_full`` reads it whole up to a byte limit (``limitBytes``).
+
+Scale (scale helper): ``snapshot()`` reads everything of ours in one list per
+kind (Jobs, pods and Deployments by the managed-by label, plus the nodes) and
+computes each Job's state with the same ``_state`` as ``job_state``, its pod
+and node taken from the lists. ``watch_jobs`` resumes a watch of our Jobs at
+the snapshot's ``resourceVersion``; 410 Gone means relist. ``check()`` reviews
+every permission of ``scheduler.onboarding.PERMISSIONS``. Node allocatable CPU
+and memory are parsed exactly (``parse_quantity``).
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import http
 import ipaddress
+import json
 import logging
 import re
 import socket
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -78,16 +111,26 @@ from scheduler.backends.base import (
     GPU_PRODUCT_LABEL,
     GPU_RESOURCE,
     HOSTNAME_LABEL,
+    LABEL_ENDPOINT,
+    LABEL_JOB,
     LABEL_MANAGED_BY,
     MANAGED_BY,
     BackendError,
     BackendForbidden,
+    ClusterSnapshot,
+    DeploymentState,
+    EndpointSpec,
     JobRef,
     JobSpec,
     JobState,
     NodeInfo,
     Phase,
+    SecretRef,
+    SessionServices,
+    SshAddress,
+    WatchResult,
 )
+from scheduler.onboarding import PERMISSIONS, permission_label
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -113,6 +156,16 @@ UNSAFE_USER_KEYS = ("exec", "auth-provider", "tokenFile", "client-certificate", 
 UNSAFE_CLUSTER_KEYS = ("certificate-authority", "proxy-url")
 
 
+@dataclass(frozen=True)
+class ProxyTarget:
+    """Where the platform's proxy sends a cluster's traffic (``KubernetesBackend.proxy_target``)."""
+
+    base_url: str  # scheme://checked-address:port, no trailing slash
+    headers: dict[str, str]  # the cluster's credentials (Authorization)
+    ssl: Any  # an ssl.SSLContext for https, None for http
+    server_hostname: str | None  # the name TLS checks when base_url holds the pinned address
+
+
 class KubeconfigInvalid(BackendError):
     """The kubeconfig cannot be used: malformed, incomplete, or it asks for files or programs."""
 
@@ -124,6 +177,18 @@ class PrivateAddressRefused(BackendError):
         self.address = address
         super().__init__(
             f"The cluster's API server resolves to a private address ({address}); an operator must allow it."
+        )
+
+
+class PermissionsMissing(BackendForbidden):
+    """The credentials work but lack permissions of ``onboarding.PERMISSIONS``: ``missing`` names them
+    ("create batch/jobs", "delete services", ...)."""
+
+    def __init__(self, missing: list[str]) -> None:
+        self.missing = missing
+        super().__init__(
+            f"These credentials may not: {', '.join(missing)}. "
+            "Apply the onboarding manifest (/owner/clusters/onboarding/) and connect with its token."
         )
 
 
@@ -216,6 +281,101 @@ def env_secret_name(job_name: str) -> str:
     return f"{job_name}{ENV_SECRET_SUFFIX}"
 
 
+# storage helper: a workload's image-pull Secret, and where a renter's volume is mounted.
+PULL_SECRET_SUFFIX = "-pull"
+WORKSPACE_VOLUME = "workspace"
+WORKSPACE_PATH = "/workspace"
+# Following a log: how long a quiet log is waited on before the stream ends (the caller may reconnect).
+LOG_FOLLOW_IDLE_SECONDS = 60
+
+
+def pull_secret_name(workload_name: str) -> str:
+    return f"{workload_name}{PULL_SECRET_SUFFIX}"
+
+
+# Sessions (sessions helper): the renter's keys, mounted read-only, and the Services in front of the pod.
+SSH_SECRET_SUFFIX = "-ssh"
+SSH_KEYS_VOLUME = "ssh-keys"
+SSH_KEYS_DIR = "/etc/infrafi/ssh"  # the file is authorized_keys in it
+SSH_KEYS_FILE = "authorized_keys"
+SSH_PORT = 22
+
+
+def ssh_secret_name(job_name: str) -> str:
+    return f"{job_name}{SSH_SECRET_SUFFIX}"
+
+
+def http_service_name(job_name: str) -> str:
+    return f"{job_name}-http"
+
+
+def ssh_service_name(job_name: str) -> str:
+    return f"{job_name}-ssh"
+
+
+def _job_owner(job_name: str, uid: str) -> dict:
+    """An ownerReference to the Job: the cluster's garbage collector deletes the object with it."""
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "name": job_name,
+        "uid": uid,
+        "controller": False,
+        "blockOwnerDeletion": False,
+    }
+
+
+def _node_address(node: Any) -> str:
+    """The node's ExternalIP, else its InternalIP ("" when it reports neither)."""
+    addresses = (node.status.addresses if node.status else None) or ()
+    for kind in ("ExternalIP", "InternalIP"):
+        for address in addresses:
+            if address.type == kind and address.address:
+                return str(address.address)[:253]
+    return ""
+
+
+def _ssh_address(service: Any) -> SshAddress:
+    """A Service's SSH address: its nodePort, and a load balancer's ingress (IP or host name) once known."""
+    ports = (service.spec.ports if service.spec else None) or ()
+    node_port = next((p.node_port for p in ports if p.port == SSH_PORT and p.node_port), None)
+    balancer = service.status.load_balancer if service.status else None
+    ingress = (balancer.ingress if balancer else None) or ()
+    host = next((str(i.ip or i.hostname) for i in ingress if i.ip or i.hostname), "")
+    return SshAddress(node_port=node_port, host=host[:253], port=SSH_PORT if host else None)
+
+
+# A resource quantity (k8s.io/apimachinery resource.Quantity): a decimal number, then a binary
+# suffix (Ki..Ei), a decimal one (n, u, m, "", k, M, G, T, P, E) or an exponent (e3, E-2).
+_QUANTITY = re.compile(r"^([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?[0-9]+)?$")
+_QUANTITY_SUFFIXES = {
+    **{s: Decimal(1024) ** (i + 1) for i, s in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"))},
+    **{s: Decimal(10) ** e for s, e in (("n", -9), ("u", -6), ("m", -3), ("k", 3), ("M", 6), ("G", 9))},
+    **{s: Decimal(10) ** e for s, e in (("T", 12), ("P", 15), ("E", 18))},
+}
+
+
+def parse_quantity(text: Any) -> Decimal:
+    """A Kubernetes quantity ("64", "63500m", "512Gi", "1048576Ki", "1e3") as an exact Decimal;
+    ``ValueError`` when it is not one."""
+    match = _QUANTITY.fullmatch(str(text).strip())
+    if not match:
+        raise ValueError(f"not a Kubernetes quantity: {text!r}")
+    try:
+        number = Decimal(match[1])
+    except InvalidOperation as exc:  # pragma: no cover - the pattern admits only decimals
+        raise ValueError(f"not a Kubernetes quantity: {text!r}") from exc
+    suffix = match[2] or ""
+    if suffix[:1] in ("e", "E") and len(suffix) > 1:
+        return number.scaleb(int(suffix[1:]))
+    return number * _QUANTITY_SUFFIXES.get(suffix, Decimal(1))
+
+
+def _whole(value: Decimal) -> int:
+    """Rounded down to an integer, never negative."""
+    return max(0, int(value.to_integral_value(rounding="ROUND_FLOOR")))
+
+
 def _parse_kubeconfig(kubeconfig: str | dict, context: str | None) -> dict:
     if isinstance(kubeconfig, str):
         try:
@@ -296,32 +456,42 @@ class KubernetesBackend:
         # retries=False also makes urllib3 return a redirect instead of following it (to an unchecked host).
         configuration.retries = False
         self._api = client.ApiClient(configuration=configuration)
+        self.closed = False
         self._timeout = (timeout, timeout)  # (connect, read); the client ignores a float
         self._retries = retries
         self._backoff = backoff
         self._core = client.CoreV1Api(self._api)
         self._batch = client.BatchV1Api(self._api)
+        self._apps = client.AppsV1Api(self._api)
 
     def close(self) -> None:
+        """Close the client's thread pool and every pooled connection (a backend serves one tick)."""
         self._api.close()
+        self._api.rest_client.pool_manager.clear()
+        self.closed = True
 
     # -- the interface --
 
     def check(self) -> None:
+        """Reachable, and allowed every verb on every resource of ``onboarding.PERMISSIONS``: one
+        SelfSubjectAccessReview per verb × resource; every one missing is named in one error."""
         self.server_version()
-        for group, resource, what in (("batch", "jobs", "batch/v1 Jobs"), ("", "secrets", "Secrets")):
-            review = client.V1SelfSubjectAccessReview(
-                spec=client.V1SelfSubjectAccessReviewSpec(
-                    resource_attributes=client.V1ResourceAttributes(verb="create", group=group, resource=resource)
+        reviews = client.AuthorizationV1Api(self._api)
+        missing = []
+        for group, resource, verbs in PERMISSIONS:
+            name, _, subresource = resource.partition("/")
+            for verb in verbs:
+                attributes = client.V1ResourceAttributes(
+                    verb=verb, group=group, resource=name, subresource=subresource or None
                 )
-            )
-            answer = self._call(
-                "review our permissions", client.AuthorizationV1Api(self._api).create_self_subject_access_review, review
-            )
-            status = answer.status
-            if status is None or not status.allowed:
-                reason = (status.reason if status else "") or "no reason given"
-                raise BackendForbidden(f"These credentials may not create {what} ({reason}).")
+                review = client.V1SelfSubjectAccessReview(
+                    spec=client.V1SelfSubjectAccessReviewSpec(resource_attributes=attributes)
+                )
+                status = self._call("review our permissions", reviews.create_self_subject_access_review, review).status
+                if status is None or not status.allowed:
+                    missing.append(f"{verb} {permission_label(group, resource)}")
+        if missing:
+            raise PermissionsMissing(missing)
 
     def server_version(self) -> str:
         info = self._call("read the server version", client.VersionApi(self._api).get_code)
@@ -348,6 +518,10 @@ class KubernetesBackend:
         """The env Secret first (the pod reads it at start), then the Job, then the Secret handed to the Job."""
         if spec.env:
             self._put_env_secret(spec)
+        if spec.ssh_keys:
+            self._put_ssh_secret(spec)  # sessions helper
+        if spec.pull_config_json:
+            self.put_pull_secret(spec.namespace, spec.name, spec.pull_config_json, spec.labels)  # storage helper
         manifest = job_manifest(spec, user_namespaces=self.user_namespaces, run_as_user=self._run_as_user)
         try:
             job = self._call(
@@ -377,6 +551,16 @@ class KubernetesBackend:
                 spec.namespace,
                 {"metadata": {"ownerReferences": [owner]}},
             )
+        if spec.ssh_keys and uid:
+            self._call(
+                f"hand secret {spec.namespace}/{ssh_secret_name(spec.name)} to its job",
+                self._core.patch_namespaced_secret,
+                ssh_secret_name(spec.name),
+                spec.namespace,
+                {"metadata": {"ownerReferences": [_job_owner(spec.name, uid)]}},
+            )
+        if spec.pull_config_json and uid:
+            self._hand_pull_secret(spec.namespace, spec.name, uid)  # storage helper
         return state
 
     def _put_env_secret(self, spec: JobSpec) -> None:
@@ -441,6 +625,8 @@ class KubernetesBackend:
                 namespace,
                 _preload_content=False,
             )
+        self._delete_session_objects(namespace, name)  # sessions helper
+        self._delete_pull_secret(namespace, name)  # storage helper
 
     def logs_tail(self, namespace: str, name: str, lines: int = 100) -> str:
         pod = self._newest_pod(namespace, name, None)
@@ -468,13 +654,491 @@ class KubernetesBackend:
 
     # -- snapshots, watches and access checks (scale helper) --
 
+    def snapshot(self) -> ClusterSnapshot:
+        """One list each of our Jobs, our pods (they carry the Job's labels), our Deployments and all
+        nodes: four requests however many jobs run; each Job's state as ``job_state`` computes it."""
+        jobs = self._call("list jobs", self._batch.list_job_for_all_namespaces, label_selector=MANAGED_SELECTOR)
+        pods = self._call("list pods", self._core.list_pod_for_all_namespaces, label_selector=MANAGED_SELECTOR).items
+        deployments = self._call(
+            "list deployments", self._apps.list_deployment_for_all_namespaces, label_selector=MANAGED_SELECTOR
+        ).items
+        nodes = {node.metadata.name: node for node in self._call("list nodes", self._core.list_node).items}
+        pods_by_job: dict[tuple[str, str, str], list[Any]] = {}
+        for pod in pods:
+            for label in POD_JOB_LABELS:
+                job_name = (pod.metadata.labels or {}).get(label)
+                if job_name:
+                    pods_by_job.setdefault((label, pod.metadata.namespace, job_name), []).append(pod)
+        states: dict[tuple[str, str], JobState] = {}
+        refs = []
+        for job in jobs.items:
+            labels = dict(job.metadata.labels or {})
+            if labels.get(LABEL_MANAGED_BY) != MANAGED_BY:  # re-checked: the collector deletes what is listed
+                continue
+            namespace, name = job.metadata.namespace, job.metadata.name
+            pod = None
+            for label in POD_JOB_LABELS:
+                pod = _newest_of(pods_by_job.get((label, namespace, name), ()), label, name, job.metadata.uid)
+                if pod is not None:
+                    break
+            states[(namespace, name)] = self._state(job, pod, nodes)
+            refs.append(JobRef(namespace=namespace, name=name, labels=labels))
+        return ClusterSnapshot(
+            jobs=states,
+            deployments={
+                (d.metadata.namespace, d.metadata.name): _deployment_state(d)
+                for d in deployments
+                if (d.metadata.labels or {}).get(LABEL_MANAGED_BY) == MANAGED_BY
+            },
+            refs=refs,
+            resource_version=str((jobs.metadata.resource_version if jobs.metadata else "") or ""),
+        )
+
+    def watch_jobs(self, resource_version: str, timeout_seconds: int = 5) -> WatchResult:
+        """Resume a watch of our Jobs at ``resource_version`` for up to ``timeout_seconds``.
+
+        The API server ends the stream at ``timeoutSeconds``; the read timeout is a little longer,
+        and reaching it ends the watch the same way. 410 Gone (as the answer, or as an ERROR event
+        in the stream) means the version is too old: ``expired``, the caller relists."""
+        changed: set[tuple[str, str]] = set()
+        latest = resource_version
+        try:
+            response = self._batch.list_job_for_all_namespaces(
+                label_selector=MANAGED_SELECTOR,
+                watch="true",  # as the API documents it (the client would send a bool as "True")
+                resource_version=resource_version or None,
+                timeout_seconds=timeout_seconds,
+                allow_watch_bookmarks=True,
+                _preload_content=False,
+                _request_timeout=(self._timeout[0], timeout_seconds + 1),
+            )
+        except ApiException as exc:
+            if exc.status == 410:
+                return WatchResult(changed=frozenset(), resource_version="", expired=True)
+            message = f"Could not watch jobs: HTTP {exc.status} {_api_message(exc)}"
+            raise (BackendForbidden if exc.status in (401, 403) else BackendError)(message) from exc
+        except urllib3.exceptions.HTTPError as exc:
+            raise BackendError(f"Could not watch jobs: {exc}") from exc
+        buffer = b""
+        try:
+            for chunk in response.stream(4096):
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    event = _watch_event(line)
+                    if event is None:
+                        continue
+                    kind, meta = event.get("type"), (event.get("object") or {}).get("metadata") or {}
+                    if kind == "ERROR":
+                        if (event.get("object") or {}).get("code") == 410:
+                            return WatchResult(changed=frozenset(changed), resource_version="", expired=True)
+                        continue
+                    latest = str(meta.get("resourceVersion") or latest)
+                    if kind != "BOOKMARK" and (meta.get("labels") or {}).get(LABEL_MANAGED_BY) == MANAGED_BY:
+                        changed.add((meta.get("namespace", ""), meta.get("name", "")))
+        except urllib3.exceptions.ReadTimeoutError:
+            pass  # the watch's time is up
+        except urllib3.exceptions.HTTPError as exc:
+            if not changed:
+                raise BackendError(f"Could not watch jobs: {exc}") from exc
+        finally:
+            response.release_conn()
+        return WatchResult(changed=frozenset(changed), resource_version=latest)
+
+    def list_secrets(self) -> list[SecretRef]:
+        secrets = self._call(
+            "list secrets", self._core.list_secret_for_all_namespaces, label_selector=MANAGED_SELECTOR
+        ).items
+        return [
+            SecretRef(
+                namespace=s.metadata.namespace,
+                name=s.metadata.name,
+                labels=dict(s.metadata.labels or {}),
+                created_at=_utc(s.metadata.creation_timestamp),
+            )
+            for s in secrets
+            if (s.metadata.labels or {}).get(LABEL_MANAGED_BY) == MANAGED_BY
+        ]
+
+    def delete_secret(self, namespace: str, name: str) -> None:
+        with contextlib.suppress(_NotFound):
+            self._call(
+                f"delete secret {namespace}/{name}",
+                self._core.delete_namespaced_secret,
+                name,
+                namespace,
+                _preload_content=False,
+            )
+
     # -- services, sessions and SSH (sessions helper) --
+
+    def _put_ssh_secret(self, spec: JobSpec) -> None:
+        """The renter's keys as ``authorized_keys`` (mounted read-only; also the PUBLIC_KEY variable)."""
+        name = ssh_secret_name(spec.name)
+        data = {SSH_KEYS_FILE: base64.b64encode(("\n".join(spec.ssh_keys) + "\n").encode()).decode()}
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "Opaque",
+            "metadata": {
+                "name": name,
+                "namespace": spec.namespace,
+                "labels": {**spec.labels, LABEL_MANAGED_BY: MANAGED_BY},
+            },
+            "data": data,
+        }
+        try:
+            self._call(
+                f"create secret {spec.namespace}/{name}", self._core.create_namespaced_secret, spec.namespace, body
+            )
+        except _Conflict:  # an earlier try of this attempt
+            self._call(
+                f"update secret {spec.namespace}/{name}",
+                self._core.patch_namespaced_secret,
+                name,
+                spec.namespace,
+                {"data": data},
+            )
+
+    def _put_service(self, namespace: str, body: dict) -> Any:
+        name = body["metadata"]["name"]
+        try:
+            return self._call(
+                f"create service {namespace}/{name}", self._core.create_namespaced_service, namespace, body
+            )
+        except _Conflict:  # an earlier try of this attempt
+            return self._call(f"read service {namespace}/{name}", self._core.read_namespaced_service, name, namespace)
+
+    def create_session_services(
+        self, spec: JobSpec, job_uid: str, *, ssh_service_type: str = "NodePort"
+    ) -> SessionServices:
+        labels = {**spec.labels, LABEL_MANAGED_BY: MANAGED_BY}
+        selector = {LABEL_JOB: spec.labels[LABEL_JOB]}  # the pod template carries the Job's labels
+
+        def service(name: str, type_: str, ports: list[dict]) -> dict:
+            metadata = {
+                "name": name,
+                "namespace": spec.namespace,
+                "labels": labels,
+                "ownerReferences": [_job_owner(spec.name, job_uid)],
+            }
+            return {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": metadata,
+                "spec": {"type": type_, "selector": selector, "ports": ports},
+            }
+
+        http = ssh = ""
+        address = SshAddress()
+        if spec.http_ports:
+            http = http_service_name(spec.name)
+            ports = [{"name": f"http-{p}", "port": p, "targetPort": p, "protocol": "TCP"} for p in spec.http_ports]
+            self._put_service(spec.namespace, service(http, "ClusterIP", ports))
+        if spec.ssh_keys:
+            ssh = ssh_service_name(spec.name)
+            ports = [{"name": "ssh", "port": SSH_PORT, "targetPort": SSH_PORT, "protocol": "TCP"}]
+            address = _ssh_address(self._put_service(spec.namespace, service(ssh, ssh_service_type, ports)))
+        return SessionServices(http_service=http, ssh_service=ssh, ssh=address)
+
+    def session_ssh_address(self, namespace: str, job_name: str) -> SshAddress:
+        name = ssh_service_name(job_name)
+        try:
+            found = self._call(f"read service {namespace}/{name}", self._core.read_namespaced_service, name, namespace)
+        except _NotFound:
+            return SshAddress()
+        return _ssh_address(found)
+
+    def _delete_session_objects(self, namespace: str, job_name: str) -> None:
+        """The job's Services and keys Secret (owned by the Job; a cluster's garbage collector may lag)."""
+        for what, delete, name in (
+            ("service", self._core.delete_namespaced_service, http_service_name(job_name)),
+            ("service", self._core.delete_namespaced_service, ssh_service_name(job_name)),
+            ("secret", self._core.delete_namespaced_secret, ssh_secret_name(job_name)),
+        ):
+            with contextlib.suppress(_NotFound):
+                self._call(f"delete {what} {namespace}/{name}", delete, name, namespace, _preload_content=False)
 
     # -- deployments for inference endpoints (endpoints helper) --
 
+    def create_endpoint(self, spec: EndpointSpec) -> DeploymentState:
+        """The env Secret (the pods read it at start), the Deployment, its Service, then the Secret handed
+        to the Deployment (``ownerReferences``: the cluster's garbage collector removes it with it)."""
+        if spec.pod.env:
+            self._put_env_secret(spec.pod)
+        manifest = deployment_manifest(spec, user_namespaces=self.user_namespaces, run_as_user=self._run_as_user)
+        where = f"{spec.namespace}/{spec.name}"
+        try:
+            created = self._call(
+                f"create deployment {where}", self._apps.create_namespaced_deployment, spec.namespace, manifest
+            )
+            state = _deployment_state(created)
+        except _Conflict:  # an earlier try of this launch got through
+            state = self.deployment_state(spec.namespace, spec.name)
+            if state is None:
+                raise BackendError(f"Deployment {where} was being deleted; try again.") from None
+        with contextlib.suppress(_Conflict):
+            self._call(
+                f"create service {where}",
+                self._core.create_namespaced_service,
+                spec.namespace,
+                service_manifest(spec),
+            )
+        if spec.pod.env and state.uid:
+            owner = {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": spec.name,
+                "uid": state.uid,
+                "controller": False,
+                "blockOwnerDeletion": False,
+            }
+            self._call(
+                f"hand secret {spec.namespace}/{env_secret_name(spec.name)} to its deployment",
+                self._core.patch_namespaced_secret,
+                env_secret_name(spec.name),
+                spec.namespace,
+                {"metadata": {"ownerReferences": [owner]}},
+            )
+        return state
+
+    def deployment_state(self, namespace: str, name: str) -> DeploymentState | None:
+        """The Deployment's state; while replicas are not ready, why (a pending pod's reason) when it says."""
+        try:
+            deployment = self._call(
+                f"read deployment {namespace}/{name}", self._apps.read_namespaced_deployment, name, namespace
+            )
+        except _NotFound:
+            return None
+        if (deployment.metadata.labels or {}).get(LABEL_MANAGED_BY) != MANAGED_BY:
+            raise BackendError(f"Deployment {namespace}/{name} exists but is not managed by {MANAGED_BY}.")
+        state = _deployment_state(deployment)
+        if state.ready_replicas < state.replicas and not state.message:
+            endpoint = state.labels.get(LABEL_ENDPOINT, "")
+            pods = self._call(
+                f"list the pods of deployment {namespace}/{name}",
+                self._core.list_namespaced_pod,
+                namespace,
+                label_selector=f"{LABEL_ENDPOINT}={endpoint}",
+            ).items
+            for pod in pods:
+                if pod.status is None or pod.status.phase != "Pending":
+                    continue
+                statuses = pod.status.container_statuses or []
+                waiting = next((c.state.waiting for c in statuses if c.state and c.state.waiting), None)
+                reason = _pending_reason(pod.status, waiting)
+                if reason:
+                    return dataclasses.replace(state, message=reason)
+        return state
+
+    def list_deployments(self) -> list[DeploymentState]:
+        deployments = self._call(
+            "list deployments", self._apps.list_deployment_for_all_namespaces, label_selector=MANAGED_SELECTOR
+        ).items
+        return [
+            _deployment_state(d) for d in deployments if (d.metadata.labels or {}).get(LABEL_MANAGED_BY) == MANAGED_BY
+        ]
+
+    def set_deployment_image(self, namespace: str, name: str, image: str) -> None:
+        """Patch the main container's image. The patch carries the template's whole container list (as
+        read), so that it means the same under a strategic merge (lists merged by container name, what
+        the client sends for a dict) and under a JSON merge patch (lists replaced)."""
+        where = f"{namespace}/{name}"
+        deployment = self._call(f"read deployment {where}", self._apps.read_namespaced_deployment, name, namespace)
+        containers = self._api.sanitize_for_serialization(deployment.spec.template.spec.containers or [])
+        for container in containers:
+            if container.get("name") == CONTAINER_NAME:
+                container["image"] = image
+        patch = {"spec": {"template": {"spec": {"containers": containers}}}}
+        self._call(f"patch deployment {where}", self._apps.patch_namespaced_deployment, name, namespace, patch)
+
+    def delete_endpoint(self, namespace: str, name: str) -> None:
+        for what, fn, object_name, extra in (
+            ("deployment", self._apps.delete_namespaced_deployment, name, {"propagation_policy": "Background"}),
+            ("service", self._core.delete_namespaced_service, name, {}),
+            ("secret", self._core.delete_namespaced_secret, env_secret_name(name), {}),
+        ):
+            with contextlib.suppress(_NotFound):
+                self._call(
+                    f"delete {what} {namespace}/{object_name}",
+                    fn,
+                    object_name,
+                    namespace,
+                    _preload_content=False,
+                    **extra,
+                )
+
     # -- registries, volumes and log streaming (storage helper) --
 
+    def put_pull_secret(self, namespace: str, name: str, config_json: str, labels: dict[str, str]) -> None:
+        """The ``kubernetes.io/dockerconfigjson`` Secret ``<name>-pull`` a workload's pods pull with
+        (``imagePullSecrets``); 409 (an earlier try of this attempt) updates it."""
+        secret = pull_secret_name(name)
+        data = {".dockerconfigjson": base64.b64encode(config_json.encode()).decode()}
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "kubernetes.io/dockerconfigjson",
+            "metadata": {"name": secret, "namespace": namespace, "labels": {**labels, LABEL_MANAGED_BY: MANAGED_BY}},
+            "data": data,
+        }
+        try:
+            self._call(f"create secret {namespace}/{secret}", self._core.create_namespaced_secret, namespace, body)
+        except _Conflict:
+            self._call(
+                f"update secret {namespace}/{secret}",
+                self._core.patch_namespaced_secret,
+                secret,
+                namespace,
+                {"data": data},
+            )
+
+    def _hand_pull_secret(self, namespace: str, name: str, uid: str) -> None:
+        """Owned by its Job, so the cluster's garbage collector removes it with the Job."""
+        owner = {"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": uid}
+        owner |= {"controller": False, "blockOwnerDeletion": False}
+        self._call(
+            f"hand secret {namespace}/{pull_secret_name(name)} to its job",
+            self._core.patch_namespaced_secret,
+            pull_secret_name(name),
+            namespace,
+            {"metadata": {"ownerReferences": [owner]}},
+        )
+
+    def _delete_pull_secret(self, namespace: str, name: str) -> None:
+        with contextlib.suppress(_NotFound):
+            self._call(
+                f"delete secret {namespace}/{pull_secret_name(name)}",
+                self._core.delete_namespaced_secret,
+                pull_secret_name(name),
+                namespace,
+                _preload_content=False,
+            )
+
+    def ensure_volume(self, namespace: str, name: str, *, storage_class: str, size_gib: int) -> None:
+        body = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name, "namespace": namespace, "labels": {LABEL_MANAGED_BY: MANAGED_BY}},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": storage_class,
+                "resources": {"requests": {"storage": f"{size_gib}Gi"}},
+            },
+        }
+        with contextlib.suppress(_Conflict):  # made by an earlier job: it is the renter's, keep it
+            self._call(
+                f"create volume claim {namespace}/{name}",
+                self._core.create_namespaced_persistent_volume_claim,
+                namespace,
+                body,
+                _preload_content=False,
+            )
+
+    def delete_volume(self, namespace: str, name: str) -> None:
+        with contextlib.suppress(_NotFound):
+            self._call(
+                f"delete volume claim {namespace}/{name}",
+                self._core.delete_namespaced_persistent_volume_claim,
+                name,
+                namespace,
+                _preload_content=False,
+            )
+
+    def logs_full(self, namespace: str, name: str, *, limit_bytes: int) -> bytes:
+        pod = self._newest_pod(namespace, name, None)
+        if pod is None:
+            return b""
+        try:
+            response = self._call(
+                f"read the log of pod {namespace}/{pod.metadata.name}",
+                self._core.read_namespaced_pod_log,
+                pod.metadata.name,
+                namespace,
+                container=CONTAINER_NAME,
+                limit_bytes=limit_bytes,
+                _preload_content=False,
+            )
+        except _NotFound:
+            return b""
+        except BackendError as exc:
+            if isinstance(exc.__cause__, ApiException) and exc.__cause__.status == 400:  # not started yet
+                return b""
+            raise
+        return response.data[:limit_bytes]
+
+    def logs_stream(self, namespace: str, name: str, *, follow: bool = True) -> Iterator[bytes]:
+        """The pod log with ``follow=true``, unparsed (``_preload_content=False``), chunk by chunk as the
+        API server sends them; it ends with the container, or after ``LOG_FOLLOW_IDLE_SECONDS`` of
+        silence (the read timeout). Not retried: a caller that lost the stream asks again."""
+        pod = self._newest_pod(namespace, name, None)
+        if pod is None:
+            return
+        try:
+            response = self._core.read_namespaced_pod_log(
+                pod.metadata.name,
+                namespace,
+                container=CONTAINER_NAME,
+                follow=follow,
+                _preload_content=False,
+                _request_timeout=(self._timeout[0], LOG_FOLLOW_IDLE_SECONDS),
+            )
+        except ApiException as exc:
+            if exc.status in (400, 404):  # not started yet, or gone
+                return
+            raise BackendError(f"Could not follow the log of {namespace}/{name}: HTTP {exc.status}") from exc
+        except urllib3.exceptions.HTTPError as exc:
+            raise BackendError(f"Could not follow the log of {namespace}/{name}: {exc}") from exc
+        try:
+            yield from response.stream(4096, decode_content=True)
+        except (urllib3.exceptions.ReadTimeoutError, urllib3.exceptions.ProtocolError):
+            return  # quiet for too long, or the server closed: the stream just ends
+        finally:
+            response.release_conn()
+
     # -- the platform's proxy: where and how to reach the API server (proxy helper) --
+
+    @staticmethod
+    def proxy_target(
+        kubeconfig: str | dict,
+        *,
+        context: str | None = None,
+        private_network_allowed: bool = False,
+        allowed_private_hosts: Collection[str] = (),
+    ) -> ProxyTarget:
+        """How the platform's proxy (``scheduler.proxy``) reaches this cluster's API server: the
+        same kubeconfig checks and SSRF pin as a backend (the base URL points at the checked
+        address), the credentials as headers, and a TLS context with the cluster's CA and client
+        certificate (``server_hostname`` is the name TLS checks when the URL holds the pinned address)."""
+        import ssl
+
+        config = _parse_kubeconfig(kubeconfig, context)
+        configuration = client.Configuration()
+        try:
+            load_kube_config_from_dict(
+                config, context=context, client_configuration=configuration, persist_config=False
+            )
+        except (ConfigException, KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise KubeconfigInvalid(f"The kubeconfig cannot be loaded: {exc}") from exc
+        _pin(configuration, allowed_private_hosts, private_network_allowed)
+        headers = {}
+        authorization = configuration.get_api_key_with_prefix("authorization")
+        if authorization:
+            headers["Authorization"] = authorization
+        tls: ssl.SSLContext | None = None
+        if configuration.host.startswith("https://"):
+            tls = ssl.create_default_context(cafile=configuration.ssl_ca_cert or None)
+            if not configuration.verify_ssl:
+                tls.check_hostname = False
+                tls.verify_mode = ssl.CERT_NONE
+            if configuration.cert_file:
+                tls.load_cert_chain(configuration.cert_file, configuration.key_file or None)
+        return ProxyTarget(
+            base_url=configuration.host.rstrip("/"),
+            headers=headers,
+            ssl=tls,
+            server_hostname=configuration.tls_server_name or None,
+        )
 
     # -- helpers --
 
@@ -517,12 +1181,23 @@ class KubernetesBackend:
         except ValueError:
             gpus = 0
         ready = _condition(node.status.conditions if node.status else None, "Ready") is not None
+        try:
+            cpu_milli = _whole(parse_quantity(allocatable.get("cpu", "0")) * 1000)
+        except ValueError:
+            cpu_milli = 0
+        try:
+            memory_mib = _whole(parse_quantity(allocatable.get("memory", "0")) / 2**20)
+        except ValueError:
+            memory_mib = 0
         return NodeInfo(
             name=node.metadata.name,
             hostname=labels.get(HOSTNAME_LABEL, node.metadata.name),
             gpu_allocatable=gpus,
             gpu_product=labels.get(GPU_PRODUCT_LABEL, ""),
             ready=ready,
+            cpu_allocatable_milli=cpu_milli,
+            memory_allocatable_mib=memory_mib,
+            external_address=_node_address(node),
         )
 
     def _newest_pod(self, namespace: str, job_name: str, job_uid: str | None) -> Any | None:
@@ -534,32 +1209,31 @@ class KubernetesBackend:
                 namespace,
                 label_selector=f"{label}={job_name}",
             ).items
-            pods = [
-                pod
-                for pod in pods
-                if (pod.metadata.labels or {}).get(label) == job_name
-                and (
-                    job_uid is None
-                    or all(ref.uid == job_uid for ref in pod.metadata.owner_references or () if ref.kind == "Job")
-                )
-            ]
-            if pods:
-                epoch = datetime.min.replace(tzinfo=UTC)
-                return max(pods, key=lambda pod: (_utc(pod.metadata.creation_timestamp) or epoch, pod.metadata.name))
+            newest = _newest_of(pods, label, job_name, job_uid)
+            if newest is not None:
+                return newest
         return None
 
-    def _node_not_ready_since(self, node_name: str) -> tuple[bool, datetime | None]:
-        """(is the node NotReady or gone, since when)."""
-        try:
-            node = self._call(f"read node {node_name}", self._core.read_node, node_name)
-        except _NotFound:
-            return True, None
+    def _node_not_ready_since(
+        self, node_name: str, nodes: dict[str, Any] | None = None
+    ) -> tuple[bool, datetime | None]:
+        """(is the node NotReady or gone, since when); from ``nodes`` (name -> Node, a snapshot's) when given."""
+        if nodes is not None:
+            node = nodes.get(node_name)
+            if node is None:
+                return True, None
+        else:
+            try:
+                node = self._call(f"read node {node_name}", self._core.read_node, node_name)
+            except _NotFound:
+                return True, None
         for condition in (node.status.conditions if node.status else None) or ():
             if condition.type == "Ready":
                 return condition.status != "True", _utc(condition.last_transition_time)
         return True, None
 
-    def _state(self, job: Any, pod: Any | None) -> JobState:
+    def _state(self, job: Any, pod: Any | None, nodes: dict[str, Any] | None = None) -> JobState:
+        """The Job's state from it and its newest pod; its node read, or taken from ``nodes`` (a snapshot's)."""
         uid = job.metadata.uid or ""
         job_conditions = job.status.conditions if job.status else None
         selector = (job.spec.template.spec.node_selector if job.spec and job.spec.template.spec else None) or {}
@@ -609,7 +1283,7 @@ class KubernetesBackend:
         if evicted or disruption is not None:
             return interrupted(eviction_message(), None)
         if pod_status.phase == "Running":
-            not_ready, since = self._node_not_ready_since(node) if node else (False, None)
+            not_ready, since = self._node_not_ready_since(node, nodes) if node else (False, None)
             if not_ready:
                 return interrupted(f"Node {node} is NotReady", since)
             return JobState(uid, Phase.RUNNING, running_since, node=node)
@@ -637,10 +1311,66 @@ def _pending_reason(pod_status: Any, waiting: Any | None) -> str:
     return ""
 
 
-def job_manifest(spec: JobSpec, *, user_namespaces: bool = False, run_as_user: int = 1000) -> dict:
-    """The batch/v1 Job we create for ``spec``: pinned to its node, its share of the server requested and
-    limited, /dev/shm, root confined (a user namespace, else ``run_as_user``), env from its Secret."""
-    labels = {**spec.labels, LABEL_MANAGED_BY: MANAGED_BY}
+def _newest_of(pods: Iterable[Any], label: str, job_name: str, job_uid: str | None) -> Any | None:
+    """Of ``pods``, the newest labelled ``label=job_name`` and owned by the Job ``job_uid`` (any when None)."""
+    pods = [
+        pod
+        for pod in pods
+        if (pod.metadata.labels or {}).get(label) == job_name
+        and (
+            job_uid is None
+            or all(ref.uid == job_uid for ref in pod.metadata.owner_references or () if ref.kind == "Job")
+        )
+    ]
+    if not pods:
+        return None
+    epoch = datetime.min.replace(tzinfo=UTC)
+    return max(pods, key=lambda pod: (_utc(pod.metadata.creation_timestamp) or epoch, pod.metadata.name))
+
+
+def _deployment_state(deployment: Any) -> DeploymentState:
+    """A Deployment as its status reports it; ``message`` says why it does not progress."""
+    meta, spec, status = deployment.metadata, deployment.spec, deployment.status
+    containers = (spec.template.spec.containers if spec and spec.template and spec.template.spec else None) or []
+    message = ""
+    for condition in (status.conditions if status else None) or ():
+        stuck = condition.type == "Progressing" and condition.status == "False"
+        if stuck or (condition.type == "ReplicaFailure" and condition.status == "True"):
+            message = f"{condition.reason or condition.type}: {condition.message or ''}".strip(": ")[:500]
+    return DeploymentState(
+        namespace=meta.namespace,
+        name=meta.name,
+        uid=meta.uid or "",
+        labels=dict(meta.labels or {}),
+        image=containers[0].image if containers else "",
+        replicas=(spec.replicas if spec and spec.replicas is not None else 1),
+        ready_replicas=(status.ready_replicas if status else None) or 0,
+        updated_replicas=(status.updated_replicas if status else None) or 0,
+        available_replicas=(status.available_replicas if status else None) or 0,
+        generation=meta.generation or 0,
+        observed_generation=(status.observed_generation if status else None) or 0,
+        message=message,
+    )
+
+
+def _watch_event(line: bytes) -> dict | None:
+    """One line of a watch stream as an event, None when blank or not JSON."""
+    line = line.strip()
+    if not line:
+        return None
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) else None
+
+
+def pod_spec(
+    spec: JobSpec, *, user_namespaces: bool = False, run_as_user: int = 1000, restart_policy: str = "Never"
+) -> dict:
+    """The pod spec every workload of ours runs (a Job's pod, an inference endpoint's replicas): pinned to
+    its node, its share of the server requested and limited, /dev/shm, root confined (a user namespace,
+    else ``run_as_user``), env from its Secret (``<spec.name>-env``)."""
     limits = {GPU_RESOURCE: str(spec.gpu_count)}
     requests = dict(limits)
     if spec.cpu_milli:
@@ -684,7 +1414,49 @@ def job_manifest(spec: JobSpec, *, user_namespaces: bool = False, run_as_user: i
         shm = {"medium": "Memory", "sizeLimit": f"{max(1, spec.memory_mib // 2)}Mi"}
         volumes.append({"name": SHM_VOLUME, "emptyDir": shm})
         container["volumeMounts"] = [{"name": SHM_VOLUME, "mountPath": SHM_PATH}]
+    # Sessions (sessions helper): the exposed ports, and the renter's keys for the image's sshd.
+    ports = [{"name": f"http-{p}", "containerPort": p, "protocol": "TCP"} for p in spec.http_ports]
+    if spec.ssh_keys:
+        ports.append({"name": "ssh", "containerPort": SSH_PORT, "protocol": "TCP"})
+        secret = ssh_secret_name(spec.name)
+        key_ref = {"secretKeyRef": {"name": secret, "key": SSH_KEYS_FILE}}
+        container["env"] = [{"name": "PUBLIC_KEY", "valueFrom": key_ref}]
+        items = [{"key": SSH_KEYS_FILE, "path": SSH_KEYS_FILE, "mode": 0o444}]
+        volumes.append({"name": SSH_KEYS_VOLUME, "secret": {"secretName": secret, "items": items}})
+        mount = {"name": SSH_KEYS_VOLUME, "mountPath": SSH_KEYS_DIR, "readOnly": True}
+        container.setdefault("volumeMounts", []).append(mount)
+    if ports:
+        container["ports"] = ports
+    if any(p["containerPort"] < 1024 for p in ports):
+        # Every capability is dropped, so binding port 22 (or any below 1024) needs this safe sysctl
+        # (allowed by the baseline and restricted Pod Security levels).
+        pod_security["sysctls"] = [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}]
+    if spec.volume_claim:  # storage helper: the renter's PVC, kept across jobs
+        volumes.append({"name": WORKSPACE_VOLUME, "persistentVolumeClaim": {"claimName": spec.volume_claim}})
+        container.setdefault("volumeMounts", []).append({"name": WORKSPACE_VOLUME, "mountPath": WORKSPACE_PATH})
     pod_extra: dict[str, Any] = {"volumes": volumes} if volumes else {}
+    if spec.pull_config_json:  # storage helper: the private registry's credentials
+        pod_extra["imagePullSecrets"] = [{"name": pull_secret_name(spec.name)}]
+    return {
+        "restartPolicy": restart_policy,
+        "nodeSelector": {HOSTNAME_LABEL: spec.node},
+        "tolerations": [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}],
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "hostNetwork": False,
+        "hostPID": False,
+        "hostIPC": False,
+        **isolation,
+        "securityContext": pod_security,
+        "containers": [container],
+        **pod_extra,
+    }
+
+
+def job_manifest(spec: JobSpec, *, user_namespaces: bool = False, run_as_user: int = 1000) -> dict:
+    """The batch/v1 Job we create for ``spec``: one pod of ``pod_spec``, never restarted, ended at the
+    booking's end (``activeDeadlineSeconds``)."""
+    labels = {**spec.labels, LABEL_MANAGED_BY: MANAGED_BY}
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -697,20 +1469,82 @@ def job_manifest(spec: JobSpec, *, user_namespaces: bool = False, run_as_user: i
             "ttlSecondsAfterFinished": spec.ttl_seconds_after_finished,
             "template": {
                 "metadata": {"labels": labels},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "nodeSelector": {HOSTNAME_LABEL: spec.node},
-                    "tolerations": [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}],
-                    "automountServiceAccountToken": False,
-                    "enableServiceLinks": False,
-                    "hostNetwork": False,
-                    "hostPID": False,
-                    "hostIPC": False,
-                    **isolation,
-                    "securityContext": pod_security,
-                    "containers": [container],
-                    **pod_extra,
-                },
+                "spec": pod_spec(spec, user_namespaces=user_namespaces, run_as_user=run_as_user),
             },
         },
     }
+
+
+# --- Inference endpoints (endpoints helper) ------------------------------------------------
+
+
+def deployment_manifest(spec: EndpointSpec, *, user_namespaces: bool = False, run_as_user: int = 1000) -> dict:
+    """The apps/v1 Deployment of an inference endpoint: ``spec.replicas`` pods of ``pod_spec`` (restarted
+    on exit), each ready when ``readiness_path`` answers on ``port``.
+
+    The rolling update replaces one pod at a time and adds none (``maxSurge: 0``, ``maxUnavailable: 1``):
+    the replicas take the booking's GPUs, often every one of them, so a surge pod would ask for a GPU
+    that no node has free and stay Pending, and the roll would never progress. The price is one
+    replica fewer while each is replaced (with one replica, a short outage)."""
+    labels = {**spec.pod.labels, LABEL_MANAGED_BY: MANAGED_BY}
+    pod = pod_spec(spec.pod, user_namespaces=user_namespaces, run_as_user=run_as_user, restart_policy="Always")
+    container = pod["containers"][0]
+    container["ports"] = [{"name": "http", "containerPort": spec.port, "protocol": "TCP"}]
+    container["readinessProbe"] = {
+        "httpGet": {"path": spec.readiness_path, "port": spec.port},
+        "periodSeconds": 5,
+        "timeoutSeconds": 2,
+        "failureThreshold": 3,
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": spec.name, "namespace": spec.namespace, "labels": labels},
+        "spec": {
+            "replicas": spec.replicas,
+            "selector": {"matchLabels": {LABEL_ENDPOINT: labels[LABEL_ENDPOINT]}},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
+            "revisionHistoryLimit": 2,
+            "template": {"metadata": {"labels": labels}, "spec": pod},
+        },
+    }
+
+
+def service_manifest(spec: EndpointSpec) -> dict:
+    """The ClusterIP Service in front of the endpoint's ready pods (the platform's proxy reaches it)."""
+    labels = {**spec.pod.labels, LABEL_MANAGED_BY: MANAGED_BY}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": spec.name, "namespace": spec.namespace, "labels": labels},
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {LABEL_ENDPOINT: labels[LABEL_ENDPOINT]},
+            "ports": [{"name": "http", "port": spec.port, "targetPort": spec.port, "protocol": "TCP"}],
+        },
+    }
+
+
+def _deployment_state(deployment: Any) -> DeploymentState:
+    meta, dspec, status = deployment.metadata, deployment.spec, deployment.status
+    containers = (dspec.template.spec.containers if dspec and dspec.template and dspec.template.spec else None) or []
+    main = next((c for c in containers if c.name == CONTAINER_NAME), containers[0] if containers else None)
+    message = ""
+    for condition in (status.conditions if status else None) or ():
+        stuck = condition.type == "Progressing" and condition.status == "False"
+        if stuck or (condition.type == "ReplicaFailure" and condition.status == "True"):
+            message = f"{condition.reason or condition.type}: {condition.message or ''}".strip(": ")[:500]
+    return DeploymentState(
+        namespace=meta.namespace or "",
+        name=meta.name or "",
+        uid=meta.uid or "",
+        labels=dict(meta.labels or {}),
+        image=(main.image if main else "") or "",
+        replicas=(dspec.replicas if dspec and dspec.replicas is not None else 1),
+        ready_replicas=(status.ready_replicas if status else 0) or 0,
+        updated_replicas=(status.updated_replicas if status else 0) or 0,
+        available_replicas=(status.available_replicas if status else 0) or 0,
+        generation=meta.generation or 0,
+        observed_generation=(status.observed_generation if status else 0) or 0,
+        message=message,
+    )

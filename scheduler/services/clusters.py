@@ -75,25 +75,32 @@ def _api_server(config: dict) -> str:
 def cluster_connect(*, owner: OwnerCompany, name: str, kubeconfig: str, now: datetime | None = None) -> Cluster:
     """Validate a kubeconfig against its cluster, then keep it sealed and sync the nodes."""
     # Lazy: the kubernetes SDK is slow to load and the embedded (simulated) mode never needs it.
-    from scheduler.backends.kubernetes import KubernetesBackend, PrivateAddressRefused
+    from scheduler.backends.kubernetes import KubernetesBackend, PermissionsMissing, PrivateAddressRefused
 
     now = now or timezone.now()
     _validate_name(owner, name)
     config = kubeconfig_parse(kubeconfig)
     api_server = _api_server(config)
+    backend = None
     try:
         # No cluster row yet, so no operator flag: only the deployment's allowlist applies.
         backend = KubernetesBackend(config, allowed_private_hosts=settings.SCHEDULER_ALLOWED_PRIVATE_HOSTS)
-        backend.check()
+        backend.check()  # every permission of onboarding.PERMISSIONS, each missing one named
         server_version = backend.server_version()
     except PrivateAddressRefused as exc:
         raise ValidationError({"kubeconfig": str(exc)}) from exc
+    except PermissionsMissing as exc:
+        what = "cannot create Jobs" if "create batch/jobs" in exc.missing else "lack permissions InfraFi needs"
+        raise ValidationError({"kubeconfig": f"The cluster answered, but these credentials {what}. {exc}"}) from exc
     except BackendForbidden as exc:
         raise ValidationError(
             {"kubeconfig": f"The cluster answered, but these credentials cannot create Jobs: {exc}"}
         ) from exc
     except BackendError as exc:
         raise ValidationError({"kubeconfig": f"Could not reach the cluster at {api_server}: {exc}"}) from exc
+    finally:
+        if backend is not None:
+            backend.close()
     try:
         cluster = Cluster.objects.create(
             owner=owner,
@@ -149,6 +156,7 @@ def _mismatch(info: NodeInfo, server: Server | None) -> str:
 def cluster_sync(*, cluster: Cluster, now: datetime | None = None) -> list[Node]:
     """Copy the cluster's nodes, match them to servers by hostname, flag mismatches."""
     now = now or timezone.now()
+    backend = None
     try:
         backend = backend_for(cluster, clock=lambda: now)
         infos = backend.list_nodes()
@@ -156,6 +164,9 @@ def cluster_sync(*, cluster: Cluster, now: datetime | None = None) -> list[Node]
     except BackendError as exc:
         cluster_mark_unhealthy(cluster=cluster, error=exc, now=now)
         return list(cluster.nodes.all())
+    finally:
+        if backend is not None:
+            backend.close()
     servers = {s.hostname: s for s in Server.objects.filter(owner=cluster.owner_id)}
     with transaction.atomic():
         seen = []
@@ -173,8 +184,11 @@ def cluster_sync(*, cluster: Cluster, now: datetime | None = None) -> list[Node]
                     "gpu_allocatable": info.gpu_allocatable,
                     "gpu_product": info.gpu_product[:120],
                     "ready": info.ready,
+                    "cpu_allocatable_milli": info.cpu_allocatable_milli,
+                    "memory_allocatable_mib": info.memory_allocatable_mib,
                     "server": server,
                     "mismatch": mismatch,
+                    "external_address": info.external_address,  # SSH via NodePort (sessions)
                     "seen_at": now,
                 },
             )

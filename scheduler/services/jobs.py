@@ -12,10 +12,14 @@ should not exist. Each step of one job is a cell of the table
 what it did as an ``Advance``.
 
 Failover: when a job is interrupted and an equivalent GPU is free (same
-model, same or more VRAM, price ≤ the booked price, same region first, the
-placement engine choosing, with financing's collateral weights), the
-booking moves there, the lost time is refunded pro rata, and the job is
-resubmitted as its next attempt. The owner's reliability score drops.
+model, same or more VRAM, price ≤ the booked price, in the booked region,
+or the others too when the renter allowed it (``Job.allow_other_regions``;
+the same region still first), the placement engine choosing, with
+financing's collateral weights), the booking moves there, the lost time is
+refunded pro rata, and the job is resubmitted as its next attempt; its event
+and message say "Moved from <host> (<region>) to <host> (<region>) because
+<reason>", or that no equivalent GPU was free in the region and the rest was
+refunded. The owner's reliability score drops.
 
 Cluster calls happen outside database transactions; an unreachable cluster
 marks the cluster unhealthy and leaves every job record as it was, to be
@@ -25,7 +29,7 @@ retried on the next tick.
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -47,12 +51,15 @@ from scheduler.backends.base import (
     LABEL_JOB,
     BackendError,
     ClusterBackend,
+    ClusterSnapshot,
+    JobRef,
     JobSpec,
     JobState,
     Phase,
 )
 from scheduler.lock_objects import job_lock
-from scheduler.models import Cluster, Job, JobEvent
+from scheduler.models import Cluster, Job, JobEvent, Node
+from scheduler.services import sessions, storage
 from scheduler.services.clusters import cluster_mark_unhealthy
 
 logger = logging.getLogger(__name__)
@@ -128,9 +135,17 @@ def job_submit(
     args=(),
     env=None,
     gpu_count: int,
+    ports=(),
+    ssh: bool = False,
+    registry_credential=None,
+    volume=None,
+    allow_other_regions: bool = False,
     now: datetime | None = None,
 ) -> Job:
-    """Accept a job for a paid booking; it is launched at the booking's start."""
+    """Accept a job for a paid booking; it is launched at the booking's start. ``ports`` (HTTP, as
+    ``[{"port": 8888, "label": "JupyterLab"}]``) and ``ssh``: an interactive session (``sessions``).
+    ``registry_credential`` (none: the renter's for the image's registry, if any) and ``volume`` (on
+    the booked server): see ``storage``; ``allow_other_regions``: failover may leave the booked region."""
     now = now or timezone.now()
     if booking.renter_id != renter.pk:
         raise PermissionDenied("This booking is not yours.")
@@ -139,6 +154,19 @@ def job_submit(
         env = job_validate(image=image, command=command, args=args, env=env or {}, name=name)
     except ValidationError as exc:
         errors = exc.message_dict
+    try:
+        port_requests = sessions.session_validate(renter=renter, ports=list(ports or ()), ssh=ssh)
+    except ValidationError as exc:
+        errors.update(exc.message_dict)
+    pull = storage.CredentialChoice(None, automatic=False)
+    try:
+        pull = storage.workload_credential(renter=renter, image=image, credential=registry_credential)
+    except ValidationError as exc:
+        errors.update(exc.message_dict)
+    try:
+        volume = storage.job_volume_check(renter=renter, booking=booking, volume=volume)
+    except ValidationError as exc:
+        errors.update(exc.message_dict)
     with transaction.atomic():
         locked = booking_lock(booking.pk)
         if locked.status not in RUNNABLE or locked.end <= now:
@@ -165,7 +193,19 @@ def job_submit(
             env_names=sorted(env),
             gpu_count=gpu_count,
             message="Waiting for the booking's start." if locked.start > now else "Starting.",
+            registry_credential=pull.credential,
+            volume=volume,
+            allow_other_regions=bool(allow_other_regions),
         )
+        if pull.automatic:
+            _event(
+                job,
+                now,
+                "registry",
+                f"Pulling with your credential {pull.credential.name} for {pull.credential.registry} "
+                "(chosen automatically: you named none).",
+            )
+        sessions.session_record(job=job, ports=port_requests, ssh=ssh)
         _event(job, now, "submitted", f"{gpu_count} GPU(s), image {image}")
     if booking.start <= now:
         job_advance(job=job, now=now)
@@ -233,37 +273,70 @@ class _Look:
 
 
 def jobs_tick(*, now: datetime | None = None) -> dict[str, int]:
-    """Periodic: advance every live job, then collect stray Jobs on every cluster."""
+    """Periodic, embedded mode: every cluster's tick in turn (``cluster_tick``: one backend, one
+    snapshot, its jobs advanced, its strays collected), then the jobs on no cluster. A job is
+    advanced once per call, even when a failover moved it to a cluster whose turn comes later."""
+    from scheduler.services import cluster_tick as ticks  # it builds on this module
+
     now = now or timezone.now()
     counts: dict[str, int] = {}
-    for job in Job.objects.filter(status__in=Job.LIVE).select_related("booking", "cluster").order_by("pk"):
+    advanced: set[int] = set()
+    for cluster_id in Cluster.objects.order_by("pk").values_list("pk", flat=True):
         try:
-            outcome = job_advance(job=job, now=now)
-        except Exception:  # one job's failure must not stop the others
-            logger.exception("advancing job %s failed", job.public_id)
-            outcome = Advance.ERROR
-        counts[outcome.value] = counts.get(outcome.value, 0) + 1
-    counts["collected"] = jobs_collect(now=now)
+            ticks.merge_counts(counts, ticks.cluster_tick(cluster_id=cluster_id, now=now, advanced=advanced))
+        except Exception:  # one cluster's failure must not stop the others
+            logger.exception("the tick of cluster %s failed", cluster_id)
+            counts[Advance.ERROR.value] = counts.get(Advance.ERROR.value, 0) + 1
+    ticks.merge_counts(counts, ticks.unplaced_tick(now=now, advanced=advanced))
+    counts.setdefault("collected", 0)
     return counts
 
 
-def job_advance(*, job: Job, now: datetime) -> Advance:
-    """One step of a live job's life, the one ``TRANSITIONS`` gives for what is seen of it; returns what happened."""
-    seen, look = _look(job, Booking.objects.get(pk=job.booking_id), now)
-    while_booked, once_stopping = TRANSITIONS[seen]
-    return (once_stopping if look.must_stop else while_booked)(look)
+def job_advance(
+    *,
+    job: Job,
+    now: datetime,
+    backend: ClusterBackend | None = None,
+    snapshot: ClusterSnapshot | None = None,
+    error: BackendError | None = None,
+) -> Advance:
+    """One step of a live job's life, the one ``TRANSITIONS`` gives for what is seen of it; returns what happened.
+
+    A cluster's tick gives its ``backend`` and ``snapshot`` (or the ``error`` its snapshot raised); alone,
+    the job's cluster is asked about this job only, with a backend built and closed here."""
+    own = backend is None and snapshot is None and error is None
+    booking = Booking.objects.get(pk=job.booking_id)
+    seen, look = _look(job, booking, now, backend=backend, snapshot=snapshot, error=error)
+    try:
+        while_booked, once_stopping = TRANSITIONS[seen]
+        return (once_stopping if look.must_stop else while_booked)(look)
+    finally:
+        if own and look.backend is not None:
+            look.backend.close()
 
 
-def _look(job: Job, booking: Booking, now: datetime) -> tuple[Phase | Seen, _Look]:
-    """What is seen of the job: where its booking stands before the first attempt, else its cluster's answer."""
+def _look(
+    job: Job,
+    booking: Booking,
+    now: datetime,
+    *,
+    backend: ClusterBackend | None = None,
+    snapshot: ClusterSnapshot | None = None,
+    error: BackendError | None = None,
+) -> tuple[Phase | Seen, _Look]:
+    """What is seen of the job: where its booking stands before the first attempt, else its cluster's answer
+    (from the tick's ``snapshot`` when given, else read for this job)."""
     must_stop = job.stop_requested or booking.status not in RUNNABLE or now >= booking.end
     if not job.k8s_name:
         return (Seen.NOT_STARTED if booking.start > now else Seen.DUE), _Look(job, booking, now, must_stop)
     if job.cluster is None:
         return Seen.NO_CLUSTER, _Look(job, booking, now, must_stop)
-    backend = backend_for(job.cluster, clock=lambda: now)
+    if error is not None:  # the tick's snapshot of the cluster failed
+        return Seen.NO_ANSWER, _Look(job, booking, now, must_stop, backend=backend, error=error)
+    backend = backend or backend_for(job.cluster, clock=lambda: now)
     try:
-        state = backend.job_state(job.namespace, job.k8s_name)
+        source = snapshot or backend
+        state = source.job_state(job.namespace, job.k8s_name)
     except BackendError as exc:
         return Seen.NO_ANSWER, _Look(job, booking, now, must_stop, backend=backend, error=exc)
     _observe(job, state, now)
@@ -299,6 +372,7 @@ def _wait_for_pod(look: _Look) -> Advance:
         message = f"Waiting for the pod: {look.state.message}"[:500]
         if look.job.message != message:
             Job.objects.filter(pk=look.job.pk).update(message=message)
+    sessions.session_observe(job=look.job, backend=look.backend)
     return Advance.PENDING
 
 
@@ -308,6 +382,7 @@ def _run(look: _Look) -> Advance:
         Job.objects.filter(pk=job.pk).update(status=Job.Status.RUNNING, message=f"Running on {state.node}.")
         _event(job, state.running_since or now, "running", f"Running on {state.node}")
     _meter(job, now, final=False)
+    sessions.session_observe(job=job, backend=look.backend)
     return Advance.RUNNING
 
 
@@ -456,9 +531,20 @@ def _namespace(job: Job) -> str:
 
 def _share(server: Server, gpu_count: int) -> tuple[int, int]:
     """(millicores, MiB) of the server that ``gpu_count`` of its GPUs bring: its CPU and memory split
-    evenly over all its GPUs, rounded down, so the jobs on one server never ask for more than it has."""
+    evenly over all its GPUs, rounded down, so the jobs on one server never ask for more than it has.
+
+    Capped at the same share of its node's allocatable (as node sync last read it; 0 = not reported):
+    a server declared bigger than its node would otherwise ask for a pod no scheduler can place."""
     gpus = max(1, server.gpus.count())
-    return server.cpu_milli * gpu_count // gpus, server.memory_mib * gpu_count // gpus
+    cpu, memory = server.cpu_milli * gpu_count // gpus, server.memory_mib * gpu_count // gpus
+    node = Node.objects.filter(server=server).first()
+    if node is not None:
+        node_gpus = max(1, node.gpu_allocatable or gpus)
+        if node.cpu_allocatable_milli:
+            cpu = min(cpu, node.cpu_allocatable_milli * gpu_count // node_gpus)
+        if node.memory_allocatable_mib:
+            memory = min(memory, node.memory_allocatable_mib * gpu_count // node_gpus)
+    return cpu, memory
 
 
 def _launch(job: Job, booking: Booking, now: datetime) -> Advance:
@@ -477,7 +563,6 @@ def _launch(job: Job, booking: Booking, now: datetime) -> Advance:
         node=node.hostname,
         image=job.image,
         command=list(job.command),
-        args=list(job.args),
         env=crypto.unseal_json(job.env_sealed),
         gpu_count=job.gpu_count,
         active_deadline_seconds=max(1, int((booking.end - now).total_seconds())),
@@ -485,11 +570,19 @@ def _launch(job: Job, booking: Booking, now: datetime) -> Advance:
         ttl_seconds_after_finished=settings.SCHEDULER_JOB_TTL_SECONDS,
         cpu_milli=cpu_milli,
         memory_mib=memory_mib,
+        **sessions.session_spec_fields(job),  # args ({base_url} filled in), HTTP ports, SSH keys
     )
     backend = backend_for(node.cluster, clock=lambda: now)
     try:
         backend.ensure_namespace(spec.namespace)
+        spec = replace(
+            spec,
+            **storage.job_storage_prepare(
+                job=job, backend=backend, namespace=spec.namespace, server_id=booking.server_id, now=now
+            ),
+        )
         state = backend.create_job(spec)
+        sessions.session_launch(job=job, spec=spec, job_uid=state.uid, backend=backend, cluster=node.cluster)
     except BackendError as exc:
         return _unreachable(job, node.cluster, exc, now, "Could not reach the cluster")
     Job.objects.filter(pk=job.pk).update(
@@ -503,7 +596,9 @@ def _launch(job: Job, booking: Booking, now: datetime) -> Advance:
         submitted_at=now,
         running_since=None,
         metered_until=None,
-        message=f"Created on {node.hostname}; waiting for the pod.",
+        # A failover's "Moved from ... because ..." (storage helper) stays in front until the pod runs.
+        message=(f"{job.message} " if job.message.startswith("Moved from ") else "")
+        + f"Created on {node.hostname}; waiting for the pod.",
     )
     _event(job, now, "created", f"Attempt {attempt}: Job {spec.name} on {node.hostname} ({node.cluster.name})")
     job.refresh_from_db()
@@ -538,11 +633,17 @@ def _fail_over_books(job: Job, booking: Booking, now: datetime, *, failed_at: da
     failed_server = job.server_id
     if booking.server_id == failed_server:
         listing_record_reliability(server_id=failed_server, interrupted=True)
-        target = _equivalent_listing(booking, now)
+        booked = Listing.objects.select_related("region", "server").get(pk=booking.listing_id)
+        target = _equivalent_listing(booking, now, allow_other_regions=job.allow_other_regions)
         key = f"server-{failed_server}"  # one refund per failure of a server under this booking
         if target is None:
             booking_services.booking_interrupt(booking=booking, failed_at=failed_at, resumed_at=None, key=key)
-            message = "Interrupted; no equivalent GPU is free, so the booking's remaining time was refunded."
+            message = (
+                "Interrupted; no equivalent GPU is free, so the booking's remaining time was refunded."
+                if job.allow_other_regions
+                else f"No equivalent GPU in {booked.region.name}; other regions were not allowed, "
+                "so the remaining time was refunded."
+            )
             Job.objects.filter(pk=job.pk).update(message=message)
             _event(job, now, "refunded", message)
             return Advance.INTERRUPTED
@@ -553,16 +654,25 @@ def _fail_over_books(job: Job, booking: Booking, now: datetime, *, failed_at: da
             Job.objects.filter(pk=job.pk).update(status=Job.Status.PENDING, message="Looking for a replacement GPU.")
             return Advance.FAILOVER_RETRY
         booking_services.booking_interrupt(booking=booking, failed_at=failed_at, resumed_at=now, key=key)
-        _event(job, now, "failover", f"Re-booked on {target.server.hostname} ({target.region.name})")
-    # The booking now runs elsewhere (moved by this job or a sibling): resubmit there.
+        moved = (
+            f"Moved from {booked.server.hostname} ({booked.region.name}) to {target.server.hostname} "
+            f"({target.region.name}) because {reason or 'its node was lost'}."
+        )
+        _event(job, now, "failover", moved)
+        Job.objects.filter(pk=job.pk).update(
+            status=Job.Status.PENDING, finished_at=None, k8s_name="", k8s_uid="", message=moved[:500]
+        )
+        return None
+    # The booking now runs elsewhere (moved by a sibling): resubmit there.
     Job.objects.filter(pk=job.pk).update(
         status=Job.Status.PENDING, finished_at=None, k8s_name="", k8s_uid="", message="Resubmitting."
     )
     return None
 
 
-def _equivalent_listing(booking: Booking, now: datetime) -> Listing | None:
-    """Same model, same or more VRAM, no dearer, same region first; placement decides."""
+def _equivalent_listing(booking: Booking, now: datetime, *, allow_other_regions: bool = False) -> Listing | None:
+    """Same model, same or more VRAM, no dearer, in the booked region (same region first, then the
+    others, when the renter allowed them); placement decides."""
     listing = Listing.objects.select_related("gpu_model", "region").get(pk=booking.listing_id)
     start = now.replace(second=0, microsecond=0)
     if booking.end - start < timedelta(minutes=1):
@@ -576,6 +686,8 @@ def _equivalent_listing(booking: Booking, now: datetime) -> Listing | None:
         end=booking.end,
         exclude_server_id=booking.server_id,
     )
+    if not allow_other_regions:
+        nodes = [node for node in nodes if node.region == listing.region.code]
     request = placement.Request(
         gpu_count=booking.gpu_count,
         models=frozenset({listing.gpu_model.name}),
@@ -601,29 +713,81 @@ def jobs_collect(*, now: datetime | None = None) -> int:
             refs = backend.list_jobs()
         except BackendError as exc:
             cluster_mark_unhealthy(cluster=cluster, error=exc, now=now)
+            backend.close()
             continue
-        ids = {ref.labels.get(LABEL_JOB) for ref in refs}
-        jobs = {
-            str(j.public_id): j
-            for j in Job.objects.filter(public_id__in=[i for i in ids if _is_uuid(i)]).select_related("booking")
-        }
-        for ref in refs:
-            job = jobs.get(ref.labels.get(LABEL_JOB, ""))
-            keep = (
-                job is not None
-                and job.live
-                and job.k8s_name == ref.name
-                and job.cluster_id == cluster.pk
-                and job.booking.end > now
-            )
-            if keep:
-                continue
-            try:
-                backend.delete_job(ref.namespace, ref.name)
-                deleted += 1
-            except BackendError as exc:
-                logger.warning("could not collect job %s/%s: %s", ref.namespace, ref.name, exc)
+        try:
+            deleted += jobs_collect_cluster(cluster=cluster, backend=backend, refs=refs, now=now)
+        finally:
+            backend.close()
     return deleted
+
+
+def jobs_collect_cluster(*, cluster: Cluster, backend: ClusterBackend, refs: list[JobRef], now: datetime) -> int:
+    """The collector on one cluster, from its list of our Jobs (``refs``, e.g. a tick's snapshot's).
+
+    A Job whose launch is in flight (created, its job's row not yet updated: live, no ``k8s_name``, and
+    the name its next attempt gets) is kept: the launch adopts it, or retries under the same name."""
+    deleted = 0
+    jobs = _jobs_named_by(refs)
+    for ref in refs:
+        job = jobs.get(ref.labels.get(LABEL_JOB, ""))
+        keep = (
+            job is not None
+            and _attempt_of(job, ref.name)
+            and (job.cluster_id == cluster.pk or not job.k8s_name)
+            and job.booking.end > now
+        )
+        if keep:
+            continue
+        try:
+            backend.delete_job(ref.namespace, ref.name)
+            deleted += 1
+        except BackendError as exc:
+            logger.warning("could not collect job %s/%s: %s", ref.namespace, ref.name, exc)
+    return deleted
+
+
+# The env Secret of a Job is named <job>-env (``kubernetes.env_secret_name``).
+ENV_SECRET_SUFFIX = "-env"
+
+
+def secrets_collect_cluster(*, backend: ClusterBackend, refs: list[JobRef]) -> int:
+    """Delete the env Secrets (``<job>-env``, labelled with their job) whose Job is gone: the cluster's
+    garbage collector may lag, or the Job was deleted by hand. ``refs`` are our Jobs, listed before the
+    Secrets; a Secret whose job's row still names that attempt (or is about to: its launch in flight)
+    is kept, since its Job may have been created after the list."""
+    secrets = [
+        s for s in backend.list_secrets() if s.name.endswith(ENV_SECRET_SUFFIX) and _is_uuid(s.labels.get(LABEL_JOB))
+    ]
+    existing = {(ref.namespace, ref.name) for ref in refs}
+    jobs = _jobs_named_by(secrets)
+    deleted = 0
+    for secret in secrets:
+        job_name = secret.name.removesuffix(ENV_SECRET_SUFFIX)
+        job = jobs.get(secret.labels[LABEL_JOB])
+        if (secret.namespace, job_name) in existing or (job is not None and _attempt_of(job, job_name)):
+            continue
+        try:
+            backend.delete_secret(secret.namespace, secret.name)
+            deleted += 1
+        except BackendError as exc:
+            logger.warning("could not collect secret %s/%s: %s", secret.namespace, secret.name, exc)
+    return deleted
+
+
+def _jobs_named_by(refs) -> dict[str, Job]:
+    """The job rows the ``infrafi.io/job`` labels of ``refs`` name, by public id."""
+    ids = [i for i in {ref.labels.get(LABEL_JOB) for ref in refs} if _is_uuid(i)]
+    return {str(j.public_id): j for j in Job.objects.filter(public_id__in=ids).select_related("booking")}
+
+
+def _attempt_of(job: Job, name: str) -> bool:
+    """Whether the Kubernetes Job ``name`` is the live job's current attempt, or its next one being launched."""
+    if not job.live:
+        return False
+    if job.k8s_name:
+        return job.k8s_name == name
+    return name == f"infrafi-{job.public_id.hex[:12]}-{job.attempt + 1}"
 
 
 def _is_uuid(value) -> bool:

@@ -21,9 +21,11 @@
     bar.firstElementChild.style.width = s.progress + "%";
     text("job-progress-label", s.progress + "%");
     var logs = document.getElementById("job-logs");
-    var atBottom = logs.scrollTop + logs.clientHeight >= logs.scrollHeight - 4;
-    logs.textContent = s.logs || "(no output yet)";
-    if (atBottom) logs.scrollTop = logs.scrollHeight;
+    if (!logs.dataset.following) {  // job_logs.js streams into it while following
+      var atBottom = logs.scrollTop + logs.clientHeight >= logs.scrollHeight - 4;
+      logs.textContent = s.logs || "(no output yet)";
+      if (atBottom) logs.scrollTop = logs.scrollHeight;
+    }
     var events = document.getElementById("job-events");
     events.replaceChildren.apply(events, s.events.map(function (e) {
       var li = document.createElement("li");
