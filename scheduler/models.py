@@ -447,3 +447,11 @@ Job.add_to_class(
 Job.add_to_class(
     "volume", models.ForeignKey(Volume, on_delete=models.SET_NULL, null=True, blank=True, related_name="jobs")
 )
+# An inference endpoint's credential and volume (endpoint storage helper; migration 0009_endpoint_storage).
+Endpoint.add_to_class(
+    "registry_credential",
+    models.ForeignKey(RegistryCredential, on_delete=models.SET_NULL, null=True, blank=True, related_name="endpoints"),
+)
+Endpoint.add_to_class(
+    "volume", models.ForeignKey(Volume, on_delete=models.SET_NULL, null=True, blank=True, related_name="endpoints")
+)

@@ -3,12 +3,15 @@
 * ``POST /bookings/<id>/endpoints/`` creates one on a booking of yours;
 * ``GET /endpoints/<id>/`` its status, URL (where the platform's proxy serves it) and the last
   hour's requests, errors and latency p50/p95;
-* ``PATCH /endpoints/<id>/`` with ``{"image": ...}`` rolls it to a new image;
+* ``PATCH /endpoints/<id>/`` with ``{"image": ...}`` rolls it to a new image (of the same registry
+  as its registry credential, if it has one);
 * ``DELETE /endpoints/<id>/`` stops it.
 
-Renter-only, token scope ``book``. Bad input → 400 with field messages; another renter's booking
-or endpoint → 404. Environment values are write-only. The API views sit with their routes (the
-endpoints' own small unit; the jobs' API is ``scheduler.api``).
+``registry_credential`` and ``volume`` are ids of the renter's (``/api/v1/registries/``,
+``/api/v1/volumes/``); another renter's → 400. Renter-only, token scope ``book``. Bad input → 400
+with field messages; another renter's booking or endpoint → 404. Environment values are
+write-only. The API views sit with their routes (the endpoints' own small unit; the jobs' API is
+``scheduler.api``).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import IsRenter
+from core.api import BIGINT_MAX
 from marketplace.selectors import bookings as booking_selectors
 from scheduler import selectors
 from scheduler.models import Endpoint
@@ -58,6 +62,8 @@ class EndpointSerializer(serializers.ModelSerializer):
             "readiness_path",
             "replicas",
             "gpus_per_replica",
+            "registry_credential",  # endpoint storage helper: ids
+            "volume",
             "status",
             "message",
             "ready_replicas",
@@ -90,6 +96,21 @@ class EndpointRequestSerializer(serializers.Serializer):
     readiness_path = serializers.CharField(max_length=200, required=False, default="/health")
     replicas = serializers.IntegerField(required=False, default=1, max_value=endpoints.MAX_REPLICAS)
     gpus_per_replica = serializers.IntegerField(required=False, default=1, max_value=64)
+    # endpoint storage helper; another renter's id: 400 from the service
+    registry_credential = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        max_value=BIGINT_MAX,
+        help_text="Your registry credential's id; none: yours for the image's registry.",
+    )
+    volume = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        max_value=BIGINT_MAX,
+        help_text="Your volume on the booked server, mounted at /workspace in every replica.",
+    )
 
 
 class EndpointImageSerializer(serializers.Serializer):

@@ -24,7 +24,7 @@ from accounts.permissions import role_required
 from core.forms import form_submit
 from marketplace.selectors import bookings as booking_selectors
 from scheduler import selectors
-from scheduler.models import Endpoint
+from scheduler.models import Endpoint, RegistryCredential, Volume
 from scheduler.proxy.stats import endpoint_summary
 from scheduler.services import endpoints
 from scheduler.workload_templates import TEMPLATES, Kind
@@ -50,6 +50,34 @@ class EndpointForm(forms.Form):
     )
     replicas = forms.IntegerField(initial=1, min_value=1, max_value=endpoints.MAX_REPLICAS)
     gpus_per_replica = forms.IntegerField(initial=1, min_value=1, max_value=64, label="GPUs per replica")
+    # -- storage (endpoint storage helper): choices set by ``storage_choices`` --
+    registry_credential = forms.TypedChoiceField(
+        required=False,
+        coerce=int,
+        empty_value=None,
+        label="Registry credential",
+        help_text="For a private image. Automatic: your saved credential for the image's registry, if any.",
+    )
+    volume = forms.TypedChoiceField(
+        required=False,
+        coerce=int,
+        empty_value=None,
+        label="Volume at /workspace",
+        help_text="Your persistent volume on this server (Account → Volumes), shared by the replicas; "
+        "it outlives the endpoint.",
+    )
+
+    def storage_choices(self, *, renter, booking) -> EndpointForm:
+        """The renter's registry credentials and their live volumes on the booked server as the choices."""
+        credentials = RegistryCredential.objects.filter(renter=renter)
+        volumes = Volume.objects.filter(renter=renter, server_id=booking.server_id).exclude(
+            status=Volume.Status.DELETED
+        )
+        self.fields["registry_credential"].choices = [("", "Automatic")] + [
+            (c.pk, f"{c.name} ({c.registry})") for c in credentials
+        ]
+        self.fields["volume"].choices = [("", "None")] + [(v.pk, f"{v.pvc_name} ({v.size_gib} GiB)") for v in volumes]
+        return self
 
     def _split(self, field: str):
         try:
@@ -102,7 +130,9 @@ def endpoint_new(request, public_id):
     booking = booking_selectors.booking_get_for_renter(renter=request.user, public_id=public_id)
     if booking is None:
         raise Http404("No such booking.")
-    form = EndpointForm(request.POST or None, initial=_initial(request.GET.get("template"), booking))
+    form = EndpointForm(request.POST or None, initial=_initial(request.GET.get("template"), booking)).storage_choices(
+        renter=request.user, booking=booking
+    )
     if request.method == "POST" and (
         done := form_submit(
             form,
@@ -118,6 +148,8 @@ def endpoint_new(request, public_id):
                 readiness_path=d["readiness_path"],
                 replicas=d["replicas"],
                 gpus_per_replica=d["gpus_per_replica"],
+                registry_credential=d["registry_credential"],
+                volume=d["volume"],
             ),
         )
     ):

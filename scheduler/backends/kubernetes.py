@@ -863,9 +863,12 @@ class KubernetesBackend:
 
     def create_endpoint(self, spec: EndpointSpec) -> DeploymentState:
         """The env Secret (the pods read it at start), the Deployment, its Service, then the Secret handed
-        to the Deployment (``ownerReferences``: the cluster's garbage collector removes it with it)."""
+        to the Deployment (``ownerReferences``: the cluster's garbage collector removes it with it). A
+        private image's pull Secret ``<name>-pull`` is made first too, and handed over the same way."""
         if spec.pod.env:
             self._put_env_secret(spec.pod)
+        if spec.pod.pull_config_json:  # endpoint storage: before the pods that pull with it
+            self.put_pull_secret(spec.namespace, spec.name, spec.pod.pull_config_json, spec.pod.labels)
         manifest = deployment_manifest(spec, user_namespaces=self.user_namespaces, run_as_user=self._run_as_user)
         where = f"{spec.namespace}/{spec.name}"
         try:
@@ -884,7 +887,10 @@ class KubernetesBackend:
                 spec.namespace,
                 service_manifest(spec),
             )
-        if spec.pod.env and state.uid:
+        owned = [env_secret_name(spec.name)] if spec.pod.env else []
+        if spec.pod.pull_config_json:
+            owned.append(pull_secret_name(spec.name))
+        for secret in owned if state.uid else ():
             owner = {
                 "apiVersion": "apps/v1",
                 "kind": "Deployment",
@@ -894,9 +900,9 @@ class KubernetesBackend:
                 "blockOwnerDeletion": False,
             }
             self._call(
-                f"hand secret {spec.namespace}/{env_secret_name(spec.name)} to its deployment",
+                f"hand secret {spec.namespace}/{secret} to its deployment",
                 self._core.patch_namespaced_secret,
-                env_secret_name(spec.name),
+                secret,
                 spec.namespace,
                 {"metadata": {"ownerReferences": [owner]}},
             )
@@ -957,6 +963,7 @@ class KubernetesBackend:
             ("deployment", self._apps.delete_namespaced_deployment, name, {"propagation_policy": "Background"}),
             ("service", self._core.delete_namespaced_service, name, {}),
             ("secret", self._core.delete_namespaced_secret, env_secret_name(name), {}),
+            ("secret", self._core.delete_namespaced_secret, pull_secret_name(name), {}),  # endpoint storage
         ):
             with contextlib.suppress(_NotFound):
                 self._call(

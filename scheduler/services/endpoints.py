@@ -30,10 +30,18 @@ count the same interval twice.
 Cluster calls happen outside database transactions. An unreachable cluster marks the cluster
 unhealthy and leaves the endpoint's row as it was; the next tick retries (a stop included).
 Nothing is created on a cluster before the input is validated.
+
+Storage (as a job's, ``scheduler.services.storage``): a private image is pulled with the renter's
+registry credential (named, or picked for the image's registry), as the Secret ``<name>-pull``
+made before the Deployment, owned by it and deleted with it at stop; the renter's volume on the
+booked server is mounted at ``/workspace`` in every replica (a ReadWriteOnce PVC: the replicas
+share it because they are all pinned to that server's one node). Rolling to an image of another
+registry than the credential's is refused.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from datetime import datetime, timedelta
@@ -61,6 +69,7 @@ from scheduler.backends.base import (
     JobSpec,
 )
 from scheduler.models import Cluster, Endpoint
+from scheduler.services import storage
 from scheduler.services.clusters import cluster_mark_unhealthy
 from scheduler.services.jobs import RUNNABLE, _share, job_validate
 
@@ -100,11 +109,14 @@ def endpoint_create(
     readiness_path: str = "/health",
     replicas: int = 1,
     gpus_per_replica: int = 1,
+    registry_credential=None,
+    volume=None,
     now: datetime | None = None,
 ) -> Endpoint:
     """Accept an endpoint for a paid booking with time left; it is launched at the booking's start
     (at once when it has started). Replicas × GPUs each must fit the booking's GPUs not taken by its
-    live jobs and endpoints."""
+    live jobs and endpoints. ``registry_credential`` (an id or the object; none: the renter's for the
+    image's registry, if any) and ``volume`` (the renter's, on the booked server): see ``storage``."""
     now = now or timezone.now()
     if booking.renter_id != renter.pk:
         raise PermissionDenied("This booking is not yours.")
@@ -121,6 +133,15 @@ def endpoint_create(
         errors["replicas"] = [f"Choose 1 to {MAX_REPLICAS} replicas."]
     if not _positive_int(gpus_per_replica, 1, 64):
         errors["gpus_per_replica"] = ["Choose at least 1 GPU per replica."]
+    pull = storage.CredentialChoice(None, automatic=False)
+    try:
+        pull = storage.workload_credential(renter=renter, image=image, credential=registry_credential)
+    except ValidationError as exc:
+        errors.update(exc.message_dict)
+    try:
+        volume = storage.job_volume_check(renter=renter, booking=booking, volume=volume)
+    except ValidationError as exc:
+        errors.update(exc.message_dict)
     with transaction.atomic():
         locked = booking_lock(booking.pk)
         if locked.status not in RUNNABLE or locked.end <= now:
@@ -151,7 +172,15 @@ def endpoint_create(
             readiness_path=readiness_path,
             replicas=replicas,
             gpus_per_replica=gpus_per_replica,
-            message="Waiting for the booking's start." if locked.start > now else "Starting.",
+            registry_credential=pull.credential,
+            volume=volume,
+            message=("Waiting for the booking's start." if locked.start > now else "Starting.")
+            + (
+                f" Pulling with your credential {pull.credential.name} for {pull.credential.registry}"
+                " (chosen automatically: you named none)."
+                if pull.automatic
+                else ""
+            ),
         )
     if locked.start <= now:
         endpoint_advance(endpoint=endpoint, now=now)
@@ -174,6 +203,15 @@ def endpoint_update_image(*, endpoint: Endpoint, renter: User, image: str, now: 
         raise ValidationError({"image": exc.message_dict.get("image", exc.messages)}) from None
     if image == endpoint.image:
         return endpoint
+    credential = endpoint.registry_credential
+    if credential is not None and storage.image_registry(image) != credential.registry:
+        raise ValidationError(
+            {
+                "image": f"This endpoint pulls with your credential {credential.name} for {credential.registry}; "
+                f"{image} is pulled from {storage.image_registry(image)}. Choose an image from "
+                f"{credential.registry}, or create a new endpoint."
+            }
+        )
     Endpoint.objects.filter(pk=endpoint.pk).update(image=image, message=f"Rolling to {image}.")
     endpoint.refresh_from_db()
     if endpoint.k8s_name and endpoint.cluster is not None:
@@ -370,6 +408,10 @@ def _launch(
         backend = backend_for(node.cluster, clock=lambda: now)
     try:
         backend.ensure_namespace(spec.namespace)
+        fields, note = storage.endpoint_storage_prepare(
+            endpoint=endpoint, backend=backend, namespace=spec.namespace, server_id=booking.server_id
+        )
+        spec = dataclasses.replace(spec, pod=dataclasses.replace(spec.pod, **fields))
         backend.create_endpoint(spec)
     except BackendError as exc:
         cluster_mark_unhealthy(cluster=node.cluster, error=exc, now=now)
@@ -392,9 +434,12 @@ def _launch(
         reported_until=endpoint.reported_until or now,
         ready_replicas=0,
         status=Endpoint.Status.PENDING,
-        message=f"Created on {node.hostname}; waiting for the replicas to be ready."
-        if first
-        else f"The Deployment had disappeared; created again on {node.hostname}.",
+        message=(
+            f"Created on {node.hostname}; waiting for the replicas to be ready."
+            if first
+            else f"The Deployment had disappeared; created again on {node.hostname}."
+        )[: 500 - len(note)]
+        + note,
     )
     endpoint.refresh_from_db()
     return "launched"

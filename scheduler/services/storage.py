@@ -23,6 +23,15 @@ survives them; only ``volume_delete`` removes it, refused while a live job
 uses it. A job on another server cannot use it (form error); after a failover
 to another server the next attempt runs without it, and says so.
 
+**Inference endpoints** use both the same way (``endpoints.endpoint_create`` checks them with
+``workload_credential`` and ``job_volume_check``; ``endpoint_storage_prepare`` at launch): the pull
+Secret ``<deployment>-pull`` is made before the Deployment and handed to it, and deleted with it
+at stop; the PVC is mounted at ``/workspace`` in every replica. The PVC is ReadWriteOnce: it
+attaches to one node at a time, which is enough because an endpoint's replicas are all pinned to
+the booked server's node (they share the one volume, each pod mounting the same claim; writes from
+several replicas to the same files are theirs to coordinate). Rolling the image re-checks the
+credential's registry against the new image.
+
 This module does not import ``scheduler.services.jobs`` (which calls it).
 """
 
@@ -41,7 +50,7 @@ from marketplace.models import Booking
 from scheduler import crypto
 from scheduler.backends import backend_for
 from scheduler.backends.base import BackendError, ClusterBackend
-from scheduler.models import Cluster, Job, JobEvent, Node, RegistryCredential, Volume
+from scheduler.models import Cluster, Endpoint, Job, JobEvent, Node, RegistryCredential, Volume
 
 # host[:port]: DNS labels (or an IPv4 address), an optional port 1-65535.
 REGISTRY_HOST = re.compile(
@@ -234,6 +243,8 @@ def volume_delete(*, renter: User, volume: Volume, now: datetime | None = None) 
         raise ValidationError({"volume": "This volume is already deleted."})
     if Job.objects.filter(volume=volume, status__in=Job.LIVE).exists():
         raise ValidationError({"volume": "A running or pending job uses this volume; stop it first."})
+    if Endpoint.objects.filter(volume=volume, status__in=Endpoint.LIVE).exists():
+        raise ValidationError({"volume": "A live inference endpoint uses this volume; stop it first."})
     if volume.status == Volume.Status.CREATED:
         backend = backend_for(volume.cluster, clock=lambda: now or timezone.now())
         try:
@@ -293,3 +304,31 @@ def job_storage_prepare(*, job: Job, backend: ClusterBackend, namespace: str, se
                 Volume.objects.filter(pk=volume.pk).update(status=Volume.Status.CREATED)
             fields["volume_claim"] = volume.pvc_name
     return fields
+
+
+def endpoint_storage_prepare(
+    *, endpoint: Endpoint, backend: ClusterBackend, namespace: str, server_id: int
+) -> tuple[dict, str]:
+    """What an endpoint's launch needs of storage, as ``JobSpec`` fields (its pull Secret's content,
+    its volume's claim, the PVC ensured in ``namespace``, which must exist), and a note for its
+    message (the credential pulled with; "" when none). The PVC is ReadWriteOnce: the replicas
+    share it because they all run on the booked server's one node. A volume left on another server
+    (the booking moved by a job's failover) is not mounted, and the note says so. Raises
+    ``BackendError`` when the cluster does not answer (the launch is retried)."""
+    fields, note = {}, ""
+    if endpoint.registry_credential_id:
+        credential = endpoint.registry_credential
+        fields["pull_config_json"] = pull_config_json(credential)
+        note = f" Pulling with your credential {credential.name} for {credential.registry}."
+    volume = endpoint.volume
+    if volume is not None and volume.status != Volume.Status.DELETED:
+        if volume.server_id != server_id:
+            note += f" Your volume {volume.pvc_name} stays on its server; the replicas run without /workspace."
+        else:
+            backend.ensure_volume(
+                namespace, volume.pvc_name, storage_class=volume.storage_class, size_gib=volume.size_gib
+            )
+            if volume.status != Volume.Status.CREATED:
+                Volume.objects.filter(pk=volume.pk).update(status=Volume.Status.CREATED)
+            fields["volume_claim"] = volume.pvc_name
+    return fields, note
