@@ -7,10 +7,20 @@ cluster would be:
   model step: ``POST /v1/completions`` answers JSON after ``SERVICE_MS`` (8 ms);
   ``POST /v1/chat/completions`` with ``stream: true`` sends ``CHUNKS`` (8) SSE chunks, one per
   ``STEP_MS`` (5 ms), then ``[DONE]``;
-* the **API server stand-in** (a subprocess): a tiny aiohttp forwarder of the service-proxy
-  path ``/api/v1/namespaces/{ns}/services/{svc}:{port}/proxy/{path}`` to the model server
-  (pooled keep-alive session, streamed). Not the test emulator: that one is kmock under pytest,
-  opens a session per request and would measure itself;
+* the **API server stand-in** (a subprocess; bench code, not product code): in production the
+  owner's kube-apiserver, a Go server whose service proxy costs little CPU per request, so the
+  stand-in is kept cheap too: a minimal asyncio ``Protocol`` forwarder (``httptools`` parsing, as
+  uvicorn does; uvloop) of the service-proxy path
+  ``/api/v1/namespaces/{ns}/services/{svc}:{port}/proxy/{path}`` to the model server, with pooled
+  keep-alive upstream connections. It forwards faithfully what the path carries: the method,
+  path and query, the headers minus hop-by-hop ones, ``Host`` and ``Authorization`` (the API
+  server's credentials are not passed on), ``X-Forwarded-For`` appended to as Go's
+  ``ReverseProxy`` does; the answer's status, reason and headers (hop-by-hop ones dropped), and
+  its body streamed piece by piece as it arrives (a known length passed through, anything else
+  re-chunked, so SSE events are flushed at once). Simplifications of a stand-in: the request
+  body is read whole before forwarding (the bench's are small), no TLS, no upgrades, no
+  answers to ``HEAD``, no write back-pressure. Not the test emulator either: that one is kmock
+  under pytest, opens a session per request and would measure itself;
 * the **platform** (this process): ``config.asgi``'s application (``ProxyApp`` in front of
   Django) under uvicorn in a thread, on a throw-away test database holding a renter, a booking,
   a cluster whose kubeconfig points at the stand-in, a ready endpoint and an ``infer`` token;
@@ -105,43 +115,246 @@ def serve_model(port: int) -> None:
 
 
 def serve_api_server(port: int, upstream: str) -> None:
-    import aiohttp
-    from aiohttp import web
+    """The API server stand-in: an asyncio ``Protocol`` forwarder parsing with ``httptools`` (see
+    the module docstring); pooled keep-alive connections to the model server, answers streamed
+    back as their bytes arrive."""
+    import re
+    from urllib.parse import urlsplit
 
-    hop = {"connection", "keep-alive", "transfer-encoding", "upgrade", "te", "trailer", "host", "authorization"}
-    hop |= {"content-length"}
-    state: dict = {}
+    import httptools
 
-    async def on_startup(app: web.Application) -> None:
-        state["session"] = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0), auto_decompress=False, skip_auto_headers=("User-Agent",)
-        )
+    target = urlsplit(upstream)
+    host, upstream_port = target.hostname or "127.0.0.1", target.port or 80
+    host_header = f"{host}:{upstream_port}".encode()
+    route = re.compile(rb"^/api/v1/namespaces/[^/]+/services/[^/]+/proxy(/.*)?$")
+    # Hop-by-hop headers, the API server's own credentials and the length (set again) stay here.
+    hop = {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding"}
+    hop |= {b"upgrade", b"proxy-authorization", b"proxy-authenticate"}
+    request_dropped = hop | {b"host", b"authorization", b"content-length"}
+    idle: list[Upstream] = []
+    connecting: set[asyncio.Future] = set()  # new upstream connections being opened
 
-    async def proxy(request: web.Request) -> web.StreamResponse:
-        rest = request.match_info["rest"]
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in hop}
-        body = await request.read()
-        async with state["session"].request(
-            request.method, f"{upstream}/{rest}", headers=headers, data=body or None
-        ) as answer:
-            response = web.StreamResponse(status=answer.status)
-            for name, value in answer.headers.items():
-                if name.lower() not in hop:
-                    response.headers.add(name, value)
-            await response.prepare(request)
-            async for chunk in answer.content.iter_any():
-                await response.write(chunk)
-            await response.write_eof()
-            return response
+    def spawn(coroutine) -> None:
+        task = asyncio.ensure_future(coroutine)
+        connecting.add(task)
+        task.add_done_callback(connecting.discard)
 
-    async def on_cleanup(app: web.Application) -> None:
-        await state["session"].close()
+    class Upstream(asyncio.Protocol):
+        """One keep-alive connection to the model server, carrying one request at a time."""
 
-    app = web.Application()
-    app.on_startup.append(on_startup)
-    app.on_cleanup.append(on_cleanup)
-    app.router.add_route("*", "/api/v1/namespaces/{ns}/services/{svc}/proxy/{rest:.*}", proxy)
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+        def __init__(self) -> None:
+            self.transport: asyncio.Transport | None = None
+            self.parser = httptools.HttpResponseParser(self)
+            self.client: Client | None = None
+            self.reused = False
+            self.started = False
+            self.chunked = False
+            self.reason = b""
+            self.headers: list[tuple[bytes, bytes]] = []
+
+        def connection_made(self, transport) -> None:
+            self.transport = transport
+
+        def send(self, client: Client, request: bytes) -> None:
+            self.client, self.started, self.headers, self.reason = client, False, [], b""
+            self.parser = httptools.HttpResponseParser(self)
+            self.transport.write(request)
+
+        def data_received(self, data: bytes) -> None:
+            try:
+                self.parser.feed_data(data)
+            except httptools.HttpParserError:
+                self.transport.close()
+
+        def on_status(self, reason: bytes) -> None:
+            self.reason += reason
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self.headers.append((name, value))
+
+        def on_headers_complete(self) -> None:
+            self.started = True
+            status = self.parser.get_status_code()
+            lines = [b"HTTP/1.1 %d %s\r\n" % (status, self.reason or b"OK")]
+            length = False
+            for name, value in self.headers:
+                lower = name.lower()
+                if lower == b"content-length":
+                    length = True
+                elif lower in hop:
+                    continue
+                lines.append(b"%s: %s\r\n" % (name, value))
+            self.chunked = not length and status not in (204, 304)
+            if self.chunked:
+                lines.append(b"Transfer-Encoding: chunked\r\n")
+            if not self.client.keep_alive:
+                lines.append(b"Connection: close\r\n")
+            lines.append(b"\r\n")
+            self.client.write(b"".join(lines))
+
+        def on_body(self, body: bytes) -> None:
+            # Each piece goes on as it came: an SSE event is flushed at once, never held back.
+            self.client.write(b"%x\r\n%s\r\n" % (len(body), body) if self.chunked else body)
+
+        def on_message_complete(self) -> None:
+            client, self.client = self.client, None
+            if self.chunked:
+                client.write(b"0\r\n\r\n")
+            if self.parser.should_keep_alive() and not self.transport.is_closing():
+                self.reused = True
+                idle.append(self)
+            else:
+                self.transport.close()
+            client.done()
+
+        def connection_lost(self, exc) -> None:
+            if self in idle:
+                idle.remove(self)
+            client, self.client = self.client, None
+            if client is None:
+                return
+            if not self.started and self.reused:
+                client.retry()  # a kept-alive connection the model server had closed meanwhile
+            elif not self.started:
+                client.fail()
+            else:
+                client.close()  # cut short mid-answer: the client sees a truncated body
+
+    class Client(asyncio.Protocol):
+        """One client connection: requests are parsed, forwarded and answered in order."""
+
+        def __init__(self) -> None:
+            self.transport: asyncio.Transport | None = None
+            self.parser = httptools.HttpRequestParser(self)
+            self.queue: list[tuple[bytes, bool, bytes]] = []  # (request, keep-alive, own answer)
+            self.busy = False
+            self.keep_alive = True
+            self.peer = b""
+            self._url = b""
+            self._headers: list[bytes] = []
+            self._body: list[bytes] = []
+            self._xff_seen = False
+            self._current: tuple[bytes, bool, bytes] = (b"", True, b"")
+
+        def connection_made(self, transport) -> None:
+            self.transport = transport
+            peer = transport.get_extra_info("peername")
+            self.peer = peer[0].encode() if peer else b""
+
+        def data_received(self, data: bytes) -> None:
+            try:
+                self.parser.feed_data(data)
+            except httptools.HttpParserError:
+                self.transport.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                self.transport.close()
+
+        def on_message_begin(self) -> None:
+            self._url, self._headers, self._body, self._xff_seen = b"", [], [], False
+
+        def on_url(self, url: bytes) -> None:
+            self._url += url
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            lower = name.lower()
+            if lower == b"x-forwarded-for":
+                value = value + b", " + self.peer
+                self._xff_seen = True  # appended to, as Go's ReverseProxy does
+            elif lower in request_dropped:
+                return
+            self._headers.append(b"%s: %s\r\n" % (name, value))
+
+        def on_body(self, body: bytes) -> None:
+            self._body.append(body)
+
+        def on_message_complete(self) -> None:
+            path, _, query = self._url.partition(b"?")
+            matched = route.match(path)
+            keep_alive = self.parser.should_keep_alive()
+            if matched is None:
+                answer = b"HTTP/1.1 404 Not Found\r\nContent-Length: 10\r\n\r\nnot found\n"
+                self.queue.append((b"", keep_alive, answer))
+            else:
+                rest = (matched.group(1) or b"/") + (b"?" + query if query else b"")
+                body = b"".join(self._body)
+                method = self.parser.get_method()
+                xff = [] if self._xff_seen else [b"X-Forwarded-For: %s\r\n" % self.peer]
+                length = b"Content-Length: %d\r\n" % len(body) if body or method in (b"POST", b"PUT", b"PATCH") else b""
+                head = b"".join(
+                    [
+                        b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (method, rest, host_header),
+                        *self._headers,
+                        *xff,
+                        length,
+                        b"\r\n",
+                    ]
+                )
+                self.queue.append((head + body, keep_alive, b""))
+            if not self.busy:
+                self.next()
+
+        def next(self) -> None:
+            if not self.queue or self.transport.is_closing():
+                return
+            self.busy = True
+            self._current = self.queue.pop(0)
+            request, self.keep_alive, answer = self._current
+            if answer:
+                self.write(answer)
+                self.done()
+            else:
+                self.forward(request)
+
+        def forward(self, request: bytes) -> None:
+            while idle:
+                conn = idle.pop()
+                if not conn.transport.is_closing():
+                    conn.send(self, request)
+                    return
+            spawn(self._connect(request))
+
+        async def _connect(self, request: bytes) -> None:
+            try:
+                _, conn = await asyncio.get_running_loop().create_connection(Upstream, host, upstream_port)
+            except OSError:
+                self.fail()
+                return
+            conn.send(self, request)
+
+        def retry(self) -> None:
+            spawn(self._connect(self._current[0]))
+
+        def fail(self) -> None:
+            self.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 12\r\n\r\nbad gateway\n")
+            self.done()
+
+        def write(self, data: bytes) -> None:
+            if not self.transport.is_closing():
+                self.transport.write(data)
+
+        def done(self) -> None:
+            self.busy = False
+            if not self.keep_alive:
+                self.transport.close()
+                return
+            self.next()
+
+        def close(self) -> None:
+            self.transport.close()
+
+        def connection_lost(self, exc) -> None:
+            self.queue.clear()
+
+    async def main() -> None:
+        server = await asyncio.get_running_loop().create_server(Client, "127.0.0.1", port, backlog=1024)
+        async with server:
+            await server.serve_forever()
+
+    try:
+        import uvloop
+
+        uvloop.run(main())
+    except ImportError:
+        asyncio.run(main())
 
 
 # -- the clients (a subprocess) --

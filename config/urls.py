@@ -58,7 +58,6 @@ api_v1 = [
     path("", include("scheduler.urls_api_sessions")),
     path("", include("scheduler.urls_api_endpoints")),
     path("", include("scheduler.urls_api_storage")),
-    path("", include("scheduler.urls_api_scale")),
     *router.urls,
 ]
 

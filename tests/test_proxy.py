@@ -8,7 +8,11 @@ websockets through it, an inference endpoint answering a streamed (SSE) completi
 before the upstream finished, the token rules (no token 401, another renter's 404, a read
 token 403), no cookie or Authorization reaching the pod, 502 when the pod does not answer, 503
 when the endpoint is not ready, and the request statistics written to ``EndpointMinute`` (at
-shutdown, with an upsert that adds up) and read back by ``endpoint_summary``."""
+shutdown, with an upsert that adds up) and read back by ``endpoint_summary``. Also the hot
+path's precomputed parts (the clock, the URL table, header filtering) against what plain code
+gives, and ``bench.endpoint``'s API server stand-in (status, headers, query, credentials not
+passed on, SSE streamed unbuffered, keep-alive reuse), so the benchmark measures a faithful
+path."""
 
 from __future__ import annotations
 
@@ -499,3 +503,124 @@ def test_the_api_servers_link_rewriting_is_undone_in_gzip_pages_too():
         b'<a href="/proxy/j/8888/tree">Files</a>'
     )
     assert _unrewrite(b"not gzip", prefix, gzipped=True) == b"not gzip"
+
+
+# -- the hot path's precomputed parts, and the benchmark's API server stand-in --
+
+
+def test_the_hot_paths_precomputed_parts_give_what_the_plain_code_gave():
+    from urllib.parse import quote
+
+    from scheduler.proxy.app import coarse_now
+    from scheduler.proxy.upstream import ClusterClient, forwarded_headers, quote_path
+
+    before = datetime.now(UTC).replace(microsecond=0)
+    now = coarse_now()
+    assert before <= now <= datetime.now(UTC) and now.tzinfo is not None and now.microsecond == 0
+
+    client = ClusterClient(
+        base_url="https://10.0.0.1:6443", headers={}, ssl=None, server_hostname="api.example", session=None, built_at=0
+    )
+    for _ in range(2):  # built once, then from the client's table
+        url = client.service_url("ns a", "web", 8080, quote_path("v1/a b/ü"))
+        assert url == "https://10.0.0.1:6443/api/v1/namespaces/ns%20a/services/web:8080/proxy/v1/a%20b/%C3%BC"
+        assert client.request_options() == {"ssl": False, "server_hostname": "api.example"}
+    assert quote_path("x/%y") == quote("x/%y", safe="/:@!$&'()*+,;=-._~") == "x/%25y"
+
+    scope = {
+        "scheme": "https",
+        "client": ("203.0.113.9", 5555),
+        "headers": [
+            (b"host", b"infrafi.example"),
+            (b"accept", b"text/plain"),
+            (b"accept", b"application/json"),
+            (b"cookie", b"sessionid=s"),
+            (b"authorization", b"Bearer ifi_x"),
+            (b"x-forwarded-for", b"1.2.3.4"),  # the client's own claim is not passed on
+            (b"connection", b"keep-alive"),
+            (b"content-length", b"2"),
+            (b"X-Custom", b"v"),
+        ],
+    }
+    assert forwarded_headers(scope, prefix="/endpoints/e") == {
+        "accept": "text/plain, application/json",
+        "x-custom": "v",
+        "x-forwarded-for": "203.0.113.9",
+        "x-forwarded-proto": "https",
+        "x-forwarded-host": "infrafi.example",
+        "x-forwarded-prefix": "/endpoints/e",
+    }
+
+
+@pytest.fixture
+def api_server_stand_in(upstream) -> Iterator[str]:
+    """``bench.endpoint``'s API server stand-in in front of the test's pod, as the bench runs it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    port = free_port()
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bench.endpoint",
+            "--role",
+            "api-server",
+            "--port",
+            str(port),
+            "--upstream",
+            upstream.url,
+        ],
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    try:
+        deadline = time.monotonic() + WAIT_SECONDS
+        while True:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert time.monotonic() < deadline and child.poll() is None, "the stand-in did not start"
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        child.terminate()
+        child.wait(WAIT_SECONDS)
+
+
+def test_the_benchs_api_server_stand_in_forwards_the_service_proxy_path_faithfully(api_server_stand_in, upstream):
+    base = f"{api_server_stand_in}/api/v1/namespaces/ns/services/llm:8000/proxy"
+    with httpx.Client(timeout=WAIT_SECONDS) as http:  # one kept-alive connection for all requests
+        for attempt in range(2):  # the second one over the pooled upstream connection
+            answer = http.post(
+                f"{base}/v1/a%20b?x=1&y=%C3%BC",
+                content=f"body {attempt}".encode(),
+                headers={"Authorization": "Bearer cluster-token", "X-Custom": "v", "X-Forwarded-For": "10.1.1.1"},
+            )
+            assert answer.status_code == 200, answer.text
+            seen = answer.json()
+            assert (seen["method"], seen["path"], seen["query"]) == ("POST", "/v1/a b", "x=1&y=ü")  # decoded by aiohttp
+            assert seen["body"] == f"body {attempt}"
+            assert "authorization" not in seen["headers"]  # the API server's credentials stay there
+            assert seen["headers"]["x-custom"] == "v" and seen["headers"]["x-forwarded-for"] == "10.1.1.1, 127.0.0.1"
+            assert seen["headers"]["host"] == upstream.url.removeprefix("http://")
+            # The pod's headers come back (the platform, not the API server, drops Set-Cookie).
+            assert answer.headers["x-pod"] == "yes" and answer.headers["set-cookie"] == "pod=1; Path=/"
+            assert int(answer.headers["content-length"]) == len(answer.content)
+
+        chunks = []
+        body = {"model": "m", "stream": True}
+        with http.stream("POST", f"{base}/v1/chat/completions", json=body) as streamed:
+            assert streamed.status_code == 200
+            assert streamed.headers["content-type"] == "text/event-stream"
+            assert streamed.headers["transfer-encoding"] == "chunked"
+            for chunk in streamed.iter_raw():
+                chunks.append(chunk)
+                if len(chunks) == 1:  # here while the pod still waits: streamed, not buffered
+                    assert b"Hel" in chunk and not upstream.finished.is_set()
+                    upstream.release.set()
+        text = b"".join(chunks).decode()
+        assert '"lo"' in text and text.rstrip().endswith("data: [DONE]")
+        assert upstream.seen[-1]["json"] == body
+
+        assert http.get(f"{api_server_stand_in}/api/v1/namespaces/ns/pods").status_code == 404

@@ -28,10 +28,11 @@ Statistics of endpoints: each request adds to an in-process ``stats.Recorder``: 
 error when the answer is 5xx or the upstream failed (our 502), and its latency **to the answer's
 first byte** (the status line: for a streamed completion, the time to its first chunk; the
 stream's length is the model's business, not the proxy's). Proxy refusals (401/403/404/503) are
-not recorded. A background task started by the ASGI lifespan writes the aggregate to
-``EndpointMinute`` every ``PROXY_STATS_FLUSH_SECONDS`` (5 s) with an atomic upsert
-(``stats.write_minutes``), and once more at shutdown; a server without lifespan support still
-flushes from the request path when the interval has passed.
+not recorded. The hot path builds no ``datetime`` per request: records are stamped by a clock
+read to the second (``coarse_now``; the aggregate is per minute). A background task started by
+the ASGI lifespan writes the aggregate to ``EndpointMinute`` every ``PROXY_STATS_FLUSH_SECONDS``
+(5 s) with an atomic upsert (``stats.write_minutes``), and once more at shutdown; a server
+without lifespan support still flushes from the request path when the interval has passed.
 
 Serving: ``uvicorn config.asgi:application`` (``make demo`` does, see ``config/asgi.py``);
 ``manage.py runserver`` (WSGI) serves the site but not the proxy.
@@ -61,6 +62,18 @@ Send = Callable[[dict], Awaitable[None]]
 
 PROXY_PREFIX = "/proxy/"
 ENDPOINT_PREFIX = "/endpoints/"
+
+
+def coarse_now() -> datetime:
+    """Now, to the second (statistics are counted per minute): one ``datetime`` built per second
+    rather than one per request, on the hot path."""
+    second = int(time.time())
+    if second != _clock[0]:
+        _clock[0], _clock[1] = second, datetime.fromtimestamp(second, UTC)
+    return _clock[1]
+
+
+_clock: list = [0, datetime.fromtimestamp(0, UTC)]
 
 
 def close_connections() -> None:
@@ -241,8 +254,10 @@ class ProxyApp:
         async def look_up():
             return await sync_to_async(access.endpoint_route)(endpoint_id), settings.PROXY_ROUTE_CACHE_SECONDS
 
-        grant = await self.tokens.get_or_load(access.token_digest(token), verify)
-        route, renter_id, ready = await self.routes.get_or_load(("endpoint", endpoint_id), look_up)
+        digest = access.token_digest(token)
+        grant = self.tokens.get(digest) or await self.tokens.get_or_load(digest, verify)
+        route_key = ("endpoint", endpoint_id)
+        route, renter_id, ready = self.routes.get(route_key) or await self.routes.get_or_load(route_key, look_up)
         access.check_endpoint_grant(grant, renter_id, ready)
         await self._forward(route, rest, scope, receive, send, prefix=f"{ENDPOINT_PREFIX}{endpoint_id}")
 
@@ -258,15 +273,13 @@ class ProxyApp:
             status_seen.append(status)
             if route.endpoint_id is not None:
                 latency_ms = (time.perf_counter() - started) * 1000
-                self.recorder.record(
-                    route.endpoint_id, at=datetime.now(UTC), latency_ms=latency_ms, error=status >= 500
-                )
+                self.recorder.record(route.endpoint_id, at=coarse_now(), latency_ms=latency_ms, error=status >= 500)
 
         async def build():
             return await sync_to_async(access.cluster_target)(route.cluster_id)
 
         client = await self.pool.client((route.cluster_id, route.cluster_version), build)
-        url = client.service_url(route.namespace, route.service, route.port, quote(rest, safe="/:@!$&'()*+,;=-._~"))
+        url = client.service_url(route.namespace, route.service, route.port, upstream.quote_path(rest))
         headers = upstream.forwarded_headers(scope, prefix=prefix)
         try:
             if scope["type"] == "websocket":

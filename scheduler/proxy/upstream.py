@@ -8,7 +8,9 @@ A ``ClusterClient`` is built from the cluster's sealed kubeconfig by
 holds the address that was checked, TLS still checks the name), and kept per cluster id and
 kubeconfig version for ``PROXY_CLIENT_TTL_SECONDS``, so connections are kept alive across
 requests; after the TTL it is rebuilt (the host is resolved and checked again) and the old
-session closed once its requests are done.
+session closed once its requests are done. What does not change between a client's requests is
+built once per client: the service-proxy URL of each Service port and the TLS options; header
+filtering works on the raw ASGI/aiohttp bytes (no decoding of headers that are dropped anyway).
 
 What goes to the pod: the method, the path under the prefix, the query, the body (streamed)
 and the client's headers minus the hop-by-hop ones, ``Host``, ``Cookie`` and ``Authorization``
@@ -35,10 +37,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
@@ -64,6 +67,9 @@ HOP_BY_HOP = frozenset(
 REQUEST_DROPPED = HOP_BY_HOP | {"host", "cookie", "authorization", "content-length", "x-forwarded-for"}
 # Never sent back: a pod must not set cookies on the platform's domain; lengths are the server's.
 RESPONSE_DROPPED = HOP_BY_HOP | {"set-cookie", "content-length"}
+# The same as bytes, for the per-request header loops (ASGI header names are lowercase bytes).
+REQUEST_DROPPED_RAW = frozenset(name.encode() for name in REQUEST_DROPPED)
+RESPONSE_DROPPED_RAW = frozenset(name.encode() for name in RESPONSE_DROPPED)
 WEBSOCKET_DROPPED = REQUEST_DROPPED | {
     "sec-websocket-key",
     "sec-websocket-version",
@@ -93,6 +99,13 @@ def _unrewrite(body: bytes, prefix: bytes, *, gzipped: bool) -> bytes:
     return body.replace(prefix, b"")
 
 
+@functools.lru_cache(maxsize=4096)
+def quote_path(path: str) -> str:
+    """``path`` (as ASGI gives it: percent-decoded) quoted again for the upstream URL; cached, as
+    an endpoint's few paths (``v1/completions``...) come again and again."""
+    return quote(path, safe="/:@!$&'()*+,;=-._~")
+
+
 class UpstreamError(Exception):
     """The API server or the pod could not be reached: the proxy answers 502 with this text."""
 
@@ -105,10 +118,19 @@ class ClusterClient:
     server_hostname: str | None
     session: aiohttp.ClientSession
     built_at: float
+    # Built once per client, not per request: the service-proxy URL of each Service port, and
+    # aiohttp's TLS options.
+    _service_bases: dict[tuple[str, str, int], str] = field(default_factory=dict, repr=False)
+    _options: dict[str, Any] | None = field(default=None, repr=False)
 
     def service_url(self, namespace: str, service: str, port: int, path: str) -> str:
-        name = quote(f"{service}:{port}", safe=":")
-        return f"{self.base_url}/api/v1/namespaces/{quote(namespace, safe='')}/services/{name}/proxy/{path}"
+        base = self._service_bases.get((namespace, service, port))
+        if base is None:
+            if len(self._service_bases) >= 1024:
+                self._service_bases.clear()
+            base = self.base_url + self.service_prefix(namespace, service, port).decode()
+            self._service_bases[(namespace, service, port)] = base
+        return f"{base}/{path}"
 
     def service_prefix(self, namespace: str, service: str, port: int) -> bytes:
         """The path the API server puts in front of a page's root-relative links (text/html)."""
@@ -116,10 +138,12 @@ class ClusterClient:
         return f"/api/v1/namespaces/{quote(namespace, safe='')}/services/{name}/proxy".encode()
 
     def request_options(self) -> dict[str, Any]:
-        options: dict[str, Any] = {"ssl": self.ssl if self.ssl is not None else False}
-        if self.server_hostname:
-            options["server_hostname"] = self.server_hostname
-        return options
+        if self._options is None:
+            options: dict[str, Any] = {"ssl": self.ssl if self.ssl is not None else False}
+            if self.server_hostname:
+                options["server_hostname"] = self.server_hostname
+            self._options = options
+        return self._options
 
 
 class ClientPool:
@@ -176,14 +200,16 @@ class ClientPool:
 def forwarded_headers(scope: dict, *, prefix: str) -> dict[str, str]:
     """The client's request headers as the pod gets them (see the module docstring)."""
     headers: dict[str, str] = {}
+    host = ""
     for raw_name, raw_value in scope.get("headers") or ():
-        name = raw_name.decode("latin-1").lower()
-        if name in REQUEST_DROPPED:
+        raw_name = raw_name.lower()  # lowercase already from an ASGI server; cheap to make sure
+        if raw_name in REQUEST_DROPPED_RAW:
+            if raw_name == b"host" and not host:
+                host = raw_value.decode("latin-1")
             continue
-        value = raw_value.decode("latin-1")
+        name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
         headers[name] = f"{headers[name]}, {value}" if name in headers else value
     client = scope.get("client")
-    host = next((v.decode("latin-1") for k, v in scope.get("headers") or () if k == b"host"), "")
     if client:
         headers["x-forwarded-for"] = client[0]
     headers["x-forwarded-proto"] = "https" if scope.get("scheme") in ("https", "wss") else "http"
@@ -251,7 +277,7 @@ async def forward_http(
         answer = await client.session.request(
             scope["method"],
             url,
-            headers={**headers, **client.headers},
+            headers=headers | client.headers if client.headers else headers,
             data=data,
             allow_redirects=False,
             **client.request_options(),
@@ -260,9 +286,9 @@ async def forward_http(
         raise UpstreamError(f"The cluster's API server could not be reached ({type(exc).__name__}).") from exc
     async with answer:
         response_headers = [
-            (name.lower().encode("latin-1"), value.encode("latin-1"))
-            for name, value in answer.headers.items()
-            if name.lower() not in RESPONSE_DROPPED
+            (name, value)
+            for name, value in ((raw_name.lower(), raw_value) for raw_name, raw_value in answer.raw_headers)
+            if name not in RESPONSE_DROPPED_RAW
         ]
         content_type = answer.headers.get("Content-Type", "")
         encoding = answer.headers.get("Content-Encoding", "").strip().lower()

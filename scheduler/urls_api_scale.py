@@ -1,5 +1,0 @@
-"""API of the scheduler's scale (issue 15), under /api/v1/."""
-
-from django.urls import path  # noqa: F401
-
-urlpatterns: list = []
