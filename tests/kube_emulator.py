@@ -38,6 +38,10 @@ behaviour; the emulator does not have it):
 * ``GET /version`` answers ``set_server_version`` (``v1.29.4`` by default: no
   user namespaces);
 * Secrets, as stored objects.
+* watches of Jobs and pods from a ``resourceVersion``: every write gets the next
+  version; a list answers the current one; a watch streams the events after the
+  version asked (ADDED / MODIFIED / DELETED, then a BOOKMARK), or an ERROR event
+  with code 410 when the test compacted that history (``compacted_rv``).
 
 What the test kubelet and scheduler enforce, as real ones do (see
 ``create_pod`` and ``run_pod``):
@@ -56,7 +60,7 @@ What the test kubelet and scheduler enforce, as real ones do (see
   inside the container (``verifyRunAsNonRoot``), so a pod running a root
   image in a user namespace must leave ``runAsNonRoot`` unset.
 
-Not emulated: watches of these resources, server-side field selectors, owner
+Not emulated: watches of resources other than Jobs and pods (see ``_serve_watch``), field selectors, owner
 garbage collection (deleting a Job leaves its pods and Secrets), admission
 (Pod Security levels are stored, not enforced), the API server dropping
 ``hostUsers`` where user namespaces are off.
@@ -121,6 +125,11 @@ RESOURCES = {
     PVCS: ResourceInfo(kind="PersistentVolumeClaim", namespaced=True, subresources={"status"}),
     DEPLOYMENTS: ResourceInfo(kind="Deployment", namespaced=True, subresources={"status", "scale"}),
 }
+# Resources whose writes are kept for watches (``KubeEmulator._serve_watch``), and how long a
+# watch stream stays open after its events (a real API server: until ``timeoutSeconds``).
+WATCHED = (JOBS, PODS)
+WATCH_HOLD_SECONDS = 0.05
+_WRITES = (kmock.action.CREATE, kmock.action.UPDATE, kmock.action.DELETE)
 # The plural that kmock's path parser is given instead of "namespaces" (see the module docstring).
 _NS_ALIAS = "kube-emulator-namespaces"
 _NS_PATH = re.compile(r"/api/v1/namespaces(/[^/]+)?/?")
@@ -168,6 +177,10 @@ class KubeEmulator(kmock.KubernetesEmulator):
     # (namespace, service, port) -> upstream URL: the service proxy's routes (KubeCluster.route_service)
     service_routes: dict[tuple[str, str, int], str] = attrs.field(factory=dict)
     _versions: Iterator[int] = attrs.field(factory=lambda: itertools.count(1))
+    # Watches (see ``_serve_watch``): every write to a watched resource, in resourceVersion order.
+    history: list[tuple[int, Any, str, dict]] = attrs.field(factory=list)  # (rv, resource, type, object)
+    current_rv: int = 0
+    compacted_rv: int = 0  # versions at or below this are gone: a watch from them is answered 410
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -204,11 +217,61 @@ class KubeEmulator(kmock.KubernetesEmulator):
                 meta.setdefault("namespace", request.namespace)
             meta.setdefault("uid", str(uuid.uuid4()))
             meta.setdefault("creationTimestamp", ts())
-            meta["resourceVersion"] = str(next(self._versions))
-        return await super()._handle(request)
+            meta["resourceVersion"] = str(self._next_rv())
+        answer = await super()._handle(request)
+        self._record(request)
+        return answer
+
+    def _next_rv(self) -> int:
+        self.current_rv = next(self._versions)
+        return self.current_rv
+
+    def _record(self, request: kmock.Request) -> None:
+        """Note a write to a watched resource as the event a watch from an older version streams."""
+        if request.resource not in WATCHED or request.action not in _WRITES:
+            return
+        if request.action == kmock.action.CREATE:
+            meta = (request.data or {}).get("metadata") or {} if isinstance(request.data, dict) else {}
+            key = (request.resource, request.namespace or meta.get("namespace"), meta.get("name"))
+        else:
+            key = (request.resource, request.namespace, request.name)
+        if key not in self.objects:  # kmock's ObjectsArray has no .get()
+            return
+        stored = self.objects[key]
+        kind = "DELETED" if stored.deleted else ("ADDED" if request.action == kmock.action.CREATE else "MODIFIED")
+        raw = copy.deepcopy(stored.last.raw if stored.deleted else stored.raw)
+        rv = int(raw.get("metadata", {}).get("resourceVersion") or 0) if kind == "ADDED" else self._next_rv()
+        raw.setdefault("metadata", {})["resourceVersion"] = str(rv)
+        self.history.append((rv, request.resource, kind, raw))
+
+    async def _serve_watch(self, request: kmock.Request) -> Any:
+        """A watch as the API server serves it: from ``resourceVersion``, the events after it (a
+        version at or below ``compacted_rv`` → an ERROR event with code 410 Gone), then the stream
+        stays open until ``timeoutSeconds`` (here: at most ``WATCH_HOLD_SECONDS``, so tests stay
+        fast). Without a version, the current objects as ADDED events (kmock's own behaviour)."""
+        since = request.params.get("resourceVersion")
+        if request.resource not in WATCHED or not since:
+            async for event in super()._serve_watch(request):
+                yield event
+            return
+        yield b""  # the headers go out now, as kmock's own watch does
+        if int(since) <= self.compacted_rv:
+            yield {"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired",
+                                                "message": f"too old resource version: {since}"}}  # fmt: skip
+            return
+        selector = request.params.get("labelSelector") or ""
+        for rv, resource, kind, raw in list(self.history):
+            labels = (raw.get("metadata") or {}).get("labels") or {}
+            if rv > int(since) and resource == request.resource and _selected(selector, labels):
+                yield {"type": kind, "object": raw}
+        yield {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": str(self.current_rv)}}}
+        timeout = float(request.params.get("timeoutSeconds") or WATCH_HOLD_SECONDS)
+        await asyncio.sleep(min(timeout, WATCH_HOLD_SECONDS))
 
     async def _serve_list(self, request: kmock.Request) -> Any:
         answer = await super()._serve_list(request)
+        if request.resource in WATCHED:  # where a watch of this list resumes
+            answer["metadata"] = {**(answer.get("metadata") or {}), "resourceVersion": str(self.current_rv)}
         selector = request.params.get("labelSelector")
         if selector:
             answer["items"] = [

@@ -164,6 +164,64 @@ def test_the_requests_of_a_tick_do_not_grow_with_the_jobs(owner, renter, kube_cl
     assert Job.objects.filter(status=Job.Status.RUNNING).count() == 10
 
 
+def test_later_ticks_watch_from_where_the_last_one_stopped_and_a_410_lists_again(owner, renter, kube_cluster):
+    listing, cluster = _connect(owner, kube_cluster, name="prod", hostname="gpu-a")
+    start = next_hour(1)
+    job = _submit(_booking(renter, listing, gpus=1, start=start), renter, now=start - timedelta(minutes=1))
+    ticks._reflectors.pop(cluster.pk, None)
+    jobs.jobs_tick(now=start)  # launches the Job; this first tick of the cluster lists
+    job.refresh_from_db()
+
+    def params(since: int) -> list[dict]:
+        return kube_cluster.in_loop(lambda: [dict(r.params) for r in list(kube_cluster.emulator)[since:]])
+
+    def tick(now) -> tuple[dict, list[dict]]:
+        before = kube_cluster.in_loop(lambda: len(list(kube_cluster.emulator)))
+        counts = ticks.cluster_tick(cluster_id=cluster.pk, now=now)
+        return counts, params(before)
+
+    kube_cluster.run_pod(job.namespace, job.k8s_name, started_at=start + timedelta(seconds=5))
+    running, seen_running = tick(start + timedelta(minutes=1))
+    kube_cluster.finish_pod(job.namespace, job.k8s_name, finished_at=start + timedelta(minutes=2))
+    finished, seen_finished = tick(start + timedelta(minutes=3))
+    reflector = ticks._reflectors[cluster.pk][1]
+
+    job.refresh_from_db()
+    assert running["running"] == 1 and finished["succeeded"] == 1 and job.status == Job.Status.SUCCEEDED
+    for seen in (seen_running, seen_finished):  # Jobs and pods watched from a version, never listed again
+        watches = [p for p in seen if p.get("watch") == "true"]
+        assert len(watches) == 2 and all(p["resourceVersion"] for p in watches)
+    assert (reflector.listed, reflector.watched) == (2, 4)  # the first tick's two lists, then watches
+
+    def compact() -> None:  # the API server compacted its history: the next watch answers 410 Gone
+        kube_cluster.emulator.compacted_rv = kube_cluster.emulator.current_rv
+
+    kube_cluster.in_loop(compact)
+    _, seen_relist = tick(start + timedelta(minutes=4))
+    assert reflector.listed == 4  # Jobs and pods listed again
+    assert [p for p in seen_relist if p.get("watch") == "true" and not p.get("resourceVersion")] == []
+
+
+def test_a_job_a_lagging_watch_has_not_shown_yet_is_read_directly_not_taken_for_gone(owner, renter, kube_cluster):
+    listing, cluster = _connect(owner, kube_cluster, name="prod", hostname="gpu-a")
+    start = next_hour(1)
+    job = _submit(_booking(renter, listing, gpus=1, start=start), renter, now=start - timedelta(minutes=1))
+    ticks._reflectors.pop(cluster.pk, None)
+    jobs.jobs_tick(now=start)  # the cluster's reflector lists (no Job yet), then the Job is created
+    job.refresh_from_db()
+    kube_cluster.run_pod(job.namespace, job.k8s_name, started_at=start + timedelta(seconds=5))
+
+    def lag() -> None:  # the watch cache has not caught up with the Job's creation and its pod yet
+        kube_cluster.emulator.history.clear()
+
+    kube_cluster.in_loop(lag)
+    counts = ticks.cluster_tick(cluster_id=cluster.pk, now=start + timedelta(minutes=1))
+
+    job.refresh_from_db()
+    assert counts.get("running") == 1 and job.status == Job.Status.RUNNING and job.attempt == 1
+    assert not kube_cluster.requests("POST", f"/apis/batch/v1/namespaces/{job.namespace}/jobs")[1:]  # no relaunch
+
+
 def test_the_ticks_backend_is_closed_and_extra_steps_get_its_snapshot(owner, renter, kube_cluster):
     listing, cluster = _connect(owner, kube_cluster, name="prod", hostname="gpu-a")
     start = next_hour(1)
@@ -192,7 +250,8 @@ def test_the_ticks_backend_is_closed_and_extra_steps_get_its_snapshot(owner, ren
     )
     assert backend.closed and len(backend._api.rest_client.pool_manager.pools) == 0
     cluster.refresh_from_db()
-    assert cluster.jobs_resource_version == "..."  # what the emulator's lists answer, kept for a watch
+    # The Jobs list's resourceVersion, kept where a watch resumes.
+    assert cluster.jobs_resource_version == str(kube_cluster.in_loop(lambda: kube_cluster.emulator.current_rv))
 
 
 @pytest.mark.django_db(transaction=True)
@@ -333,9 +392,15 @@ def test_a_watch_resumes_at_the_snapshots_version_and_410_means_relist(kube_clus
     kube_backend.create_job(_spec("train"))
     snapshot = kube_backend.snapshot()
 
-    result = kube_backend.watch_jobs(snapshot.resource_version, timeout_seconds=1)
+    unchanged = kube_backend.watch_jobs(snapshot.resource_version, timeout_seconds=1)
+    kube_backend.create_job(_spec("eval"))
+    kube_cluster.fail_job(NS, "train")
+    changed = kube_backend.watch_jobs(snapshot.resource_version, timeout_seconds=1)
+    resumed = kube_backend.watch_jobs(changed.resource_version, timeout_seconds=1)
 
-    assert result.changed == frozenset({(NS, "train")}) and not result.expired
+    assert unchanged.changed == frozenset() and not unchanged.expired
+    assert changed.changed == frozenset({(NS, "train"), (NS, "eval")}) and not changed.expired
+    assert resumed.changed == frozenset() and int(resumed.resource_version) >= int(changed.resource_version)
     watches = kube_cluster.in_loop(
         lambda: [dict(r.params) for r in kube_cluster.emulator if r.params.get("watch") == "true"]
     )
@@ -343,9 +408,15 @@ def test_a_watch_resumes_at_the_snapshots_version_and_410_means_relist(kube_clus
     assert watches[0]["labelSelector"] == "app.kubernetes.io/managed-by=infrafi"
     assert watches[0]["timeoutSeconds"] == "1"
 
+    def compact() -> None:
+        kube_cluster.emulator.compacted_rv = kube_cluster.emulator.current_rv
+
+    kube_cluster.in_loop(compact)  # the API server compacted its history: an ERROR event, code 410
+    gone = kube_backend.watch_jobs(changed.resource_version, timeout_seconds=1)
     kube_cluster.fail(1, 410, method="GET", path="/apis/batch/v1/jobs", message="too old resource version")
-    expired = kube_backend.watch_jobs("1", timeout_seconds=1)
-    assert expired.expired and expired.changed == frozenset() and expired.resource_version == ""
+    refused = kube_backend.watch_jobs("1", timeout_seconds=1)  # or 410 as the answer itself
+    assert gone.expired and gone.resource_version == ""
+    assert refused.expired and refused.changed == frozenset() and refused.resource_version == ""
 
 
 # -- quantities, and the share capped at the node's allocatable --

@@ -487,6 +487,9 @@ PROTOCOL_OWNER_NAME = env("PROTOCOL_OWNER_NAME", default="InfraFi Protocol")
 SCHEDULER_ENCRYPTION_KEYS = env.list("SCHEDULER_ENCRYPTION_KEYS", default=[])
 SCHEDULER_KUBE_TIMEOUT_SECONDS = env.float("SCHEDULER_KUBE_TIMEOUT_SECONDS", default=10.0)
 SCHEDULER_KUBE_RETRIES = env.int("SCHEDULER_KUBE_RETRIES", default=3)
+# How long a tick reads a watch of Jobs or pods once it has gone quiet (what comes later is the next
+# tick's, from the newest resourceVersion read): scheduler.services.cluster_tick.
+SCHEDULER_WATCH_SECONDS = env.float("SCHEDULER_WATCH_SECONDS", default=0.5)
 # Hosts (names or addresses) whose API servers may be private, loopback or link-local. Empty in
 # production: an operator allows one cluster at a time in the admin (Cluster.private_network_allowed).
 SCHEDULER_ALLOWED_PRIVATE_HOSTS = env.list("SCHEDULER_ALLOWED_PRIVATE_HOSTS", default=[])

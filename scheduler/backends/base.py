@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 # Labels every Job of ours carries; the garbage collector selects on MANAGED_BY.
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -205,8 +205,10 @@ class ClusterBackend(Protocol):
     def close(self) -> None:
         """Release the connection pool (a backend is built per tick and closed at its end)."""
 
-    def snapshot(self) -> ClusterSnapshot:
-        """Every Job, pod, Deployment and node of ours in one list call per kind (see ``ClusterSnapshot``)."""
+    def snapshot(self, reflector: Any = None) -> ClusterSnapshot:
+        """Every Job, pod, Deployment and node of ours in one call per kind (see ``ClusterSnapshot``);
+        with a ``reflector`` (``kubernetes.Reflector``; the simulated cluster ignores it), Jobs and pods
+        are watched from where it stopped rather than listed again."""
 
     def watch_jobs(self, resource_version: str, timeout_seconds: int = 5) -> WatchResult:
         """The names of our Jobs changed since ``resource_version``; ``expired`` (410 Gone): relist."""

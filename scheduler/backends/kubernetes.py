@@ -93,7 +93,7 @@ import re
 import socket
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
@@ -164,6 +164,24 @@ class ProxyTarget:
     headers: dict[str, str]  # the cluster's credentials (Authorization)
     ssl: Any  # an ssl.SSLContext for https, None for http
     server_hostname: str | None  # the name TLS checks when base_url holds the pinned address
+
+
+@dataclass
+class Reflector:
+    """Our Jobs and pods on one cluster as of ``versions`` (their lists' resourceVersions), kept by
+    the scheduler between ticks (``scheduler.services.cluster_tick``), so that a tick watches from
+    where the last one stopped instead of listing everything again (client-go's reflector, in
+    short). ``watch_seconds``: how long a watch is read once it goes quiet."""
+
+    objects: dict[str, dict[tuple[str, str], Any]] = field(default_factory=lambda: {"jobs": {}, "pods": {}})
+    versions: dict[str, str] = field(default_factory=lambda: {"jobs": "", "pods": ""})
+    watch_seconds: float = 0.5
+    listed: int = 0  # lists made (the first tick, or after a 410)
+    watched: int = 0  # watches that brought it up to date
+
+    def forget(self) -> None:
+        self.objects = {"jobs": {}, "pods": {}}
+        self.versions = {"jobs": "", "pods": ""}
 
 
 class KubeconfigInvalid(BackendError):
@@ -654,24 +672,30 @@ class KubernetesBackend:
 
     # -- snapshots, watches and access checks (scale helper) --
 
-    def snapshot(self) -> ClusterSnapshot:
-        """One list each of our Jobs, our pods (they carry the Job's labels), our Deployments and all
-        nodes: four requests however many jobs run; each Job's state as ``job_state`` computes it."""
-        jobs = self._call("list jobs", self._batch.list_job_for_all_namespaces, label_selector=MANAGED_SELECTOR)
-        pods = self._call("list pods", self._core.list_pod_for_all_namespaces, label_selector=MANAGED_SELECTOR).items
+    def snapshot(self, reflector: Reflector | None = None) -> ClusterSnapshot:
+        """Our Jobs, our pods (they carry the Job's labels), our Deployments and all nodes: one request
+        per kind however many jobs run; each Job's state as ``job_state`` computes it.
+
+        With a ``reflector`` (our Jobs and pods as of an earlier tick, see ``Reflector``), Jobs and pods
+        are not listed again: a watch resumes at the reflector's resourceVersion and its events are
+        applied; a version the API server no longer has (410 Gone) relists that kind."""
+        if reflector is None:
+            reflector = Reflector()
+        self._reflect(reflector, "jobs", self._batch.list_job_for_all_namespaces, "V1Job")
+        self._reflect(reflector, "pods", self._core.list_pod_for_all_namespaces, "V1Pod")
         deployments = self._call(
             "list deployments", self._apps.list_deployment_for_all_namespaces, label_selector=MANAGED_SELECTOR
         ).items
         nodes = {node.metadata.name: node for node in self._call("list nodes", self._core.list_node).items}
         pods_by_job: dict[tuple[str, str, str], list[Any]] = {}
-        for pod in pods:
+        for pod in reflector.objects["pods"].values():
             for label in POD_JOB_LABELS:
                 job_name = (pod.metadata.labels or {}).get(label)
                 if job_name:
                     pods_by_job.setdefault((label, pod.metadata.namespace, job_name), []).append(pod)
         states: dict[tuple[str, str], JobState] = {}
         refs = []
-        for job in jobs.items:
+        for job in reflector.objects["jobs"].values():
             labels = dict(job.metadata.labels or {})
             if labels.get(LABEL_MANAGED_BY) != MANAGED_BY:  # re-checked: the collector deletes what is listed
                 continue
@@ -691,34 +715,65 @@ class KubernetesBackend:
                 if (d.metadata.labels or {}).get(LABEL_MANAGED_BY) == MANAGED_BY
             },
             refs=refs,
-            resource_version=str((jobs.metadata.resource_version if jobs.metadata else "") or ""),
+            resource_version=reflector.versions["jobs"],
         )
 
-    def watch_jobs(self, resource_version: str, timeout_seconds: int = 5) -> WatchResult:
-        """Resume a watch of our Jobs at ``resource_version`` for up to ``timeout_seconds``.
+    def _reflect(self, reflector: Reflector, kind: str, list_fn: Callable[..., Any], model: str) -> None:
+        """Bring ``reflector``'s objects of ``kind`` up to date: a watch from its version, else a list."""
+        version = reflector.versions[kind]
+        if version:
+            try:
+                events, latest, expired = self._watch(kind, list_fn, version, reflector.watch_seconds)
+            except BackendError:
+                reflector.forget()  # the next tick lists again
+                raise
+            if not expired:
+                objects = reflector.objects[kind]
+                for event in events:
+                    raw = event.get("object") or {}
+                    meta = raw.get("metadata") or {}
+                    key = (meta.get("namespace", ""), meta.get("name", ""))
+                    if event.get("type") == "DELETED":
+                        objects.pop(key, None)
+                    elif (meta.get("labels") or {}).get(LABEL_MANAGED_BY) == MANAGED_BY:
+                        objects[key] = self._api._ApiClient__deserialize(raw, model)  # the client's own decoder
+                    else:  # relabelled away from us
+                        objects.pop(key, None)
+                reflector.versions[kind] = latest
+                reflector.watched += 1
+                return
+        answer = self._call(f"list {kind}", list_fn, label_selector=MANAGED_SELECTOR)
+        reflector.objects[kind] = {(item.metadata.namespace, item.metadata.name): item for item in answer.items}
+        reflector.versions[kind] = str((answer.metadata.resource_version if answer.metadata else "") or "")
+        reflector.listed += 1
 
-        The API server ends the stream at ``timeoutSeconds``; the read timeout is a little longer,
-        and reaching it ends the watch the same way. 410 Gone (as the answer, or as an ERROR event
-        in the stream) means the version is too old: ``expired``, the caller relists."""
-        changed: set[tuple[str, str]] = set()
+    def _watch(
+        self, kind: str, list_fn: Callable[..., Any], resource_version: str, timeout_seconds: float
+    ) -> tuple[list[dict], str, bool]:
+        """The events of a watch of our ``kind`` from ``resource_version``: (events, the newest version
+        seen, expired). The API server sends what happened since at once, then holds the stream until
+        ``timeoutSeconds``; we stop reading once it has been quiet for ``timeout_seconds`` (a read
+        timeout): whatever comes later is seen by the next watch, from the newest version read here.
+        410 Gone (as the answer, or as an ERROR event) means the version is too old: expired."""
+        events: list[dict] = []
         latest = resource_version
         try:
-            response = self._batch.list_job_for_all_namespaces(
+            response = list_fn(
                 label_selector=MANAGED_SELECTOR,
                 watch="true",  # as the API documents it (the client would send a bool as "True")
-                resource_version=resource_version or None,
-                timeout_seconds=timeout_seconds,
+                resource_version=resource_version,
+                timeout_seconds=max(1, int(timeout_seconds)),
                 allow_watch_bookmarks=True,
                 _preload_content=False,
-                _request_timeout=(self._timeout[0], timeout_seconds + 1),
+                _request_timeout=(self._timeout[0], timeout_seconds),
             )
         except ApiException as exc:
             if exc.status == 410:
-                return WatchResult(changed=frozenset(), resource_version="", expired=True)
-            message = f"Could not watch jobs: HTTP {exc.status} {_api_message(exc)}"
+                return [], "", True
+            message = f"Could not watch {kind}: HTTP {exc.status} {_api_message(exc)}"
             raise (BackendForbidden if exc.status in (401, 403) else BackendError)(message) from exc
         except urllib3.exceptions.HTTPError as exc:
-            raise BackendError(f"Could not watch jobs: {exc}") from exc
+            raise BackendError(f"Could not watch {kind}: {exc}") from exc
         buffer = b""
         try:
             for chunk in response.stream(4096):
@@ -728,22 +783,36 @@ class KubernetesBackend:
                     event = _watch_event(line)
                     if event is None:
                         continue
-                    kind, meta = event.get("type"), (event.get("object") or {}).get("metadata") or {}
-                    if kind == "ERROR":
+                    if event.get("type") == "ERROR":
                         if (event.get("object") or {}).get("code") == 410:
-                            return WatchResult(changed=frozenset(changed), resource_version="", expired=True)
+                            return events, "", True
                         continue
+                    meta = (event.get("object") or {}).get("metadata") or {}
                     latest = str(meta.get("resourceVersion") or latest)
-                    if kind != "BOOKMARK" and (meta.get("labels") or {}).get(LABEL_MANAGED_BY) == MANAGED_BY:
-                        changed.add((meta.get("namespace", ""), meta.get("name", "")))
+                    if event.get("type") != "BOOKMARK":
+                        events.append(event)
         except urllib3.exceptions.ReadTimeoutError:
-            pass  # the watch's time is up
+            pass  # quiet since: the rest is the next watch's
         except urllib3.exceptions.HTTPError as exc:
-            if not changed:
-                raise BackendError(f"Could not watch jobs: {exc}") from exc
+            if not events:
+                raise BackendError(f"Could not watch {kind}: {exc}") from exc
         finally:
             response.release_conn()
-        return WatchResult(changed=frozenset(changed), resource_version=latest)
+        return events, latest, False
+
+    def watch_jobs(self, resource_version: str, timeout_seconds: int = 5) -> WatchResult:
+        """The names of our Jobs changed since ``resource_version`` (see ``_watch``)."""
+        events, latest, expired = self._watch(
+            "jobs", self._batch.list_job_for_all_namespaces, resource_version, timeout_seconds
+        )
+        changed = frozenset(
+            ((e["object"]["metadata"].get("namespace", ""), e["object"]["metadata"].get("name", "")))
+            for e in events
+            if ((e.get("object") or {}).get("metadata") or {}).get("labels", {}).get(LABEL_MANAGED_BY) == MANAGED_BY
+        )
+        if expired:
+            return WatchResult(changed=frozenset(), resource_version="", expired=True)
+        return WatchResult(changed=changed, resource_version=latest)
 
     def list_secrets(self) -> list[SecretRef]:
         secrets = self._call(
@@ -1335,31 +1404,6 @@ def _newest_of(pods: Iterable[Any], label: str, job_name: str, job_uid: str | No
     return max(pods, key=lambda pod: (_utc(pod.metadata.creation_timestamp) or epoch, pod.metadata.name))
 
 
-def _deployment_state(deployment: Any) -> DeploymentState:
-    """A Deployment as its status reports it; ``message`` says why it does not progress."""
-    meta, spec, status = deployment.metadata, deployment.spec, deployment.status
-    containers = (spec.template.spec.containers if spec and spec.template and spec.template.spec else None) or []
-    message = ""
-    for condition in (status.conditions if status else None) or ():
-        stuck = condition.type == "Progressing" and condition.status == "False"
-        if stuck or (condition.type == "ReplicaFailure" and condition.status == "True"):
-            message = f"{condition.reason or condition.type}: {condition.message or ''}".strip(": ")[:500]
-    return DeploymentState(
-        namespace=meta.namespace,
-        name=meta.name,
-        uid=meta.uid or "",
-        labels=dict(meta.labels or {}),
-        image=containers[0].image if containers else "",
-        replicas=(spec.replicas if spec and spec.replicas is not None else 1),
-        ready_replicas=(status.ready_replicas if status else None) or 0,
-        updated_replicas=(status.updated_replicas if status else None) or 0,
-        available_replicas=(status.available_replicas if status else None) or 0,
-        generation=meta.generation or 0,
-        observed_generation=(status.observed_generation if status else None) or 0,
-        message=message,
-    )
-
-
 def _watch_event(line: bytes) -> dict | None:
     """One line of a watch stream as an event, None when blank or not JSON."""
     line = line.strip()
@@ -1533,6 +1577,7 @@ def service_manifest(spec: EndpointSpec) -> dict:
 
 
 def _deployment_state(deployment: Any) -> DeploymentState:
+    """A Deployment as its status reports it; ``message`` says why it does not progress."""
     meta, dspec, status = deployment.metadata, deployment.spec, deployment.status
     containers = (dspec.template.spec.containers if dspec and dspec.template and dspec.template.spec else None) or []
     main = next((c for c in containers if c.name == CONTAINER_NAME), containers[0] if containers else None)

@@ -177,7 +177,7 @@ class SimulatedBackend:
     def close(self) -> None:
         return None
 
-    def snapshot(self) -> ClusterSnapshot:
+    def snapshot(self, reflector: object = None) -> ClusterSnapshot:
         """Every job of the simulated cluster in two queries (its jobs, its nodes)."""
         now = self.clock()
         nodes = {n.name: n for n in SimNode.objects.filter(cluster=self.cluster)}

@@ -7,8 +7,11 @@ tick of its own (``cluster_tick``; Celery runs one task per cluster, see
 ``scheduler.tasks``), which
 
 1. reads the cluster's live jobs from the database, *then* takes one
-   ``ClusterSnapshot`` (one list of Jobs, pods, Deployments and nodes each: a
-   constant number of requests however many jobs run). In that order, a job
+   ``ClusterSnapshot`` (one request per kind for Jobs, pods, Deployments and
+   nodes: a constant number however many jobs run). Jobs and pods come from
+   this process's ``Reflector`` of the cluster: the first tick lists them,
+   later ones resume a watch at the last resourceVersion and apply its
+   events (a version the API server no longer has, 410 Gone, lists again). In that order, a job
    whose row names an attempt had its Job created before the snapshot was
    listed, so a Job missing from the snapshot really is gone;
 2. advances each of those jobs from the snapshot (``jobs.job_advance`` with
@@ -34,11 +37,15 @@ embedded mode: every cluster in turn, then the unplaced jobs) steps each job
 once even when a failover moved it to a cluster whose turn comes later.
 """
 
+import hashlib
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
 from django.utils import timezone
 
 from scheduler.backends import backend_for
@@ -56,6 +63,31 @@ ClusterStep = Callable[[Cluster, ClusterBackend, ClusterSnapshot, datetime], dic
 # returns counts to add to the tick's. Features append theirs at import (the endpoints helper: its
 # Deployments). A step that raises is logged and does not stop the others.
 CLUSTER_STEPS: list[ClusterStep] = [endpoint_services.endpoints_cluster_step]
+
+
+# Our Jobs and pods per cluster as the last tick in this process left them (``Reflector``), so that
+# the next one watches from there; keyed by the cluster and its credentials (a new kubeconfig, or a
+# new operator permission, starts afresh), bounded, oldest dropped first. Another process (a Celery
+# worker's other child) keeps its own and lists once before it watches too.
+REFLECTORS_MAX = 1000
+_reflectors: OrderedDict[int, tuple[str, Any]] = OrderedDict()
+
+
+def _snapshot(cluster: Cluster, backend: ClusterBackend) -> ClusterSnapshot:
+    """The cluster's snapshot; on Kubernetes, from this process's reflector of it (see above)."""
+    if backend.simulated:
+        return backend.snapshot()
+    from scheduler.backends.kubernetes import Reflector  # lazy, as backend_for: the SDK is slow to load
+
+    fingerprint = hashlib.sha256(f"{cluster.kubeconfig_sealed}|{cluster.private_network_allowed}".encode()).hexdigest()
+    known = _reflectors.pop(cluster.pk, None)
+    reflector = known[1] if known is not None and known[0] == fingerprint else Reflector()
+    reflector.watch_seconds = settings.SCHEDULER_WATCH_SECONDS
+    snapshot = backend.snapshot(reflector=reflector)
+    _reflectors[cluster.pk] = (fingerprint, reflector)
+    while len(_reflectors) > REFLECTORS_MAX:
+        _reflectors.popitem(last=False)
+    return snapshot
 
 
 def merge_counts(into: dict[str, int], counts: dict[str, int]) -> dict[str, int]:
@@ -103,7 +135,7 @@ def cluster_tick(*, cluster_id: int, now: datetime | None = None, advanced: set[
     try:
         try:
             backend = backend_for(cluster, clock=lambda: now)
-            snapshot = backend.snapshot()
+            snapshot = _snapshot(cluster, backend)
         except BackendError as exc:
             error = exc
             cluster_mark_unhealthy(cluster=cluster, error=exc, now=now)

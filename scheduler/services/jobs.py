@@ -337,6 +337,11 @@ def _look(
     try:
         source = snapshot or backend
         state = source.job_state(job.namespace, job.k8s_name)
+        if state.phase == Phase.GONE and snapshot is not None:
+            # A snapshot built from a watch may lag the API server by a moment (a Job created just
+            # before the watch began can reach it a little later): "gone" is acted on only once a
+            # direct read of the Job says so too.
+            state = backend.job_state(job.namespace, job.k8s_name)
     except BackendError as exc:
         return Seen.NO_ANSWER, _Look(job, booking, now, must_stop, backend=backend, error=exc)
     _observe(job, state, now)
