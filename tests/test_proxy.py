@@ -519,7 +519,13 @@ def test_the_hot_paths_precomputed_parts_give_what_the_plain_code_gave():
     assert before <= now <= datetime.now(UTC) and now.tzinfo is not None and now.microsecond == 0
 
     client = ClusterClient(
-        base_url="https://10.0.0.1:6443", headers={}, ssl=None, server_hostname="api.example", session=None, built_at=0
+        base_url="https://10.0.0.1:6443",
+        headers={},
+        ssl=None,
+        server_hostname="api.example",
+        session=None,
+        http=None,
+        built_at=0,
     )
     for _ in range(2):  # built once, then from the client's table
         url = client.service_url("ns a", "web", 8080, quote_path("v1/a b/ü"))

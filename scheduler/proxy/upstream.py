@@ -1,6 +1,7 @@
-"""The proxy's way to an owner's API server: one pooled aiohttp session per cluster, and the
-forwarding of an ASGI request (HTTP, streamed both ways; websocket, pumped both ways) to a
-Service through the API server's service proxy,
+"""The proxy's way to an owner's API server: per cluster, one pool of keep-alive HTTP/1.1
+connections (``scheduler.proxy.h1``, for HTTP requests) and one aiohttp session (for
+websockets), and the forwarding of an ASGI request (HTTP, streamed both ways; websocket,
+pumped both ways) to a Service through the API server's service proxy,
 ``{api_server}/api/v1/namespaces/{ns}/services/{service}:{port}/proxy/{path}``.
 
 A ``ClusterClient`` is built from the cluster's sealed kubeconfig by
@@ -23,7 +24,7 @@ answers pass through unbuffered; a small answer of known length, up to 64 KiB, i
 in one piece, and a small request body that arrived whole is sent with its length), with its
 hop-by-hop headers and ``Set-Cookie`` dropped (a pod must not set cookies on the platform's
 domain). Compressed answers pass through as they are
-(``auto_decompress=False``).
+(nothing is decompressed).
 
 The API server's service proxy rewrites the root-relative links (``href="/..."``, ``src``...)
 of HTML pages it passes on, prefixing them with its own path
@@ -46,6 +47,8 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+
+from scheduler.proxy import h1
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +119,8 @@ class ClusterClient:
     headers: dict[str, str]
     ssl: Any
     server_hostname: str | None
-    session: aiohttp.ClientSession
+    session: aiohttp.ClientSession  # websockets
+    http: h1.Pool  # HTTP requests
     built_at: float
     # Built once per client, not per request: the service-proxy URL of each Service port, and
     # aiohttp's TLS options.
@@ -182,19 +186,38 @@ class ClientPool:
                 ssl=target.ssl,
                 server_hostname=target.server_hostname,
                 session=session,
+                http=h1.Pool(
+                    target.base_url,
+                    ssl=target.ssl,
+                    server_hostname=target.server_hostname,
+                    limit=self._limit,
+                    connect_timeout=self._connect_timeout,
+                ),
                 built_at=time.monotonic(),
             )
             for old_key in [k for k in self._clients if k[0] == key[0]]:
                 old = self._clients.pop(old_key)
-                asyncio.get_running_loop().call_later(60, lambda s=old.session: asyncio.ensure_future(s.close()))
+                asyncio.get_running_loop().call_later(60, _close_later, old)
             self._clients[key] = fresh
             return fresh
 
     async def close(self) -> None:
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
+            client.http.close()
             with contextlib.suppress(Exception):
                 await client.session.close()
+
+
+_closing: set[asyncio.Future] = set()
+
+
+def _close_later(client: ClusterClient) -> None:
+    """Close a replaced client's connections (a minute after it was replaced: its requests are done)."""
+    client.http.close()
+    task = asyncio.ensure_future(client.session.close())
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
 
 
 def forwarded_headers(scope: dict, *, prefix: str) -> dict[str, str]:
@@ -269,37 +292,29 @@ async def forward_http(
 
     Raises ``UpstreamError`` when nothing was sent to the client yet (the caller answers 502);
     a failure mid-answer ends the answer early (the client sees a truncated body)."""
+    target = url[len(client.base_url) :] if url.startswith(client.base_url) else url
     query = scope.get("query_string") or b""
     if query:
-        url = f"{url}?{query.decode('latin-1')}"
+        target = f"{target}?{query.decode('latin-1')}"
     data = await _request_data(scope, receive)
     try:
-        answer = await client.session.request(
-            scope["method"],
-            url,
-            headers=headers | client.headers if client.headers else headers,
-            data=data,
-            allow_redirects=False,
-            **client.request_options(),
+        answer = await client.http.request(
+            scope["method"], target, headers | client.headers if client.headers else headers, data
         )
-    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-        raise UpstreamError(f"The cluster's API server could not be reached ({type(exc).__name__}).") from exc
+    except (TimeoutError, h1.HttpError, OSError) as exc:
+        raise UpstreamError(f"The cluster's API server could not be reached ({_reason(exc)}).") from exc
     async with answer:
-        response_headers = [
-            (name, value)
-            for name, value in ((raw_name.lower(), raw_value) for raw_name, raw_value in answer.raw_headers)
-            if name not in RESPONSE_DROPPED_RAW
-        ]
-        content_type = answer.headers.get("Content-Type", "")
-        encoding = answer.headers.get("Content-Encoding", "").strip().lower()
+        response_headers = [(name, value) for name, value in answer.raw_headers if name not in RESPONSE_DROPPED_RAW]
+        content_type = answer.header(b"content-type")
+        encoding = answer.header(b"content-encoding").strip().lower()
         if unrewrite and content_type.startswith("text/html") and encoding in ("", "identity", "gzip"):
             # The API server prefixed the page's root-relative links with its service-proxy path:
             # take that off again, so that they stay under the platform's /proxy/<job>/<port>/.
             try:
-                body = await answer.content.read(MAX_HTML_BYTES + 1)
-            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                raise UpstreamError(f"The pod's answer was cut short ({type(exc).__name__}).") from exc
-            if len(body) <= MAX_HTML_BYTES and answer.content.at_eof():
+                body = await answer.read(MAX_HTML_BYTES + 1)
+            except (TimeoutError, h1.HttpError, OSError) as exc:
+                raise UpstreamError(f"The pod's answer was cut short ({_reason(exc)}).") from exc
+            if len(body) <= MAX_HTML_BYTES and answer.at_eof():
                 body = _unrewrite(body, unrewrite, gzipped=encoding == "gzip")
                 response_headers.append((b"content-length", str(len(body)).encode()))
                 await send({"type": "http.response.start", "status": answer.status, "headers": response_headers})
@@ -309,21 +324,19 @@ async def forward_http(
                 return answer.status
             await send({"type": "http.response.start", "status": answer.status, "headers": response_headers})
             await send({"type": "http.response.body", "body": body, "more_body": True})
-            async for chunk in answer.content.iter_any():
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            await _pump(answer, send)
             return answer.status
         length = answer.content_length
         if (
             length is not None
             and length <= SMALL_ANSWER_BYTES
-            and "chunked" not in answer.headers.get("Transfer-Encoding", "")
+            and b"chunked" not in answer.header(b"transfer-encoding").encode("latin-1")
         ):
             # A small answer of known length is not a stream: read it, and send it in one write.
             try:
                 body = await answer.read()
-            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                raise UpstreamError(f"The pod's answer was cut short ({type(exc).__name__}).") from exc
+            except (TimeoutError, h1.HttpError, OSError) as exc:
+                raise UpstreamError(f"The pod's answer was cut short ({_reason(exc)}).") from exc
             response_headers.append((b"content-length", str(len(body)).encode()))
             await send({"type": "http.response.start", "status": answer.status, "headers": response_headers})
             if on_first_byte is not None:
@@ -333,13 +346,22 @@ async def forward_http(
         await send({"type": "http.response.start", "status": answer.status, "headers": response_headers})
         if on_first_byte is not None:
             on_first_byte(answer.status)
-        try:
-            async for chunk in answer.content.iter_any():
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            logger.info("upstream answer cut short: %s", exc)
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        await _pump(answer, send)
         return answer.status
+
+
+async def _pump(answer: h1.Response, send: Callable[[dict], Awaitable[None]]) -> None:
+    """The rest of the answer, chunk by chunk as it arrives; a failure ends it early."""
+    try:
+        async for chunk in answer.iter_any():
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    except (TimeoutError, h1.HttpError, OSError) as exc:
+        logger.info("upstream answer cut short: %s", exc)
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, h1.HttpError) else type(exc).__name__
 
 
 async def forward_websocket(
