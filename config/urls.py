@@ -37,6 +37,7 @@ api_v1 = [
     path("bookings/<uuid:public_id>/usage/", booking_api.UsageApi.as_view(), name="booking-usage"),
     path("bookings/<uuid:public_id>/jobs/", scheduler_api.BookingJobsApi.as_view(), name="booking-jobs"),
     path("quick-book/", scheduler_api.QuickBookApi.as_view(), name="quick-book"),
+    path("quick-book/options/", scheduler_api.QuickBookOptionsApi.as_view(), name="quick-book-options"),
     path("wallet/", financing_api.WalletApi.as_view(), name="wallet"),
     path("wallet/usdai/", financing_api.UsdaiBuyApi.as_view(), name="wallet-usdai"),
     path("wallet/usdai/<int:pk>/", financing_api.UsdaiPurchaseApi.as_view(), name="wallet-usdai-purchase"),

@@ -6,6 +6,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Round, Upper
+from django.utils import timezone
 
 from accounts.models import OwnerCompany
 
@@ -145,6 +146,9 @@ class Gpu(models.Model):
 
 
 MIN_BOOKING_MINUTES = 60
+# Bounds of a listing's per-GPU share: 1,024 cores and 16 TiB are far above any server.
+MAX_CPU_MILLI_PER_GPU = 1_024_000
+MAX_MEMORY_MIB_PER_GPU = 16 * 1024 * 1024
 
 
 class Listing(models.Model):
@@ -177,6 +181,23 @@ class Listing(models.Model):
         default=True, help_text="True while the owner has set no availability windows or weekly pattern."
     )
     financed = models.BooleanField(default=False, help_text="Set by financing when the server is loan collateral.")
+    # The CPU and memory a booking takes per GPU at least. Null means an even
+    # split of the server (its CPU or memory ÷ its GPUs). The listing service
+    # checks that share × GPUs in service fits the server.
+    cpu_milli_per_gpu = models.PositiveIntegerField(
+        "CPU per GPU (millicores)",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_CPU_MILLI_PER_GPU)],
+        help_text="Empty: an even split of the server's CPU.",
+    )
+    memory_mib_per_gpu = models.PositiveIntegerField(
+        "RAM per GPU (MiB)",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_MEMORY_MIB_PER_GPU)],
+        help_text="Empty: an even split of the server's RAM.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -211,6 +232,30 @@ class Listing(models.Model):
     @property
     def max_hours(self) -> Decimal:
         return Decimal(self.max_duration_minutes) / 60
+
+    def share_per_gpu(self, server: "Server | None" = None, gpus: int | None = None) -> tuple[int, int]:
+        """(cpu_milli, memory_mib) a booking takes per GPU: the owner's setting,
+        or the server's CPU and memory split evenly over its GPUs.
+
+        ``gpus`` is the server's GPU count (all slots, not only those in service,
+        so that a card out of repair does not change the share of bookings)."""
+        server = server or self.server
+        if self.cpu_milli_per_gpu is not None and self.memory_mib_per_gpu is not None:
+            return self.cpu_milli_per_gpu, self.memory_mib_per_gpu
+        if gpus is None:
+            gpus = server.gpus.count()
+        gpus = max(gpus, 1)
+        cpu = self.cpu_milli_per_gpu if self.cpu_milli_per_gpu is not None else server.cpu_milli // gpus
+        memory = self.memory_mib_per_gpu if self.memory_mib_per_gpu is not None else server.memory_mib // gpus
+        return cpu, memory
+
+    @property
+    def share_label(self) -> str:
+        """The share a booking takes per GPU, for the listing page: "8 cores and 32 GiB per GPU"."""
+        cpu, memory = self.share_per_gpu()
+        cores = f"{Decimal(cpu) / 1000:.3f}".rstrip("0").rstrip(".")
+        gib = f"{Decimal(memory) / 1024:.1f}".rstrip("0").rstrip(".")
+        return f"{cores} cores and {gib} GiB per GPU"
 
 
 class AvailabilityRule(models.Model):
@@ -307,6 +352,11 @@ class Booking(models.Model):
     amount_paid = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal(0))
     amount_earned = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal(0))
     amount_refunded = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal(0))
+    # The server's CPU and memory this booking takes for its window: the
+    # listing's share × GPUs, or the renter's minimum if larger. Pods of the
+    # booking request at most this.
+    cpu_milli = models.PositiveIntegerField("CPU (millicores)", default=0)
+    memory_mib = models.PositiveBigIntegerField("RAM (MiB)", default=0)
     delivered_gpu_seconds = models.BigIntegerField(default=0)
     lost_gpu_seconds = models.BigIntegerField(
         default=0, help_text="Booked time lost to a failure and refunded pro rata at once (failover)."
@@ -520,3 +570,22 @@ class WebhookEvent(models.Model):
     class Meta:
         ordering = ["created", "id"]
         constraints = [models.UniqueConstraint(fields=["gateway", "event_id"], name="webhook_event_once")]
+
+
+class AllocationChange(models.Model):
+    """One row per server whose allocation changed (a booking held, released,
+    moved or interrupted; a GPU's status; its listing). Written in the
+    transaction of the change, so a reader that polls by increasing id sees
+    every committed change; the placement engine in the scheduler uses it to
+    refresh only the servers that changed. Rows older than a day are deleted by
+    the bookings tick."""
+
+    id = models.BigAutoField(primary_key=True)
+    server = models.ForeignKey(Server, on_delete=models.CASCADE, related_name="+")
+    changed_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"change {self.id} of server {self.server_id}"

@@ -16,7 +16,7 @@ from rest_framework.views import APIView
 
 from accounts.permissions import IsOwner, IsRenter
 from accounts.selectors import owner_company_for_user
-from core.api import BIGINT_MAX
+from core.api import BIGINT_MAX, CONFLICT_RESPONSE
 from core.idempotency import IDEMPOTENCY_KEY_PARAMETER, Idempotent
 from marketplace.api.bookings import BookingSerializer
 from marketplace.models import GpuModel, Region
@@ -264,31 +264,113 @@ class QuickBookSerializer(serializers.Serializer):
     hours = serializers.IntegerField(min_value=1, max_value=720)
     price_cap = serializers.DecimalField(max_digits=10, decimal_places=2, min_value=0, required=False)
     region = serializers.SlugRelatedField(slug_field="code", queryset=Region.objects.all(), required=False)
+    cpu_milli = serializers.IntegerField(
+        min_value=0, max_value=1024 * 1000, default=0, help_text="Minimum CPU for the whole request (millicores)."
+    )
+    memory_mib = serializers.IntegerField(
+        min_value=0, max_value=16 * 1024 * 1024, default=0, help_text="Minimum memory for the whole request (MiB)."
+    )
+
+
+class QuickBookRequestSerializer(QuickBookSerializer):
+    listing = serializers.IntegerField(
+        min_value=1,
+        max_value=BIGINT_MAX,
+        required=False,
+        help_text="Book this option of quick-book/options/ rather than the engine's best; needs quoted_total.",
+    )
+    quoted_total = serializers.DecimalField(
+        max_digits=14,
+        decimal_places=2,
+        min_value=0,
+        required=False,
+        help_text="The option's total as shown; a different price now is refused (400), nothing booked.",
+    )
+    start = serializers.DateTimeField(required=False, help_text="The option's start; one past moves to now.")
+
+    def validate(self, attrs):
+        if "listing" in attrs and "quoted_total" not in attrs:
+            raise serializers.ValidationError({"quoted_total": "Give the total you were shown for this option."})
+        return attrs
+
+
+class QuickBookOptionSerializer(serializers.Serializer):
+    """An option of quick-book/options/: an answer, never input."""
+
+    label = serializers.CharField(read_only=True, help_text='"Best placement", "Cheapest" or "Most reliable".')
+    listing = serializers.IntegerField(read_only=True, source="listing_id")
+    hostname = serializers.CharField(read_only=True)
+    region = serializers.CharField(read_only=True, help_text="The region's code.")
+    gpu_model = serializers.CharField(read_only=True)
+    gpu_count = serializers.IntegerField(read_only=True)
+    price_per_gpu_hour = serializers.DecimalField(read_only=True, max_digits=10, decimal_places=2)
+    total = serializers.DecimalField(
+        read_only=True, max_digits=14, decimal_places=2, help_text="What the booking will cost."
+    )
+    reliability = serializers.DecimalField(read_only=True, max_digits=5, decimal_places=4)
+    start = serializers.DateTimeField(read_only=True)
+    end = serializers.DateTimeField(read_only=True)
+
+
+def _request_terms(d: dict) -> dict:
+    return {
+        "gpu_count": d["gpu_count"],
+        "gpu_models": [d["gpu_model"]],
+        "hours": d["hours"],
+        "price_cap": d.get("price_cap"),
+        "region": d.get("region"),
+        "cpu_milli": d["cpu_milli"],
+        "memory_mib": d["memory_mib"],
+    }
+
+
+@extend_schema(tags=["bookings"])
+class QuickBookOptionsApi(APIView):
+    """The two or three best placements for N GPUs of a model now (best, cheapest, most reliable);
+    nothing is booked. Book one with quick-book/ and its ``listing`` and ``total``."""
+
+    permission_classes = [IsRenter]
+    token_scope = "book"
+
+    @extend_schema(request=QuickBookSerializer, responses={200: QuickBookOptionSerializer(many=True)})
+    def post(self, request):
+        data = QuickBookSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        options = quickbook.quick_book_options(**_request_terms(data.validated_data))
+        return Response(QuickBookOptionSerializer(options, many=True).data)
 
 
 @extend_schema(tags=["bookings"])
 class QuickBookApi(Idempotent, APIView):
-    """N GPUs of a model, now: the placement engine picks the server; the booking awaits payment."""
+    """N GPUs of a model, now: the placement engine picks the server, or ``listing`` books one of
+    the options shown (at ``quoted_total``, else 400; taken meanwhile → 409). The booking awaits payment."""
 
     idempotent_atomic = True  # database-only: the work and its saved answer commit together
     permission_classes = [IsRenter]
     token_scope = "book"
 
     @extend_schema(
-        request=QuickBookSerializer, responses={201: BookingSerializer}, parameters=[IDEMPOTENCY_KEY_PARAMETER]
+        request=QuickBookRequestSerializer,
+        responses={201: BookingSerializer, 409: CONFLICT_RESPONSE},
+        parameters=[IDEMPOTENCY_KEY_PARAMETER],
     )
     def post(self, request):
-        data = QuickBookSerializer(data=request.data)
+        data = QuickBookRequestSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         d = data.validated_data
-        booking = quickbook.quick_book(
-            renter=request.user,
-            gpu_count=d["gpu_count"],
-            gpu_models=[d["gpu_model"]],
-            hours=d["hours"],
-            price_cap=d.get("price_cap"),
-            region=d.get("region"),
-        )
+        if "listing" in d:
+            booking = quickbook.quick_book_select(
+                renter=request.user,
+                listing_id=d["listing"],
+                gpu_count=d["gpu_count"],
+                hours=d["hours"],
+                start=d.get("start"),
+                quoted_total=d["quoted_total"],
+                cpu_milli=d["cpu_milli"],
+                memory_mib=d["memory_mib"],
+            )
+        else:
+            booking = quickbook.quick_book(renter=request.user, **_request_terms(d))
         return Response(BookingSerializer(booking).data, status=status.HTTP_201_CREATED)
 
 

@@ -5,8 +5,10 @@ import shlex
 from django import forms
 from django.core.exceptions import ValidationError
 
+from core.api import BIGINT_MAX
 from marketplace.models import GpuModel, Region
 from marketplace.services.inventory import MAX_GPUS_PER_SERVER
+from scheduler import selectors
 from scheduler.services.storage import MAX_VOLUME_GIB_LIMIT
 
 MAX_UPLOAD = 64 * 1024
@@ -205,8 +207,22 @@ class ClusterStorageForm(forms.Form):
     max_volume_gib = forms.IntegerField(min_value=1, max_value=MAX_VOLUME_GIB_LIMIT, label="Largest volume (GiB)")
 
 
+class _SupplyModelField(forms.ModelChoiceField):
+    """A GPU model with its free GPUs in the label (the queryset carries ``free_gpus``)."""
+
+    def label_from_instance(self, obj) -> str:
+        free = getattr(obj, "free_gpus", None)
+        return obj.name if free is None else f"{obj.name} ({free} GPU{'s' if free != 1 else ''} free now)"
+
+
 class QuickBookForm(forms.Form):
-    gpu_model = forms.ModelChoiceField(queryset=GpuModel.objects.order_by("name"), label="GPU model")
+    """What the renter needs now; after "Find placements", also the option chosen (hidden fields).
+
+    The model choice offers only models with supply (``selectors.models_with_supply``);
+    ``any_model`` lifts that for booking a shown option, whose model may have just sold out
+    elsewhere without that option being gone."""
+
+    gpu_model = _SupplyModelField(queryset=GpuModel.objects.none(), label="GPU model")
     gpu_count = forms.IntegerField(min_value=1, max_value=64, initial=1, label="GPUs")
     hours = forms.IntegerField(min_value=1, max_value=720, initial=2)
     price_cap = forms.DecimalField(
@@ -215,3 +231,27 @@ class QuickBookForm(forms.Form):
     region = forms.ModelChoiceField(
         queryset=Region.objects.order_by("name"), required=False, help_text="Preferred; others if none fits."
     )
+    cpu_cores = forms.IntegerField(
+        min_value=0, max_value=1024, required=False, label="CPU cores (minimum)", help_text="Optional; for all GPUs."
+    )
+    memory_gib = forms.IntegerField(
+        min_value=0, max_value=16384, required=False, label="RAM in GiB (minimum)", help_text="Optional."
+    )
+    # The option booked ("Book this"): as shown on its card.
+    listing = forms.IntegerField(min_value=1, max_value=BIGINT_MAX, required=False, widget=forms.HiddenInput)
+    start = forms.DateTimeField(required=False, widget=forms.HiddenInput)
+    quoted_total = forms.DecimalField(
+        min_value=0, max_digits=14, decimal_places=2, required=False, widget=forms.HiddenInput
+    )
+
+    def __init__(self, *args, any_model: bool = False, now=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["gpu_model"].queryset = (
+            GpuModel.objects.order_by("name") if any_model else selectors.models_with_supply(now=now)
+        )
+
+    def clean(self):
+        data = super().clean()
+        data["cpu_milli"] = (data.get("cpu_cores") or 0) * 1000
+        data["memory_mib"] = (data.get("memory_gib") or 0) * 1024
+        return data

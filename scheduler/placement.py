@@ -1,62 +1,55 @@
-"""Placement: which server gets a renter's GPUs.
+"""Placement: which server gets a renter's GPUs (and the CPU and memory that go with them).
 
-A pure module: it sees servers as ``Node`` values and free GPU counts, never
-the database, and imports nothing from Django, ``marketplace`` or
-``financing``: collateral-aware placement gets a plain ``server_id → weight``
-mapping from its caller.
+A pure module: it sees servers as ``Node`` values, never the database, and imports nothing from Django,
+``marketplace`` or ``financing``: collateral-aware placement gets a plain ``server_id → need`` mapping
+(GPUs the server's loan needs rented) from its caller.
 
-How it is used today: the app calls ``choose`` only, on a snapshot read from
-the database per call (quick book in ``services/quickbook.py``, failover in
-``services/jobs.py``), with financing's collateral weights and no ``demand``.
-``choose`` builds a throw-away ``Pool``, peeks at its choice and drops it;
-nothing is allocated there and nothing is learnt between calls (the booking
-services, under their locks, decide whether the GPUs are still free). No app
-code keeps a long-lived ``Pool``: its allocating side (``place``,
-``release``, ``set_weight``, demand learnt online) runs in the tests and in
-the benchmark on a public trace (``bench/placement.py``, thousands of
-servers, one placement per task).
+Whole GPUs only, all GPUs of a placement on one server. A placement takes ``take(node, request)`` CPU
+and memory besides its GPUs. Hard filters: enough free GPUs, CPU and memory, an accepted model, enough
+VRAM, a price under the cap. The region is a soft preference: servers in the requested region first,
+the others only when none of those fits. ``Request(gpu_count=0, cpu_milli>0)`` is a CPU-only task (the
+benchmark's trace has them; the product never asks for one).
 
-Whole GPUs only, all GPUs of a placement on one server. Hard filters: enough
-free GPUs, an accepted model, enough VRAM, a price under the cap. The region
-is a soft preference: servers in the requested region first, the others only
-when none of those fits.
+Indexes. Servers with the same packing attributes (model, VRAM, region, GPUs, CPU and memory capacity and
+per-GPU shares; not the price) form a group; per group and free GPU count, the servers are the set bits of
+one integer (bit = the server's position in the pool). A placement reads one small integer per group to
+find the smallest free count that fits and takes the lowest set bit of that bucket whose CPU and memory
+fit: no scan over servers while CPU does not bind. Price is not in the group key, so 10,000 listings with
+distinct prices stay a few groups: a price cap becomes a per-group mask of the servers under it (cached per
+request shape), and ``cheapest`` reads per-group price bands.
 
-Indexes. Servers with the same static attributes (model, VRAM, price,
-region) form a group; per group and free count, the servers are the set bits
-of one integer (bit = the server's position in the order the nodes were
-given). A server has few GPUs (at most 8 in the trace), so a placement reads
-one small integer per group to find the smallest free count that fits and
-takes the lowest set bit of that bucket: no scan over servers. Allocation and
-release move one bit between two buckets.
-
-Policies (``POLICIES``; one picker function each, registered in ``_PICKERS``):
+Policies (``POLICIES``):
 
 - ``random``: a uniformly random feasible server (the baseline).
-- ``first_fit``: the first feasible server in the given order.
-- ``best_fit``: the fewest GPUs left on the server afterwards, so that whole
-  servers stay free for large requests (against fragmentation).
-- ``cheapest``: the lowest price per GPU-hour, then best-fit.
-- ``ours``: with weights (higher = that server's loan needs revenue more,
-  e.g. the GPUs it still has to rent to cover its debt service), the
-  feasible server with the highest positive weight, within the region
-  preference (a loan's need never sends a renter abroad). Otherwise, and to break
-  ties, model-aware packing: the model whose GPUs are least needed by
-  model-constrained requests, best-fit within it (``Pool._harm``). A pool
-  learns demand online from the requests it places, decaying with a
-  half-life of ``DEMAND_HALF_LIFE`` constrained requests, and can be seeded
-  with a known mix (``demand=``, e.g. last month's bookings). ``choose``
-  learns nothing and the app passes no ``demand``, so there "ours" is the
-  weights, then best-fit.
+- ``first_fit``: the first feasible server in pool order.
+- ``best_fit``: the least left on the server afterwards, so that whole servers stay free for large
+  requests. The leftover is multi-resource: the larger of the GPU share and the CPU share left (the
+  CPU share to 1/``_LEVELS``), so that neither GPUs nor CPU are stranded; memory only decides
+  feasibility. A CPU-only task goes, under every policy but ``first_fit`` and ``random``, to the
+  feasible server with the fewest free GPUs (then the tightest CPU): it does not strand free GPUs.
+- ``cheapest``: the lowest price per GPU-hour among fitting servers, then best-fit.
+- ``balanced``: the accepted model with the largest free share (free GPUs / GPUs of that model), best-fit
+  inside it: a prior-free baseline.
+- ``ours``: model-aware packing: the model whose GPUs are least needed by model-constrained requests,
+  best-fit within it (``Pool._harm``). Demand is learnt online from the requests placed or observed,
+  decaying with a half-life of ``DEMAND_HALF_LIFE`` constrained requests, and can be seeded (``demand=``).
+  Without a seed, each model starts with a pseudo-count prior proportional to its capacity
+  (``PRIOR_MASS`` requests' worth), under which the harm orders models exactly like ``balanced``; learnt
+  demand outweighs it as it accumulates (safe cold start). With ``needs``, among interchangeable servers
+  (the winner's group and free-GPU bucket) ``ours`` takes the financed server closest to covering its loan
+  (an exact cover first, then one the request over-covers, then the smallest remaining need): this costs
+  renters nothing, since the bucket's servers are the same for packing. While the model is far from
+  scarce (``GUARD_FREE_SHARE``) and the group keeps whole servers (``GUARD_WHOLE_SHARE``), the loan may
+  also draw the renter to another partly used server of the same group (never a whole one).
 """
 
-import heapq
 import math
 import random
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
-POLICIES = ("random", "first_fit", "best_fit", "cheapest", "ours")
+POLICIES = ("random", "first_fit", "best_fit", "cheapest", "balanced", "ours")
 
 # Constrained requests after which past demand counts half as much as new demand: long enough to learn
 # the mix from, short enough to follow a change of workload.
@@ -65,15 +58,32 @@ _DEMAND_GROWTH = 2.0 ** (1.0 / DEMAND_HALF_LIFE)
 # What the decayed counters sum to in a steady state, in requests: a seeded mix is scaled to it, so that
 # it weighs like a long history of observed requests and then fades like one.
 _STEADY_STATE = DEMAND_HALF_LIFE / math.log(2)
+# Requests' worth of the cold-start prior (demand per model proportional to its capacity): small against
+# the steady state, so that a few hundred real constrained requests outweigh it.
+PRIOR_MASS = 200.0
 # Exponent of the soft maximum over the sets of models a GPU belongs to (see Pool._harm).
 _TIGHTNESS = 4
 _PLAN_CACHE_LIMIT = 4_096
 _CLASS_LIMIT = 1_024
+# Financed servers compared within a bucket (the first ones in pool order): bounds a pick's cost.
+_NEED_SCAN = 64
+_NO_MASK = -1  # "every server": x & -1 == x
+# The collateral guard: a loan may draw a renter to a partly used server that packs worse (another
+# free-GPU bucket of the same group; never a whole server) only while the model keeps at least this
+# share of its GPUs free, and while the group keeps this share of its servers whole (for large requests).
+# Scarce models: interchangeable servers only.
+GUARD_FREE_SHARE = 0.5
+GUARD_WHOLE_SHARE = 0.25
+# CPU levels per free-GPU count: a server's level is floor(LEVELS × free CPU / CPU capacity), so a request
+# needing c CPU fits every server above level floor(LEVELS × c / capacity) and only that boundary level
+# needs an exact check. Groups that do not model CPU keep every server at the top level.
+_LEVELS = 16
+_ROW = _LEVELS + 1
 
 
 @dataclass(frozen=True, slots=True)
 class Node:
-    """One server, as placement sees it: its GPUs and what a renter can filter on."""
+    """One server, as placement sees it: its GPUs, CPU and memory, and what a renter can filter on."""
 
     server_id: int
     model: str  # GPU model name, e.g. "V100M32", "A100", "G2"
@@ -81,29 +91,47 @@ class Node:
     vram_gb: int = 0
     price: Decimal = Decimal(0)  # per GPU-hour
     region: str = ""
+    cpu_milli: int = 0  # the server's CPU capacity; 0 = CPU not modelled (never binds)
+    memory_mib: int = 0  # likewise memory
+    cpu_per_gpu_milli: int = 0  # what a booking takes per GPU at least (the listing's share)
+    memory_per_gpu_mib: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class Request:
     """What a renter asks for: ``gpu_count`` whole GPUs on one server, filtered as below."""
 
-    gpu_count: int
+    gpu_count: int  # >= 0; 0 only with cpu_milli > 0 (a CPU-only task)
     models: frozenset[str] | None = None  # None = any model
     min_vram_gb: int = 0
     price_cap: Decimal | None = None
     region: str | None = None  # preferred region: same region first, then others (soft)
+    cpu_milli: int = 0  # the minimum for the whole request
+    memory_mib: int = 0
 
     def __post_init__(self) -> None:
-        if self.gpu_count < 1:
-            raise ValueError(f"gpu_count must be at least 1, got {self.gpu_count}")
+        if self.gpu_count < 0 or (self.gpu_count == 0 and self.cpu_milli <= 0):
+            raise ValueError(f"gpu_count must be at least 1 (or 0 with cpu_milli > 0), got {self.gpu_count}")
+
+
+def take(node: Node, request: Request) -> tuple[int, int]:
+    """(cpu_milli, memory_mib) a placement of ``request`` on ``node`` takes: the request's minimum or the
+    listing's per-GPU share, whichever is larger."""
+    return (
+        max(request.cpu_milli, node.cpu_per_gpu_milli * request.gpu_count),
+        max(request.memory_mib, node.memory_per_gpu_mib * request.gpu_count),
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class _Plan:
-    """A request resolved once against the pool's groups (the hard filters do not depend on free GPUs)."""
+    """A request shape resolved once against the groups (the hard filters do not depend on free GPUs).
 
-    preferred: tuple[int, ...]  # groups that pass the filters, in the requested region (all, without one)
-    others: tuple[int, ...]  # groups that pass the filters, elsewhere
+    Each entry is (group, mask of its servers that pass the price cap, or _NO_MASK for all).
+    """
+
+    preferred: tuple[tuple[int, int], ...]  # in the requested region (all, without one)
+    others: tuple[tuple[int, int], ...]  # elsewhere
     demand_class: int  # index of the request's set of accepted models; -1 if it constrains nothing
 
 
@@ -123,13 +151,20 @@ def _nth(mask: int, k: int) -> int:
     return lo
 
 
-class Pool:
-    """Free GPUs per server, indexed so that one placement costs far less than a scan.
+def _bits(mask: int) -> Iterable[int]:
+    while mask:
+        low = mask & -mask
+        yield low.bit_length() - 1
+        mask ^= low
 
-    ``free`` gives the initial free GPUs per server (a server missing from it has none free, since
-    nothing said it had any); without it every GPU is free. ``weights`` maps servers to their collateral
-    need (missing = 0, no preference) and ``set_weight`` updates it. ``seed`` drives ``random``.
-    ``demand`` seeds the demand "ours" learns: GPUs requested per set of accepted models, in any unit.
+
+class Pool:
+    """Free GPUs, CPU and memory per server, indexed so that one placement costs far less than a scan.
+
+    ``free`` gives the initial free GPUs per server (a server missing from it has none free); without it
+    every GPU is free. ``needs`` maps servers to the GPUs their loan needs rented (missing = none);
+    ``weights`` is a deprecated alias. ``seed`` drives ``random``. ``demand`` seeds the demand "ours"
+    learns: GPUs requested per set of accepted models, in any unit.
     """
 
     def __init__(
@@ -137,117 +172,193 @@ class Pool:
         nodes: Iterable[Node],
         *,
         policy: str = "ours",
-        weights: Mapping[int, float] | None = None,
         seed: int = 0,
+        demand: Mapping[frozenset[str] | None, float] | None = None,
+        needs: Mapping[int, float] | None = None,
         free: Mapping[int, int] | None = None,
-        demand: Mapping[frozenset[str], float] | None = None,
+        weights: Mapping[int, float] | None = None,
     ) -> None:
-        if policy not in _PICKERS:
+        if policy not in POLICIES:
             raise ValueError(f"unknown placement policy {policy!r}; choose one of {POLICIES}")
         self.policy = policy
-        self._pick_in = _PICKERS[policy]
         self._learns = policy == "ours"
         self._rng = random.Random(seed)  # noqa: S311 - spreads load for the random-fit baseline, no secret
-        self._nodes: list[Node] = list(nodes)
+        self._nodes: list[Node | None] = []
         self._index: dict[int, int] = {}
-        for i, node in enumerate(self._nodes):
-            if node.server_id in self._index:
-                raise ValueError(f"server {node.server_id} given twice")
-            if node.gpus < 0:
-                raise ValueError(f"server {node.server_id} has a negative GPU count")
-            self._index[node.server_id] = i
-
-        group_of: dict[tuple, int] = {}
-        self._model_of: dict[str, int] = {}
         self._group: list[int] = []
-        for node in self._nodes:
-            self._model_of.setdefault(node.model, len(self._model_of))
-            self._group.append(group_of.setdefault((node.model, node.vram_gb, node.price, node.region), len(group_of)))
-        self._group_keys = list(group_of)
-        self._group_model = [self._model_of[key[0]] for key in self._group_keys]
-        largest = [0] * len(self._group_keys)
-        for node, g in zip(self._nodes, self._group, strict=True):
-            largest[g] = max(largest[g], node.gpus)
-        # _masks[g][f]: servers of group g with exactly f free GPUs; bit f of _nonempty[g]: that set is not empty.
-        self._masks: list[list[int]] = [[0] * (n + 1) for n in largest]
-        self._nonempty: list[int] = [0] * len(largest)
-        self._free: list[int] = []
-        self._model_free = [0] * len(self._model_of)
-        for i, node in enumerate(self._nodes):
-            f = node.gpus if free is None else free.get(node.server_id, 0)
-            if not 0 <= f <= node.gpus:
-                raise ValueError(f"server {node.server_id}: {f} free GPUs of {node.gpus}")
-            g = self._group[i]
-            self._free.append(f)
-            self._masks[g][f] |= 1 << i
-            self._nonempty[g] |= 1 << f
-            self._model_free[self._group_model[g]] += f
-        self._plans: dict[Request, _Plan] = {}
-
+        self._free: list[int] = []  # free GPUs
+        self._slot: list[int] = []  # the server's bucket in its group: free GPUs × _ROW + CPU level
+        self._used_gpu: list[int] = []
+        self._used_cpu: list[int] = []
+        self._used_mem: list[int] = []
+        self._need: list[float] = []
+        self._needy = 0  # servers whose remaining need is positive
+        self._group_of: dict[tuple, int] = {}
+        self._group_keys: list[tuple] = []
+        self._group_model: list[int] = []
+        self._group_cpu: list[bool] = []  # does CPU or memory bind in this group?
+        self._group_members: list[int] = []
+        self._bands: list[list[tuple[Decimal, int]] | None] = []  # per group: (price, servers), cheapest first
+        self._masks: list[list[int]] = []
+        self._nonempty: list[int] = []
+        self._model_of: dict[str, int] = {}
+        self._model_names: list[str] = []
+        self._model_total: list[int] = []
+        self._model_free: list[int] = []
+        self._plans: dict[tuple, _Plan] = {}
         # Demand classes, for "ours": the distinct sets of accepted models seen, as bitmasks over models.
-        self._all_models = (1 << len(self._model_of)) - 1
         self._class_of: dict[int, int] = {}
         self._class_mask: list[int] = []
         self._class_own: list[float] = []  # decayed GPUs requested by this class itself
         self._class_demand: list[float] = []  # … by this class and every class whose models it includes
         self._class_free: list[int] = []  # free GPUs of the class's models
         self._supersets: list[list[int]] = []  # classes whose models include this class's (itself too)
-        self._classes_of_model: list[list[int]] = [[] for _ in self._model_of]
+        self._classes_of_model: list[list[int]] = []
         self._increment = 1.0
-        if demand and self._learns:
-            total = sum(amount for amount in demand.values() if amount > 0)
-            for models, amount in demand.items():
-                c = self._demand_class(models)
-                if c >= 0 and amount > 0:
-                    self._learn(c, amount * _STEADY_STATE / total, decay=False)
+        self._harm_cache: dict[int, float] = {}
+        self._changes = 0
+        self._total_gpus = 0
 
-        # Weighted servers also sit in lazy max-heaps per (group, free count) of (-weight, position, version);
-        # an entry is current while its version is the server's.
-        self._weights: list[float] | None = None
-        if weights is not None:
-            self._weights = [0.0] * len(self._nodes)
-            self._version = [0] * len(self._nodes)
-            self._heaps: list[list[list[tuple[float, int, int]]]] = [[[] for _ in m] for m in self._masks]
-            self._pushes = 0
-            for server_id, weight in weights.items():
-                self._weights[self._position(server_id)] = float(weight)
-            self._rebuild_heaps()
+        needs = needs if needs is not None else weights
+        self._has_needs = needs is not None
+        for node in nodes:
+            if node.server_id in self._index:
+                raise ValueError(f"server {node.server_id} given twice")
+            f = node.gpus if free is None else free.get(node.server_id, 0)
+            if node.gpus < 0 or not 0 <= f <= node.gpus:
+                raise ValueError(f"server {node.server_id}: {f} free GPUs of {node.gpus}")
+            self._add(node, used_gpu=node.gpus - f)
+        for server_id, need in (needs or {}).items():
+            if server_id in self._index:
+                self.set_need(server_id, need)
+
+        if self._learns:
+            if demand:
+                total = sum(amount for amount in demand.values() if amount > 0)
+                for models, amount in demand.items():
+                    c = self._demand_class(models) if models is not None else -1
+                    if c >= 0 and amount > 0:
+                        self._learn(c, amount * _STEADY_STATE / total, decay=False)
+            elif self._total_gpus:
+                for m, name in enumerate(self._model_names):
+                    c = self._demand_class(frozenset({name}))
+                    if c >= 0 and self._model_total[m]:
+                        self._learn(c, PRIOR_MASS * self._model_total[m] / self._total_gpus, decay=False)
+
+    # The public interface
 
     def place(self, request: Request) -> int | None:
-        """Choose a server for ``request`` and allocate its GPUs there; ``None`` when nothing fits."""
+        """Learn the request, choose a server for it and allocate its GPUs, CPU and memory there."""
         plan = self._plan(request)
         if plan.demand_class >= 0:
-            self._learn(plan.demand_class, request.gpu_count)
-        i = self._pick(plan, request.gpu_count)
+            self._learn(plan.demand_class, max(1, request.gpu_count))
+        i = self._pick(plan, request, _NO_MASK)
         if i < 0:
             return None
-        self._move(i, -request.gpu_count)
+        cpu, mem = take(self._nodes[i], request)
+        self._allocate(i, request.gpu_count, cpu, mem)
         return self._nodes[i].server_id
 
     def peek(self, request: Request) -> int | None:
         """The server ``place`` would choose now, without allocating or learning from the request."""
-        i = self._pick(self._plan(request), request.gpu_count)
+        i = self._pick(self._plan(request), request, _NO_MASK)
         return None if i < 0 else self._nodes[i].server_id
 
-    def release(self, server_id: int, gpus: int) -> None:
-        """Give ``gpus`` GPUs of ``server_id`` back (a job ended or moved)."""
+    def options(self, request: Request, k: int = 3, *, exclude: Collection[int] = ()) -> list[int]:
+        """Up to ``k`` distinct feasible servers, best first (the first is ``peek``'s choice unless excluded)."""
+        plan = self._plan(request)
+        allow = _NO_MASK
+        for server_id in exclude:
+            i = self._index.get(server_id)
+            if i is not None:
+                allow &= ~(1 << i)
+        chosen: list[int] = []
+        while len(chosen) < k:
+            i = self._pick(plan, request, allow)
+            if i < 0:
+                break
+            chosen.append(self._nodes[i].server_id)
+            allow &= ~(1 << i)
+        return chosen
+
+    def observe(self, request: Request) -> None:
+        """Learn the request's demand without placing it (the product learns every request, booked or not)."""
+        plan = self._plan(request)
+        if plan.demand_class >= 0:
+            self._learn(plan.demand_class, max(1, request.gpu_count))
+
+    def allocate(self, server_id: int, gpus: int, cpu_milli: int = 0, memory_mib: int = 0) -> None:
+        """Record an allocation made elsewhere (a hold the database made). CPU and memory are not checked."""
         i = self._position(server_id)
-        if gpus < 1 or self._free[i] + gpus > self._nodes[i].gpus:
+        if gpus < 0 or cpu_milli < 0 or memory_mib < 0 or gpus > self._free[i]:
+            raise ValueError(f"server {server_id}: cannot allocate {gpus} GPUs with {self._free[i]} free")
+        self._allocate(i, gpus, cpu_milli, memory_mib)
+
+    def release(self, server_id: int, gpus: int, cpu_milli: int = 0, memory_mib: int = 0) -> None:
+        """Give ``gpus`` GPUs (and CPU, memory) of ``server_id`` back (a job ended or moved)."""
+        i = self._position(server_id)
+        if (
+            gpus < 0
+            or gpus > self._used_gpu[i]
+            or not 0 <= cpu_milli <= self._used_cpu[i]
+            or not 0 <= memory_mib <= self._used_mem[i]
+            or (gpus == cpu_milli == memory_mib == 0)
+        ):
             raise ValueError(f"server {server_id}: cannot release {gpus} GPUs with {self._free[i]} free")
-        self._move(i, gpus)
+        self._allocate(i, -gpus, -cpu_milli, -memory_mib)
 
     def free(self, server_id: int) -> int:
         """Free GPUs on ``server_id`` now."""
         return self._free[self._position(server_id)]
 
-    def set_weight(self, server_id: int, weight: float) -> None:
-        """Change a server's collateral weight: its loan's need changes as its GPUs are rented."""
-        if self._weights is None:
-            raise ValueError("this pool was built without weights; pass weights={} to use them")
+    def used(self, server_id: int) -> tuple[int, int, int]:
+        """(GPUs, CPU milli, memory MiB) allocated on ``server_id``."""
         i = self._position(server_id)
-        self._weights[i] = float(weight)
-        self._version[i] += 1
-        self._push(i)
+        return self._used_gpu[i], self._used_cpu[i], self._used_mem[i]
+
+    def set_need(self, server_id: int, need: float) -> None:
+        """GPUs the server's loan needs rented; 0 = none. Its remaining need falls as GPUs are allocated."""
+        i = self._position(server_id)
+        self._need[i] = max(0.0, float(need))
+        self._has_needs = True
+        self._update_needy(i)
+
+    set_weight = set_need  # deprecated alias (the caller's weights were a need in another unit)
+
+    def upsert_node(self, node: Node) -> None:
+        """A new server, or its listing changed (price, share, GPUs in service); its allocation is kept."""
+        i = self._index.get(node.server_id)
+        if i is None:
+            self._add(node, used_gpu=0)
+        else:
+            used = (self._used_gpu[i], self._used_cpu[i], self._used_mem[i])
+            self._unplace(i)
+            self._used_gpu[i] = self._used_cpu[i] = self._used_mem[i] = 0
+            self._place_node(i, node)
+            self._allocate(i, *used)
+        self._plans.clear()
+
+    def remove_node(self, server_id: int) -> None:
+        """The server is not placeable any more (paused, node not ready); its allocation is forgotten."""
+        i = self._position(server_id)
+        self._unplace(i)
+        del self._index[server_id]
+        self._nodes[i] = None
+        self._used_gpu[i] = self._used_cpu[i] = self._used_mem[i] = 0
+        self._need[i] = 0.0
+        self._needy &= ~(1 << i)
+        self._plans.clear()
+
+    def demand_snapshot(self) -> dict[frozenset[str], float]:
+        """The learnt mix (GPUs per set of accepted models, decayed), to seed ``demand=`` after a restart."""
+        names = self._model_names
+        return {
+            frozenset(names[m] for m in range(len(names)) if mask >> m & 1): own / self._increment
+            for mask, own in zip(self._class_mask, self._class_own, strict=True)
+            if own > 0
+        }
+
+    # Bookkeeping
 
     def _position(self, server_id: int) -> int:
         try:
@@ -255,59 +366,364 @@ class Pool:
         except KeyError:
             raise KeyError(f"server {server_id} is not in this pool") from None
 
+    def _add(self, node: Node, *, used_gpu: int) -> None:
+        i = len(self._nodes)
+        self._index[node.server_id] = i
+        self._nodes.append(None)
+        self._group.append(-1)
+        self._free.append(0)
+        self._slot.append(0)
+        self._used_gpu.append(0)
+        self._used_cpu.append(0)
+        self._used_mem.append(0)
+        self._need.append(0.0)
+        self._place_node(i, node)
+        if used_gpu:
+            self._allocate(i, used_gpu, 0, 0)
+
+    def _place_node(self, i: int, node: Node) -> None:
+        """Put a server (with nothing allocated) into its group's bucket of free GPUs."""
+        if node.gpus < 0:
+            raise ValueError(f"server {node.server_id} has a negative GPU count")
+        m = self._model_of.get(node.model)
+        if m is None:
+            m = self._model_of[node.model] = len(self._model_names)
+            self._model_names.append(node.model)
+            self._model_total.append(0)
+            self._model_free.append(0)
+            self._classes_of_model.append([])
+        key = (
+            node.model,
+            node.vram_gb,
+            node.region,
+            node.gpus,
+            node.cpu_milli,
+            node.memory_mib,
+            node.cpu_per_gpu_milli,
+            node.memory_per_gpu_mib,
+        )
+        g = self._group_of.get(key)
+        if g is None:
+            g = self._group_of[key] = len(self._group_keys)
+            self._group_keys.append(key)
+            self._group_model.append(m)
+            self._group_cpu.append(node.cpu_milli > 0 or node.memory_mib > 0)
+            self._group_members.append(0)
+            self._bands.append(None)
+            self._masks.append([0] * ((node.gpus + 1) * _ROW))
+            self._nonempty.append(0)
+        self._nodes[i] = node
+        self._group[i] = g
+        self._group_members[g] |= 1 << i
+        self._bands[g] = None
+        slot = node.gpus * _ROW + _LEVELS
+        self._masks[g][slot] |= 1 << i
+        self._nonempty[g] |= 1 << slot
+        self._slot[i] = slot
+        self._free[i] = node.gpus
+        self._model_total[m] += node.gpus
+        self._total_gpus += node.gpus
+        self._shift_free(m, node.gpus)
+        self._update_needy(i)
+
+    def _unplace(self, i: int) -> None:
+        """Take a server out of its bucket and its model's totals (its allocation stays in the counters)."""
+        node, g = self._nodes[i], self._group[i]
+        f, slot = self._free[i], self._slot[i]
+        bit = 1 << i
+        masks = self._masks[g]
+        masks[slot] &= ~bit
+        if not masks[slot]:
+            self._nonempty[g] &= ~(1 << slot)
+        self._group_members[g] &= ~bit
+        self._bands[g] = None
+        m = self._group_model[g]
+        self._model_total[m] -= node.gpus
+        self._total_gpus -= node.gpus
+        self._shift_free(m, -f)
+        self._free[i] = 0
+
+    def _allocate(self, i: int, gpus: int, cpu: int, mem: int) -> None:
+        """Add an allocation (negative: a release); the server's bit moves to the bucket of its free count."""
+        self._used_gpu[i] += gpus
+        self._used_cpu[i] += cpu
+        self._used_mem[i] += mem
+        if gpus or cpu:
+            g = self._group[i]
+            node = self._nodes[i]
+            f = self._free[i]
+            new = max(0, node.gpus - self._used_gpu[i])
+            level = _LEVELS
+            if node.cpu_milli > 0:
+                level = min(_LEVELS, max(0, (node.cpu_milli - self._used_cpu[i]) * _LEVELS // node.cpu_milli))
+            slot = new * _ROW + level
+            old = self._slot[i]
+            if slot != old:
+                masks = self._masks[g]
+                bit = 1 << i
+                masks[old] ^= bit
+                if not masks[old]:
+                    self._nonempty[g] &= ~(1 << old)
+                masks[slot] |= bit
+                self._nonempty[g] |= 1 << slot
+                self._slot[i] = slot
+            if new != f:
+                self._free[i] = new
+                self._shift_free(self._group_model[g], new - f)
+            if self._need[i]:
+                self._update_needy(i)
+
+    def _shift_free(self, m: int, delta: int) -> None:
+        if not delta:
+            return
+        self._model_free[m] += delta
+        class_free = self._class_free
+        for c in self._classes_of_model[m]:
+            class_free[c] += delta
+            if not class_free[c]:
+                self._harm_cache.clear()
+        self._changes += 1
+
+    def _update_needy(self, i: int) -> None:
+        if self._nodes[i] is not None and self._need[i] - self._used_gpu[i] > 0:
+            self._needy |= 1 << i
+        else:
+            self._needy &= ~(1 << i)
+
     def _plan(self, request: Request) -> _Plan:
-        plan = self._plans.get(request)
+        shape = (request.models, request.min_vram_gb, request.price_cap, request.region)
+        plan = self._plans.get(shape)
         if plan is None:
             if len(self._plans) >= _PLAN_CACHE_LIMIT:
                 self._plans.clear()
             preferred, others = [], []
-            for g, (model, vram, price, region) in enumerate(self._group_keys):
-                if request.models is not None and model not in request.models:
+            cap = request.price_cap
+            for g, (model, vram, region, *_rest) in enumerate(self._group_keys):
+                members = self._group_members[g]
+                if not members or (request.models is not None and model not in request.models):
                     continue
-                if vram < request.min_vram_gb or (request.price_cap is not None and price > request.price_cap):
+                if vram < request.min_vram_gb:
                     continue
-                (preferred if request.region is None or region == request.region else others).append(g)
+                allow = _NO_MASK
+                if cap is not None:
+                    under = 0
+                    for price, band in self._price_bands(g):
+                        if price > cap:
+                            break
+                        under |= band
+                    if not under:
+                        continue
+                    allow = _NO_MASK if under == members else under
+                (preferred if request.region is None or region == request.region else others).append((g, allow))
             demand_class = -1
             if request.models is not None and self._learns:
                 demand_class = self._demand_class(request.models)
-            plan = self._plans[request] = _Plan(tuple(preferred), tuple(others), demand_class)
+            plan = self._plans[shape] = _Plan(tuple(preferred), tuple(others), demand_class)
         return plan
 
-    def _pick(self, plan: _Plan, n: int) -> int:
-        """Position of the chosen server or -1: the preferred region first, the others only if nothing fits.
+    def _price_bands(self, g: int) -> list[tuple[Decimal, int]]:
+        bands = self._bands[g]
+        if bands is None:
+            by_price: dict[Decimal, int] = {}
+            for i in _bits(self._group_members[g]):
+                price = self._nodes[i].price
+                by_price[price] = by_price.get(price, 0) | 1 << i
+            bands = self._bands[g] = sorted(by_price.items())
+        return bands
 
-        Weights order servers within a region, not across: a loan's need does not send a renter abroad.
-        """
-        weighted = self._weights is not None and self._learns
+    # Picking
+
+    def _pick(self, plan: _Plan, request: Request, allow: int) -> int:
+        """Position of the chosen server or -1: the preferred region first, the others only if nothing fits."""
+        picker = _PICKERS[self.policy]
+        if not request.gpu_count and self.policy not in ("first_fit", "random"):
+            picker = _best_fit  # a CPU-only task: on the server with the fewest free GPUs, to strand none
         for groups in (plan.preferred, plan.others):
             if groups:
-                i = _pick_weighted(self, groups, n) if weighted else -1
-                if i < 0:
-                    i = self._pick_in(self, groups, n)
+                i = picker(self, groups, request, allow)
                 if i >= 0:
                     return i
         return -1
 
-    def _move(self, i: int, delta: int) -> None:
-        """Change server i's free GPUs by delta: its bit moves to the bucket of its new free count."""
-        g = self._group[i]
-        masks = self._masks[g]
-        f = self._free[i]
-        bit = 1 << i
-        masks[f] ^= bit
-        if not masks[f]:
-            self._nonempty[g] &= ~(1 << f)
-        f += delta
-        self._free[i] = f
-        masks[f] |= bit
-        self._nonempty[g] |= 1 << f
+    def _fit_in(self, g: int, mask: int, cpu: int, mem: int) -> int:
+        """The lowest server of ``mask`` (all in group g) with ``cpu`` and ``mem`` free; -1 if none."""
+        if not mask:
+            return -1
+        if not self._group_cpu[g] or (cpu <= 0 and mem <= 0):
+            return _lowest(mask)
+        _, _, _, _, cap_cpu, cap_mem, _, _ = self._group_keys[g]
+        used_cpu, used_mem = self._used_cpu, self._used_mem
+        for i in _bits(mask):
+            if (not cap_cpu or cap_cpu - used_cpu[i] >= cpu) and (not cap_mem or cap_mem - used_mem[i] >= mem):
+                return i
+        return -1
+
+    def _take(self, g: int, request: Request) -> tuple[int, int]:
+        key = self._group_keys[g]
+        n = request.gpu_count
+        return max(request.cpu_milli, key[6] * n), max(request.memory_mib, key[7] * n)
+
+    def _boundary(self, g: int, cpu: int) -> int:
+        """The CPU level from which servers of group g may have ``cpu`` free (exact check at it); -1: none can."""
+        cap = self._group_keys[g][4]
+        if cpu <= 0 or cap <= 0:
+            return 0
+        if cpu > cap:
+            return -1
+        return cpu * _LEVELS // cap
+
+    def _fullest(self, g: int, request: Request, allow: int) -> tuple[float, int]:
+        """(leftover, position) of the server of group g that fits tightest; (-1, -1) if none.
+
+        The leftover is the larger of the GPU and CPU shares the server would have left (CPU by its level,
+        so to 1/_LEVELS): a multi-resource best fit, so that neither GPUs nor CPU are stranded. Per free-GPU
+        count, the lowest CPU level that fits is that count's candidate.
+        """
+        n = request.gpu_count
+        rows = self._nonempty[g] >> (n * _ROW)
+        if not rows:
+            return -1, -1
+        cpu, mem = self._take(g, request)
+        low = self._boundary(g, cpu)
+        if low < 0:
+            return -1, -1
+        key = self._group_keys[g]
+        gpus, cap_cpu = key[3], key[4]
+        check_mem = mem > 0 and key[5] > 0
+        check_cpu = cpu > 0 and cap_cpu > 0
+        need_share = cpu / cap_cpu if cap_cpu else 0.0
+        masks, f = self._masks[g], n
+        full_row = (1 << _ROW) - 1
+        best_left, best_i = -1.0, -1
+        while rows:
+            gpu_left = (f - n) / gpus if gpus else 0.0
+            if best_i >= 0 and gpu_left >= best_left:
+                break
+            row = (rows & full_row) >> low
+            level = low
+            while row:
+                if row & 1:
+                    mask = masks[f * _ROW + level] & allow
+                    if mask:
+                        if level == low and check_cpu:
+                            i = self._fit_in(g, mask, cpu, mem)
+                        elif check_mem:
+                            i = self._fit_in(g, mask, 0, mem)
+                        else:
+                            i = _lowest(mask)
+                        if i >= 0:
+                            left = gpu_left
+                            if cap_cpu and n:
+                                left = max(left, level / _LEVELS - need_share)
+                            if best_i < 0 or left < best_left:
+                                best_left, best_i = left, i
+                            break
+                row >>= 1
+                level += 1
+            rows >>= _ROW
+            f += 1
+        return best_left, best_i
+
+    def _union(self, g: int, n: int, low: int) -> tuple[int, int]:
+        """(servers at the boundary CPU level, servers above it) of group g with at least n GPUs free."""
+        rows = self._nonempty[g] >> (n * _ROW)
+        masks, f = self._masks[g], n
+        boundary = above = 0
+        while rows:
+            if rows & ((1 << _ROW) - 1):
+                base = f * _ROW
+                boundary |= masks[base + low]
+                for level in range(low + 1, _ROW):
+                    above |= masks[base + level]
+            rows >>= _ROW
+            f += 1
+        return boundary, above
+
+    def _guard_open(self, g: int) -> bool:
+        """May a loan draw a renter out of the best-fit bucket in group g? Only while its model is far from
+        scarce and the group keeps enough whole servers, so that the deviation cannot cause a refusal soon."""
         m = self._group_model[g]
-        self._model_free[m] += delta
-        for c in self._classes_of_model[m]:
-            self._class_free[c] += delta
-        if self._weights is not None:
-            self._version[i] += 1
-            self._push(i)
+        total = self._model_total[m]
+        if not total or self._model_free[m] < GUARD_FREE_SHARE * total:
+            return False
+        return self._whole_to_spare(g, GUARD_WHOLE_SHARE)
+
+    def _whole_to_spare(self, g: int, share: float) -> bool:
+        """Would group g keep ``share`` of its servers whole (every GPU free) after breaking one more?"""
+        gpus = self._group_keys[g][3]
+        masks = self._masks[g]
+        whole = 0
+        for slot in range(gpus * _ROW, (gpus + 1) * _ROW):
+            whole |= masks[slot]
+        return whole.bit_count() - 1 >= share * self._group_members[g].bit_count()
+
+    def _closest_to_cover(self, g: int, i: int, request: Request, allow: int) -> int:
+        """Among the servers interchangeable with i (same group, same free GPUs and CPU level), the financed
+        one whose loan is closest to covering its need: an exact cover, then an over-cover, then the smallest
+        need. While the guard is open (``_guard_open``), any fitting server of the group is a candidate."""
+        candidates = self._masks[g][self._slot[i]] & allow & self._needy
+        n = request.gpu_count
+        if self._guard_open(g):
+            # servers with n to gpus - 1 free: a loan never breaks a whole server (breaking them while over
+            # half were whole cost 1-2 % of the GPUs accepted at 1.2x load in the bench's collateral sweep)
+            rows = (self._nonempty[g] & ((1 << (self._group_keys[g][3] * _ROW)) - 1)) >> (n * _ROW)
+            slot = n * _ROW
+            wider = 0
+            while rows:
+                if rows & 1:
+                    wider |= self._masks[g][slot]
+                rows >>= 1
+                slot += 1
+            candidates |= wider & allow & self._needy
+        if not candidates:
+            return i
+        cpu, mem = self._take(g, request)
+        best, best_key = i, None
+        for count, j in enumerate(_bits(candidates)):
+            if count >= _NEED_SCAN:
+                break
+            if self._fit_in(g, 1 << j, cpu, mem) < 0:
+                continue
+            remaining = self._need[j] - self._used_gpu[j]
+            if math.ceil(remaining) == n:
+                key = (0, 0.0)
+            elif remaining < n:
+                key = (1, n - remaining)
+            else:
+                key = (2, remaining)
+            if best_key is None or key < best_key:
+                best, best_key = j, key
+        return best
+
+    def _harm(self, g: int) -> float:
+        """How much taking a GPU of group g's model brings a constrained request's refusal closer.
+
+        For every set S of models that some requests are limited to, D(S)/F(S) is the decayed demand
+        of the requests that can only use models in S over the GPUs of S still free: the reciprocal of
+        the time until S runs dry (Hall's marriage condition, one set at a time). Taking a GPU of model
+        m shortens that time for every S that contains m; a high power weighs the tightest set most.
+        Under the cold-start prior (each model's own demand proportional to its capacity) this is
+        (capacity/free)^4 per model: the largest free share first, as ``balanced``.
+
+        Cached per model, refreshed after a number of changes that grows with the pool (a small pool
+        refreshes at every change) and whenever a set of models runs dry.
+        """
+        m = self._group_model[g]
+        if self._changes > max(0, min(64, self._total_gpus // 256)):
+            self._harm_cache.clear()
+            self._changes = 0
+        harm = self._harm_cache.get(m)
+        if harm is None:
+            harm = 0.0
+            demand, free = self._class_demand, self._class_free
+            for c in self._classes_of_model[m]:
+                f = free[c]
+                if not f:
+                    harm = math.inf
+                    break
+                harm += (demand[c] / f) ** _TIGHTNESS
+            self._harm_cache[m] = harm
+        return harm
 
     # Demand, for "ours"
 
@@ -317,7 +733,7 @@ class Pool:
         for model in models:
             if model in self._model_of:
                 mask |= 1 << self._model_of[model]
-        if mask in (0, self._all_models):
+        if mask in (0, (1 << len(self._model_names)) - 1):
             return -1
         c = self._class_of.get(mask)
         if c is None:
@@ -335,10 +751,11 @@ class Pool:
                     self._supersets[other].append(c)
                 elif other_mask & mask == mask:  # new ⊂ other
                     self._supersets[c].append(other)
-            for m in range(len(self._model_of)):
+            for m in range(len(self._model_names)):
                 if mask >> m & 1:
                     self._classes_of_model[m].append(c)
                     self._class_free[c] += self._model_free[m]
+            self._harm_cache.clear()
         return c
 
     def _learn(self, c: int, gpus: float, *, decay: bool = True) -> None:
@@ -354,171 +771,152 @@ class Pool:
         demand = self._class_demand
         for s in self._supersets[c]:
             demand[s] += amount
+        self._changes += 1
         if self._increment > 1e100:
             self._class_own = [d / self._increment for d in self._class_own]
             self._class_demand = [d / self._increment for d in demand]
             self._increment = 1.0
-
-    def _harm(self, g: int) -> float:
-        """How much taking a GPU of group g's model brings a constrained request's refusal closer.
-
-        For every set S of models that some requests are limited to, D(S)/F(S) is the decayed demand
-        of the requests that can only use models in S over the GPUs of S still free: the reciprocal of
-        the time until S runs dry (Hall's marriage condition, one set at a time). Taking a GPU of model
-        m shortens that time for every S that contains m; a high power weighs the tightest set most, so
-        a model needed only by requests that also accept others (A10 for "A10|T4" when T4 alone is
-        also asked for) counts as less harmed than the model they compete for. Unconstrained demand can
-        go anywhere and constrains no set.
-        """
-        harm = 0.0
-        demand, free = self._class_demand, self._class_free
-        for c in self._classes_of_model[self._group_model[g]]:  # none at all without constrained requests
-            f = free[c]
-            if not f:
-                return math.inf
-            harm += (demand[c] / f) ** _TIGHTNESS
-        return harm
-
-    # Collateral weights, for "ours"
-
-    def _push(self, i: int) -> None:
-        if self._weights[i] > 0 and self._free[i] > 0:
-            heapq.heappush(self._heaps[self._group[i]][self._free[i]], (-self._weights[i], i, self._version[i]))
-            self._pushes += 1
-            if self._pushes > 4 * len(self._nodes) + 64:
-                self._rebuild_heaps()
-
-    def _rebuild_heaps(self) -> None:
-        """Drop stale entries: every change pushes a new entry and leaves the old one behind."""
-        for heaps in self._heaps:
-            for heap in heaps:
-                heap.clear()
-        for i, weight in enumerate(self._weights):
-            if weight > 0 and self._free[i] > 0:
-                self._heaps[self._group[i]][self._free[i]].append((-weight, i, self._version[i]))
-        for heaps in self._heaps:
-            for heap in heaps:
-                heapq.heapify(heap)
-        self._pushes = 0
+            self._harm_cache.clear()
 
 
-# Pickers: (pool, groups that pass the filters, GPU count) → position of the chosen server, or -1.
-Picker = Callable[[Pool, tuple[int, ...], int], int]
-_PICKERS: dict[str, Picker] = {}
+# Pickers: (pool, groups with their price masks, request, allowed servers) → position of the chosen server, or -1.
 
 
-def _picker(name: str) -> Callable[[Picker], Picker]:
-    def register(fn: Picker) -> Picker:
-        _PICKERS[name] = fn
-        return fn
-
-    return register
-
-
-@_picker("first_fit")
-def _first_fit(pool: Pool, groups: tuple[int, ...], n: int) -> int:
+def _first_fit(pool: Pool, groups: tuple[tuple[int, int], ...], request: Request, allow: int) -> int:
+    n = request.gpu_count
     best = -1
-    for g in groups:
-        fits = pool._nonempty[g] >> n
-        if not fits:
+    for g, cap in groups:
+        if not pool._nonempty[g] >> (n * _ROW):
             continue
-        masks, f, union = pool._masks[g], n, 0
-        while fits:
-            if fits & 1:
-                union |= masks[f]
-            fits >>= 1
-            f += 1
-        i = _lowest(union)
-        if best < 0 or i < best:
-            best = i
+        cpu, mem = pool._take(g, request)
+        low = pool._boundary(g, cpu)
+        if low < 0:
+            continue
+        boundary, above = pool._union(g, n, low)
+        for i in (pool._fit_in(g, boundary & cap & allow, cpu, mem), pool._fit_in(g, above & cap & allow, 0, mem)):
+            if i >= 0 and (best < 0 or i < best):
+                best = i
     return best
 
 
-def _pack(pool: Pool, groups: tuple[int, ...], n: int, score: Callable[[Pool, int], object] | None) -> int:
+def _pack(pool: Pool, groups: tuple[tuple[int, int], ...], request: Request, allow: int, score) -> int:
     """Best-fit after ``score``: the lowest (score, GPUs left, position) over the groups' fullest fitting servers.
 
-    Only the winner's bucket (and those tied with it) is searched for its lowest position: the per-group
-    part is a few operations on small integers.
+    Groups are visited in the order of a lower bound of their key (score, the GPUs left on their fullest
+    server with n free, whatever its CPU), and the search stops once that bound exceeds the best key found:
+    most picks look into one or two groups.
     """
-    nonempty, masks = pool._nonempty, pool._masks
-    best_g, best_key, best_i = -1, None, -1
-    for g in groups:
-        fits = nonempty[g] >> n
-        if fits:
-            left = (fits & -fits).bit_length() - 1  # GPUs left on the fullest server of the group that fits
-            key = (score(pool, g), left) if score else left
-            if best_key is None or key < best_key:
-                best_g, best_key, best_i = g, key, -1
-            elif key == best_key:
-                if best_i < 0:
-                    best_i = _lowest(masks[best_g][n + (key[1] if score else key)])
-                i = _lowest(masks[g][n + (key[1] if score else key)])
-                if i < best_i:
-                    best_g, best_i = g, i
-    if best_g < 0 or best_i >= 0:
-        return best_i if best_g >= 0 else -1
-    return _lowest(masks[best_g][n + (best_key[1] if score else best_key)])
+    n = request.gpu_count
+    start = n * _ROW
+    nonempty = pool._nonempty
+    bounds = []
+    for g, cap in groups:
+        rows = nonempty[g] >> start
+        if rows:
+            gpus = pool._group_keys[g][3]
+            left = (((rows & -rows).bit_length() - 1) // _ROW) / gpus if gpus else 0.0
+            bounds.append(((score(pool, g), left) if score else (left,), g, cap))
+    if not bounds:
+        return -1
+    bounds.sort(key=lambda bound: bound[0])
+    best_key, best = None, None
+    for bound, g, cap in bounds:
+        if best_key is not None and bound > best_key[:-1]:
+            break
+        f, i = pool._fullest(g, request, cap & allow)
+        if i < 0:
+            continue
+        key = (*bound[:-1], f, i)
+        if best_key is None or key < best_key:
+            best_key, best = key, (g, i, cap)
+    if best is None:
+        return -1
+    g, i, cap = best
+    if score is Pool._harm and pool._needy:
+        return pool._closest_to_cover(g, i, request, cap & allow)
+    return i
 
 
-@_picker("best_fit")
-def _best_fit(pool: Pool, groups: tuple[int, ...], n: int) -> int:
-    return _pack(pool, groups, n, None)
+def _best_fit(pool: Pool, groups, request: Request, allow: int) -> int:
+    return _pack(pool, groups, request, allow, None)
 
 
-@_picker("cheapest")
-def _cheapest(pool: Pool, groups: tuple[int, ...], n: int) -> int:
-    return _pack(pool, groups, n, lambda pool, g: pool._group_keys[g][2])
+def _free_share(pool: Pool, g: int) -> float:
+    m = pool._group_model[g]
+    total = pool._model_total[m]
+    return -pool._model_free[m] / total if total else 0.0
 
 
-@_picker("random")
-def _random_fit(pool: Pool, groups: tuple[int, ...], n: int) -> int:
-    buckets, total = [], 0
-    for g in groups:
-        fits, f = pool._nonempty[g] >> n, n
-        while fits:
-            if fits & 1:
-                mask = pool._masks[g][f]
-                buckets.append(mask)
-                total += mask.bit_count()
-            fits >>= 1
-            f += 1
+def _balanced(pool: Pool, groups, request: Request, allow: int) -> int:
+    return _pack(pool, groups, request, allow, _free_share)
+
+
+def _ours(pool: Pool, groups, request: Request, allow: int) -> int:
+    """The least harmed model (see ``Pool._harm``), best-fit within it; then the loan closest to covering."""
+    return _pack(pool, groups, request, allow, Pool._harm)
+
+
+def _cheapest(pool: Pool, groups, request: Request, allow: int) -> int:
+    """The lowest price among fitting servers (per group, its price bands cheapest first), then best-fit."""
+    n = request.gpu_count
+    best_key, best = None, -1
+    for g, cap in groups:
+        if not pool._nonempty[g] >> (n * _ROW):
+            continue
+        for price, band in pool._price_bands(g):
+            if best_key is not None and price > best_key[0]:
+                break
+            f, i = pool._fullest(g, request, band & cap & allow)
+            if i >= 0:
+                key = (price, f - n, i)
+                if best_key is None or key < best_key:
+                    best_key, best = key, i
+                break
+    return best
+
+
+def _random_fit(pool: Pool, groups, request: Request, allow: int) -> int:
+    """A uniformly random feasible server: draw among the servers with the GPUs free (and CPU above the
+    boundary level), keep the draw if it fits exactly; after a few misses, draw among the exact fits."""
+    n = request.gpu_count
+    candidates: list[tuple[int, int, int, int]] = []  # (group, servers, cpu, mem)
+    total = 0
+    for g, cap in groups:
+        cpu, mem = pool._take(g, request)
+        low = pool._boundary(g, cpu)
+        if low < 0:
+            continue
+        boundary, above = pool._union(g, n, low)
+        mask = (boundary | above) & cap & allow
+        if mask:
+            candidates.append((g, mask, cpu, mem))
+            total += mask.bit_count()
     if not total:
         return -1
-    k = pool._rng.randrange(total)
-    for mask in buckets:
-        count = mask.bit_count()
-        if k < count:
-            return _nth(mask, k)
-        k -= count
-    raise AssertionError("unreachable: k < total")
+    for _ in range(8):
+        k = pool._rng.randrange(total)
+        for g, mask, cpu, mem in candidates:
+            count = mask.bit_count()
+            if k < count:
+                i = _nth(mask, k)
+                if pool._fit_in(g, 1 << i, cpu, mem) >= 0:
+                    return i
+                break
+            k -= count
+    feasible = sorted(
+        i for g, mask, cpu, mem in candidates for i in _bits(mask) if pool._fit_in(g, 1 << i, cpu, mem) >= 0
+    )
+    return feasible[pool._rng.randrange(len(feasible))] if feasible else -1
 
 
-@_picker("ours")
-def _ours(pool: Pool, groups: tuple[int, ...], n: int) -> int:
-    """The least harmed model (see ``Pool._harm``), best-fit within it; plain best-fit while nothing is constrained."""
-    return _pack(pool, groups, n, Pool._harm if pool._class_mask else None)
-
-
-def _pick_weighted(pool: Pool, groups: tuple[int, ...], n: int) -> int:
-    """The feasible server with the highest positive weight; ties to the least harmed model, then best-fit."""
-    best, best_key = -1, None
-    version = pool._version
-    for g in groups:
-        heaps = pool._heaps[g]
-        fits, f = pool._nonempty[g] >> n, n
-        while fits:
-            if fits & 1:
-                heap = heaps[f]
-                while heap and heap[0][2] != version[heap[0][1]]:
-                    heapq.heappop(heap)
-                if heap:
-                    weight, i, _ = heap[0]
-                    key = (weight, pool._harm(g), f - n, i)
-                    if best_key is None or key < best_key:
-                        best, best_key = i, key
-            fits >>= 1
-            f += 1
-    return best
+_PICKERS = {
+    "random": _random_fit,
+    "first_fit": _first_fit,
+    "best_fit": _best_fit,
+    "cheapest": _cheapest,
+    "balanced": _balanced,
+    "ours": _ours,
+}
 
 
 def choose(
@@ -527,16 +925,18 @@ def choose(
     free: Mapping[int, int],
     *,
     policy: str = "ours",
-    weights: Mapping[int, float] | None = None,
+    needs: Mapping[int, float] | None = None,
     demand: Mapping[frozenset[str], float] | None = None,
+    weights: Mapping[int, float] | None = None,
 ) -> int | None:
-    """One-off choice without allocating (quick-book and failover at request time; pools there are small).
+    """One-off choice without allocating (tests, fallback; not the product path, which keeps a ``Pool``).
 
-    Builds a throw-away ``Pool`` from the given free counts and peeks at its choice, so the answer is the
-    one a ``Pool`` in that state would give. Without ``demand`` "ours" has no history to learn from here,
-    so it is the weights, then best-fit. A negative free count (an overbooked snapshot) counts as none free.
+    Builds a throw-away ``Pool`` from the given free counts and peeks at its choice. Without ``demand``
+    "ours" has no history here, so it is the cold-start prior (``balanced``), then the loans' needs among
+    interchangeable servers. ``weights`` is a deprecated alias of ``needs``. A negative free count (an
+    overbooked snapshot) counts as none free.
     """
     nodes = list(nodes)
-    # A snapshot read at request time can be overbooked for a moment (held > in service): none free, then.
-    free = {node.server_id: max(0, free.get(node.server_id, 0)) for node in nodes}
-    return Pool(nodes, policy=policy, weights=weights, free=free, demand=demand).peek(request)
+    free = {node.server_id: max(0, min(node.gpus, free.get(node.server_id, 0))) for node in nodes}
+    needs = needs if needs is not None else weights
+    return Pool(nodes, policy=policy, needs=needs, free=free, demand=demand).peek(request)

@@ -1,5 +1,5 @@
 """Scheduler reads: placement candidates, the nodes behind servers, job and
-cluster pages. The only door to ``financing`` (collateral weights)."""
+cluster pages. The only door to ``financing`` (collateral needs)."""
 
 from datetime import datetime
 from decimal import Decimal
@@ -7,16 +7,16 @@ from decimal import Decimal
 from django.db.models import Count, Q, QuerySet
 
 from accounts.models import OwnerCompany, User
-from financing.selectors.placement import placement_weights
+from financing.selectors.placement import placement_needs
 from marketplace.models import BookingGpu, Gpu, Listing
 from marketplace.selectors.search import SearchQuery, listing_search
 from scheduler import placement
 from scheduler.models import Cluster, Endpoint, Job, Node
 
 
-def collateral_weights(server_ids) -> dict[int, float]:
-    """Server → how much its loan needs revenue (financing's view; 0–1)."""
-    return placement_weights(server_ids)
+def collateral_needs(server_ids, *, now: datetime | None = None) -> dict[int, float]:
+    """Server → GPUs its loan needs rented continuously to cover its debt service (financing's view)."""
+    return placement_needs(server_ids, now=now)
 
 
 def ready_node_for_server(server_id: int) -> Node | None:
@@ -116,3 +116,33 @@ def booking_live_gpus(booking_id: int, *, exclude_job: int | None = None, exclud
 
 def renter_endpoints(user: User) -> QuerySet[Endpoint]:
     return Endpoint.objects.filter(renter=user).select_related("booking", "cluster")
+
+
+def models_with_supply(*, now: datetime | None = None) -> QuerySet:
+    """GPU models a renter can quick book now, each annotated ``free_gpus``: GPUs in service on an
+    active listing of a ready node on a cluster that is not unhealthy, held by no booking at ``now``.
+    Models with none are left out (quick book offers only what it can place); ordered by name."""
+    # Imported here: this function was appended beside the placement selectors above.
+    from django.db.models import OuterRef, Subquery
+    from django.db.models.functions import Coalesce
+    from django.utils import timezone
+
+    from marketplace.models import GpuModel
+
+    now = now or timezone.now()
+    held_now = BookingGpu.objects.filter(held=True, start__lte=now, end__gt=now).values("gpu_id")
+    free = (
+        Gpu.objects.filter(
+            status=Gpu.Status.AVAILABLE,
+            server__listing__gpu_model=OuterRef("pk"),
+            server__listing__status=Listing.Status.ACTIVE,
+            server__cluster_node__ready=True,
+        )
+        .exclude(server__cluster_node__cluster__health=Cluster.Health.UNHEALTHY)
+        .exclude(pk__in=held_now)
+        .order_by()
+        .values("server__listing__gpu_model")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return GpuModel.objects.annotate(free_gpus=Coalesce(Subquery(free), 0)).filter(free_gpus__gt=0).order_by("name")

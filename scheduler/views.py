@@ -13,7 +13,7 @@ from accounts.models import Role
 from accounts.permissions import role_required
 from accounts.selectors import owner_company_for_user
 from core.api import digits
-from core.forms import form_submit
+from core.forms import form_errors_from, form_submit
 from marketplace.selectors import bookings as booking_selectors
 from scheduler import selectors
 from scheduler.forms import (
@@ -225,25 +225,61 @@ def job_cancel(request, public_id):
     return redirect("scheduler:job_detail", public_id=public_id)
 
 
+OPTION_FIELDS = ("listing", "start", "quoted_total")  # what a card's "Book this" adds to the search
+
+
+def _quick_book_select(renter, d):
+    if d["listing"] is None or d["quoted_total"] is None:
+        raise ValidationError("Find placements first, then book one of them.")
+    return quickbook.quick_book_select(
+        renter=renter,
+        listing_id=d["listing"],
+        gpu_count=d["gpu_count"],
+        hours=d["hours"],
+        start=d["start"],
+        quoted_total=d["quoted_total"],
+        cpu_milli=d["cpu_milli"],
+        memory_mib=d["memory_mib"],
+    )
+
+
 @role_required(Role.RENTER)
 @require_http_methods(["GET", "POST"])
 def quick_book(request):
-    form = QuickBookForm(request.POST or None)
-    if request.method == "POST" and (
-        done := form_submit(
-            form,
-            lambda d: quickbook.quick_book(
-                renter=request.user,
-                gpu_count=d["gpu_count"],
-                gpu_models=[d["gpu_model"]],
-                hours=d["hours"],
-                price_cap=d["price_cap"],
-                region=d["region"],
-            ),
-        )
-    ):
+    """GET: the form. "Find placements": the two or three best options as cards.
+    "Book this" on a card: hold that option and go to checkout; a price change or
+    a server taken meanwhile is a form error shown above the options still open."""
+    book = request.method == "POST" and "book" in request.POST
+    form = QuickBookForm(request.POST or None, any_model=book)
+    options = []
+    if book and (done := form_submit(form, lambda d: _quick_book_select(request.user, d))):
         return redirect("marketplace:checkout", public_id=done.result.public_id)
-    return render(request, "scheduler/quick_book.html", {"form": form}, status=400 if form.errors else 200)
+    # After a refused booking the search itself is still valid: show the options still open.
+    searched = request.method == "POST" and (form.is_valid() or hasattr(form, "service_error"))
+    d = getattr(form, "cleaned_data", {})
+    if searched and all(name in d for name in ("gpu_model", "gpu_count", "hours", "region")):
+        options = quickbook.quick_book_options(
+            gpu_count=d["gpu_count"],
+            gpu_models=[d["gpu_model"]],
+            hours=d["hours"],
+            price_cap=d["price_cap"],
+            region=d["region"],
+            cpu_milli=d["cpu_milli"],
+            memory_mib=d["memory_mib"],
+        )
+        if not options:
+            form_errors_from(form, quickbook.no_server_error(d["gpu_count"], d["hours"]))
+    carry = [
+        (field.html_name, field.value())
+        for field in form
+        if field.name not in OPTION_FIELDS and field.value() not in (None, "")
+    ]
+    return render(
+        request,
+        "scheduler/quick_book.html",
+        {"form": form, "options": options, "carry": carry},
+        status=400 if form.errors else 200,
+    )
 
 
 # --- Sessions: the renter's SSH keys, the owner's SSH Service type (sessions helper) ---------------

@@ -23,6 +23,16 @@ def _fresh_cache():
     cache.clear()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_placement_engine():
+    """The process's placement engine (scheduler.engine) must not outlive a test's database. (helper C)"""
+    from scheduler.engine import reset_engine
+
+    reset_engine()
+    yield
+    reset_engine()
+
+
 @pytest.fixture
 def renter(db):
     return factories.make_renter()

@@ -406,12 +406,22 @@ def test_quick_book_best_fit_among_ready_servers(owner, renter):
 
 
 def test_quick_book_favours_a_financed_server_that_needs_revenue(owner, operator, renter, loan):
-    financed = loan.collateral.server.listing  # 8 × H100, $2.00, no revenue yet: DSCR 0
+    financed = loan.collateral.server.listing  # 8 × H100, $2.00, no revenue yet: its loan needs every rent
+    twin = make_listing(owner, gpu_count=8, price="2.00", hostname="twin")  # the same shape, not financed
+    company = owner.owner_membership.company
+    clusters.cluster_create_simulated(owner=company, name="sim", servers=[twin.server, financed.server])
+    booking = quickbook.quick_book(renter=renter, gpu_count=4, gpu_models=[twin.gpu_model], hours=2)
+    assert booking.listing_id == financed.pk  # interchangeable for packing: the loan's server gets the rent
+
+
+def test_quick_book_does_not_break_a_whole_server_for_a_loan(owner, operator, renter, loan):
+    financed = loan.collateral.server.listing  # 8 × H100, financed
     small = make_listing(owner, gpu_count=4, price="2.00", hostname="small")
     company = owner.owner_membership.company
     clusters.cluster_create_simulated(owner=company, name="sim", servers=[financed.server, small.server])
     booking = quickbook.quick_book(renter=renter, gpu_count=4, gpu_models=[small.gpu_model], hours=2)
-    assert booking.listing_id == financed.pk  # best-fit alone would take "small"
+    # Half of the 8-GPU server would strand 4 GPUs an 8-GPU renter could not use: the exact fit wins.
+    assert booking.listing_id == small.pk
 
 
 # --- Pages ------------------------------------------------------------------------------------------------

@@ -390,6 +390,10 @@ WATERFALL_PLATFORM_FEE = Decimal(env("WATERFALL_PLATFORM_FEE", default="0.05"))
 WATERFALL_INSURANCE = Decimal(env("WATERFALL_INSURANCE", default="0.01"))
 WATERFALL_SWEEP_SHARE = Decimal(env("WATERFALL_SWEEP_SHARE", default="0.50"))
 WATERFALL_DSCR_TARGET = Decimal(env("WATERFALL_DSCR_TARGET", default="1.25"))
+# The placement engine (scheduler/engine.py): a full rebuild from the database this often, as a safety
+# net beside the change feed; the loans' collateral needs re-read this often.
+PLACEMENT_REBUILD_SECONDS = env.int("PLACEMENT_REBUILD_SECONDS", default=300)
+PLACEMENT_NEEDS_REFRESH_SECONDS = env.int("PLACEMENT_NEEDS_REFRESH_SECONDS", default=60)
 
 # --- Financing: owner payouts (weekly runs; SEPA pain.001 files or USDai on chain).
 # Below the minimum a balance is carried to a later run. SEPA pays EUR: the books are USD,

@@ -65,6 +65,8 @@ class BookingSerializer(serializers.ModelSerializer):
             "region",
             "gpu_count",
             "gpus",
+            "cpu_milli",
+            "memory_mib",
             "start",
             "end",
             "price_per_gpu_hour",
@@ -79,6 +81,8 @@ class BookingSerializer(serializers.ModelSerializer):
             "progress_percent",
             "created_at",
         ]
+        # The CPU and memory the booking took on its server (the listing's share × GPUs).
+        read_only_fields = ["cpu_milli", "memory_mib"]
 
     def get_progress_percent(self, booking) -> int:
         return booking_selectors.booking_progress(booking)

@@ -19,7 +19,7 @@ from accounts.permissions import IsOwner
 from accounts.selectors import owner_company_for_user
 from core.api import BIGINT_MAX, INTEGER_MAX, form_validation_error
 from marketplace.forms.listings import SearchForm
-from marketplace.models import AvailabilityRule, Listing, Server
+from marketplace.models import MAX_CPU_MILLI_PER_GPU, MAX_MEMORY_MIB_PER_GPU, AvailabilityRule, Listing, Server
 from marketplace.selectors import bookings as booking_selectors
 from marketplace.selectors.search import listing_search_page
 from marketplace.services import listings
@@ -48,6 +48,8 @@ class ListingSerializer(serializers.ModelSerializer):
             "reliability",
             "cpu_milli",
             "memory_mib",
+            "cpu_milli_per_gpu",
+            "memory_mib_per_gpu",
         ]
 
 
@@ -154,6 +156,13 @@ class ListingTermsSerializer(serializers.Serializer):
     price_per_gpu_hour = serializers.DecimalField(max_digits=10, decimal_places=2)
     min_duration_minutes = serializers.IntegerField(default=60, max_value=INTEGER_MAX)
     max_duration_minutes = serializers.IntegerField(default=30 * 24 * 60, max_value=INTEGER_MAX)
+    # What a booking takes per GPU; null = an even split of the server. Left as it is when absent.
+    cpu_milli_per_gpu = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, max_value=MAX_CPU_MILLI_PER_GPU
+    )
+    memory_mib_per_gpu = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, max_value=MAX_MEMORY_MIB_PER_GPU
+    )
 
 
 class ListingCreateSerializer(ListingTermsSerializer):

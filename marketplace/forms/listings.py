@@ -8,7 +8,7 @@ from django.core.cache import cache
 
 from core.api import INTEGER_MAX
 from marketplace.forms.fields import UTCDateTimeField
-from marketplace.models import GpuModel, Region
+from marketplace.models import MAX_CPU_MILLI_PER_GPU, MAX_MEMORY_MIB_PER_GPU, GpuModel, Region
 from marketplace.selectors.search import SORTS, SearchQuery
 
 
@@ -84,6 +84,21 @@ class ListingTermsForm(forms.Form):
     max_hours = forms.IntegerField(
         min_value=1, max_value=INTEGER_MAX // 60, initial=720, label="Longest booking (hours)"
     )
+    # What a booking takes per GPU; empty = the server's CPU and RAM split evenly over its GPUs.
+    cpu_milli_per_gpu = forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=MAX_CPU_MILLI_PER_GPU,
+        label="CPU per GPU (millicores)",
+        help_text="1000 millicores = 1 core. Leave empty for an even split of the server's CPU.",
+    )
+    memory_mib_per_gpu = forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=MAX_MEMORY_MIB_PER_GPU,
+        label="RAM per GPU (MiB)",
+        help_text="1024 MiB = 1 GiB. Leave empty for an even split of the server's RAM.",
+    )
 
     def clean(self):
         data = super().clean()
@@ -97,6 +112,8 @@ class ListingTermsForm(forms.Form):
             "price_per_gpu_hour": d["price_per_gpu_hour"],
             "min_duration_minutes": d["min_hours"] * 60,
             "max_duration_minutes": d["max_hours"] * 60,
+            "cpu_milli_per_gpu": d.get("cpu_milli_per_gpu"),
+            "memory_mib_per_gpu": d.get("memory_mib_per_gpu"),
         }
 
 

@@ -55,11 +55,13 @@ from marketplace.models import (
     Listing,
     Payment,
     Refund,
+    Server,
     Settlement,
     UsageRecord,
 )
 from marketplace.payments import get_gateway
 from marketplace.payments.base import GatewayError, PaymentDeclined, SavedCard
+from marketplace.services.allocation import note_allocation_change, prune_allocation_changes
 
 logger = logging.getLogger(__name__)
 
@@ -151,21 +153,105 @@ def booking_quote(
     )
 
 
-def _release(booking: Booking) -> None:
-    BookingGpu.objects.filter(booking=booking, held=True).update(held=False)
+def _release(booking: Booking, *, note: bool = True) -> set[int]:
+    """Release the booking's GPU holds; returns the servers they were on (and,
+    with ``note``, records the change for them in the allocation feed)."""
+    held = BookingGpu.objects.filter(booking=booking, held=True)
+    servers = set(held.values_list("server_id", flat=True).distinct())
+    if servers:
+        held.update(held=False)
+        if note:
+            note_allocation_change(servers)
+    return servers
 
 
-def _expire(locked: Booking, now: datetime) -> None:
+def _expire(locked: Booking, now: datetime, *, note: bool = True) -> None:
     """End an unpaid hold (the caller holds the booking's row lock)."""
     locked.status = Booking.Status.EXPIRED
     locked.finished_at = now
     locked.save(update_fields=["status", "finished_at"])
-    _release(locked)
+    _release(locked, note=note)
 
 
 def _expire_stale_on_server(server_id: int, now: datetime) -> None:
+    """Expire the server's unpaid holds past their time; the caller records the
+    server's change (it is about to change it anyway)."""
     for booking in bookings_stale_lock(server_id=server_id, now=now):
-        _expire(booking, now)
+        _expire(booking, now, note=False)
+
+
+def _cores(milli: int) -> str:
+    """Millicores as cores for a message: 12, or 12.5."""
+    return f"{Decimal(milli) / 1000:.3f}".rstrip("0").rstrip(".")
+
+
+def _gib(mib: int) -> str:
+    return f"{Decimal(mib) / 1024:.1f}".rstrip("0").rstrip(".")
+
+
+def booking_share(
+    *, listing: Listing, server: Server, gpu_count: int, cpu_milli: int = 0, memory_mib: int = 0
+) -> tuple[int, int]:
+    """(cpu_milli, memory_mib) a booking of ``gpu_count`` GPUs takes on the listing's
+    server: the listing's share per GPU (or the even split) × GPUs, or the renter's
+    minimum if larger."""
+    cpu_per_gpu, memory_per_gpu = listing.share_per_gpu(server)
+    return max(int(cpu_milli), cpu_per_gpu * gpu_count), max(int(memory_mib), memory_per_gpu * gpu_count)
+
+
+def _check_share_free(
+    *,
+    server: Server,
+    start: datetime,
+    end: datetime,
+    cpu_milli: int,
+    memory_mib: int,
+    field: str,
+    exclude_booking: int | None = None,
+) -> None:
+    """Raise ``ConflictError`` unless ``cpu_milli`` and ``memory_mib`` fit beside the
+    bookings holding GPUs of the server during [start, end), at their peak.
+
+    The peak is the largest sum of the shares of bookings held at the same
+    instant (a sweep over the few overlapping holds), so two bookings one
+    after the other do not both count against a third that spans them. The
+    caller holds the server's lock."""
+    holding = BookingGpu.objects.filter(server_id=server.pk, held=True, start__lt=end, end__gt=start)
+    if exclude_booking:
+        holding = holding.exclude(booking_id=exclude_booking)
+    events: list[tuple[datetime, int, int]] = []
+    for row in holding.values("booking_id", "start", "end", "booking__cpu_milli", "booking__memory_mib").distinct():
+        cpu, memory = row["booking__cpu_milli"], row["booking__memory_mib"]
+        events.append((max(row["start"], start), cpu, memory))
+        events.append((min(row["end"], end), -cpu, -memory))
+    # Ends sort before starts at the same instant: the windows are half-open.
+    events.sort(key=lambda e: (e[0], e[1] > 0 or e[2] > 0))
+    cpu_now = memory_now = cpu_peak = memory_peak = 0
+    for _, cpu, memory in events:
+        cpu_now += cpu
+        memory_now += memory
+        cpu_peak = max(cpu_peak, cpu_now)
+        memory_peak = max(memory_peak, memory_now)
+    cpu_free = max(0, server.cpu_milli - cpu_peak)
+    memory_free = max(0, server.memory_mib - memory_peak)
+    if cpu_milli > cpu_free:
+        raise ConflictError(
+            {
+                field: f"Only {_cores(cpu_free)} of {_cores(server.cpu_milli)} CPU cores are free on that server "
+                f"for that time (this booking needs {_cores(cpu_milli)}); choose fewer GPUs, another time or "
+                "another server."
+            },
+            code="conflict",
+        )
+    if memory_mib > memory_free:
+        raise ConflictError(
+            {
+                field: f"Only {_gib(memory_free)} of {_gib(server.memory_mib)} GiB of RAM are free on that server "
+                f"for that time (this booking needs {_gib(memory_mib)}); choose fewer GPUs, another time or "
+                "another server."
+            },
+            code="conflict",
+        )
 
 
 def free_gpu_ids(*, server_id: int, start: datetime, end: datetime, exclude_booking: int | None = None) -> list[int]:
@@ -190,15 +276,24 @@ def booking_create(
     end: datetime,
     quoted_price: Decimal | None = None,
     now: datetime | None = None,
+    cpu_milli: int = 0,
+    memory_mib: int = 0,
 ) -> Booking:
     """Hold ``gpu_count`` specific GPUs of the listing's server for [start, end).
+
+    The booking also takes its share of the server's CPU and memory
+    (``booking_share``: the listing's share × GPUs, or the renter's minimum
+    ``cpu_milli``/``memory_mib`` if larger), checked free for the window under
+    the same server lock.
 
     The booking waits for payment for ``BOOKING_PAYMENT_HOLD_MINUTES`` and
     then expires by itself. ``quoted_price`` (the price the renter saw)
     must still be the listing's price. Raises ``ValidationError`` for bad
-    input and ``ConflictError`` when the GPUs are no longer free.
+    input and ``ConflictError`` when the GPUs, CPU or memory are no longer free.
     """
     now = now or timezone.now()
+    if cpu_milli < 0 or memory_mib < 0:
+        raise ValidationError({"cpu_milli": "The CPU and memory asked for cannot be negative."})
     quote = booking_quote(listing=listing, gpu_count=gpu_count, start=start, end=end, now=now)
     if quoted_price is not None and Decimal(quoted_price) != quote.price_per_gpu_hour:
         raise ValidationError(
@@ -211,7 +306,7 @@ def booking_create(
         with transaction.atomic():
             # One booking at a time per server: the check below and the insert
             # cannot interleave with another booking of the same GPUs.
-            server_lock(listing.server_id)
+            server = server_lock(listing.server_id)
             _expire_stale_on_server(listing.server_id, now)
             free = free_gpu_ids(server_id=listing.server_id, start=start, end=end)
             if len(free) < gpu_count:
@@ -222,6 +317,12 @@ def booking_create(
                     },
                     code="conflict",
                 )
+            cpu_taken, memory_taken = booking_share(
+                listing=listing, server=server, gpu_count=gpu_count, cpu_milli=cpu_milli, memory_mib=memory_mib
+            )
+            _check_share_free(
+                server=server, start=start, end=end, cpu_milli=cpu_taken, memory_mib=memory_taken, field="gpu_count"
+            )
             booking = Booking.objects.create(
                 renter=renter,
                 listing=listing,
@@ -232,11 +333,14 @@ def booking_create(
                 price_per_gpu_hour=quote.price_per_gpu_hour,
                 amount=quote.amount,
                 expires_at=now + timedelta(minutes=settings.BOOKING_PAYMENT_HOLD_MINUTES),
+                cpu_milli=cpu_taken,
+                memory_mib=memory_taken,
             )
             BookingGpu.objects.bulk_create(
                 BookingGpu(booking=booking, gpu_id=gpu_id, server_id=listing.server_id, start=start, end=end)
                 for gpu_id in free[:gpu_count]
             )
+            note_allocation_change([listing.server_id])
     except IntegrityError as exc:
         # The exclusion constraint: another writer held one of these GPUs.
         raise ConflictError(
@@ -935,7 +1039,9 @@ def booking_cancel(*, booking: Booking, renter: User, now: datetime | None = Non
         locked.status = Booking.Status.CANCELLED
         locked.finished_at = now
         if new_end is not None:
-            BookingGpu.objects.filter(booking=locked).update(end=new_end)
+            shortened = BookingGpu.objects.filter(booking=locked)
+            note_allocation_change(shortened.filter(held=True).values_list("server_id", flat=True).distinct())
+            shortened.update(end=new_end)
         else:
             _release(locked)
         locked.save(update_fields=["amount_earned", "amount_refunded", "status", "finished_at"])
@@ -970,7 +1076,9 @@ def booking_interrupt(*, booking: Booking, failed_at: datetime, resumed_at: date
         lost = locked.gpu_count * max(0, int((until - failed_at).total_seconds()))
         lost = min(lost, locked.gpu_seconds_payable - locked.delivered_gpu_seconds)
         if resumed_at is None:
-            BookingGpu.objects.filter(booking=locked, held=True, end__gt=failed_at).update(end=failed_at)
+            cut = BookingGpu.objects.filter(booking=locked, held=True, end__gt=failed_at)
+            note_allocation_change(cut.values_list("server_id", flat=True).distinct())
+            cut.update(end=failed_at)
         payment = locked.payments.filter(status=Payment.Status.SUCCEEDED).order_by("created_at").first()
         if lost <= 0 or payment is None:
             return None
@@ -1004,7 +1112,7 @@ def booking_move(*, booking: Booking, listing: Listing, at: datetime) -> Booking
     """
     with transaction.atomic():
         # Server before Booking (core/locks.py): the target server, then the booking, read again under its lock.
-        server_lock(listing.server_id)
+        target = server_lock(listing.server_id)
         locked = booking_lock(booking.pk)
         if locked.status not in Booking.PAID_LIVE or at >= locked.end:
             raise ValidationError({"booking": "Only a confirmed or active booking with time left can be moved."})
@@ -1016,7 +1124,27 @@ def booking_move(*, booking: Booking, listing: Listing, at: datetime) -> Booking
         free = free_gpu_ids(server_id=listing.server_id, start=start, end=locked.end)
         if len(free) < locked.gpu_count:
             raise ConflictError({"listing": "The replacement's GPUs are no longer free."}, code="conflict")
-        BookingGpu.objects.filter(booking=locked, held=True, end__gt=start).update(end=start)
+        # The share is re-derived for the target (its listing's share, or the
+        # even split there), never below what the renter had.
+        cpu_taken, memory_taken = booking_share(
+            listing=listing,
+            server=target,
+            gpu_count=locked.gpu_count,
+            cpu_milli=locked.cpu_milli,
+            memory_mib=locked.memory_mib,
+        )
+        _check_share_free(
+            server=target,
+            start=start,
+            end=locked.end,
+            cpu_milli=cpu_taken,
+            memory_mib=memory_taken,
+            field="listing",
+            exclude_booking=locked.pk,
+        )
+        cut = BookingGpu.objects.filter(booking=locked, held=True, end__gt=start)
+        touched = set(cut.values_list("server_id", flat=True).distinct()) | {listing.server_id}
+        cut.update(end=start)
         try:
             with transaction.atomic():
                 BookingGpu.objects.bulk_create(
@@ -1027,7 +1155,10 @@ def booking_move(*, booking: Booking, listing: Listing, at: datetime) -> Booking
             raise ConflictError({"listing": "The replacement's GPUs were just booked."}, code="conflict") from exc
         locked.listing = listing
         locked.server_id = listing.server_id
-        locked.save(update_fields=["listing", "server"])
+        locked.cpu_milli = cpu_taken
+        locked.memory_mib = memory_taken
+        locked.save(update_fields=["listing", "server", "cpu_milli", "memory_mib"])
+        note_allocation_change(touched)
     return locked
 
 
@@ -1036,7 +1167,8 @@ def booking_move(*, booking: Booking, listing: Listing, at: datetime) -> Booking
 
 def bookings_tick(*, now: datetime | None = None) -> dict[str, int]:
     """Periodic: expire unpaid holds, start confirmed bookings, complete ended ones
-    (``BOOKING_USAGE_GRACE_SECONDS`` after their end, once the last usage is in)."""
+    (``BOOKING_USAGE_GRACE_SECONDS`` after their end, once the last usage is in),
+    and prune the allocation change feed (rows older than a day)."""
     now = now or timezone.now()
     expired = 0
     for booking in Booking.objects.filter(status=Booking.Status.PENDING_PAYMENT, expires_at__lte=now):
@@ -1053,4 +1185,5 @@ def bookings_tick(*, now: datetime | None = None) -> dict[str, int]:
     for booking in Booking.objects.filter(status__in=Booking.PAID_LIVE, end__lte=closing):
         booking_complete(booking=booking, now=now)
         completed += 1
+    prune_allocation_changes(now=now)
     return {"expired": expired, "started": started, "completed": completed}

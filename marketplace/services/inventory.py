@@ -20,8 +20,8 @@ from django.db.models.functions import Upper
 
 from accounts.models import OwnerCompany
 from marketplace.lock_objects import server_lock
-from marketplace.models import Gpu, GpuModel, Region, Server, hostname_validator, serial_validator
-from marketplace.services.listings import listing_refresh_inventory
+from marketplace.models import Gpu, GpuModel, Listing, Region, Server, hostname_validator, serial_validator
+from marketplace.services.listings import listing_refresh_inventory, validate_share
 
 MAX_GPUS_PER_SERVER = 16
 CSV_REQUIRED_COLUMNS = ("sn", "cpu_milli", "memory_mib", "gpu", "model")
@@ -269,10 +269,28 @@ def server_update(
     server.data_centre = data_centre.strip()
     server.serial_number = serial_number
     server.full_clean(exclude=["owner"])
+    _check_listing_share_fits(server)
     with transaction.atomic():
         server.save()
         listing_refresh_inventory(server=server)
     return server
+
+
+def _check_listing_share_fits(server: Server) -> None:
+    """A server's CPU or RAM cannot go below what its listing promises per GPU × its GPUs."""
+    listing = Listing.objects.filter(server=server).first()
+    if listing is None:
+        return
+    try:
+        validate_share(server, listing.cpu_milli_per_gpu, listing.memory_mib_per_gpu)
+    except ValidationError as exc:
+        fields = {"cpu_milli_per_gpu": "cpu_milli", "memory_mib_per_gpu": "memory_mib"}
+        raise ValidationError(
+            {
+                fields[name]: [f"Its listing promises more per GPU than that: {m}" for m in messages]
+                for name, messages in exc.message_dict.items()
+            }
+        ) from exc
 
 
 def server_delete(*, server: Server) -> None:

@@ -16,6 +16,8 @@ from django.utils import timezone
 
 from marketplace.lock_objects import listing_lock
 from marketplace.models import (
+    MAX_CPU_MILLI_PER_GPU,
+    MAX_MEMORY_MIB_PER_GPU,
     MIN_BOOKING_MINUTES,
     AvailabilityRule,
     AvailabilitySlot,
@@ -23,6 +25,7 @@ from marketplace.models import (
     Listing,
     Server,
 )
+from marketplace.services.allocation import note_allocation_change
 
 
 def _server_model_and_count(server: Server):
@@ -49,57 +52,133 @@ def _validate_terms(price: Decimal, min_minutes: int, max_minutes: int) -> None:
         raise ValidationError(errors)
 
 
+def _cores(milli: int) -> str:
+    return f"{Decimal(milli) / 1000:.3f}".rstrip("0").rstrip(".")
+
+
+def validate_share(server: Server, cpu_milli_per_gpu: int | None, memory_mib_per_gpu: int | None) -> None:
+    """The listing's CPU and memory per GPU, × the server's GPUs, must fit the server.
+
+    Every GPU slot counts (not only those in service), so that a card back
+    from repair cannot make the bookings' shares add up to more than the
+    server has. None means an even split, which always fits."""
+    errors = {}
+    gpus = max(server.gpus.count(), 1)
+    if cpu_milli_per_gpu is not None:
+        if not 1 <= cpu_milli_per_gpu <= MAX_CPU_MILLI_PER_GPU:
+            errors["cpu_milli_per_gpu"] = f"Enter between 1 and {MAX_CPU_MILLI_PER_GPU} millicores per GPU."
+        elif cpu_milli_per_gpu * gpus > server.cpu_milli:
+            errors["cpu_milli_per_gpu"] = (
+                f"{_cores(cpu_milli_per_gpu)} cores × {gpus} GPUs is more than the server's "
+                f"{_cores(server.cpu_milli)} cores; at most {_cores(server.cpu_milli // gpus)} cores per GPU."
+            )
+    if memory_mib_per_gpu is not None:
+        if not 1 <= memory_mib_per_gpu <= MAX_MEMORY_MIB_PER_GPU:
+            errors["memory_mib_per_gpu"] = f"Enter between 1 and {MAX_MEMORY_MIB_PER_GPU} MiB per GPU."
+        elif memory_mib_per_gpu * gpus > server.memory_mib:
+            errors["memory_mib_per_gpu"] = (
+                f"{memory_mib_per_gpu} MiB × {gpus} GPUs is more than the server's {server.memory_mib} MiB "
+                f"of RAM; at most {server.memory_mib // gpus} MiB per GPU."
+            )
+    if errors:
+        raise ValidationError(errors)
+
+
 def listing_create(
     *,
     server: Server,
     price_per_gpu_hour: Decimal,
     min_duration_minutes: int = MIN_BOOKING_MINUTES,
     max_duration_minutes: int = 30 * 24 * 60,
+    cpu_milli_per_gpu: int | None = None,
+    memory_mib_per_gpu: int | None = None,
 ) -> Listing:
-    """List all GPUs of a server at one price per GPU-hour."""
+    """List all GPUs of a server at one price per GPU-hour, with the CPU and
+    memory a booking takes per GPU (None: an even split of the server)."""
     _validate_terms(price_per_gpu_hour, min_duration_minutes, max_duration_minutes)
     if Listing.objects.filter(server=server).exists():
         raise ValidationError({"server": "This server is already listed; edit its listing instead."})
     model, in_service = _server_model_and_count(server)
-    return Listing.objects.create(
-        server=server,
-        gpu_model=model,
-        vram_gb=model.vram_gb,
-        region_id=server.region_id,
-        gpus_in_service=in_service,
-        price_per_gpu_hour=price_per_gpu_hour,
-        min_duration_minutes=min_duration_minutes,
-        max_duration_minutes=max_duration_minutes,
-    )
+    validate_share(server, cpu_milli_per_gpu, memory_mib_per_gpu)
+    with transaction.atomic():
+        listing = Listing.objects.create(
+            server=server,
+            gpu_model=model,
+            vram_gb=model.vram_gb,
+            region_id=server.region_id,
+            gpus_in_service=in_service,
+            price_per_gpu_hour=price_per_gpu_hour,
+            min_duration_minutes=min_duration_minutes,
+            max_duration_minutes=max_duration_minutes,
+            cpu_milli_per_gpu=cpu_milli_per_gpu,
+            memory_mib_per_gpu=memory_mib_per_gpu,
+        )
+        note_allocation_change([server.pk])
+    return listing
+
+
+_UNCHANGED = object()
 
 
 def listing_update(
-    *, listing: Listing, price_per_gpu_hour: Decimal, min_duration_minutes: int, max_duration_minutes: int
+    *,
+    listing: Listing,
+    price_per_gpu_hour: Decimal,
+    min_duration_minutes: int,
+    max_duration_minutes: int,
+    cpu_milli_per_gpu=_UNCHANGED,
+    memory_mib_per_gpu=_UNCHANGED,
 ) -> Listing:
-    """Change the terms. Bookings already made keep the price they were quoted."""
+    """Change the terms. Bookings already made keep the price they were quoted
+    and the CPU and memory share they took. The share fields are left as they
+    are unless passed (None: back to the even split)."""
     _validate_terms(price_per_gpu_hour, min_duration_minutes, max_duration_minutes)
+    if cpu_milli_per_gpu is _UNCHANGED:
+        cpu_milli_per_gpu = listing.cpu_milli_per_gpu
+    if memory_mib_per_gpu is _UNCHANGED:
+        memory_mib_per_gpu = listing.memory_mib_per_gpu
+    validate_share(listing.server, cpu_milli_per_gpu, memory_mib_per_gpu)
     listing.price_per_gpu_hour = price_per_gpu_hour
     listing.min_duration_minutes = min_duration_minutes
     listing.max_duration_minutes = max_duration_minutes
-    listing.save(update_fields=["price_per_gpu_hour", "min_duration_minutes", "max_duration_minutes", "updated_at"])
+    listing.cpu_milli_per_gpu = cpu_milli_per_gpu
+    listing.memory_mib_per_gpu = memory_mib_per_gpu
+    with transaction.atomic():
+        listing.save(
+            update_fields=[
+                "price_per_gpu_hour",
+                "min_duration_minutes",
+                "max_duration_minutes",
+                "cpu_milli_per_gpu",
+                "memory_mib_per_gpu",
+                "updated_at",
+            ]
+        )
+        note_allocation_change([listing.server_id])
     return listing
 
 
 def listing_set_status(*, listing: Listing, status: str) -> Listing:
+    """Pause or resume a listing (a paused one takes no new bookings)."""
     if status not in Listing.Status.values:
         raise ValidationError({"status": f"Choose one of: {', '.join(Listing.Status.values)}."})
     listing.status = status
-    listing.save(update_fields=["status", "updated_at"])
+    with transaction.atomic():
+        listing.save(update_fields=["status", "updated_at"])
+        note_allocation_change([listing.server_id])
     return listing
 
 
 def listing_refresh_inventory(*, server: Server) -> None:
-    """Copy a listed server's in-service GPU count and region after an inventory change."""
+    """Copy a listed server's in-service GPU count and region after an inventory
+    change (a GPU's status, a GPU added or removed, the server edited), and
+    record the change in the allocation feed. The caller's transaction holds both."""
     listing = Listing.objects.filter(server=server).first()
     if listing is None:
         return
     count = server.gpus.filter(status=Gpu.Status.AVAILABLE).count()
     Listing.objects.filter(pk=listing.pk).update(gpus_in_service=count, region_id=server.region_id)
+    note_allocation_change([server.pk])
 
 
 # --- Availability ---------------------------------------------------------------

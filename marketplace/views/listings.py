@@ -105,6 +105,8 @@ def owner_listing_edit(request, pk: int):
         "price_per_gpu_hour": listing.price_per_gpu_hour,
         "min_hours": listing.min_duration_minutes // 60,
         "max_hours": listing.max_duration_minutes // 60,
+        "cpu_milli_per_gpu": listing.cpu_milli_per_gpu,
+        "memory_mib_per_gpu": listing.memory_mib_per_gpu,
     }
     terms = ListingTermsForm(request.POST if action == "terms" else None, initial=initial)
     window = WindowForm(request.POST if action == "window" else None, prefix="window")

@@ -11,7 +11,7 @@ and the request goes to the Service through the owner's API server's service pro
 (a session port gets the whole path, ``/proxy/<job>/<port>/...``, as the pod serves under that
 base URL, e.g. Jupyter's ``--ServerApp.base_url``; an endpoint gets the path after its prefix,
 ``/v1/...``, as OpenAI-style servers expect, with ``X-Forwarded-Prefix``)
-(``scheduler.proxy.upstream``: one pooled keep-alive session per cluster; bodies and answers are
+(``scheduler.proxy.upstream``: keep-alive connections pooled per cluster; bodies and answers are
 streamed, websockets pumped both ways).
 
 A session's cookie is the site's: a websocket or an unsafe method (POST...) on ``/proxy/`` whose

@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from accounts.models import OwnerCompany
 from marketplace.models import Gpu, Server
+from marketplace.services.allocation import note_allocation_change
 from scheduler import crypto
 from scheduler.backends import backend_for
 from scheduler.backends.base import BackendError, BackendForbidden, NodeInfo
@@ -169,6 +170,7 @@ def cluster_sync(*, cluster: Cluster, now: datetime | None = None) -> list[Node]
             backend.close()
     servers = {s.hostname: s for s in Server.objects.filter(owner=cluster.owner_id)}
     with transaction.atomic():
+        ready_before = dict(cluster.nodes.values_list("server_id", "ready"))
         seen = []
         for info in infos:
             server = servers.get(info.hostname) or servers.get(info.name)
@@ -201,15 +203,28 @@ def cluster_sync(*, cluster: Cluster, now: datetime | None = None) -> list[Node]
             synced_at=now,
             server_version=server_version,
         )
+        # The placement engine re-reads the servers whose node readiness changed (all, when the cluster recovers).
+        ready_after = dict(cluster.nodes.values_list("server_id", "ready"))
+        changed = {s for s in ready_before.keys() | ready_after.keys() if ready_before.get(s) != ready_after.get(s)}
+        if cluster.health == Cluster.Health.UNHEALTHY:
+            changed |= ready_after.keys()
+        note_allocation_change(changed)
     cluster.refresh_from_db()
     return list(cluster.nodes.select_related("server"))
 
 
 def cluster_mark_unhealthy(*, cluster: Cluster, error: Exception, now: datetime) -> None:
     logger.warning("cluster %s (%s) unreachable: %s", cluster.pk, cluster.name, error)
-    Cluster.objects.filter(pk=cluster.pk).update(
-        health=Cluster.Health.UNHEALTHY, health_message=str(error)[:500], checked_at=now
-    )
+    with transaction.atomic():
+        updated = (
+            Cluster.objects.filter(pk=cluster.pk)
+            .exclude(health=Cluster.Health.UNHEALTHY)
+            .update(health=Cluster.Health.UNHEALTHY, health_message=str(error)[:500], checked_at=now)
+        )
+        if updated:  # newly unhealthy: the placement engine drops its servers
+            note_allocation_change(cluster.nodes.values_list("server_id", flat=True))
+        else:
+            Cluster.objects.filter(pk=cluster.pk).update(health_message=str(error)[:500], checked_at=now)
     cluster.health = Cluster.Health.UNHEALTHY
 
 

@@ -54,7 +54,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from marketplace.lock_objects import booking_lock
-from marketplace.models import Booking, Server
+from marketplace.models import Booking
 from marketplace.services import bookings as booking_services
 from scheduler import crypto, selectors
 from scheduler.backends import backend_for
@@ -382,7 +382,7 @@ def _launch(
             message="Waiting: the booked server has no ready node on a connected cluster."
         )
         return "no-node"
-    cpu_milli, memory_mib = _share(Server.objects.get(pk=booking.server_id), endpoint.gpus_per_replica)
+    cpu_milli, memory_mib = _share(booking, endpoint.gpus_per_replica)
     name = endpoint.k8s_name or _k8s_name(endpoint)
     spec = EndpointSpec(
         pod=JobSpec(

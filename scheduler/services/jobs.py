@@ -44,7 +44,7 @@ from marketplace.lock_objects import booking_lock
 from marketplace.models import Booking, Listing, Server, UsageRecord
 from marketplace.services import bookings as booking_services
 from marketplace.services.listings import listing_record_reliability
-from scheduler import crypto, placement, selectors
+from scheduler import crypto, engine, placement, selectors
 from scheduler.backends import backend_for
 from scheduler.backends.base import (
     LABEL_BOOKING,
@@ -534,14 +534,22 @@ def _namespace(job: Job) -> str:
     return f"infrafi-renter-{job.renter_id}"
 
 
-def _share(server: Server, gpu_count: int) -> tuple[int, int]:
-    """(millicores, MiB) of the server that ``gpu_count`` of its GPUs bring: its CPU and memory split
-    evenly over all its GPUs, rounded down, so the jobs on one server never ask for more than it has.
+def _share(booking: Booking, gpu_count: int) -> tuple[int, int]:
+    """(millicores, MiB) that a pod using ``gpu_count`` of the booking's GPUs may request: its part
+    of the CPU and memory the booking took (``Booking.cpu_milli``/``memory_mib``, the listing's
+    share or the renter's minimum), ``gpu_count`` ÷ the booking's GPUs of it, rounded down, so the
+    jobs and endpoints of one booking never ask for more than its share. A booking without a share
+    (0: made before shares existed) gets the even split of its server, as before.
 
-    Capped at the same share of its node's allocatable (as node sync last read it; 0 = not reported):
+    Capped at the same part of its node's allocatable (as node sync last read it; 0 = not reported):
     a server declared bigger than its node would otherwise ask for a pod no scheduler can place."""
+    server = Server.objects.get(pk=booking.server_id)
     gpus = max(1, server.gpus.count())
-    cpu, memory = server.cpu_milli * gpu_count // gpus, server.memory_mib * gpu_count // gpus
+    booked = max(1, booking.gpu_count)
+    cpu = (booking.cpu_milli * gpu_count // booked) if booking.cpu_milli else (server.cpu_milli * gpu_count // gpus)
+    memory = (
+        (booking.memory_mib * gpu_count // booked) if booking.memory_mib else (server.memory_mib * gpu_count // gpus)
+    )
     node = Node.objects.filter(server=server).first()
     if node is not None:
         node_gpus = max(1, node.gpu_allocatable or gpus)
@@ -561,7 +569,7 @@ def _launch(job: Job, booking: Booking, now: datetime) -> Advance:
         )
         return Advance.NO_NODE
     attempt = job.attempt + 1
-    cpu_milli, memory_mib = _share(Server.objects.get(pk=booking.server_id), job.gpu_count)
+    cpu_milli, memory_mib = _share(booking, job.gpu_count)
     spec = JobSpec(
         name=f"infrafi-{job.public_id.hex[:12]}-{attempt}",
         namespace=_namespace(job),
@@ -676,32 +684,26 @@ def _fail_over_books(job: Job, booking: Booking, now: datetime, *, failed_at: da
 
 
 def _equivalent_listing(booking: Booking, now: datetime, *, allow_other_regions: bool = False) -> Listing | None:
-    """Same model, same or more VRAM, no dearer, in the booked region (same region first, then the
-    others, when the renter allowed them); placement decides."""
+    """Same model, same or more VRAM, no dearer, at least the booking's CPU and memory share, in the booked
+    region (same region first, then the others, when the renter allowed them); the placement engine
+    decides, with the failed server excluded (its options are verified free for [now, booking.end))."""
     listing = Listing.objects.select_related("gpu_model", "region").get(pk=booking.listing_id)
     start = now.replace(second=0, microsecond=0)
     if booking.end - start < timedelta(minutes=1):
         return None
-    nodes, free, by_server = selectors.placement_candidates(
-        gpu_count=booking.gpu_count,
-        gpu_model_ids=(listing.gpu_model_id,),
-        min_vram_gb=listing.vram_gb,
-        price_cap=booking.price_per_gpu_hour,
-        start=start,
-        end=booking.end,
-        exclude_server_id=booking.server_id,
-    )
-    if not allow_other_regions:
-        nodes = [node for node in nodes if node.region == listing.region.code]
     request = placement.Request(
         gpu_count=booking.gpu_count,
         models=frozenset({listing.gpu_model.name}),
         min_vram_gb=listing.vram_gb or 0,
         price_cap=booking.price_per_gpu_hour,
         region=listing.region.code,
+        cpu_milli=booking.cpu_milli,
+        memory_mib=booking.memory_mib,
     )
-    chosen = placement.choose(request, nodes, free, policy="ours", weights=selectors.collateral_weights(by_server))
-    return by_server.get(chosen) if chosen is not None else None
+    for candidate in engine.placement_options(request, start=start, end=booking.end, k=3, exclude={booking.server_id}):
+        if allow_other_regions or candidate.region == listing.region.code:
+            return candidate.listing
+    return None
 
 
 # --- Garbage collection -----------------------------------------------------------------
