@@ -118,7 +118,7 @@ def test_engine_free_gpus_equal_the_database_after_random_service_calls(renter):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_booking_made_by_another_connection_is_seen_after_sync(renter):
+def test_a_booking_made_by_another_connection_is_seen_after_sync(catalogue, renter):
     """Given a built engine, when another thread (its own connection) books 3 GPUs and commits, then the engine's
     next sync sees them taken."""
     listings, _ = _fleet(count=1, gpus=4)
