@@ -79,6 +79,7 @@ GUARD_WHOLE_SHARE = 0.25
 # needs an exact check. Groups that do not model CPU keep every server at the top level.
 _LEVELS = 16
 _ROW = _LEVELS + 1
+_FULL_ROW = (1 << _ROW) - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +198,7 @@ class Pool:
         self._group_keys: list[tuple] = []
         self._group_model: list[int] = []
         self._group_cpu: list[bool] = []  # does CPU or memory bind in this group?
+        self._group_levels: list[list[int]] = []  # _level_masks of the group's GPU count
         self._group_members: list[int] = []
         self._bands: list[list[tuple[Decimal, int]] | None] = []  # per group: (price, servers), cheapest first
         self._masks: list[list[int]] = []
@@ -216,6 +218,8 @@ class Pool:
         self._classes_of_model: list[list[int]] = []
         self._increment = 1.0
         self._harm_cache: dict[int, float] = {}
+        self._harm_groups: list[float] | None = None  # _harm per group, while the cache holds
+        self._orders: dict[int, tuple] = {}  # per plan's group tuple: ours's score order (see _score_order)
         self._changes = 0
         self._total_gpus = 0
 
@@ -408,6 +412,7 @@ class Pool:
             self._group_keys.append(key)
             self._group_model.append(m)
             self._group_cpu.append(node.cpu_milli > 0 or node.memory_mib > 0)
+            self._group_levels.append(_level_masks(node.gpus))
             self._group_members.append(0)
             self._bands.append(None)
             self._masks.append([0] * ((node.gpus + 1) * _ROW))
@@ -445,27 +450,34 @@ class Pool:
 
     def _allocate(self, i: int, gpus: int, cpu: int, mem: int) -> None:
         """Add an allocation (negative: a release); the server's bit moves to the bucket of its free count."""
-        self._used_gpu[i] += gpus
-        self._used_cpu[i] += cpu
+        used_gpu = self._used_gpu[i] = self._used_gpu[i] + gpus
+        used_cpu = self._used_cpu[i] = self._used_cpu[i] + cpu
         self._used_mem[i] += mem
         if gpus or cpu:
             g = self._group[i]
             node = self._nodes[i]
             f = self._free[i]
-            new = max(0, node.gpus - self._used_gpu[i])
+            new = node.gpus - used_gpu
+            if new < 0:
+                new = 0
             level = _LEVELS
-            if node.cpu_milli > 0:
-                level = min(_LEVELS, max(0, (node.cpu_milli - self._used_cpu[i]) * _LEVELS // node.cpu_milli))
+            cap_cpu = node.cpu_milli
+            if cap_cpu > 0:
+                level = (cap_cpu - used_cpu) * _LEVELS // cap_cpu
+                level = 0 if level < 0 else _LEVELS if level > _LEVELS else level
             slot = new * _ROW + level
             old = self._slot[i]
             if slot != old:
                 masks = self._masks[g]
                 bit = 1 << i
-                masks[old] ^= bit
-                if not masks[old]:
+                left = masks[old] ^ bit
+                masks[old] = left
+                if not left:
                     self._nonempty[g] &= ~(1 << old)
-                masks[slot] |= bit
-                self._nonempty[g] |= 1 << slot
+                was = masks[slot]
+                masks[slot] = was | bit
+                if not was:
+                    self._nonempty[g] |= 1 << slot
                 self._slot[i] = slot
             if new != f:
                 self._free[i] = new
@@ -481,7 +493,7 @@ class Pool:
         for c in self._classes_of_model[m]:
             class_free[c] += delta
             if not class_free[c]:
-                self._harm_cache.clear()
+                self._forget_harm()
         self._changes += 1
 
     def _update_needy(self, i: int) -> None:
@@ -577,49 +589,65 @@ class Pool:
 
         The leftover is the larger of the GPU and CPU shares the server would have left (CPU by its level,
         so to 1/_LEVELS): a multi-resource best fit, so that neither GPUs nor CPU are stranded. Per free-GPU
-        count, the lowest CPU level that fits is that count's candidate.
+        count, the lowest CPU level that fits is that count's candidate. (The hot path of every policy but
+        ``first_fit`` and ``random``: ``_take``, ``_boundary`` and ``_fit_in`` are inlined.)
         """
         n = request.gpu_count
         rows = self._nonempty[g] >> (n * _ROW)
         if not rows:
             return -1, -1
-        cpu, mem = self._take(g, request)
-        low = self._boundary(g, cpu)
-        if low < 0:
+        _, _, _, gpus, cap_cpu, cap_mem, cpu_per, mem_per = self._group_keys[g]
+        cpu = cpu_per * n
+        if request.cpu_milli > cpu:
+            cpu = request.cpu_milli
+        mem = mem_per * n
+        if request.memory_mib > mem:
+            mem = request.memory_mib
+        if cap_cpu <= 0 or cpu <= 0:
+            low, cpu, need_share = 0, 0, 0.0
+        elif cpu > cap_cpu:
             return -1, -1
-        key = self._group_keys[g]
-        gpus, cap_cpu = key[3], key[4]
-        check_mem = mem > 0 and key[5] > 0
-        check_cpu = cpu > 0 and cap_cpu > 0
-        need_share = cpu / cap_cpu if cap_cpu else 0.0
+        else:
+            low, need_share = cpu * _LEVELS // cap_cpu, cpu / cap_cpu
+        if cap_mem <= 0:
+            mem = 0
+        elif mem > cap_mem:
+            return -1, -1
+        used_cpu, used_mem = self._used_cpu, self._used_mem
         masks, f = self._masks[g], n
-        full_row = (1 << _ROW) - 1
         best_left, best_i = -1.0, -1
+        spread = cap_cpu and n
         while rows:
             gpu_left = (f - n) / gpus if gpus else 0.0
             if best_i >= 0 and gpu_left >= best_left:
                 break
-            row = (rows & full_row) >> low
-            level = low
+            row = (rows & _FULL_ROW) >> low
+            base = f * _ROW + low
             while row:
-                if row & 1:
-                    mask = masks[f * _ROW + level] & allow
-                    if mask:
-                        if level == low and check_cpu:
-                            i = self._fit_in(g, mask, cpu, mem)
-                        elif check_mem:
-                            i = self._fit_in(g, mask, 0, mem)
-                        else:
-                            i = _lowest(mask)
-                        if i >= 0:
-                            left = gpu_left
-                            if cap_cpu and n:
-                                left = max(left, level / _LEVELS - need_share)
-                            if best_i < 0 or left < best_left:
-                                best_left, best_i = left, i
-                            break
-                row >>= 1
-                level += 1
+                bit = row & -row
+                level = bit.bit_length() - 1
+                row ^= bit
+                mask = masks[base + level] & allow
+                need_cpu = cpu if level == 0 else 0  # above the boundary level every server has the CPU
+                i = -1
+                while mask:
+                    low_bit = mask & -mask
+                    j = low_bit.bit_length() - 1
+                    if (not need_cpu or cap_cpu - used_cpu[j] >= need_cpu) and (
+                        not mem or cap_mem - used_mem[j] >= mem
+                    ):
+                        i = j
+                        break
+                    mask ^= low_bit
+                if i >= 0:
+                    left = gpu_left
+                    if spread:
+                        over = (low + level) / _LEVELS - need_share
+                        if over > left:
+                            left = over
+                    if best_i < 0 or left < best_left:
+                        best_left, best_i = left, i
+                    break
             rows >>= _ROW
             f += 1
         return best_left, best_i
@@ -695,6 +723,23 @@ class Pool:
                 best, best_key = j, key
         return best
 
+    def _forget_harm(self) -> None:
+        self._harm_cache.clear()
+        self._harm_groups = None
+
+    def _harm_by_group(self) -> list[float]:
+        """``_harm`` of every group, computed once per refresh of the cache (the score ``ours`` sorts by)."""
+        if self._changes > min(64, self._total_gpus >> 8):
+            self._forget_harm()
+            self._changes = 0
+        harms = self._harm_groups
+        if harms is None or len(harms) < len(self._group_keys):
+            by_model: dict[int, float] = {}
+            harms = self._harm_groups = [
+                by_model[m] if m in by_model else by_model.setdefault(m, self._harm_of(m)) for m in self._group_model
+            ]
+        return harms
+
     def _harm(self, g: int) -> float:
         """How much taking a GPU of group g's model brings a constrained request's refusal closer.
 
@@ -708,10 +753,13 @@ class Pool:
         Cached per model, refreshed after a number of changes that grows with the pool (a small pool
         refreshes at every change) and whenever a set of models runs dry.
         """
-        m = self._group_model[g]
-        if self._changes > max(0, min(64, self._total_gpus // 256)):
-            self._harm_cache.clear()
+        if self._changes > min(64, self._total_gpus >> 8):
+            self._forget_harm()
             self._changes = 0
+        return self._harm_of(self._group_model[g])
+
+    def _harm_of(self, m: int) -> float:
+        """``_harm`` of model m, from the cache."""
         harm = self._harm_cache.get(m)
         if harm is None:
             harm = 0.0
@@ -755,7 +803,7 @@ class Pool:
                 if mask >> m & 1:
                     self._classes_of_model[m].append(c)
                     self._class_free[c] += self._model_free[m]
-            self._harm_cache.clear()
+            self._forget_harm()
         return c
 
     def _learn(self, c: int, gpus: float, *, decay: bool = True) -> None:
@@ -776,7 +824,7 @@ class Pool:
             self._class_own = [d / self._increment for d in self._class_own]
             self._class_demand = [d / self._increment for d in demand]
             self._increment = 1.0
-            self._harm_cache.clear()
+            self._forget_harm()
 
 
 # Pickers: (pool, groups with their price masks, request, allowed servers) → position of the chosen server, or -1.
@@ -799,39 +847,97 @@ def _first_fit(pool: Pool, groups: tuple[tuple[int, int], ...], request: Request
     return best
 
 
+_LEVEL_MASKS: dict[int, list[int]] = {}
+
+
+def _level_masks(gpus: int) -> list[int]:
+    """Per CPU level ``low``: the bits of levels ``low`` and above in every row of a ``gpus``-GPU group's buckets."""
+    masks = _LEVEL_MASKS.get(gpus)
+    if masks is None:
+        masks = _LEVEL_MASKS[gpus] = [
+            sum((_FULL_ROW >> low << low) << (f * _ROW) for f in range(gpus + 1)) for low in range(_ROW)
+        ]
+    return masks
+
+
+def _score_order(pool: Pool, groups: tuple[tuple[int, int], ...], score) -> list[tuple[float, int, int]]:
+    """(score, group, price mask) of ``groups``, lowest score first, then group order. ``ours``'s scores change
+    only when its harm cache refreshes, so its order is kept per plan until then."""
+    if score is Pool._harm:
+        harms = pool._harm_by_group()
+        cached = pool._orders.get(id(groups))
+        if cached is not None and cached[0] is groups and cached[1] is harms:
+            return cached[2]
+        order = sorted((harms[g], g, cap) for g, cap in groups)
+        if len(pool._orders) >= _PLAN_CACHE_LIMIT:
+            pool._orders.clear()
+        pool._orders[id(groups)] = (groups, harms, order)
+        return order
+    if score is None:
+        return [(0, g, cap) for g, cap in groups]  # plans list groups in group order
+    return sorted((score(pool, g), g, cap) for g, cap in groups)
+
+
+def _settle(pool: Pool, tier: list[tuple[float, int, int]], request: Request, allow: int) -> tuple | None:
+    """The (group, position, price mask) with the least leftover among a tier of equal score; None if none fits.
+
+    Visited by their bound (a group's leftover is at least its bound), stopping once a bound reaches the best."""
+    if len(tier) > 1:
+        tier.sort()
+    best_f, best = 0.0, None
+    for left, g, cap in tier:
+        if best is not None and left >= best_f:
+            break
+        f, i = pool._fullest(g, request, cap & allow)
+        if i >= 0 and (best is None or f < best_f):
+            best_f, best = f, (g, i, cap)
+    return best
+
+
 def _pack(pool: Pool, groups: tuple[tuple[int, int], ...], request: Request, allow: int, score) -> int:
-    """Best-fit after ``score``: the lowest (score, GPUs left, position) over the groups' fullest fitting servers.
+    """Best-fit after ``score``: the lowest (score, leftover, group, position) over the groups' fullest fitting
+    servers (``Pool._fullest``; ties between groups go to the group listed first, as pool order would).
 
     Groups are visited in the order of a lower bound of their key (score, the GPUs left on their fullest
-    server with n free, whatever its CPU), and the search stops once that bound exceeds the best key found:
-    most picks look into one or two groups.
+    server with n GPUs free and CPU above the boundary level), and the search stops once that bound reaches
+    the best key found: most picks look into one group.
     """
     n = request.gpu_count
     start = n * _ROW
-    nonempty = pool._nonempty
-    bounds = []
-    for g, cap in groups:
+    nonempty, keys, levels = pool._nonempty, pool._group_keys, pool._group_levels
+    cpu_min, mem_min = request.cpu_milli, request.memory_mib
+    tier: list[tuple[float, int, int]] = []  # (bound, group, price mask) of the groups with the lowest score yet
+    tier_s = None
+    found = None
+    for s, g, cap in _score_order(pool, groups, score):
+        if s != tier_s:
+            if tier:
+                found = _settle(pool, tier, request, allow)
+                if found is not None:
+                    break
+                tier = []
+            tier_s = s
         rows = nonempty[g] >> start
-        if rows:
-            gpus = pool._group_keys[g][3]
-            left = (((rows & -rows).bit_length() - 1) // _ROW) / gpus if gpus else 0.0
-            bounds.append(((score(pool, g), left) if score else (left,), g, cap))
-    if not bounds:
-        return -1
-    bounds.sort(key=lambda bound: bound[0])
-    best_key, best = None, None
-    for bound, g, cap in bounds:
-        if best_key is not None and bound > best_key[:-1]:
-            break
-        f, i = pool._fullest(g, request, cap & allow)
-        if i < 0:
+        if not rows:
             continue
-        key = (*bound[:-1], f, i)
-        if best_key is None or key < best_key:
-            best_key, best = key, (g, i, cap)
-    if best is None:
+        _, _, _, gpus, cap_cpu, cap_mem, cpu_per, mem_per = keys[g]
+        if cap_cpu > 0:
+            cpu = cpu_per * n if cpu_per * n > cpu_min else cpu_min
+            if cpu > cap_cpu:
+                continue
+            if cpu > 0:
+                rows &= levels[g][cpu * _LEVELS // cap_cpu]  # servers at or above the boundary CPU level
+                if not rows:
+                    continue
+        if cap_mem > 0 and (mem_per * n if mem_per * n > mem_min else mem_min) > cap_mem:
+            continue
+        tier.append(((((rows & -rows).bit_length() - 1) // _ROW) / gpus if gpus else 0.0, g, cap))
+    else:
+        if tier:
+            found = _settle(pool, tier, request, allow)
+    if found is None:
         return -1
-    g, i, cap = best
+    g, i, cap = found
     if score is Pool._harm and pool._needy:
         return pool._closest_to_cover(g, i, request, cap & allow)
     return i
