@@ -566,3 +566,78 @@ def test_needs_never_make_ours_refuse_what_it_accepts_without_them(steps, needs)
             k = pick % len(held_plain)
             plain.release(*held_plain.pop(k))
             financed.release(*held_financed.pop(k))
+
+
+# The indexed search against a scan: best-fit's choice is the least (leftover, group, free GPUs, CPU level,
+# position) over every feasible server, however the buckets and bounds prune the search.
+
+CPU_NODES = [
+    Node(k, model, gpus, cpu_milli=cpu, memory_mib=memory)
+    for k, (model, gpus, cpu, memory) in enumerate(
+        [
+            ("P100", 2, 16_000, 64_000),
+            ("G2", 8, 96_000, 393_216),
+            ("P100", 2, 16_000, 64_000),
+            ("T4", 2, 104_000, 524_288),
+            ("G2", 8, 96_000, 393_216),
+            ("P100", 2, 64_000, 262_144),
+            ("V100M16", 4, 32_000, 131_072),
+            ("G2", 8, 96_000, 393_216),
+            ("V100M16", 4, 32_000, 131_072),
+        ]
+    )
+]
+CPU_MODELS = sorted({node.model for node in CPU_NODES})
+cpu_requests = st.builds(
+    Request,
+    gpu_count=st.integers(0, 8),
+    models=st.none() | st.frozensets(st.sampled_from(CPU_MODELS), min_size=1),
+    cpu_milli=st.integers(1, 40).map(lambda k: k * 1_000),
+    memory_mib=st.integers(0, 200_000),
+)
+
+
+def scan_best_fit(pool: Pool, request: Request) -> int | None:
+    """Best-fit by scanning every server, from the policy's definition (``Pool._fullest``, ``_pack``)."""
+    groups: list[tuple] = []
+    best = None
+    for position, node in enumerate(CPU_NODES):
+        shape = (node.model, node.gpus, node.cpu_milli, node.memory_mib)
+        if shape not in groups:
+            groups.append(shape)
+        used_gpu, used_cpu, used_memory = pool.used(node.server_id)
+        free = node.gpus - used_gpu
+        cpu, memory = take(node, request)
+        n = request.gpu_count
+        if request.models is not None and node.model not in request.models:
+            continue
+        if free < n or node.cpu_milli - used_cpu < cpu or node.memory_mib - used_memory < memory:
+            continue
+        level = min(16, (node.cpu_milli - used_cpu) * 16 // node.cpu_milli)
+        left = (free - n) / node.gpus
+        if n:
+            left = max(left, level / 16 - cpu / node.cpu_milli)
+        key = (left, groups.index(shape), free, level, position)
+        if best is None or key < best:
+            best = key
+    return None if best is None else CPU_NODES[best[-1]].server_id
+
+
+@settings(max_examples=300, deadline=None)
+@given(steps=st.lists(st.tuples(st.booleans(), cpu_requests, st.integers(0, 100)), max_size=100))
+def test_best_fit_choice_is_the_least_leftover_of_a_full_scan(steps):
+    # given a best-fit pool of servers whose CPU and memory bind, and a stream of placements and releases
+    pool = Pool(CPU_NODES, policy="best_fit")
+    held: list[tuple[int, Request]] = []
+    for is_place, request, pick in steps:
+        if is_place or not held:
+            # when placing, then the indexed choice is the scan's
+            expected = scan_best_fit(pool, request)
+            chosen = pool.place(request)
+            assert chosen == expected
+            if chosen is not None:
+                held.append((chosen, request))
+        else:
+            server_id, request = held.pop(pick % len(held))
+            cpu, memory = take(CPU_NODES[server_id], request)
+            pool.release(server_id, request.gpu_count, cpu, memory)
