@@ -7,10 +7,11 @@ at first use (never at import: tests and migrations must not touch the database 
 by pulling, since marketplace may not call up into the scheduler (DESIGN.md):
 
 - the change feed (``marketplace.AllocationChange``): every booking, hold, cancel, expiry, interrupt,
-  move, GPU status and listing change writes a row in its own transaction; before each choice the
+  move, GPU status and listing change writes a row in its own transaction; with each choice the
   engine reads the rows of the last few seconds (ids can commit out of order, so the slack re-reads a
   window and skips ids already seen) and re-derives each changed server from the database, never
-  applying deltas blindly;
+  applying deltas blindly. The read rides in the verification's statement (one round trip a choice);
+  when it names a change the pool is brought in step and asked again before answering;
 - time passing: holds that ended or started since the last sync (a heap of the next event per server);
 - a full rebuild every ``PLACEMENT_REBUILD_SECONDS`` as a safety net, and the loans' needs every
   ``PLACEMENT_NEEDS_REFRESH_SECONDS``.
@@ -32,6 +33,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+import psycopg
 from django.conf import settings
 from django.db import connection
 from django.db.models import F, Func, OuterRef, QuerySet, Subquery
@@ -179,27 +181,31 @@ class _Engine:
             heapq.heappush(self.events, (when, server_id))
 
     def sync(self) -> None:
-        """Bring the pool in step: a rebuild when due, else the changed servers and those whose holds started
-        or ended since the last sync."""
-        mono = time.monotonic()
-        if self.synced_at is None or mono - self.built_at >= settings.PLACEMENT_REBUILD_SECONDS:
-            self.rebuild()
+        """Bring the pool in step: a rebuild when due, else the servers the change feed names and those whose
+        holds started or ended since the last sync."""
+        if self.prepare():
             return
-        now = timezone.now()
+        read_at = timezone.now()
         if "changes" not in _SQL:
             table = AllocationChange._meta.db_table  # a model's table name, not input
             _SQL["changes"] = f"SELECT id, server_id FROM {table} WHERE changed_at >= %s"  # noqa: S608
-        rows = _prepared(_SQL["changes"], [self.synced_at - CHANGE_SLACK])
-        changed = {server_id for change_id, server_id in rows if change_id not in self.seen}
-        self.seen = {change_id for change_id, _ in rows}
+        self.take_feed(_prepared(_SQL["changes"], [self.synced_at - CHANGE_SLACK]), read_at)
+
+    def prepare(self) -> bool:
+        """All of a sync but the change feed: a rebuild when due (True: the pool is in step, no feed to read), the
+        servers whose holds started or ended since the last sync and those a verification found stale, the loans'
+        needs when due."""
+        mono = time.monotonic()
+        if self.synced_at is None or mono - self.built_at >= settings.PLACEMENT_REBUILD_SECONDS:
+            self.rebuild()
+            return True
+        now = timezone.now()
+        due = set()
         while self.events and self.events[0][0] <= now:
-            changed.add(heapq.heappop(self.events)[1])
+            due.add(heapq.heappop(self.events)[1])
         retry, self.stale = self.stale, set()
-        self.synced_at = now
-        if changed or retry:
-            self.refresh(changed | retry, now)
-            if connection.in_atomic_block:  # read inside the caller's transaction: re-read once more next time
-                self.stale = changed
+        if due or retry:
+            self.refresh(due | retry, now)
         if mono - self.needs_at >= settings.PLACEMENT_NEEDS_REFRESH_SECONDS:
             self.needs_at = mono
             needs = selectors.collateral_needs(self.nodes, now=now)
@@ -208,6 +214,19 @@ class _Engine:
                     if server_id in self.nodes:
                         self.pool.set_need(server_id, needs.get(server_id, 0.0))
             self.needs = needs
+        return False
+
+    def take_feed(self, rows: list[tuple[int, int]], read_at: datetime) -> bool:
+        """Re-derive the servers named by change-feed rows not seen yet, ``rows`` being the feed since
+        ``synced_at - CHANGE_SLACK`` read at or after ``read_at``. True when a server changed."""
+        changed = {server_id for change_id, server_id in rows if change_id not in self.seen}
+        self.seen = {change_id for change_id, _ in rows}
+        self.synced_at = read_at
+        if changed:
+            self.refresh(changed, read_at)
+            if connection.in_atomic_block:  # read inside the caller's transaction: re-read once more next time
+                self.stale |= changed
+        return bool(changed)
 
     def refresh(self, servers: Iterable[int], now: datetime) -> None:
         """Re-derive ``servers`` from the database (idempotent: the same state however often it runs)."""
@@ -264,21 +283,43 @@ class _Engine:
         return out
 
     def options(
-        self, request: placement.Request, *, start: datetime, end: datetime, k: int, exclude: Collection[int]
+        self,
+        request: placement.Request,
+        *,
+        start: datetime,
+        end: datetime,
+        k: int,
+        exclude: Collection[int],
+        feed: bool = False,
     ) -> list[Candidate]:
+        """Up to k verified candidates. ``feed``: the change feed is still to be read (``prepare`` ran, not
+        ``sync``): the first verification reads it in its round trip, and when it names a changed server the pool is
+        brought in step and asked again, so the proposal is the one a sync first would have made."""
         excluded = set(exclude)
         found: list[Candidate] = []
-        for _ in range(VERIFY_ROUNDS):
+        rounds = 0
+        while rounds < VERIFY_ROUNDS:
             proposed = self._options(request, k - len(found) + SPARE, excluded)
+            if not proposed and not feed:
+                break
+            read_at = timezone.now()
+            since = self.synced_at - CHANGE_SLACK if feed else None
+            verified, changes = _verify(request, proposed, self.listings, start=start, end=end, since=since)
+            if feed:
+                feed = False
+                if self.take_feed(changes, read_at):
+                    continue  # the pool was behind the database: ask it again
             if not proposed:
                 break
-            verified = _verify(request, proposed, self.listings, start=start, end=end)
+            rounds += 1
             for server_id in proposed:
                 excluded.add(server_id)
-                listing = verified.get(server_id)
-                if listing is None:
+                fresh = verified.get(server_id)
+                if fresh is None:
                     self.stale.add(server_id)  # the pool thought it fit: re-read it at the next sync
                 elif len(found) < k:
+                    listing = copy.copy(self.listings[server_id])  # with the price and reliability just read
+                    listing.price_per_gpu_hour, listing.reliability = fresh
                     found.append(
                         Candidate(
                             server_id=server_id,
@@ -316,6 +357,7 @@ def _tables() -> dict[str, str]:
         "model": GpuModel,
         "node": Node,
         "cluster": Cluster,
+        "change": AllocationChange,
     }
     return {name: model._meta.db_table for name, model in models.items()}
 
@@ -324,8 +366,9 @@ def _tables() -> dict[str, str]:
 # listing, its node and cluster still placeable; GPUs in service; GPUs held in the window; the CPU and
 # memory of the bookings holding in the window (a conservative sum: the exact peak only when it binds).
 _VERIFY_SQL = """
-SELECT l.server_id, l.price_per_gpu_hour, l.reliability, l.cpu_milli_per_gpu, l.memory_mib_per_gpu,
-       s.cpu_milli, s.memory_mib, g.slots, g.in_service, h.busy, coalesce(b.cpu, 0), coalesce(b.memory, 0)
+SELECT NULL::bigint AS change_id, l.server_id, l.price_per_gpu_hour, l.reliability, l.cpu_milli_per_gpu,
+       l.memory_mib_per_gpu, s.cpu_milli, s.memory_mib, g.slots, g.in_service, h.busy,
+       coalesce(b.cpu, 0) AS cpu_held, coalesce(b.memory, 0) AS memory_held
 FROM {listing} l
 JOIN {server} s ON s.id = l.server_id
 JOIN {model} m ON m.id = l.gpu_model_id
@@ -345,29 +388,45 @@ WHERE l.server_id = ANY(%(servers)s::bigint[]) AND l.status = %(active)s AND l.g
   AND (%(any_model)s OR m.name = ANY(%(models)s))
   AND coalesce(l.vram_gb, 0) >= %(vram)s
   AND (%(no_cap)s OR l.price_per_gpu_hour <= %(cap)s)
+UNION ALL
+SELECT id, server_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+FROM {change} WHERE %(feed)s AND changed_at >= %(since)s
 """
 _SQL: dict[str, str] = {}
+# A threshold no statement reaches: psycopg then prepares only what is executed with prepare=True (ours).
+_EXPLICIT_PREPARE_ONLY = 2**31 - 1
 
 
 def _prepared(sql: str, params) -> list[tuple]:
-    """Run ``sql`` as a prepared statement on PostgreSQL (its planning cost more than its execution at
-    10,000 servers); through Django's cursor elsewhere. Same connection and transaction either way."""
+    """Run ``sql`` as a prepared statement on PostgreSQL (planning the verify query cost more than running it
+    at 10,000 servers); through Django's cursor elsewhere. Same connection and transaction either way."""
     connection.ensure_connection()
     if connection.vendor != "postgresql":  # pragma: no cover - the engine's SQL is PostgreSQL's
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             return cursor.fetchall()
-    with connection.connection.cursor() as cursor:  # psycopg's server-side binding cursor: it can prepare
+    raw = connection.connection
+    if raw.prepare_threshold is None:  # Django's default turns psycopg's prepared statements off altogether
+        raw.prepare_threshold = _EXPLICIT_PREPARE_ONLY
+    # Django's cursors bind on the client and never prepare: a server-side binding cursor on the same connection.
+    with psycopg.Cursor(raw) as cursor:
         cursor.execute(sql, params, prepare=True)
         return cursor.fetchall()
 
 
 def _verify(
-    request: placement.Request, server_ids: list[int], listings: dict[int, Listing], *, start: datetime, end: datetime
-) -> dict[int, Listing]:
-    """Of ``server_ids``, the listings that can take ``request`` for [start, end), by the database (one query;
-    a second, exact one only for servers whose CPU or memory looks short by the conservative sum). The
-    listings returned are copies of the engine's with the price and reliability just read."""
+    request: placement.Request,
+    server_ids: list[int],
+    listings: dict[int, Listing],
+    *,
+    start: datetime,
+    end: datetime,
+    since: datetime | None = None,
+) -> tuple[dict[int, tuple[Decimal, Decimal]], list[tuple[int, int]]]:
+    """Of ``server_ids``, those whose listing can take ``request`` for [start, end), by the database (one query;
+    a second, exact one only for servers whose CPU or memory looks short by the conservative sum), each with the
+    price and reliability just read; and, given ``since``, the change feed (id, server) since then, read by the same
+    query."""
     if "verify" not in _SQL:
         _SQL["verify"] = _VERIFY_SQL.format(**_tables())
     params = {
@@ -383,33 +442,38 @@ def _verify(
         "vram": request.min_vram_gb,
         "no_cap": request.price_cap is None,
         "cap": request.price_cap or Decimal(0),
+        "feed": since is not None,
+        "since": since or start,
     }
     rows = _prepared(_SQL["verify"], params)
-    out, tight = {}, {}
+    out, tight, changes = {}, {}, []
     n = request.gpu_count
     for row in rows:
-        sid, price, reliability, cpu_per, memory_per, cpu_total, memory_total = row[:7]
-        slots, in_service, busy, cpu_held, memory_held = row[7:]
+        if row[0] is not None:
+            changes.append((row[0], row[1]))
+            continue
+        sid, price, reliability, cpu_per, memory_per, cpu_total, memory_total = row[1:8]
+        slots, in_service, busy, cpu_held, memory_held = row[8:]
         known = listings.get(sid)
         if known is None or in_service - busy < n:
             continue
-        listing = copy.copy(known)
-        listing.price_per_gpu_hour, listing.reliability = price, reliability
         slots = max(slots or 0, 1)
         cpu = max(getattr(request, "cpu_milli", 0), (cpu_per if cpu_per is not None else cpu_total // slots) * n)
         memory = max(
             getattr(request, "memory_mib", 0), (memory_per if memory_per is not None else memory_total // slots) * n
         )
         if cpu_held + cpu <= cpu_total and memory_held + memory <= memory_total:
-            out[sid] = listing
+            out[sid] = (price, reliability)
         else:
-            tight[sid] = (listing, cpu, memory)
+            tight[sid] = (price, reliability, cpu, memory, cpu_total, memory_total)
     if tight:
         out.update(_peak_fits(tight, start=start, end=end))
-    return out
+    return out, changes
 
 
-def _peak_fits(tight: dict[int, tuple[Listing, int, int]], *, start: datetime, end: datetime) -> dict[int, Listing]:
+def _peak_fits(
+    tight: dict[int, tuple[Decimal, Decimal, int, int, int, int]], *, start: datetime, end: datetime
+) -> dict[int, tuple[Decimal, Decimal]]:
     """The exact check ``booking_create`` makes: the peak of the shares held at one instant, plus the take."""
     events: dict[int, list[tuple[datetime, int, int]]] = {}
     rows = (
@@ -420,13 +484,13 @@ def _peak_fits(tight: dict[int, tuple[Listing, int, int]], *, start: datetime, e
     for server_id, _, s, e, cpu, memory in rows:
         events.setdefault(server_id, []).extend([(max(s, start), cpu, memory), (min(e, end), -cpu, -memory)])
     out = {}
-    for server_id, (listing, cpu, memory) in tight.items():
+    for server_id, (price, reliability, cpu, memory, cpu_total, memory_total) in tight.items():
         cpu_now = memory_now = cpu_peak = memory_peak = 0
         for _, c, m in sorted(events.get(server_id, ()), key=lambda e: (e[0], e[1] > 0 or e[2] > 0)):
             cpu_now, memory_now = cpu_now + c, memory_now + m
             cpu_peak, memory_peak = max(cpu_peak, cpu_now), max(memory_peak, memory_now)
-        if cpu_peak + cpu <= listing.server.cpu_milli and memory_peak + memory <= listing.server.memory_mib:
-            out[server_id] = listing
+        if cpu_peak + cpu <= cpu_total and memory_peak + memory <= memory_total:
+            out[server_id] = (price, reliability)
     return out
 
 
@@ -456,10 +520,10 @@ def placement_options(
     engine costs a retry, never a wrong answer). learn=True: the request teaches the engine's demand statistics."""
     with _LOCK:
         engine = _engine()
-        engine.sync()
+        feed = not engine.prepare()  # the change feed is read with the first verification
         if learn and not engine.legacy:
             engine.pool.observe(request)
-        return engine.options(request, start=start, end=end, k=k, exclude=exclude)
+        return engine.options(request, start=start, end=end, k=k, exclude=exclude, feed=feed)
 
 
 def engine_free(server_id: int) -> int:

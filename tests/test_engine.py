@@ -14,6 +14,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection
 from django.db.models import Count
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from core.errors import ConflictError
@@ -136,6 +137,51 @@ def test_a_booking_made_by_another_connection_is_seen_after_sync(catalogue, rent
     worker.join()
     assert engine.engine_free(server_id) == 1
     assert [c.server_id for c in _options(2)] == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_choice_sees_a_server_freed_and_one_filled_by_another_connection_since_the_last(catalogue, renter):
+    """Given a warm engine that has server A full and B free, when another connection frees A and fills B and
+    commits, then the very next choice offers A (the change feed is read with its verification, and the pool is
+    brought in step before it answers) and the engine has both servers as the database does."""
+    (a, b), _ = _fleet(count=2, gpus=4)
+    held = _book(renter, a, 4)  # pending payment: expiring it frees A now
+    assert [c.server_id for c in _options(4)] == [b.server_id]
+
+    def free_a_fill_b():
+        try:
+            Booking.objects.filter(pk=held.pk).update(expires_at=timezone.now() - timedelta(minutes=1))
+            bookings.bookings_tick()
+            _book(renter, Listing.objects.get(pk=b.pk), 4)
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=free_a_fill_b)
+    worker.start()
+    worker.join()
+    assert [c.server_id for c in _options(4)] == [a.server_id]
+    assert engine.engine_free(a.server_id) == 4 and engine.engine_free(b.server_id) == 0
+
+
+def _statement_runs() -> int:
+    """Executions of this connection's prepared statements (each runs a generic or a custom plan)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT coalesce(sum(generic_plans + custom_plans), 0) FROM pg_prepared_statements")
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_choice_when_nothing_changed_is_one_round_trip(catalogue):
+    """Given a warm engine, when nothing changed since its last choice, then the next choice runs one statement
+    (the verification, the change feed read with it) and no other query."""
+    listings, _ = _fleet(count=3, gpus=4)
+    assert len(_options(1, k=2)) == 2
+    before = _statement_runs()
+    with CaptureQueriesContext(connection) as queries:
+        options = _options(1, k=2)
+    assert len(options) == 2 and {c.server_id for c in options} < {listing.server_id for listing in listings}
+    assert _statement_runs() - before == 1
+    assert len(queries) == 0  # nothing through Django's cursor either
 
 
 def test_a_stale_engine_never_offers_a_server_that_is_not_free(renter):
