@@ -118,9 +118,6 @@ def _replay(state, requests) -> list[int | None]:
     from scheduler import placement
 
     nodes = list(state.nodes.values())
-    if not hasattr(placement.Pool, "options"):  # the interim Pool
-        free = {n.server_id: max(0, n.gpus - state.used.get(n.server_id, (0, 0, 0))[0]) for n in nodes}
-        return [placement.choose(r, nodes, free, policy="ours") for r in requests]
     pool = placement.Pool(nodes, policy="ours", needs=state.needs)
     for server_id, (gpus, cpu, memory) in state.used.items():
         if server_id in state.nodes and (gpus or cpu or memory):
@@ -174,7 +171,6 @@ def run(*, servers: int = 10_000, choices: int = 1_000, smoke: bool = False) -> 
         return {
             **seeded,
             "choices": choices,
-            "legacy_pool": not hasattr(engine.placement.Pool, "options"),
             "build_s": round(build_s, 2),
             "p50_ms": round(statistics.median(samples), 3),
             "p99_ms": round(p99, 3),

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import heapq
+import logging
 import threading
 import time
 from collections.abc import Collection, Iterable
@@ -35,6 +36,7 @@ from decimal import Decimal
 
 import psycopg
 from django.conf import settings
+from django.core.cache import cache
 from django.db import connection
 from django.db.models import F, Func, OuterRef, QuerySet, Subquery
 from django.utils import timezone
@@ -52,6 +54,7 @@ VERIFY_ROUNDS = 3
 SPARE = 2
 
 _NODE_FIELDS = {f.name for f in fields(placement.Node)}
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,6 @@ class _Engine:
         self.needs_at = 0.0
         self.needs: dict[int, float] = {}
         self.stale: set[int] = set()  # servers a verification found out of step: re-read at the next sync
-        self.legacy = not hasattr(placement.Pool, "options")  # the interim Pool (no options/allocate)
 
     # --- building and syncing ------------------------------------------------------------------
 
@@ -139,13 +141,9 @@ class _Engine:
         self._new_pool()
 
     def _new_pool(self) -> None:
-        if self.legacy:
-            self.pool = None  # built per call from nodes and used (see _options)
-            return
-        demand = None
-        if self.pool is not None and hasattr(self.pool, "demand_snapshot"):
-            demand = self.pool.demand_snapshot()  # a rebuild keeps what the process learnt
-        self.pool = placement.Pool(list(self.nodes.values()), policy="ours", needs=self.needs, demand=demand)
+        # A rebuild keeps what the process learnt; a new process starts from what the last one saved.
+        demand = self.pool.demand_snapshot() if self.pool is not None else load_demand()
+        self.pool = placement.Pool(list(self.nodes.values()), policy="ours", needs=self.needs, learnt=demand)
         for server_id, (gpus, cpu, memory) in self.used.items():
             if server_id in self.nodes and (gpus or cpu or memory):
                 self.pool.allocate(server_id, min(gpus, self.nodes[server_id].gpus), cpu, memory)
@@ -209,11 +207,11 @@ class _Engine:
         if mono - self.needs_at >= settings.PLACEMENT_NEEDS_REFRESH_SECONDS:
             self.needs_at = mono
             needs = selectors.collateral_needs(self.nodes, now=now)
-            if not self.legacy:
-                for server_id in set(self.needs) | set(needs):
-                    if server_id in self.nodes:
-                        self.pool.set_need(server_id, needs.get(server_id, 0.0))
+            for server_id in set(self.needs) | set(needs):
+                if server_id in self.nodes:
+                    self.pool.set_need(server_id, needs.get(server_id, 0.0))
             self.needs = needs
+            save_demand(self.pool.demand_snapshot())
         return False
 
     def take_feed(self, rows: list[tuple[int, int]], read_at: datetime) -> bool:
@@ -239,16 +237,13 @@ class _Engine:
                 self.listings.pop(server_id, None)
                 if server_id in self.nodes:
                     del self.nodes[server_id]
-                    if not self.legacy:
-                        self.pool.remove_node(server_id)
+                    self.pool.remove_node(server_id)
                 self.used.pop(server_id, None)
                 continue
             node = _node(listing)
             known = server_id in self.nodes
             self.listings[server_id] = listing
             self.nodes[server_id] = node
-            if self.legacy:
-                continue
             self.pool.upsert_node(node)  # a known server keeps its allocation; a new one has none
             if not known:
                 self.pool.set_need(server_id, self.needs.get(server_id, 0.0))
@@ -265,22 +260,6 @@ class _Engine:
             self.pool.allocate(server_id, *up)
 
     # --- choosing -----------------------------------------------------------------------------
-
-    def _options(self, request: placement.Request, k: int, exclude: set[int]) -> list[int]:
-        if not self.legacy:
-            return self.pool.options(request, k, exclude=exclude)
-        nodes = [node for server_id, node in self.nodes.items() if server_id not in exclude]
-        free = {n.server_id: max(0, n.gpus - self.used.get(n.server_id, (0, 0, 0))[0]) for n in nodes}
-        # The interim Pool prefers the highest weight: give it the remaining need.
-        weights = {s: max(0.0, need - self.used.get(s, (0, 0, 0))[0]) for s, need in self.needs.items() if s in free}
-        out = []
-        for _ in range(k):
-            chosen = placement.choose(request, nodes, free, policy="ours", weights=weights or None)
-            if chosen is None:
-                break
-            out.append(chosen)
-            free[chosen] = 0
-        return out
 
     def options(
         self,
@@ -299,7 +278,7 @@ class _Engine:
         found: list[Candidate] = []
         rounds = 0
         while rounds < VERIFY_ROUNDS:
-            proposed = self._options(request, k - len(found) + SPARE, excluded)
+            proposed = self.pool.options(request, k - len(found) + SPARE, exclude=excluded)
             if not proposed and not feed:
                 break
             read_at = timezone.now()
@@ -335,12 +314,7 @@ class _Engine:
 
     def free(self, server_id: int) -> int:
         """Free GPUs of the server now, as the engine has it (0 when not placeable)."""
-        node = self.nodes.get(server_id)
-        if node is None:
-            return 0
-        if not self.legacy:
-            return self.pool.free(server_id)
-        return max(0, node.gpus - self.used.get(server_id, (0, 0, 0))[0])
+        return self.pool.free(server_id) if server_id in self.nodes else 0
 
 
 def _tables() -> dict[str, str]:
@@ -494,6 +468,29 @@ def _peak_fits(
     return out
 
 
+# The learnt demand, shared by the processes through the cache (Redis in production): saved with each refresh
+# of the loans' needs, read by a process's first build. Losing it costs a cold start, nothing else.
+DEMAND_CACHE_KEY = "placement:demand:v1"
+DEMAND_CACHE_SECONDS = 7 * 24 * 3600
+
+
+def save_demand(demand: dict[frozenset[str], float]) -> None:
+    rows = [[sorted(models), amount] for models, amount in demand.items()]
+    try:
+        cache.set(DEMAND_CACHE_KEY, rows, DEMAND_CACHE_SECONDS)
+    except Exception:  # an unreachable cache must not fail a booking; the next refresh saves again
+        logger.warning("placement demand not saved", exc_info=True)
+
+
+def load_demand() -> dict[frozenset[str], float] | None:
+    try:
+        rows = cache.get(DEMAND_CACHE_KEY)
+    except Exception:  # without it the engine starts from its prior
+        logger.warning("placement demand not read", exc_info=True)
+        return None
+    return {frozenset(models): float(amount) for models, amount in rows} if rows else None
+
+
 _LOCK = threading.Lock()
 _ENGINE: _Engine | None = None
 
@@ -521,7 +518,7 @@ def placement_options(
     with _LOCK:
         engine = _engine()
         feed = not engine.prepare()  # the change feed is read with the first verification
-        if learn and not engine.legacy:
+        if learn:
             engine.pool.observe(request)
         return engine.options(request, start=start, end=end, k=k, exclude=exclude, feed=feed)
 

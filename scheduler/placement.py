@@ -165,7 +165,9 @@ class Pool:
     ``free`` gives the initial free GPUs per server (a server missing from it has none free); without it
     every GPU is free. ``needs`` maps servers to the GPUs their loan needs rented (missing = none);
     ``weights`` is a deprecated alias. ``seed`` drives ``random``. ``demand`` seeds the demand "ours"
-    learns: GPUs requested per set of accepted models, in any unit.
+    learns: GPUs requested per set of accepted models, in any unit. ``learnt`` is what an earlier pool learnt
+    (its ``demand_snapshot``), taken as it was, in place of the prior or a seed: a rebuilt or restarted engine
+    goes on from it.
     """
 
     def __init__(
@@ -178,6 +180,7 @@ class Pool:
         needs: Mapping[int, float] | None = None,
         free: Mapping[int, int] | None = None,
         weights: Mapping[int, float] | None = None,
+        learnt: Mapping[frozenset[str], float] | None = None,
     ) -> None:
         if policy not in POLICIES:
             raise ValueError(f"unknown placement policy {policy!r}; choose one of {POLICIES}")
@@ -237,7 +240,12 @@ class Pool:
                 self.set_need(server_id, need)
 
         if self._learns:
-            if demand:
+            if learnt:
+                for models, amount in learnt.items():
+                    c = self._demand_class(models)
+                    if c >= 0 and amount > 0:
+                        self._learn(c, amount, decay=False)
+            elif demand:
                 total = sum(amount for amount in demand.values() if amount > 0)
                 for models, amount in demand.items():
                     c = self._demand_class(models) if models is not None else -1

@@ -25,7 +25,7 @@ def _fresh_cache():
 
 @pytest.fixture(autouse=True)
 def _fresh_placement_engine():
-    """The process's placement engine (scheduler.engine) must not outlive a test's database. (helper C)"""
+    """The process's placement engine (scheduler.engine) must not outlive a test's database."""
     from scheduler.engine import reset_engine
 
     reset_engine()

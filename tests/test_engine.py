@@ -264,3 +264,27 @@ def test_failover_uses_the_engine(renter):
     bookings.booking_move(booking=booking, listing=target, at=timezone.now())
     assert engine.engine_free(target.server_id) == 0
     assert engine.engine_free(listings[2].server_id) == 2
+
+
+def test_a_new_process_starts_from_the_demand_the_last_one_saved(db, settings):
+    # given an engine over two models that learnt from requests and refreshed its loans' needs (which saves
+    # the demand)
+    owner = make_owner()
+    servers = [
+        make_listing(owner, model=model, hostname=f"gpu-{model[:4]}").server for model in ("H100 80GB", "A100 80GB")
+    ]
+    clusters.cluster_create_simulated(owner=owner.owner_membership.company, name="sim", servers=servers)
+    start, end = _now_window()
+    settings.PLACEMENT_NEEDS_REFRESH_SECONDS = 0
+    engine.reset_engine()
+    for _ in range(20):
+        engine.placement_options(placement.Request(1, models=H100), start=start, end=end)
+    engine.placement_options(placement.Request(1), start=start, end=end)
+    learnt = engine._engine().pool.demand_snapshot()
+    assert learnt[H100] > 0
+    assert engine.load_demand() == pytest.approx(learnt)
+    # when the process is replaced (a new engine, built from the database)
+    engine.reset_engine()
+    engine.rebuild_engine()
+    # then its pool starts from that demand, not from the prior alone
+    assert engine._engine().pool.demand_snapshot() == pytest.approx(learnt)

@@ -201,6 +201,22 @@ def test_ours_learns_demand_online():
     assert pool.place(Request(1, models=frozenset({"P100", "T4"}))) == 1
 
 
+def test_a_pool_built_from_a_snapshot_goes_on_from_what_the_last_one_learnt():
+    # given a pool that learnt that T4-only demand is heavy
+    nodes = [Node(1, "T4", 2), Node(2, "G2", 8)]
+    old = Pool(nodes, free={1: 2, 2: 4})
+    for _ in range(100):
+        old.observe(Request(1, models=frozenset({"T4"})))
+    assert old.peek(Request(1)) == 2
+    # when a new pool (a rebuild, another process) starts from its snapshot
+    new = Pool(nodes, free={1: 2, 2: 4}, learnt=old.demand_snapshot())
+    # then it chooses as the old one did, where a pool with only the prior takes the T4 (its largest free share) …
+    assert new.peek(Request(1)) == 2
+    assert Pool(nodes, free={1: 2, 2: 4}).peek(Request(1)) == 1
+    # … and the prior is not added again: rebuilding from snapshots does not grow it
+    assert new.demand_snapshot() == pytest.approx(old.demand_snapshot())
+
+
 def test_ours_prefers_among_interchangeable_servers_the_loan_closest_to_covering():
     # given three idle servers of one group: no loan, a loan needing 3 GPUs rented, one needing 1
     nodes = [Node(1, "G2", 8), Node(2, "G2", 8), Node(3, "G2", 8)]
