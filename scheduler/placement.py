@@ -35,12 +35,15 @@ Policies (``POLICIES``):
   decaying with a half-life of ``DEMAND_HALF_LIFE`` constrained requests, and can be seeded (``demand=``).
   Without a seed, each model starts with a pseudo-count prior proportional to its capacity
   (``PRIOR_MASS`` requests' worth), under which the harm orders models exactly like ``balanced``; learnt
-  demand outweighs it as it accumulates (safe cold start). With ``needs``, among interchangeable servers
-  (the winner's group and free-GPU bucket) ``ours`` takes the financed server closest to covering its loan
-  (an exact cover first, then one the request over-covers, then the smallest remaining need): this costs
-  renters nothing, since the bucket's servers are the same for packing. While the model is far from
-  scarce (``GUARD_FREE_SHARE``) and the group keeps whole servers (``GUARD_WHOLE_SHARE``), the loan may
-  also draw the renter to another partly used server of the same group (never a whole one).
+  demand outweighs it as it accumulates (safe cold start). With ``needs``, while a model is far from
+  scarce (``GUARD_FREE_SHARE``), ``ours`` puts the renter on the financed server of any of the request's
+  groups whose remaining need it covers best: the largest need it covers whole (exact first), else the
+  smallest remaining need, i.e. the smallest needs first as the collateral lower bound does. It breaks a
+  whole server only while ``GUARD_WHOLE_SHARE`` of the servers that can stand in for it stay whole, and
+  leaves a server at least its free GPUs' share of CPU (to a CPU level). Loans leave servers partly used,
+  so while needs remain a CPU-only task skips a server whose free GPUs it would starve of CPU. Once the
+  model is scarce, the loan only chooses among interchangeable servers (the winner's group and bucket),
+  which costs renters nothing.
 """
 
 import math
@@ -68,12 +71,13 @@ _CLASS_LIMIT = 1_024
 # Financed servers compared within a bucket (the first ones in pool order): bounds a pick's cost.
 _NEED_SCAN = 64
 _NO_MASK = -1  # "every server": x & -1 == x
-# The collateral guard: a loan may draw a renter to a partly used server that packs worse (another
-# free-GPU bucket of the same group; never a whole server) only while the model keeps at least this
-# share of its GPUs free, and while the group keeps this share of its servers whole (for large requests).
-# Scarce models: interchangeable servers only.
+# The collateral guard: a loan may draw a renter to a server that packs worse (any group of the request's
+# plan) only while the server's model keeps at least this share of its GPUs free; scarce models:
+# interchangeable servers only. It breaks a whole server only while this share of the servers that can
+# stand in for it stay whole (for large requests): 0.25 refused more GPUs at 1.0x load and left more loans
+# below in the bench's collateral sweep than 0.1, and 0 refused 8-GPU tasks from 0.5x load on.
 GUARD_FREE_SHARE = 0.5
-GUARD_WHOLE_SHARE = 0.25
+GUARD_WHOLE_SHARE = 0.1
 # CPU levels per free-GPU count: a server's level is floor(LEVELS × free CPU / CPU capacity), so a request
 # needing c CPU fits every server above level floor(LEVELS × c / capacity) and only that boundary level
 # needs an exact check. Groups that do not model CPU keep every server at the top level.
@@ -197,6 +201,8 @@ class Pool:
         self._used_mem: list[int] = []
         self._need: list[float] = []
         self._needy = 0  # servers whose remaining need is positive
+        self._need_masks: list[int] = [0]  # per remaining need rounded up (1, 2, …): its servers; [0] unused
+        self._need_slot: list[int] = []  # the server's index into _need_masks (0: none)
         self._group_of: dict[tuple, int] = {}
         self._group_keys: list[tuple] = []
         self._group_model: list[int] = []
@@ -358,7 +364,7 @@ class Pool:
         self._nodes[i] = None
         self._used_gpu[i] = self._used_cpu[i] = self._used_mem[i] = 0
         self._need[i] = 0.0
-        self._needy &= ~(1 << i)
+        self._update_needy(i)
         self._plans.clear()
 
     def demand_snapshot(self) -> dict[frozenset[str], float]:
@@ -389,6 +395,7 @@ class Pool:
         self._used_cpu.append(0)
         self._used_mem.append(0)
         self._need.append(0.0)
+        self._need_slot.append(0)
         self._place_node(i, node)
         if used_gpu:
             self._allocate(i, used_gpu, 0, 0)
@@ -505,10 +512,22 @@ class Pool:
         self._changes += 1
 
     def _update_needy(self, i: int) -> None:
-        if self._nodes[i] is not None and self._need[i] - self._used_gpu[i] > 0:
-            self._needy |= 1 << i
+        remaining = self._need[i] - self._used_gpu[i] if self._nodes[i] is not None else 0.0
+        slot = math.ceil(remaining) if remaining > 0 else 0
+        old = self._need_slot[i]
+        if slot == old:
+            return
+        bit = 1 << i
+        masks = self._need_masks
+        masks[old] &= ~bit
+        if slot:
+            while len(masks) <= slot:
+                masks.append(0)
+            masks[slot] |= bit
+            self._needy |= bit
         else:
-            self._needy &= ~(1 << i)
+            self._needy &= ~bit
+        self._need_slot[i] = slot
 
     def _plan(self, request: Request) -> _Plan:
         shape = (request.models, request.min_vram_gb, request.price_cap, request.region)
@@ -676,43 +695,30 @@ class Pool:
         return boundary, above
 
     def _guard_open(self, g: int) -> bool:
-        """May a loan draw a renter out of the best-fit bucket in group g? Only while its model is far from
-        scarce and the group keeps enough whole servers, so that the deviation cannot cause a refusal soon."""
+        """May a loan draw a renter to a server of group g that packs worse? Only while its model is far from
+        scarce, so that the deviation cannot cause a refusal soon."""
         m = self._group_model[g]
         total = self._model_total[m]
-        if not total or self._model_free[m] < GUARD_FREE_SHARE * total:
-            return False
-        return self._whole_to_spare(g, GUARD_WHOLE_SHARE)
+        return bool(total) and self._model_free[m] >= GUARD_FREE_SHARE * total
 
-    def _whole_to_spare(self, g: int, share: float) -> bool:
-        """Would group g keep ``share`` of its servers whole (every GPU free) after breaking one more?"""
-        gpus = self._group_keys[g][3]
-        masks = self._masks[g]
-        whole = 0
-        for slot in range(gpus * _ROW, (gpus + 1) * _ROW):
-            whole |= masks[slot]
-        return whole.bit_count() - 1 >= share * self._group_members[g].bit_count()
+    def _closest_to_cover(
+        self, groups: tuple[tuple[int, int], ...], g: int, i: int, cap: int, request: Request, allow: int
+    ) -> int:
+        """The financed server closest to covering its loan; i (the packing choice, in group g, whose servers
+        under the price cap are ``cap``) if none fits.
 
-    def _closest_to_cover(self, g: int, i: int, request: Request, allow: int) -> int:
-        """Among the servers interchangeable with i (same group, same free GPUs and CPU level), the financed
-        one whose loan is closest to covering its need: an exact cover, then an over-cover, then the smallest
-        need. While the guard is open (``_guard_open``), any fitting server of the group is a candidate."""
-        candidates = self._masks[g][self._slot[i]] & allow & self._needy
+        While the guard is open (``_guard_open``), across every group of the plan (``_loan_pick``); once it
+        is closed, among the servers interchangeable with i (same group, free GPUs and CPU level): the
+        largest remaining need the request covers, else the smallest. A CPU-only task: ``_cpu_home``.
+        """
         n = request.gpu_count
-        if self._guard_open(g):
-            # servers with n to gpus - 1 free: a loan never breaks a whole server (breaking them while over
-            # half were whole cost 1-2 % of the GPUs accepted at 1.2x load in the bench's collateral sweep)
-            rows = (self._nonempty[g] & ((1 << (self._group_keys[g][3] * _ROW)) - 1)) >> (n * _ROW)
-            slot = n * _ROW
-            wider = 0
-            while rows:
-                if rows & 1:
-                    wider |= self._masks[g][slot]
-                rows >>= 1
-                slot += 1
-            candidates |= wider & allow & self._needy
-        if not candidates:
-            return i
+        if not n:
+            j = self._cpu_home(groups, i, request, allow)
+            return i if j < 0 else j
+        j = self._loan_pick(groups, request, allow)
+        if j >= 0:
+            return j
+        candidates = self._masks[g][self._slot[i]] & cap & allow & self._needy
         cpu, mem = self._take(g, request)
         best, best_key = i, None
         for count, j in enumerate(_bits(candidates)):
@@ -721,14 +727,125 @@ class Pool:
             if self._fit_in(g, 1 << j, cpu, mem) < 0:
                 continue
             remaining = self._need[j] - self._used_gpu[j]
-            if math.ceil(remaining) == n:
-                key = (0, 0.0)
-            elif remaining < n:
-                key = (1, n - remaining)
-            else:
-                key = (2, remaining)
+            key = (0, -remaining) if remaining <= n else (1, remaining)
             if best_key is None or key < best_key:
                 best, best_key = j, key
+        return best
+
+    def _loan_pick(self, groups: tuple[tuple[int, int], ...], request: Request, allow: int) -> int:
+        """The financed server, in the groups whose guard is open, whose remaining need the request covers
+        best, -1 if none fits: remaining needs n, n - 1, …, 1 (an exact cover first, then the least GPUs
+        wasted), then n + 1, n + 2, … (the closest to covered); best-fit among equals. This is the lower
+        bound's own order: the smallest needs first, no GPU wasted. Each need is one mask
+        (``_need_masks``), so a pick costs a few mask operations per group and need, not a scan."""
+        needy = self._needy & allow
+        members = self._group_members
+        open_groups = [(h, cap) for h, cap in groups if members[h] & needy and self._guard_open(h)]
+        if not open_groups:
+            return -1
+        n = request.gpu_count
+        need_masks = self._need_masks
+        top = len(need_masks) - 1
+        usable: dict[int, int] = {}  # per group: its servers a loan may draw this request to
+        spare: dict[int, bool] = {}  # _whole_to_spare per size below the largest, per group of the largest
+        largest = max(self._group_keys[h][3] for h, _cap in groups)
+        for r in (*range(min(n, top), 0, -1), *range(n + 1, top + 1)):
+            by_need = need_masks[r] & needy
+            if not by_need:
+                continue
+            best_key, best = None, -1
+            for h, cap in open_groups:
+                mask = by_need & cap & members[h]
+                if not mask:
+                    continue
+                if h not in usable:
+                    usable[h] = self._loan_usable(groups, h, request, largest, spare)
+                left, j = self._fullest(h, request, mask & usable[h])
+                if j >= 0 and (best_key is None or (left, j) < best_key):
+                    best_key, best = (left, j), j
+            if best >= 0:
+                return best
+        return -1
+
+    def _loan_usable(
+        self, groups: tuple[tuple[int, int], ...], h: int, request: Request, largest: int, spare: dict[int, bool]
+    ) -> int:
+        """Servers of group h a loan may draw the request to: not a whole one unless ``_whole_to_spare``,
+        and one it leaves with its free GPUs' share of CPU (a CPU level of slack: the renter covers a need)."""
+        usable = _NO_MASK
+        gpus = self._group_keys[h][3]
+        if self._nonempty[h] >> (gpus * _ROW):  # some server of h is whole
+            key = gpus if gpus < largest else -1 - h
+            if key not in spare:
+                spare[key] = self._whole_to_spare(groups, h, largest)
+            if not spare[key]:
+                masks = self._masks[h]
+                for slot in range(gpus * _ROW, (gpus + 1) * _ROW):
+                    usable &= ~masks[slot]
+        if self._group_cpu[h]:
+            usable &= self._balanced_after(h, request, slack=1)
+        return usable
+
+    def _whole_to_spare(self, groups: tuple[tuple[int, int], ...], h: int, largest: int) -> bool:
+        """May a loan break one more whole server of group h? Only while ``GUARD_WHOLE_SHARE`` of the servers
+        that could stand in for it stay able to: the group's own whole servers when it has the plan's largest
+        servers (a request for one needs it whole, with its CPU and memory), else every server of the plan
+        with as many GPUs free (any larger server can take a smaller server's requests)."""
+        size = self._group_keys[h][3]
+        able = total = 0
+        for g, _cap in ((h, _NO_MASK),) if size == largest else groups:
+            if self._group_keys[g][3] < size:
+                continue
+            members = self._group_members[g].bit_count()
+            total += members
+            able += members
+            masks, short = self._masks[g], self._nonempty[g] & ((1 << (size * _ROW)) - 1)
+            while short:  # the servers with fewer than size GPUs free: fewer buckets than those with more
+                low = short & -short
+                able -= masks[low.bit_length() - 1].bit_count()
+                short ^= low
+        return able - 1 >= GUARD_WHOLE_SHARE * total
+
+    def _balanced_after(self, g: int, request: Request, slack: int = 0) -> int:
+        """Servers of group g that would keep at least their free GPUs' share of CPU free after the request,
+        to the CPU level (``slack`` levels less): else the server's last GPUs are stranded without CPU."""
+        key = self._group_keys[g]
+        gpus, cap_cpu = key[3], key[4]
+        if not cap_cpu or not gpus:
+            return _NO_MASK
+        n = request.gpu_count
+        cpu = self._take(g, request)[0] / cap_cpu
+        masks = self._masks[g]
+        rows, f = self._nonempty[g] >> (n * _ROW), n
+        fit = 0
+        while rows:
+            row = rows & ((1 << _ROW) - 1)
+            if row:
+                # the lowest level whose servers surely have (f - n)/gpus of the CPU left after the request
+                low = max(0, math.ceil(_LEVELS * ((f - n) / gpus + cpu) - 1e-9) - slack)
+                row >>= low
+                slot = f * _ROW + low
+                while row:
+                    if row & 1:
+                        fit |= masks[slot]
+                    row >>= 1
+                    slot += 1
+            rows >>= _ROW
+            f += 1
+        return fit
+
+    def _cpu_home(self, groups: tuple[tuple[int, int], ...], i: int, request: Request, allow: int) -> int:
+        """A CPU-only task's server while loans remain: i (the fewest free GPUs) unless the task would leave
+        i's free GPUs without their share of CPU; then the fullest server it leaves balanced; -1 if none."""
+        if not self._free[i] or self._balanced_after(self._group[i], request) >> i & 1:
+            return i
+        best_key, best = None, -1
+        for h, cap in groups:
+            if not self._group_cpu[h]:
+                continue
+            left, j = self._fullest(h, request, self._balanced_after(h, request) & cap & allow)
+            if j >= 0 and (best_key is None or (left, j) < best_key):
+                best_key, best = (left, j), j
         return best
 
     def _forget_harm(self) -> None:
@@ -946,8 +1063,8 @@ def _pack(pool: Pool, groups: tuple[tuple[int, int], ...], request: Request, all
     if found is None:
         return -1
     g, i, cap = found
-    if score is Pool._harm and pool._needy:
-        return pool._closest_to_cover(g, i, request, cap & allow)
+    if pool._needy and (score is Pool._harm or (not n and pool._learns)):  # "ours" and its CPU-only tasks
+        return pool._closest_to_cover(groups, g, i, cap, request, allow)
     return i
 
 

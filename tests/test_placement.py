@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scheduler.placement import POLICIES, Node, Pool, Request, choose, take
+from scheduler.placement import GUARD_FREE_SHARE, POLICIES, Node, Pool, Request, choose, take
 
 
 def full(nodes: list[Node]) -> dict[int, int]:
@@ -258,6 +258,18 @@ def test_remaining_need_falls_as_the_pool_allocates_and_rises_on_release():
     assert pool.peek(Request(1)) == 2
 
 
+def test_while_models_are_free_a_loan_takes_the_renter_across_groups_smallest_need_first():
+    # given two G2 and two T4 servers, all idle; the second of each financed (needing 4 and 2 GPUs rented)
+    nodes = [Node(1, "G2", 8), Node(2, "T4", 2), Node(3, "G2", 8), Node(4, "T4", 2)]
+    plain, financed = Pool(nodes), Pool(nodes, needs={3: 4, 4: 2})
+    # then a request that covers a need whole goes to it (2 GPUs: the T4's loan) …
+    assert (plain.peek(Request(2)), financed.peek(Request(2))) == (2, 4)
+    # … one that covers none goes to the smallest need it fits (3 GPUs only fit a G2) …
+    assert (plain.peek(Request(3)), financed.peek(Request(3))) == (1, 3)
+    # … and a single GPU goes towards the smallest need, in whichever group it is
+    assert financed.peek(Request(1)) == 4
+
+
 def test_a_loan_draws_a_renter_to_a_worse_fit_only_while_the_guard_is_open():
     # given eight servers of one group: server 1 financed (needing 4 GPUs rented) with 6 free, server 2 the
     # best fit with 4 free, the rest whole
@@ -267,8 +279,10 @@ def test_a_loan_draws_a_renter_to_a_worse_fit_only_while_the_guard_is_open():
     pool.allocate(2, 4)
     # when the model is mostly free and most servers are whole: the loan wins over the best fit
     assert pool.peek(Request(2)) == 1
-    # but a loan never breaks a whole server
-    assert Pool(nodes, needs={8: 4}, free={k: 8 if k != 2 else 4 for k in range(1, 9)}).peek(Request(2)) == 2
+    # a loan breaks a whole server while a tenth of those that can stand in for it stay whole …
+    assert Pool(nodes, needs={8: 4}, free={k: 8 if k != 2 else 4 for k in range(1, 9)}).peek(Request(2)) == 8
+    # … but not the last whole one (kept for a request that needs it whole)
+    assert Pool(nodes, needs={8: 4}, free={k: 4 if k != 8 else 8 for k in range(1, 9)}).peek(Request(2)) == 1
     # and once the model is scarce (under half free) the renter gets the best fit
     for k in range(3, 7):
         pool.allocate(k, 8)
@@ -558,30 +572,30 @@ def test_place_then_release_restores_free_counts(policy, request, data):
     assert {node.server_id: pool.free(node.server_id) for node in NODES} == before
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
-    steps=st.lists(st.tuples(st.booleans(), requests, st.integers(0, 100)), max_size=80),
+    request=requests,
     needs=st.dictionaries(st.sampled_from([node.server_id for node in NODES]), st.integers(0, 9)),
+    data=st.data(),
 )
-def test_needs_never_make_ours_refuse_what_it_accepts_without_them(steps, needs):
-    # given "ours" with and without loans, fed the same stream of placements and releases (NODES has one
-    # server per group, so the guard never lets a loan draw a renter out of the best-fit bucket)
-    plain, financed = Pool(NODES), Pool(NODES, needs=needs)
-    held_plain: list[tuple[int, int]] = []
-    held_financed: list[tuple[int, int]] = []
-    for is_place, request, pick in steps:
-        if is_place or not held_plain:
-            a, b = plain.place(request), financed.place(request)
-            # then both accept or both refuse: a loan only chooses among interchangeable servers
-            assert (a is None) == (b is None)
-            if a is not None:
-                assert NODES[a].model == NODES[b].model and NODES[a].gpus == NODES[b].gpus
-                held_plain.append((a, request.gpu_count))
-                held_financed.append((b, request.gpu_count))
-        else:
-            k = pick % len(held_plain)
-            plain.release(*held_plain.pop(k))
-            financed.release(*held_financed.pop(k))
+def test_needs_never_make_ours_refuse_and_only_reorder_interchangeable_servers_once_models_are_scarce(
+    request, needs, data
+):
+    # given "ours" with and without loans on the same state
+    free = {node.server_id: data.draw(st.integers(0, node.gpus)) for node in NODES}
+    plain, financed = Pool(NODES, free=free), Pool(NODES, needs=needs, free=free)
+    a, b = plain.peek(request), financed.peek(request)
+    # then a loan never refuses what fits: both accept or both refuse …
+    assert (a is None) == (b is None)
+    # … and once every model is under half free (the guard closed), a loan only chooses among servers
+    # interchangeable with the packing choice (NODES has one server per group: the same server)
+    by_model: dict[str, list[int]] = {}
+    for node in NODES:
+        by_model.setdefault(node.model, [0, 0])
+        by_model[node.model][0] += free[node.server_id]
+        by_model[node.model][1] += node.gpus
+    if a is not None and all(f < GUARD_FREE_SHARE * total for f, total in by_model.values()):
+        assert a == b
 
 
 # The indexed search against a scan: best-fit's choice is the least (leftover, group, free GPUs, CPU level,
