@@ -194,6 +194,7 @@ class Pool:
         self._nodes: list[Node | None] = []
         self._index: dict[int, int] = {}
         self._group: list[int] = []
+        self._static: list[tuple[int, int, int, int]] = []  # per server: (group, GPUs, CPU capacity, model)
         self._free: list[int] = []  # free GPUs
         self._slot: list[int] = []  # the server's bucket in its group: free GPUs × _ROW + CPU level
         self._used_gpu: list[int] = []
@@ -273,9 +274,17 @@ class Pool:
         i = self._pick(plan, request, _NO_MASK)
         if i < 0:
             return None
-        cpu, mem = take(self._nodes[i], request)
-        self._allocate(i, request.gpu_count, cpu, mem)
-        return self._nodes[i].server_id
+        node = self._nodes[i]
+        n = request.gpu_count
+        cpu = node.cpu_per_gpu_milli * n
+        mem = node.memory_per_gpu_mib * n
+        self._allocate(
+            i,
+            n,
+            request.cpu_milli if request.cpu_milli > cpu else cpu,
+            request.memory_mib if request.memory_mib > mem else mem,
+        )
+        return node.server_id
 
     def peek(self, request: Request) -> int | None:
         """The server ``place`` would choose now, without allocating or learning from the request."""
@@ -389,6 +398,7 @@ class Pool:
         self._index[node.server_id] = i
         self._nodes.append(None)
         self._group.append(-1)
+        self._static.append((-1, 0, 0, -1))
         self._free.append(0)
         self._slot.append(0)
         self._used_gpu.append(0)
@@ -434,6 +444,7 @@ class Pool:
             self._nonempty.append(0)
         self._nodes[i] = node
         self._group[i] = g
+        self._static[i] = (g, node.gpus, node.cpu_milli, m)
         self._group_members[g] |= 1 << i
         self._bands[g] = None
         slot = node.gpus * _ROW + _LEVELS
@@ -464,41 +475,48 @@ class Pool:
         self._free[i] = 0
 
     def _allocate(self, i: int, gpus: int, cpu: int, mem: int) -> None:
-        """Add an allocation (negative: a release); the server's bit moves to the bucket of its free count."""
+        """Add an allocation (negative: a release); the server's bit moves to the bucket of its free count.
+        (The hot path of every place and release: ``_shift_free`` is inlined.)"""
         used_gpu = self._used_gpu[i] = self._used_gpu[i] + gpus
         used_cpu = self._used_cpu[i] = self._used_cpu[i] + cpu
         self._used_mem[i] += mem
-        if gpus or cpu:
-            g = self._group[i]
-            node = self._nodes[i]
-            f = self._free[i]
-            new = node.gpus - used_gpu
-            if new < 0:
-                new = 0
-            level = _LEVELS
-            cap_cpu = node.cpu_milli
-            if cap_cpu > 0:
-                level = (cap_cpu - used_cpu) * _LEVELS // cap_cpu
-                level = 0 if level < 0 else _LEVELS if level > _LEVELS else level
-            slot = new * _ROW + level
-            old = self._slot[i]
-            if slot != old:
-                masks = self._masks[g]
-                bit = 1 << i
-                left = masks[old] ^ bit
-                masks[old] = left
+        if not (gpus or cpu):
+            return
+        g, size, cap_cpu, m = self._static[i]
+        f = self._free[i]
+        new = size - used_gpu
+        if new < 0:
+            new = 0
+        level = _LEVELS
+        if cap_cpu > 0:
+            level = (cap_cpu - used_cpu) * _LEVELS // cap_cpu
+            level = 0 if level < 0 else _LEVELS if level > _LEVELS else level
+        slot = new * _ROW + level
+        old = self._slot[i]
+        if slot != old:
+            masks = self._masks[g]
+            bit = 1 << i
+            left = masks[old] ^ bit
+            masks[old] = left
+            if not left:
+                self._nonempty[g] &= ~(1 << old)
+            was = masks[slot]
+            masks[slot] = was | bit
+            if not was:
+                self._nonempty[g] |= 1 << slot
+            self._slot[i] = slot
+        if new != f:
+            delta = new - f
+            self._free[i] = new
+            self._model_free[m] += delta
+            class_free = self._class_free
+            for c in self._classes_of_model[m]:
+                left = class_free[c] = class_free[c] + delta
                 if not left:
-                    self._nonempty[g] &= ~(1 << old)
-                was = masks[slot]
-                masks[slot] = was | bit
-                if not was:
-                    self._nonempty[g] |= 1 << slot
-                self._slot[i] = slot
-            if new != f:
-                self._free[i] = new
-                self._shift_free(self._group_model[g], new - f)
-            if self._need[i]:
-                self._update_needy(i)
+                    self._forget_harm()
+            self._changes += 1
+        if self._need[i]:
+            self._update_needy(i)
 
     def _shift_free(self, m: int, delta: int) -> None:
         if not delta:
@@ -985,22 +1003,32 @@ def _level_masks(gpus: int) -> list[int]:
     return masks
 
 
-def _score_order(pool: Pool, groups: tuple[tuple[int, int], ...], score) -> list[tuple[float, int, int]]:
-    """(score, group, price mask) of ``groups``, lowest score first, then group order. ``ours``'s scores change
-    only when its harm cache refreshes, so its order is kept per plan until then."""
+def _score_tiers(pool: Pool, groups: tuple[tuple[int, int], ...], score) -> list[tuple[tuple[int, int], ...]]:
+    """``groups`` in tiers of equal score, lowest first, each in group order. ``ours``'s scores change only when
+    its harm cache refreshes, so its tiers are kept per plan until then; best-fit's are one tier."""
+    if score is None:
+        return [groups]
     if score is Pool._harm:
         harms = pool._harm_by_group()
         cached = pool._orders.get(id(groups))
         if cached is not None and cached[0] is groups and cached[1] is harms:
             return cached[2]
-        order = sorted((harms[g], g, cap) for g, cap in groups)
+        scores = harms.__getitem__
+    else:
+        harms, scores = None, lambda g: score(pool, g)
+    tiers: list[list[tuple[int, int]]] = []
+    last = None
+    for value, g, cap in sorted((scores(g), g, cap) for g, cap in groups):
+        if not tiers or value != last:
+            tiers.append([])
+            last = value
+        tiers[-1].append((g, cap))
+    out = [tuple(tier) for tier in tiers]
+    if harms is not None:
         if len(pool._orders) >= _PLAN_CACHE_LIMIT:
             pool._orders.clear()
-        pool._orders[id(groups)] = (groups, harms, order)
-        return order
-    if score is None:
-        return [(0, g, cap) for g, cap in groups]  # plans list groups in group order
-    return sorted((score(pool, g), g, cap) for g, cap in groups)
+        pool._orders[id(groups)] = (groups, harms, out)
+    return out
 
 
 def _settle(pool: Pool, tier: list[tuple[float, int, int]], request: Request, allow: int) -> tuple | None:
@@ -1023,43 +1051,45 @@ def _pack(pool: Pool, groups: tuple[tuple[int, int], ...], request: Request, all
     """Best-fit after ``score``: the lowest (score, leftover, group, position) over the groups' fullest fitting
     servers (``Pool._fullest``; ties between groups go to the group listed first, as pool order would).
 
-    Groups are visited in the order of a lower bound of their key (score, the GPUs left on their fullest
-    server with n GPUs free and CPU above the boundary level), and the search stops once that bound reaches
-    the best key found: most picks look into one group.
+    Tiers of equal score are visited lowest first (``_score_tiers``) until one has a fitting server; inside a
+    tier, groups in the order of a lower bound of their leftover (the GPUs left on their fullest server with
+    n GPUs free and CPU above the boundary level), stopping once that bound reaches the best found
+    (``_settle``): most picks look into one or two groups.
     """
     n = request.gpu_count
     start = n * _ROW
     nonempty, keys, levels = pool._nonempty, pool._group_keys, pool._group_levels
     cpu_min, mem_min = request.cpu_milli, request.memory_mib
-    tier: list[tuple[float, int, int]] = []  # (bound, group, price mask) of the groups with the lowest score yet
-    tier_s = None
     found = None
-    for s, g, cap in _score_order(pool, groups, score):
-        if s != tier_s:
-            if tier:
-                found = _settle(pool, tier, request, allow)
-                if found is not None:
-                    break
-                tier = []
-            tier_s = s
-        rows = nonempty[g] >> start
-        if not rows:
+    for tier in _score_tiers(pool, groups, score):
+        if len(tier) == 1:  # no bound to sort by: straight to the group's fullest server
+            g, cap = tier[0]
+            _, i = pool._fullest(g, request, cap & allow)
+            if i >= 0:
+                found = (g, i, cap)
+                break
             continue
-        _, _, _, gpus, cap_cpu, cap_mem, cpu_per, mem_per = keys[g]
-        if cap_cpu > 0:
-            cpu = cpu_per * n if cpu_per * n > cpu_min else cpu_min
-            if cpu > cap_cpu:
+        bounds: list[tuple[float, int, int]] = []  # (bound, group, price mask)
+        for g, cap in tier:
+            rows = nonempty[g] >> start
+            if not rows:
                 continue
-            if cpu > 0:
-                rows &= levels[g][cpu * _LEVELS // cap_cpu]  # servers at or above the boundary CPU level
-                if not rows:
+            _, _, _, gpus, cap_cpu, cap_mem, cpu_per, mem_per = keys[g]
+            if cap_cpu > 0:
+                cpu = cpu_per * n if cpu_per * n > cpu_min else cpu_min
+                if cpu > cap_cpu:
                     continue
-        if cap_mem > 0 and (mem_per * n if mem_per * n > mem_min else mem_min) > cap_mem:
-            continue
-        tier.append(((((rows & -rows).bit_length() - 1) // _ROW) / gpus if gpus else 0.0, g, cap))
-    else:
-        if tier:
-            found = _settle(pool, tier, request, allow)
+                if cpu > 0:
+                    rows &= levels[g][cpu * _LEVELS // cap_cpu]  # servers at or above the boundary CPU level
+                    if not rows:
+                        continue
+            if cap_mem > 0 and (mem_per * n if mem_per * n > mem_min else mem_min) > cap_mem:
+                continue
+            bounds.append(((((rows & -rows).bit_length() - 1) // _ROW) / gpus if gpus else 0.0, g, cap))
+        if bounds:
+            found = _settle(pool, bounds, request, allow)
+            if found is not None:
+                break
     if found is None:
         return -1
     g, i, cap = found
