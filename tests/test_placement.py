@@ -192,6 +192,26 @@ def test_ours_sends_a_flexible_request_to_the_model_nobody_else_needs_exclusivel
     assert pool.place(flexible) == 1
 
 
+def test_ours_does_not_strand_a_servers_last_gpu_without_cpu_when_a_similar_model_fits():
+    # given a P100 with 2 GPUs and 16 cores (the larger free share) and a G2 with 7 of 8 GPUs and 96 cores free
+    nodes = [
+        Node(1, "P100", 2, cpu_milli=16_000, memory_mib=64_000),
+        Node(2, "G2", 8, cpu_milli=96_000, memory_mib=393_216),
+    ]
+
+    def pool(policy: str) -> Pool:
+        p = Pool(nodes, policy=policy)
+        p.allocate(2, 1)
+        return p
+
+    heavy, light = Request(1, cpu_milli=12_000), Request(1, cpu_milli=2_000)
+    # then 12 cores on the P100 would leave its other GPU 4 cores, less than requests ask per GPU: ours takes
+    # the G2, where balanced (the largest free share) strands the P100's GPU
+    assert (pool("ours").place(heavy), pool("balanced").place(heavy)) == (2, 1)
+    # and a light request leaves the P100 enough, so it goes there as balanced would
+    assert pool("ours").place(light) == 1
+
+
 def test_ours_learns_demand_online():
     nodes = [Node(1, "T4", 4), Node(2, "P100", 4)]
     pool = Pool(nodes)
