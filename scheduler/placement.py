@@ -30,12 +30,16 @@ Policies (``POLICIES``):
 - ``cheapest``: the lowest price per GPU-hour among fitting servers, then best-fit.
 - ``balanced``: the accepted model with the largest free share (free GPUs / GPUs of that model), best-fit
   inside it: a prior-free baseline.
-- ``ours``: model-aware packing: the model whose GPUs are least needed by model-constrained requests,
-  best-fit within it (``Pool._harm``). Demand is learnt online from the requests placed or observed,
+- ``ours``: model-aware packing: the model whose GPUs are least needed by constrained requests, best-fit
+  within it (``Pool._harm``). A request is constrained by the models it names or, naming none, by the
+  models with a server big enough for it (``Pool._capable_class``: a whole 8-GPU, 120-core server is a
+  constraint as real as a model name). Demand is learnt online from the requests placed or observed,
   decaying with a half-life of ``DEMAND_HALF_LIFE`` constrained requests, and can be seeded (``demand=``).
   Without a seed, each model starts with a pseudo-count prior proportional to its capacity
   (``PRIOR_MASS`` requests' worth), under which the harm orders models exactly like ``balanced``; learnt
-  demand outweighs it as it accumulates (safe cold start). With ``needs``, while a model is far from
+  demand outweighs it as it accumulates (safe cold start). When the choice would leave a server's last
+  free GPUs without the CPU requests typically ask per GPU, the next tier of models (at most
+  ``STRAND_HARM_FACTOR`` times as harmed) that strands none is taken instead. With ``needs``, while a model is far from
   scarce (``GUARD_FREE_SHARE``), ``ours`` puts the renter on the financed server of any of the request's
   groups whose remaining need it covers best: the largest need it covers whole (exact first), else the
   smallest remaining need, i.e. the smallest needs first as the collateral lower bound does. It breaks a
@@ -70,10 +74,10 @@ _PLAN_CACHE_LIMIT = 4_096
 # Stranding, for "ours": a placement strands a server's remaining free GPUs when it leaves them less CPU than
 # a low quantile (STRAND_QUANTILE) of what GPU requests ask per GPU, learnt online (each request moves the
 # estimate by _STRAND_STEP of itself). "ours" then takes the next tier of models whose harm is at most
-# STRAND_HARM_FACTOR times the first's, if one fits without stranding: on the trace's three pod lists this
-# added 0.1-0.3 % of the requested GPUs accepted at saturation, at 0 to -0.2 % of churn acceptance.
+# STRAND_HARM_FACTOR times the first's, if one fits without stranding (on the trace's pod lists, 2 and 3 gave
+# the same saturation within 0.03 %; 3 kept 0.1 % more churn acceptance on gpuspec33).
 STRAND_QUANTILE = 0.25
-STRAND_HARM_FACTOR = 2.0
+STRAND_HARM_FACTOR = 3.0
 _STRAND_STEP = 0.02
 _CLASS_LIMIT = 1_024
 # Financed servers compared within a bucket (the first ones in pool order): bounds a pick's cost.
@@ -226,6 +230,8 @@ class Pool:
         self._model_total: list[int] = []
         self._model_free: list[int] = []
         self._plans: dict[tuple, _Plan] = {}
+        self._capable: dict[Request, int] = {}  # per request: _capable_class
+        self._capable_seen: dict[int, tuple[Request, int]] = {}  # the same, by the request object's id
         # Demand classes, for "ours": the distinct sets of accepted models seen, as bitmasks over models.
         self._class_of: dict[int, int] = {}
         self._class_mask: list[int] = []
@@ -278,8 +284,9 @@ class Pool:
     def place(self, request: Request) -> int | None:
         """Learn the request, choose a server for it and allocate its GPUs, CPU and memory there."""
         plan = self._plan(request)
-        if plan.demand_class >= 0:
-            self._learn(plan.demand_class, max(1, request.gpu_count))
+        c = self._capable_class(plan, request) if self._learns else -1
+        if c >= 0:
+            self._learn(c, max(1, request.gpu_count))
         n = request.gpu_count
         if n and self._learns:  # _learn_cpu, inlined: this is the hot path
             x, q = request.cpu_milli / n, self._cpu_q
@@ -323,8 +330,9 @@ class Pool:
     def observe(self, request: Request) -> None:
         """Learn the request's demand without placing it (the product learns every request, booked or not)."""
         plan = self._plan(request)
-        if plan.demand_class >= 0:
-            self._learn(plan.demand_class, max(1, request.gpu_count))
+        c = self._capable_class(plan, request) if self._learns else -1
+        if c >= 0:
+            self._learn(c, max(1, request.gpu_count))
         if request.gpu_count and self._learns:
             self._learn_cpu(request)
 
@@ -378,6 +386,8 @@ class Pool:
             self._place_node(i, node)
             self._allocate(i, *used)
         self._plans.clear()
+        self._capable.clear()
+        self._capable_seen.clear()
 
     def remove_node(self, server_id: int) -> None:
         """The server is not placeable any more (paused, node not ready); its allocation is forgotten."""
@@ -389,6 +399,8 @@ class Pool:
         self._need[i] = 0.0
         self._update_needy(i)
         self._plans.clear()
+        self._capable.clear()
+        self._capable_seen.clear()
 
     def demand_snapshot(self) -> dict[frozenset[str], float]:
         """The learnt mix (GPUs per set of accepted models, decayed), to seed ``demand=`` after a restart."""
@@ -747,7 +759,7 @@ class Pool:
         if not n:
             j = self._cpu_home(groups, i, request, allow)
             return i if j < 0 else j
-        j = self._loan_pick(groups, request, allow)
+        j = self._loan_pick(groups, g, request, allow)
         if j >= 0:
             return j
         candidates = self._masks[g][self._slot[i]] & cap & allow & self._needy
@@ -764,15 +776,20 @@ class Pool:
                 best, best_key = j, key
         return best
 
-    def _loan_pick(self, groups: tuple[tuple[int, int], ...], request: Request, allow: int) -> int:
-        """The financed server, in the groups whose guard is open, whose remaining need the request covers
-        best, -1 if none fits: remaining needs n, n - 1, …, 1 (an exact cover first, then the least GPUs
+    def _loan_pick(self, groups: tuple[tuple[int, int], ...], g: int, request: Request, allow: int) -> int:
+        """The financed server whose remaining need the request covers best, in the groups whose guard is open
+        and whose model is at most ``STRAND_HARM_FACTOR`` times as harmed as the packing choice's (group g);
+        -1 if none fits: remaining needs n, n - 1, …, 1 (an exact cover first, then the least GPUs
         wasted), then n + 1, n + 2, … (the closest to covered); best-fit among equals. This is the lower
         bound's own order: the smallest needs first, no GPU wasted. Each need is one mask
         (``_need_masks``), so a pick costs a few mask operations per group and need, not a scan."""
         needy = self._needy & allow
         members = self._group_members
-        open_groups = [(h, cap) for h, cap in groups if members[h] & needy and self._guard_open(h)]
+        harms = self._harm_by_group()
+        limit = harms[g] * STRAND_HARM_FACTOR  # a loan does not take GPUs that constrained demand needs
+        open_groups = [
+            (h, cap) for h, cap in groups if members[h] & needy and harms[h] <= limit and self._guard_open(h)
+        ]
         if not open_groups:
             return -1
         n = request.gpu_count
@@ -931,6 +948,38 @@ class Pool:
         return harm
 
     # Demand, for "ours"
+
+    def _capable_class(self, plan: _Plan, request: Request) -> int:
+        """The demand class a request counts towards: the models it names or, when it names none, the models
+        with a server that could take it empty (the GPUs, CPU and memory): a request for a whole 8-GPU server
+        with 120 cores is limited to the few models that have one, and "ours" then keeps their servers whole
+        for it. -1 if every model could. (Intersecting a named set with the capable models, instead, cost
+        0.25 % of churn acceptance on the trace's gpuspec33 pod list.)"""
+        if request.models is not None:
+            return plan.demand_class
+        seen = self._capable_seen.get(id(request))  # by identity first: hashing a Request costs more
+        if seen is not None and seen[0] is request:
+            return seen[1]
+        c = self._capable.get(request)
+        if c is None:
+            if len(self._capable) >= _PLAN_CACHE_LIMIT:
+                self._capable.clear()
+            n = request.gpu_count
+            names = set()
+            for g, _cap in (*plan.preferred, *plan.others):
+                _, _, _, gpus, cap_cpu, cap_mem, cpu_per, mem_per = self._group_keys[g]
+                if gpus < n:
+                    continue
+                if cap_cpu and max(request.cpu_milli, cpu_per * n) > cap_cpu:
+                    continue
+                if cap_mem and max(request.memory_mib, mem_per * n) > cap_mem:
+                    continue
+                names.add(self._model_names[self._group_model[g]])
+            c = self._capable[request] = self._demand_class(frozenset(names)) if names else -1
+        if len(self._capable_seen) >= _PLAN_CACHE_LIMIT:
+            self._capable_seen.clear()
+        self._capable_seen[id(request)] = (request, c)  # the reference keeps the id from being reused
+        return c
 
     def _learn_cpu(self, request: Request) -> None:
         """Move the CPU-per-GPU quantile towards the request's (a stochastic quantile estimate)."""

@@ -403,10 +403,13 @@ def test_a_loan_deploys_vault_cash_and_its_interest_streams_into_the_share_price
     assert chain.call("SUSDai", "idle") == 8000 * E18
     prices.append(share_price(chain))
 
-    # when $4,000 of revenue is settled on the financed server, journaled, and the epoch closes
-    settle(loan, renter, "4000.00", T0 + timedelta(days=10))
+    # when $4,000 of revenue is settled on the financed server, journaled, and the epoch closes then (the
+    # books close at the settlement, not at the wall clock: after T0 + 10 days a close "now" would also
+    # count the interest accrued since)
+    settled_at = T0 + timedelta(days=10)
+    settle(loan, renter, "4000.00", settled_at)
     ledger_pull()
-    epoch = epoch_close()
+    epoch = epoch_close(now=settled_at)
     drain()
 
     # then principal came back ($2,321.892466: instalment 1's and the sweep's, see

@@ -212,6 +212,34 @@ def test_ours_does_not_strand_a_servers_last_gpu_without_cpu_when_a_similar_mode
     assert pool("ours").place(light) == 1
 
 
+def test_ours_keeps_the_only_servers_big_enough_for_a_request_free_for_it():
+    # given an idle G3 (128 cores, 768 GiB) and a half-used G2 (96 cores, 384 GiB)
+    nodes = [
+        Node(1, "G3", 8, cpu_milli=128_000, memory_mib=786_432),
+        Node(2, "G2", 8, cpu_milli=96_000, memory_mib=393_216),
+    ]
+
+    def pool() -> Pool:
+        p = Pool(nodes)
+        p.allocate(2, 4, 16_000)
+        return p
+
+    small, big = Request(1, cpu_milli=4_000), Request(8, cpu_milli=120_000, memory_mib=737_280)
+    # then with nothing learnt a small request takes the G3 (the larger free share) …
+    fresh = pool()
+    assert fresh.peek(small) == 1
+    # … but once whole-server requests that only a G3 can take have been seen, it goes to the G2
+    learnt = pool()
+    for _ in range(50):
+        learnt.observe(big)
+    assert (learnt.peek(small), learnt.peek(big)) == (2, 1)
+    # while 8-GPU requests that either model can take do not make the G3 special
+    either = pool()
+    for _ in range(50):
+        either.observe(Request(8, cpu_milli=8_000))
+    assert either.peek(small) == 1
+
+
 def test_ours_learns_demand_online():
     nodes = [Node(1, "T4", 4), Node(2, "P100", 4)]
     pool = Pool(nodes)
