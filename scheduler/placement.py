@@ -231,13 +231,16 @@ class Pool:
         self._model_free: list[int] = []
         self._plans: dict[tuple, _Plan] = {}
         self._capable: dict[Request, int] = {}  # per request: _capable_class
-        self._capable_seen: dict[int, tuple[Request, int]] = {}  # the same, by the request object's id
+        # per request object (by id, the object kept so that its id is not reused): its plan and class
+        self._seen: dict[int, tuple[Request, _Plan, int]] = {}
         # Demand classes, for "ours": the distinct sets of accepted models seen, as bitmasks over models.
         self._class_of: dict[int, int] = {}
         self._class_mask: list[int] = []
         self._class_own: list[float] = []  # decayed GPUs requested by this class itself
         self._class_demand: list[float] = []  # … by this class and every class whose models it includes
-        self._class_free: list[int] = []  # free GPUs of the class's models
+        self._class_free: list[int] = []  # free GPUs of the class's models, as of the last harm refresh
+        self._class_free_stale = True
+        self._class_models: list[list[int]] = []  # the class's models
         self._supersets: list[list[int]] = []  # classes whose models include this class's (itself too)
         self._classes_of_model: list[list[int]] = []
         self._increment = 1.0
@@ -283,8 +286,7 @@ class Pool:
 
     def place(self, request: Request) -> int | None:
         """Learn the request, choose a server for it and allocate its GPUs, CPU and memory there."""
-        plan = self._plan(request)
-        c = self._capable_class(plan, request) if self._learns else -1
+        plan, c = self._resolve(request)
         if c >= 0:
             self._learn(c, max(1, request.gpu_count))
         n = request.gpu_count
@@ -329,8 +331,7 @@ class Pool:
 
     def observe(self, request: Request) -> None:
         """Learn the request's demand without placing it (the product learns every request, booked or not)."""
-        plan = self._plan(request)
-        c = self._capable_class(plan, request) if self._learns else -1
+        _, c = self._resolve(request)
         if c >= 0:
             self._learn(c, max(1, request.gpu_count))
         if request.gpu_count and self._learns:
@@ -387,7 +388,7 @@ class Pool:
             self._allocate(i, *used)
         self._plans.clear()
         self._capable.clear()
-        self._capable_seen.clear()
+        self._seen.clear()
 
     def remove_node(self, server_id: int) -> None:
         """The server is not placeable any more (paused, node not ready); its allocation is forgotten."""
@@ -400,7 +401,7 @@ class Pool:
         self._update_needy(i)
         self._plans.clear()
         self._capable.clear()
-        self._capable_seen.clear()
+        self._seen.clear()
 
     def demand_snapshot(self) -> dict[frozenset[str], float]:
         """The learnt mix (GPUs per set of accepted models, decayed), to seed ``demand=`` after a restart."""
@@ -534,12 +535,9 @@ class Pool:
         if new != f:
             delta = new - f
             self._free[i] = new
-            self._model_free[m] += delta
-            class_free = self._class_free
-            for c in self._classes_of_model[m]:
-                left = class_free[c] = class_free[c] + delta
-                if not left:
-                    self._forget_harm()
+            model_free = self._model_free[m] = self._model_free[m] + delta
+            if not model_free:  # a set of models may have run dry: its harm is infinite now
+                self._forget_harm()
             self._changes += 1
         if self._need[i]:
             self._update_needy(i)
@@ -548,11 +546,8 @@ class Pool:
         if not delta:
             return
         self._model_free[m] += delta
-        class_free = self._class_free
-        for c in self._classes_of_model[m]:
-            class_free[c] += delta
-            if not class_free[c]:
-                self._forget_harm()
+        if not self._model_free[m]:
+            self._forget_harm()
         self._changes += 1
 
     def _update_needy(self, i: int) -> None:
@@ -900,6 +895,7 @@ class Pool:
     def _forget_harm(self) -> None:
         self._harm_cache.clear()
         self._harm_groups = None
+        self._class_free_stale = True
 
     def _harm_by_group(self) -> list[float]:
         """``_harm`` of every group, computed once per refresh of the cache (the score ``ours`` sorts by)."""
@@ -936,6 +932,10 @@ class Pool:
         """``_harm`` of model m, from the cache."""
         harm = self._harm_cache.get(m)
         if harm is None:
+            if self._class_free_stale:  # free GPUs per class, summed from the models' when the cache refreshes
+                model_free = self._model_free
+                self._class_free = [sum(model_free[k] for k in models) for models in self._class_models]
+                self._class_free_stale = False
             harm = 0.0
             demand, free = self._class_demand, self._class_free
             for c in self._classes_of_model[m]:
@@ -957,9 +957,6 @@ class Pool:
         0.25 % of churn acceptance on the trace's gpuspec33 pod list.)"""
         if request.models is not None:
             return plan.demand_class
-        seen = self._capable_seen.get(id(request))  # by identity first: hashing a Request costs more
-        if seen is not None and seen[0] is request:
-            return seen[1]
         c = self._capable.get(request)
         if c is None:
             if len(self._capable) >= _PLAN_CACHE_LIMIT:
@@ -976,10 +973,20 @@ class Pool:
                     continue
                 names.add(self._model_names[self._group_model[g]])
             c = self._capable[request] = self._demand_class(frozenset(names)) if names else -1
-        if len(self._capable_seen) >= _PLAN_CACHE_LIMIT:
-            self._capable_seen.clear()
-        self._capable_seen[id(request)] = (request, c)  # the reference keeps the id from being reused
         return c
+
+    def _resolve(self, request: Request) -> tuple[_Plan, int]:
+        """The request's plan and demand class, by the request object's identity first: a marketplace and the
+        bench send the same few request objects again and again, and hashing one costs more than the rest."""
+        seen = self._seen.get(id(request))
+        if seen is not None and seen[0] is request:
+            return seen[1], seen[2]
+        plan = self._plan(request)
+        c = self._capable_class(plan, request) if self._learns else -1
+        if len(self._seen) >= _PLAN_CACHE_LIMIT:
+            self._seen.clear()
+        self._seen[id(request)] = (request, plan, c)
+        return plan, c
 
     def _learn_cpu(self, request: Request) -> None:
         """Move the CPU-per-GPU quantile towards the request's (a stochastic quantile estimate)."""
@@ -1014,10 +1021,9 @@ class Pool:
                     self._supersets[other].append(c)
                 elif other_mask & mask == mask:  # new ⊂ other
                     self._supersets[c].append(other)
-            for m in range(len(self._model_names)):
-                if mask >> m & 1:
-                    self._classes_of_model[m].append(c)
-                    self._class_free[c] += self._model_free[m]
+            self._class_models.append([m for m in range(len(self._model_names)) if mask >> m & 1])
+            for m in self._class_models[c]:
+                self._classes_of_model[m].append(c)
             self._forget_harm()
         return c
 
