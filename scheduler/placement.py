@@ -718,6 +718,38 @@ class Pool:
             f += 1
         return best_left, best_i
 
+    def _unstranded(self, g: int, request: Request, allow: int) -> int:
+        """The server of group g with the fewest free GPUs that the request leaves with CPU for the rest
+        (``_strands``), the tightest such CPU level first; -1 if none."""
+        n = request.gpu_count
+        rows = self._nonempty[g] >> (n * _ROW)
+        _, _, _, _, cap_cpu, cap_mem, cpu_per, mem_per = self._group_keys[g]
+        cpu = max(cpu_per * n, request.cpu_milli)
+        mem = max(mem_per * n, request.memory_mib)
+        masks, used_cpu, used_mem, q = self._masks[g], self._used_cpu, self._used_mem, self._cpu_q
+        f = n
+        while rows:
+            row = rows & _FULL_ROW
+            if row:
+                need = cpu + (f - n) * q  # free CPU the server must have
+                low = min(_LEVELS, max(0, int(need * _LEVELS // cap_cpu))) if cap_cpu else 0
+                row >>= low
+                level = low
+                while row:
+                    if row & 1:
+                        mask = masks[f * _ROW + level] & allow
+                        while mask:
+                            bit = mask & -mask
+                            j = bit.bit_length() - 1
+                            if cap_cpu - used_cpu[j] >= need and (not cap_mem or cap_mem - used_mem[j] >= mem):
+                                return j
+                            mask ^= bit
+                    row >>= 1
+                    level += 1
+            rows >>= _ROW
+            f += 1
+        return -1
+
     def _union(self, g: int, n: int, low: int) -> tuple[int, int]:
         """(servers at the boundary CPU level, servers above it) of group g with at least n GPUs free."""
         rows = self._nonempty[g] >> (n * _ROW)
@@ -1139,13 +1171,15 @@ def _strands(pool: Pool, i: int, request: Request) -> bool:
 
 
 def _pack(pool: Pool, groups: tuple[tuple[int, int], ...], request: Request, allow: int, score) -> int:
-    """Best-fit after ``score``: the lowest (score, leftover, group, position) over the groups' fullest fitting
-    servers (``Pool._fullest``; ties between groups go to the group listed first, as pool order would).
+    """Best-fit after ``score``: the lowest score, then the least leftover, over the groups' fullest fitting
+    servers (``Pool._fullest``; a tie between groups goes to the one visited first).
 
     Tiers of equal score are visited lowest first (``_score_tiers``) until one has a fitting server; inside a
     tier, groups in the order of a lower bound of their leftover (the GPUs left on their fullest server with
     n GPUs free and CPU above the boundary level), stopping once that bound reaches the best found
-    (``_settle``): most picks look into one or two groups.
+    (``_settle``): most picks look into one or two groups. Under ``ours``, a choice that strands
+    (``_strands``) gives way to the first one in the following tiers, at most ``STRAND_HARM_FACTOR`` times
+    as harmed, that does not. Then the loans (``Pool._closest_to_cover``).
     """
     n = request.gpu_count
     start = n * _ROW
@@ -1156,40 +1190,47 @@ def _pack(pool: Pool, groups: tuple[tuple[int, int], ...], request: Request, all
     check = score is Pool._harm and n and pool._cpu_q > 0
     limit = 0.0
     for tier in tiers:
-        if found is not None:
-            if not check or not _strands(pool, found[1], request):
-                break
-            if first is None:  # look on, in tiers not much more harmed, for one that strands nothing
-                first, limit = found, pool._harm_groups[found[0]] * STRAND_HARM_FACTOR
-            found = None
         if first is not None and pool._harm_groups[tier[0][0]] > limit:
             break
+        found = None
         if len(tier) == 1:  # no bound to sort by: straight to the group's fullest server
             g, cap = tier[0]
             _, i = pool._fullest(g, request, cap & allow)
             if i >= 0:
                 found = (g, i, cap)
-            continue
-        bounds: list[tuple[float, int, int]] = []  # (bound, group, price mask)
-        for g, cap in tier:
-            rows = nonempty[g] >> start
-            if not rows:
-                continue
-            _, _, _, gpus, cap_cpu, cap_mem, cpu_per, mem_per = keys[g]
-            if cap_cpu > 0:
-                cpu = cpu_per * n if cpu_per * n > cpu_min else cpu_min
-                if cpu > cap_cpu:
+        else:
+            bounds: list[tuple[float, int, int]] = []  # (bound, group, price mask)
+            for g, cap in tier:
+                rows = nonempty[g] >> start
+                if not rows:
                     continue
-                if cpu > 0:
-                    rows &= levels[g][cpu * _LEVELS // cap_cpu]  # servers at or above the boundary CPU level
-                    if not rows:
+                _, _, _, gpus, cap_cpu, cap_mem, cpu_per, mem_per = keys[g]
+                if cap_cpu > 0:
+                    cpu = cpu_per * n if cpu_per * n > cpu_min else cpu_min
+                    if cpu > cap_cpu:
                         continue
-            if cap_mem > 0 and (mem_per * n if mem_per * n > mem_min else mem_min) > cap_mem:
-                continue
-            bounds.append(((((rows & -rows).bit_length() - 1) // _ROW) / gpus if gpus else 0.0, g, cap))
-        if bounds:
-            found = _settle(pool, bounds, request, allow)
-    if first is not None and (found is None or _strands(pool, found[1], request)):
+                    if cpu > 0:
+                        rows &= levels[g][cpu * _LEVELS // cap_cpu]  # servers at or above the boundary CPU level
+                        if not rows:
+                            continue
+                if cap_mem > 0 and (mem_per * n if mem_per * n > mem_min else mem_min) > cap_mem:
+                    continue
+                bounds.append(((((rows & -rows).bit_length() - 1) // _ROW) / gpus if gpus else 0.0, g, cap))
+            if bounds:
+                found = _settle(pool, bounds, request, allow)
+        if found is None:
+            continue
+        if not check or not _strands(pool, found[1], request):
+            break
+        g, _, cap = found
+        j = pool._unstranded(g, request, cap & allow)  # another server of the group that strands nothing
+        if j >= 0:
+            found = (g, j, cap)
+            break
+        if first is None:  # look on, in tiers not much more harmed, for one that strands nothing
+            first, limit = found, pool._harm_groups[g] * STRAND_HARM_FACTOR
+        found = None
+    if found is None:
         found = first
     if found is None:
         return -1

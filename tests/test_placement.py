@@ -212,6 +212,21 @@ def test_ours_does_not_strand_a_servers_last_gpu_without_cpu_when_a_similar_mode
     assert pool("ours").place(light) == 1
 
 
+def test_ours_takes_another_server_of_the_group_rather_than_strand_the_tightest_ones_last_gpu():
+    # given two G2s with 2 GPUs free each, one with 10 cores left (the tightest fit), one with 40
+    nodes = [Node(k, "G2", 8, cpu_milli=96_000, memory_mib=393_216) for k in (1, 2)]
+
+    def pool(policy: str) -> Pool:
+        p = Pool(nodes, policy=policy)
+        p.allocate(1, 6, 86_000)
+        p.allocate(2, 6, 56_000)
+        return p
+
+    # then an 8-core GPU goes where the other free GPU keeps 8 cores; balanced leaves the first one 2
+    request = Request(1, cpu_milli=8_000)
+    assert (pool("ours").place(request), pool("balanced").place(request)) == (2, 1)
+
+
 def test_ours_keeps_the_only_servers_big_enough_for_a_request_free_for_it():
     # given an idle G3 (128 cores, 768 GiB) and a half-used G2 (96 cores, 384 GiB)
     nodes = [
