@@ -8,6 +8,7 @@ from rest_framework.routers import DefaultRouter
 
 from accounts import views as account_views
 from accounts.api import MeApi, TokenApi, TokenDetailApi, TokenListApi
+from config import health
 from financing import api as financing_api
 from marketplace.api import bookings as booking_api
 from marketplace.api import inventory as inventory_api
@@ -69,6 +70,9 @@ docs_csp = csp_update({"script-src": [NONCE], "style-src": [NONCE]})
 redoc_csp = csp_update({"script-src": [NONCE], "style-src": [UNSAFE_INLINE], "worker-src": ["blob:"]})
 
 urlpatterns = [
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("metrics", health.metrics_view, name="metrics"),
     path("", inventory_views.home, name="home"),
     path("dashboard/", account_views.dashboard, name="dashboard"),
     path("accounts/", include("allauth.urls")),

@@ -66,6 +66,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "drf_standardized_errors",
+    "django_prometheus",
     "core",
     "accounts",
     "marketplace",
@@ -74,6 +75,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "core.middleware.RejectNulBytesMiddleware",
     "csp.middleware.CSPMiddleware",
@@ -85,6 +87,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
     "core.middleware.NoStoreForSignedInMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 # Content-Security-Policy (django-csp) on every response. No inline script anywhere (event
@@ -383,7 +386,12 @@ CELERY_BEAT_SCHEDULE = {
     # Creates the run of the last complete ISO week once (idempotent), so hourly is enough.
     "financing-payouts-weekly": {"task": "financing.tasks.payouts_weekly", "schedule": 3600.0},
     "core-idempotency-keys-purge": {"task": "core.tasks.idempotency_keys_purge_expired", "schedule": 3600.0},
+    "core-celery-heartbeat": {"task": "core.tasks.celery_heartbeat", "schedule": 30.0, "options": {"expires": 25}},
 }
+# /readyz (config.health) fails once the heartbeat above is older than this; /metrics asks for
+# "Authorization: Bearer <METRICS_TOKEN>" when it is set (empty: open, as in the embedded demo).
+READINESS_HEARTBEAT_SECONDS = env.int("READINESS_HEARTBEAT_SECONDS", default=180)
+METRICS_TOKEN = env("METRICS_TOKEN", default="")
 
 # --- Financing: the waterfall's rates (fractions of each settlement's gross).
 WATERFALL_PLATFORM_FEE = Decimal(env("WATERFALL_PLATFORM_FEE", default="0.05"))
