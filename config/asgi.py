@@ -4,6 +4,7 @@
 ``/endpoints/``, raw ASGI, streamed) in front of Django's ASGI application for everything else.
 Serve it with uvicorn: ``uvicorn config.asgi:application`` (``make demo`` does, on
 127.0.0.1:8000); ``manage.py runserver`` (WSGI) serves the site but not the proxy.
+Like ``config.wsgi`` it requires ``DJANGO_SETTINGS_MODULE``: a server never falls back to DEBUG.
 
 Static files: production serves them with WhiteNoise (its middleware, in Django's stack, works
 under ASGI too). With DEBUG on (the demo), Django's ``ASGIStaticFilesHandler`` serves them from
@@ -13,8 +14,13 @@ the finders as ``runserver`` does, so the demo under uvicorn looks the same.
 import os
 
 from django.core.asgi import get_asgi_application
+from django.core.exceptions import ImproperlyConfigured
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
+if not os.environ.get("DJANGO_SETTINGS_MODULE"):
+    raise ImproperlyConfigured(
+        "DJANGO_SETTINGS_MODULE is not set: a server process must name its settings "
+        "(config.settings.production in production, config.settings.local for the demo)."
+    )
 django_application = get_asgi_application()  # sets Django up: models can be imported from here
 
 from django.conf import settings  # noqa: E402
